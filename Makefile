@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make run` (install, build, route) and `make test`.
+# Everything installs into .venv; torch is pinned first so nothing pulls a CUDA build.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CF     := $(VENV)/bin/contextforge
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install setup run test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[export,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Exports the encoder to ONNX (models/encoders/, git-ignored) and trains the default router
+# only if models/routers/default is missing (it ships in the repo).
+setup: install
+	$(CF) setup
+
+run: setup
+	$(CF) route \
+	  "What is the capital of Australia? A) Sydney B) Canberra C) Melbourne D) Perth" \
+	  "Write a Python function that returns the n-th Fibonacci number using memoization." \
+	  "The trophy doesn't fit into the brown suitcase because the _ is too large. A) trophy B) suitcase" \
+	  "Prove that there are infinitely many primes, then explain the proof to a 10-year-old."
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) benchmarks/routing_quality.py --json benchmarks/out/routing_quality.json
+	$(PY) benchmarks/routing_latency.py --json benchmarks/out/routing_latency.json
+
+clean:
+	rm -rf $(VENV) models/encoders/*/ .cache

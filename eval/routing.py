@@ -1,0 +1,110 @@
+"""``contextforge eval routing``: a router's cost-quality curve against single models and the
+oracle, on one split of a routing table, with the keys DESIGN.md fixes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from eval import metrics
+from router.artifact import TrainedRouter
+from router.embedding import Encoder
+from training.data import load
+from training.embed_cache import embed_cached
+from training.fit import DEFAULT_ENCODER
+from training.table import RoutingTable
+
+
+def eval_rows(table: RoutingTable, split: str | None) -> RoutingTable:
+    """The rows to evaluate: one split, complete rows only (every model scored and priced)."""
+    rows = table if not split else table.split(split)
+    if len(rows) == 0:
+        have = sorted({s for s in table.splits.tolist() if s}) or ["(none)"]
+        raise ValueError(f"{table.name}: no rows in split {split!r}; splits: {', '.join(have)}")
+    complete = ~np.isnan(rows.scores).any(axis=1) & ~np.isnan(rows.costs).any(axis=1)
+    if not complete.any():
+        raise ValueError(f"{table.name}: no row has every model's score and cost")
+    return rows if complete.all() else rows.select(complete)
+
+
+def curve_summary(scores: np.ndarray, costs: np.ndarray, pred_q: np.ndarray,
+                  pred_c: np.ndarray, models: list[str]) -> dict[str, Any]:
+    """Every figure of one evaluation from true and predicted (n, m) blocks."""
+    single = metrics.single_models(scores, costs, models)
+    points = np.array([[v["cost"], v["quality"]] for v in single.values()])
+    best = max(single, key=lambda m: (single[m]["quality"], -single[m]["cost"]))
+    c_min, c_max = float(points[:, 0].min()), float(points[:, 0].max())
+    curve = metrics.sweep_tradeoff(pred_q, pred_c, scores, costs,
+                                   metrics.default_lambdas(pred_q, pred_c, n=120))
+    oq, oc = metrics.oracle(scores, costs)
+    at_best = metrics.cost_at_quality(curve, single[best]["quality"])
+    out: dict[str, Any] = {
+        "n": int(len(scores)),
+        "models": list(models),
+        "single": single,
+        "best_single": {"model": best, **single[best]},
+        "oracle": {"quality": oq, "cost": oc},
+        "random": {"curve": metrics.random_router_curve(scores, costs).tolist()},
+        "router": {
+            "quality": float(curve[0, 1]),
+            "cost": float(curve[0, 0]),
+            "aiq": metrics.aiq(curve, c_min, c_max),
+            "curve": metrics.upper_hull(curve).tolist(),
+        },
+        "zero_router_aiq": metrics.zero_router_aiq(points, c_min, c_max),
+        "cost_at_best_quality": at_best,
+        "cost_share_at_best_quality": None if at_best is None else at_best / single[best]["cost"],
+    }
+    if len(models) == 2:
+        out.update(two_model_metrics(scores, costs, pred_q))
+    return out
+
+
+def two_model_metrics(scores: np.ndarray, costs: np.ndarray, pred_q: np.ndarray
+                      ) -> dict[str, Any]:
+    """RouteLLM's APGR and CPT: threshold sweep on the predicted lead of the pricier model."""
+    strong = int(np.argmax(np.nanmean(costs, axis=0)))
+    weak = 1 - strong
+    lead = pred_q[:, strong] - pred_q[:, weak]
+    share, quality = metrics.threshold_curve_two_model(lead, scores[:, strong], scores[:, weak])
+    qs, qw = float(scores[:, strong].mean()), float(scores[:, weak].mean())
+    return {
+        "strong": strong,
+        "apgr": metrics.apgr(share, quality, qw, qs),
+        "cpt50": metrics.cpt(share, quality, qw, qs, 0.5),
+        "cpt80": metrics.cpt(share, quality, qw, qs, 0.8),
+    }
+
+
+def predict_rows(router: TrainedRouter, rows: RoutingTable, encoder: Encoder
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The router's predicted quality and cost for each row."""
+    x = embed_cached(encoder, router.routing_texts(rows.prompts))
+    tokens = np.array([encoder.count_tokens(p) for p in rows.prompts])
+    return router.predict(x).astype(np.float64), router.estimate_costs(tokens)
+
+
+def evaluate_routing(router: TrainedRouter, data: str | RoutingTable, *, split: str = "test",
+                     encoder: Encoder | None = None, per_task: bool = True) -> dict[str, Any]:
+    """Evaluate ``router`` on ``data``'s ``split``; returns the ``eval routing --json`` dict."""
+    table = load(data) if isinstance(data, str) else data
+    if table.models != router.models:
+        raise ValueError(f"router {router.spec.name!r} predicts {router.models}, "
+                         f"{table.name} has {table.models}")
+    rows = eval_rows(table, split)
+    encoder = encoder or Encoder.load(DEFAULT_ENCODER)
+    pred_q, pred_c = predict_rows(router, rows, encoder)
+    result = {"dataset": table.name, "split": split, "router_name": router.spec.name,
+              "router_kind": router.spec.kind, "cost_source": table.cost_source}
+    result.update(curve_summary(rows.scores, rows.costs, pred_q, pred_c, table.models))
+    tasks = sorted(set(rows.tasks.tolist()))
+    if per_task and len(tasks) > 1:
+        result["tasks"] = {}
+        for t in tasks:
+            m = rows.tasks == t
+            s = curve_summary(rows.scores[m], rows.costs[m], pred_q[m], pred_c[m], table.models)
+            result["tasks"][t] = {k: s[k] for k in ("n", "best_single", "oracle", "router",
+                                                    "zero_router_aiq", "cost_at_best_quality",
+                                                    "cost_share_at_best_quality")}
+    return result

@@ -1,0 +1,131 @@
+"""The one declarative config file (YAML), decoded into typed structs and validated at start-up.
+
+Every error names its path in the file, e.g.
+``contextforge.yaml: routes[1].candidates[0]: unknown model 'gpt5'``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+import yaml
+
+from router.policy import PolicySpec
+
+CAPABILITIES = frozenset({"tools", "vision", "json"})
+
+
+class ConfigError(ValueError):
+    """The config file is missing, malformed or inconsistent."""
+
+
+class Deployment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    provider: str
+    endpoint: str = ""
+    api_key_env: str = ""
+    region: str = ""
+
+
+class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A model callers can be routed to; prices are USD per million tokens."""
+
+    name: str
+    input_price: float
+    output_price: float
+    context_window: int
+    stands_in_for: str | None = None  # the router's data model whose predictions it borrows
+    capabilities: list[str] = []
+    aliases: list[str] = []
+    expected_output_tokens: int = 256
+    deployments: list[Deployment] = []
+
+
+class RouteEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    candidates: list[str] = []  # empty: every catalog model with a stand-in
+    policy: PolicySpec = PolicySpec()
+
+
+class EncoderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    path: str = "models/encoders/all-MiniLM-L6-v2"
+    quantized: bool = False
+    threads: int = 2
+
+
+class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    path: str = "models/routers/default"
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    version: int = 1
+    encoder: EncoderConfig = EncoderConfig()
+    router: RouterConfig = RouterConfig()
+    models: list[ModelEntry] = []
+    routes: list[RouteEntry] = []
+    default_route: str = "auto"
+    base_dir: str = ""  # set by load_config: relative paths are read from the file's folder
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir or ".") / p
+
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "contextforge.yaml"
+
+
+def _check(cfg: Config) -> list[str]:
+    errors: list[str] = []
+    names: dict[str, str] = {}
+    for i, m in enumerate(cfg.models):
+        where = f"models[{i}]"
+        for label, value in (("input_price", m.input_price), ("output_price", m.output_price)):
+            if value < 0:
+                errors.append(f"{where}.{label}: must be >= 0, got {value}")
+        if m.context_window <= 0:
+            errors.append(f"{where}.context_window: must be > 0, got {m.context_window}")
+        for j, cap in enumerate(m.capabilities):
+            if cap not in CAPABILITIES:
+                errors.append(f"{where}.capabilities[{j}]: unknown capability {cap!r}; "
+                              f"known: {sorted(CAPABILITIES)}")
+        for key in (m.name, *m.aliases):
+            if key in names:
+                errors.append(f"{where}: name or alias {key!r} already used by {names[key]}")
+            names[key] = where
+    route_names = set()
+    for i, r in enumerate(cfg.routes):
+        if r.name in route_names or r.name in names:
+            errors.append(f"routes[{i}].name: {r.name!r} is already a route or model name")
+        route_names.add(r.name)
+        for j, c in enumerate(r.candidates):
+            if c not in names:
+                errors.append(f"routes[{i}].candidates[{j}]: unknown model {c!r}")
+    if cfg.routes and cfg.default_route not in route_names:
+        errors.append(f"default_route: {cfg.default_route!r} is not a route; "
+                      f"routes: {sorted(route_names)}")
+    return errors
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read, decode and validate the config file; raise ``ConfigError`` listing every problem."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw["base_dir"] = str(path.resolve().parent)
+    try:
+        cfg = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        # msgspec says "... - at `$.models[0].input_price`": put the path first, as a user reads
+        msg, _, where = str(exc).partition(" - at `$.")
+        raise ConfigError(f"{path}: {where.rstrip('`') + ': ' if where else ''}{msg}") from exc
+    errors = _check(cfg)
+    if errors:
+        raise ConfigError(f"{path}: " + f"\n{path}: ".join(errors))
+    return cfg

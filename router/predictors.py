@@ -1,0 +1,204 @@
+"""Trained quality predictors at run time: embeddings in, per-model predicted quality out.
+
+Every predictor maps an (n, d) block of L2-normalised prompt embeddings to an (n, m) block of
+predicted scores in [0, 1], one column per model of the artifact. Weights live in plain numpy
+arrays (saved as npz by ``router.artifact``): no pickled objects, no framework at run time but
+numpy, and FAISS for the nearest-neighbour kind. One registry, ``PREDICTORS``, names the kinds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # tanh form: no overflow warnings for large |z|
+
+
+class Predictor(Protocol):
+    """What the router runs: ``predict`` plus a round trip through plain arrays."""
+
+    kind: ClassVar[str]
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+    def arrays(self) -> dict[str, np.ndarray]: ...
+
+    def params(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]
+    ) -> Predictor: ...
+
+
+class KnnPredictor:
+    """Mean score of the ``k`` most similar training prompts (cosine, exact FAISS search).
+
+    Neighbours are weighted by ``exp(similarity / temperature)`` so the closest prompts count
+    most; a model that was not run on a neighbour (NaN) is averaged over the others.
+    """
+
+    kind: ClassVar[str] = "knn"
+
+    def __init__(self, x: np.ndarray, scores: np.ndarray, k: int = 40, temperature: float = 0.05):
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self.scores = np.asarray(scores, dtype=np.float32)
+        self.k = int(min(k, len(self.x)))
+        self.temperature = float(temperature)
+        self._index: Any = None
+
+    def _search(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import faiss  # imported here: only this kind needs it
+
+        if self._index is None:
+            self._index = faiss.IndexFlatIP(self.x.shape[1])
+            self._index.add(self.x)
+        return self._index.search(np.ascontiguousarray(x, dtype=np.float32), self.k)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        sims, idx = self._search(x)
+        w = np.exp((sims - sims[:, :1]) / self.temperature)[:, :, None]  # (n, k, 1)
+        s = self.scores[idx]  # (n, k, m)
+        seen = ~np.isnan(s)
+        num = np.where(seen, s, 0.0) * w
+        den = seen * w
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = num.sum(1) / den.sum(1)
+        fallback = np.nanmean(self.scores, axis=0)
+        return np.where(np.isnan(out), fallback, out)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"x": self.x.astype(np.float16), "scores": self.scores}
+
+    def params(self) -> dict[str, Any]:
+        return {"k": self.k, "temperature": self.temperature}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]):
+        return cls(arrays["x"].astype(np.float32), arrays["scores"], **params)
+
+
+class LinearPredictor:
+    """One logistic model per candidate: ``sigmoid(x @ w + b)``."""
+
+    kind: ClassVar[str] = "linear"
+
+    def __init__(self, w: np.ndarray, b: np.ndarray):
+        self.w = np.asarray(w, dtype=np.float32)
+        self.b = np.asarray(b, dtype=np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return _sigmoid(x @ self.w + self.b)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"w": self.w, "b": self.b}
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]):
+        return cls(arrays["w"], arrays["b"])
+
+
+class MlpPredictor:
+    """A small multi-output MLP: ReLU hidden layers, one sigmoid output per candidate."""
+
+    kind: ClassVar[str] = "mlp"
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]]):
+        self.layers = [(np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in layers]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        h = x
+        for w, b in self.layers[:-1]:
+            h = np.maximum(h @ w + b, 0.0)
+        w, b = self.layers[-1]
+        return _sigmoid(h @ w + b)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for i, (w, b) in enumerate(self.layers):
+            out[f"w{i}"], out[f"b{i}"] = w, b
+        return out
+
+    def params(self) -> dict[str, Any]:
+        return {"n_layers": len(self.layers)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]):
+        n = int(params["n_layers"])
+        return cls([(arrays[f"w{i}"], arrays[f"b{i}"]) for i in range(n)])
+
+
+class MfPredictor:
+    """Matrix factorisation in the spirit of RouteLLM's ``mf`` router.
+
+    A prompt is projected into a small latent space (``x @ p``) and scored against each model's
+    latent vector: ``sigmoid((x @ p) @ v.T + b)``. Models share the projection, so a model seen on
+    few prompts borrows strength from the others: the reason to prefer it on sparse data.
+    """
+
+    kind: ClassVar[str] = "mf"
+
+    def __init__(self, p: np.ndarray, v: np.ndarray, b: np.ndarray):
+        self.p = np.asarray(p, np.float32)
+        self.v = np.asarray(v, np.float32)
+        self.b = np.asarray(b, np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return _sigmoid((x @ self.p) @ self.v.T + self.b)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"p": self.p, "v": self.v, "b": self.b}
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]):
+        return cls(arrays["p"], arrays["v"], arrays["b"])
+
+
+class EnsemblePredictor:
+    """A weighted mean of member predictors' outputs."""
+
+    kind: ClassVar[str] = "ensemble"
+
+    def __init__(self, members: list[Predictor], weights: list[float] | None = None):
+        self.members = members
+        w = np.ones(len(members)) if weights is None else np.asarray(weights, dtype=np.float64)
+        self.weights = (w / w.sum()).tolist()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return sum(w * m.predict(x) for w, m in zip(self.weights, self.members, strict=True))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            f"m{i}.{key}": arr
+            for i, member in enumerate(self.members)
+            for key, arr in member.arrays().items()
+        }
+
+    def params(self) -> dict[str, Any]:
+        members = [{"kind": m.kind, "params": m.params()} for m in self.members]
+        return {"members": members, "weights": self.weights}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]):
+        members = []
+        for i, spec in enumerate(params["members"]):
+            prefix = f"m{i}."
+            sub = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            members.append(PREDICTORS[spec["kind"]].from_arrays(sub, spec["params"]))
+        return cls(members, params["weights"])
+
+
+PREDICTORS: dict[str, type] = {
+    cls.kind: cls
+    for cls in (KnnPredictor, LinearPredictor, MlpPredictor, MfPredictor, EnsemblePredictor)
+}

@@ -1,0 +1,179 @@
+"""The ``contextforge`` command line.
+
+Verbs (DESIGN.md fixes their names and flags): ``route``, ``train``, ``eval routing``, plus
+``setup`` (build the encoder and the default router when missing) and ``validate`` (check a
+config file). Heavy imports happen inside each verb so ``route`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import msgspec
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ROUTER = REPO / "models" / "routers" / "default"
+
+
+def _out(obj) -> None:
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj)).decode() + "\n")
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from training.export_encoder import ensure_encoder
+
+    path = ensure_encoder()
+    print(f"encoder: {path}")
+    if not (DEFAULT_ROUTER / "router.json").exists() or args.retrain:
+        from eval.card import write_card
+        from eval.routing import evaluate_routing
+        from router.artifact import load_router
+        from training.fit import train_router
+
+        print(f"training the default router into {DEFAULT_ROUTER} ...", flush=True)
+        train_router("routerbench", DEFAULT_ROUTER, name="default")
+        router = load_router(DEFAULT_ROUTER)
+        write_card(DEFAULT_ROUTER, [evaluate_routing(router, "routerbench", split="test")])
+    print(f"router: {DEFAULT_ROUTER}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from router.config import load_config
+    from router.engine import RoutingEngine
+
+    cfg = load_config(args.config)
+    RoutingEngine.from_config(cfg)
+    print(f"{args.config or 'contextforge.yaml'}: ok ({len(cfg.models)} models, "
+          f"{len(cfg.routes)} routes)")
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from router.config import load_config
+    from router.engine import RoutingEngine
+    from router.policy import PolicySpec
+
+    engine = RoutingEngine.from_config(load_config(args.config))
+    policy = None
+    if args.mode:
+        base = engine.routes[args.route or engine.config.default_route].entry.policy
+        policy = msgspec.structs.replace(base, mode=args.mode)
+    prompts = args.prompt or []
+    if not prompts:
+        print("route: give at least one PROMPT", file=sys.stderr)
+        return 2
+    for prompt in prompts:
+        d = engine.decide(prompt, route=args.route, required=args.require or (),
+                          max_output_tokens=args.max_tokens, policy=policy)
+        if args.json:
+            _out(d)
+            continue
+        print(f"{prompt[:70]!r}\n  -> {d.model}  (route {d.route}, {d.mode}: {d.reason};"
+              f" {d.elapsed_ms:.1f} ms)")
+        for c in sorted(d.candidates, key=lambda c: -(c.predicted_quality or 0)):
+            mark = "*" if c.model == d.model else " "
+            note = "" if c.eligible else f"  [excluded: {c.excluded_because}]"
+            print(f"   {mark} {c.model:<22} q={c.predicted_quality:.3f}  "
+                  f"${c.estimated_cost_usd:.6f}  (as {c.stands_in_for}){note}")
+    _ = PolicySpec
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from eval.card import write_card
+    from eval.routing import evaluate_routing
+    from router.artifact import load_router
+    from training.data import load
+    from training.fit import train_router
+
+    table = load(args.data)
+    out = train_router(table, Path(args.out), kind=args.router)
+    print(f"trained {args.router or 'default kind'} router on {table.name} -> {out}")
+    results = []
+    if (table.splits == "test").any():
+        results.append(evaluate_routing(load_router(out), table, split="test"))
+    write_card(out, results)
+    for r in results:
+        print(f"test: AIQ {r['router']['aiq']:.4f} (single-model hull {r['zero_router_aiq']:.4f}),"
+              f" best single {r['best_single']['model']} {r['best_single']['quality']:.4f}")
+    return 0
+
+
+def cmd_eval_routing(args: argparse.Namespace) -> int:
+    from eval.routing import evaluate_routing
+    from router.artifact import load_router
+
+    result = evaluate_routing(load_router(args.router), args.data, split=args.split)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.plot:
+        from eval.plots import plot_routing
+
+        plot_routing(result, args.plot)
+    r, b = result["router"], result["best_single"]
+    print(f"{result['dataset']} [{args.split}] n={result['n']}: router AIQ {r['aiq']:.4f} "
+          f"vs single-model hull {result['zero_router_aiq']:.4f}; best single {b['model']} "
+          f"q={b['quality']:.4f} ${b['cost']:.6f}; router reaches it at "
+          f"{result['cost_at_best_quality']}")
+    if "apgr" in result:
+        print(f"APGR {result['apgr']:.4f}  CPT(50%) {result['cpt50']}  CPT(80%) {result['cpt80']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="contextforge", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("setup", help="build the encoder and default router if missing")
+    s.add_argument("--retrain", action="store_true", help="retrain the default router")
+    s.set_defaults(func=cmd_setup)
+
+    s = sub.add_parser("validate", help="check a config file and the artifacts it names")
+    s.add_argument("--config")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("route", help="show the routing decision for prompts (no provider call)")
+    s.add_argument("prompt", nargs="*")
+    s.add_argument("--config")
+    s.add_argument("--route", help="route name (default: the config's default_route)")
+    s.add_argument("--mode", choices=["tradeoff", "target_quality", "max_cost", "strong_share"])
+    s.add_argument("--require", action="append", help="capability: tools, vision, json")
+    s.add_argument("--max-tokens", type=int)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_route)
+
+    s = sub.add_parser("train", help="fit a router and write its folder")
+    s.add_argument("--data", required=True, help="built-in name or a JSONL/CSV path")
+    s.add_argument("--router", help="kind: knn, linear, mlp, mf, ensemble")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate routers").add_subparsers(dest="what", required=True)
+    s = ev.add_parser("routing", help="cost-quality evaluation of a router")
+    s.add_argument("--router", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--split", default="test")
+    s.add_argument("--json")
+    s.add_argument("--plot")
+    s.set_defaults(func=cmd_eval_routing)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``contextforge`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        # Expected user errors (bad config, unknown model, bad data row): one clear line.
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"contextforge {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Router estimators with scikit-learn's shape: ``__init__`` stores, ``fit`` learns, ``predict``.
+
+``fit(x, y)`` takes (n, d) prompt embeddings and an (n, m) score block in [0, 1] (NaN: not
+observed) and leaves the run-time predictor in ``predictor_``; the artifact stores only that.
+Scores may be fractional (pass rates): every loss here is cross-entropy against soft labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+
+from router.predictors import (
+    EnsemblePredictor,
+    KnnPredictor,
+    LinearPredictor,
+    MfPredictor,
+    MlpPredictor,
+)
+
+
+class _Estimator(BaseEstimator):
+    predictor_: Any
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predictor_.predict(np.asarray(x, dtype=np.float32))
+
+
+class KnnRouter(_Estimator):
+    def __init__(self, k: int = 40, temperature: float = 0.05):
+        self.k = k
+        self.temperature = temperature
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> KnnRouter:
+        self.predictor_ = KnnPredictor(x, y, k=self.k, temperature=self.temperature)
+        return self
+
+
+def _soft_logistic(x: np.ndarray, y: np.ndarray, c: float):
+    """Logistic regression on soft labels: each row appears as a 1 weighted y and a 0 weighted
+    1 - y, which is exactly cross-entropy against y."""
+    from sklearn.linear_model import LogisticRegression
+
+    seen = ~np.isnan(y)
+    xs, ys = x[seen], y[seen]
+    if np.all((ys == 0) | (ys == 1)):
+        xx, yy, ww = xs, ys.astype(int), None
+    else:
+        xx = np.vstack([xs, xs])
+        yy = np.r_[np.ones(len(ys), int), np.zeros(len(ys), int)]
+        ww = np.r_[ys, 1.0 - ys]
+    if len(np.unique(yy[ww > 0] if ww is not None else yy)) < 2:
+        return None  # constant column: predict its mean
+    return LogisticRegression(C=c, max_iter=2000).fit(xx, yy, sample_weight=ww)
+
+
+def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    seen = ~np.isnan(y)
+    return float(-np.mean(y[seen] * np.log(p[seen]) + (1 - y[seen]) * np.log(1 - p[seen])))
+
+
+class LinearRouter(_Estimator):
+    """Per-model logistic regression; one C for all models, chosen by k-fold cross-validation."""
+
+    def __init__(self, cs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0), cv: int = 5,
+                 seed: int = 0):
+        self.cs = cs
+        self.cv = cv
+        self.seed = seed
+
+    def _fit_all(self, x: np.ndarray, y: np.ndarray, c: float) -> LinearPredictor:
+        d, m = x.shape[1], y.shape[1]
+        w, b = np.zeros((d, m)), np.zeros(m)
+        for j in range(m):
+            model = _soft_logistic(x, y[:, j], c)
+            if model is None:
+                mean = np.clip(np.nanmean(y[:, j]), 1e-4, 1 - 1e-4)
+                b[j] = np.log(mean / (1 - mean))
+            else:
+                w[:, j], b[j] = model.coef_[0], model.intercept_[0]
+        return LinearPredictor(w, b)
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> LinearRouter:
+        folds = np.random.default_rng(self.seed).permutation(len(x)) % self.cv
+        self.cv_loss_ = {}
+        for c in self.cs:
+            losses = []
+            for f in range(self.cv):
+                tr, va = folds != f, folds == f
+                losses.append(_log_loss(self._fit_all(x[tr], y[tr], c).predict(x[va]), y[va]))
+            self.cv_loss_[c] = float(np.mean(losses))
+        self.c_ = min(self.cv_loss_, key=self.cv_loss_.get)
+        self.predictor_ = self._fit_all(x, y, self.c_)
+        return self
+
+
+def _torch_fit(module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float,
+               weight_decay: float, batch: int, patience: int, val_share: float, seed: int):
+    """Masked soft-label BCE with AdamW and early stopping on a held-out share of ``x``."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    n_val = max(1, int(len(x) * val_share))
+    va, tr = order[:n_val], order[n_val:]
+    xt = torch.from_numpy(np.asarray(x, np.float32))
+    yt = torch.from_numpy(np.nan_to_num(np.asarray(y, np.float32)))
+    mt = torch.from_numpy(~np.isnan(y)).float()
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    bce = torch.nn.BCEWithLogitsLoss(reduction="none")
+
+    def loss_on(idx):
+        out = module(xt[idx])
+        return (bce(out, yt[idx]) * mt[idx]).sum() / mt[idx].sum().clamp(min=1)
+
+    best, best_state, stale = float("inf"), None, 0
+    for _ in range(epochs):
+        module.train()
+        for start in range(0, len(tr), batch):
+            idx = torch.from_numpy(tr[start : start + batch])
+            opt.zero_grad()
+            loss_on(idx).backward()
+            opt.step()
+        rng.shuffle(tr)
+        module.eval()
+        with torch.no_grad():
+            val = float(loss_on(torch.from_numpy(va)))
+        if val < best - 1e-5:
+            best, stale = val, 0
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    module.load_state_dict(best_state)
+    return best
+
+
+class MlpRouter(_Estimator):
+    """A one-hidden-layer MLP with a sigmoid head per model, trained with torch, run in numpy."""
+
+    def __init__(self, hidden: int = 256, dropout: float = 0.3, weight_decay: float = 1e-2,
+                 lr: float = 1e-3, epochs: int = 300, batch: int = 128, patience: int = 20,
+                 val_share: float = 0.1, seed: int = 0):
+        self.hidden, self.dropout, self.weight_decay = hidden, dropout, weight_decay
+        self.lr, self.epochs, self.batch, self.patience = lr, epochs, batch, patience
+        self.val_share, self.seed = val_share, seed
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> MlpRouter:
+        import torch
+
+        torch.manual_seed(self.seed)
+        d, m = x.shape[1], y.shape[1]
+        net = torch.nn.Sequential(
+            torch.nn.Dropout(self.dropout / 3),
+            torch.nn.Linear(d, self.hidden), torch.nn.ReLU(), torch.nn.Dropout(self.dropout),
+            torch.nn.Linear(self.hidden, m),
+        )
+        self.val_loss_ = _torch_fit(net, x, y, epochs=self.epochs, lr=self.lr,
+                                    weight_decay=self.weight_decay, batch=self.batch,
+                                    patience=self.patience, val_share=self.val_share,
+                                    seed=self.seed)
+        lin = [layer for layer in net if isinstance(layer, torch.nn.Linear)]
+        self.predictor_ = MlpPredictor(
+            [(ly.weight.detach().numpy().T.copy(), ly.bias.detach().numpy().copy()) for ly in lin]
+        )
+        return self
+
+
+def _mf_module(d: int, m: int, dim: int):
+    import torch
+
+    class Mf(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Linear(d, dim, bias=False)
+            self.v = torch.nn.Parameter(torch.randn(m, dim) * 0.1)
+            self.b = torch.nn.Parameter(torch.zeros(m))
+
+        def forward(self, x):
+            return self.p(x) @ self.v.T + self.b
+
+    return Mf()
+
+
+class MfRouter(_Estimator):
+    """Low-rank prompt-by-model factorisation (RouteLLM's ``mf`` idea), trained with torch."""
+
+    def __init__(self, dim: int = 64, weight_decay: float = 1e-3, lr: float = 3e-3,
+                 epochs: int = 300, batch: int = 128, patience: int = 20,
+                 val_share: float = 0.1, seed: int = 0):
+        self.dim, self.weight_decay, self.lr = dim, weight_decay, lr
+        self.epochs, self.batch, self.patience = epochs, batch, patience
+        self.val_share, self.seed = val_share, seed
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> MfRouter:
+        import torch
+
+        torch.manual_seed(self.seed)
+        net = _mf_module(x.shape[1], y.shape[1], self.dim)
+        self.val_loss_ = _torch_fit(net, x, y, epochs=self.epochs, lr=self.lr,
+                                    weight_decay=self.weight_decay, batch=self.batch,
+                                    patience=self.patience, val_share=self.val_share,
+                                    seed=self.seed)
+        self.predictor_ = MfPredictor(net.p.weight.detach().numpy().T.copy(),
+                                      net.v.detach().numpy().copy(), net.b.detach().numpy().copy())
+        return self
+
+
+class EnsembleRouter(_Estimator):
+    """The mean of several estimators' predictions."""
+
+    def __init__(self, members: list[Any] | None = None, weights: list[float] | None = None):
+        self.members = members
+        self.weights = weights
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> EnsembleRouter:
+        members = self.members or [KnnRouter(), LinearRouter(), MlpRouter()]
+        self.members_ = [clone(m).fit(x, y) for m in members]
+        self.predictor_ = EnsemblePredictor([m.predictor_ for m in self.members_], self.weights)
+        return self
+
+
+ESTIMATORS: dict[str, type] = {
+    "knn": KnnRouter,
+    "linear": LinearRouter,
+    "mlp": MlpRouter,
+    "mf": MfRouter,
+    "ensemble": EnsembleRouter,
+}

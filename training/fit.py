@@ -1,0 +1,121 @@
+"""Fit a router from a routing table and write its artifact folder.
+
+``train_router`` is what ``contextforge train`` runs: load the data, learn the boilerplate to
+strip, embed (cached), fit the estimator on the ``train`` split, fit the per-model cost model,
+compute out-of-fold predictions for threshold calibration, and save.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import clone
+
+from router.artifact import CostModel, DataRef, EncoderRef, RouterSpec, save_router
+from router.embedding import Encoder
+from router.text import learn_boilerplate, routing_text
+from training.data import load
+from training.embed_cache import embed_cached
+from training.estimators import ESTIMATORS, EnsembleRouter, LinearRouter
+from training.table import RoutingTable
+
+DEFAULT_KIND = "ensemble"
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ENCODER = REPO / "models" / "encoders" / "all-MiniLM-L6-v2"
+
+
+def table_sha256(table: RoutingTable) -> str:
+    """A hash of the table's content (prompts, models, scores, costs, splits)."""
+    h = hashlib.sha256()
+    for part in (table.prompts, table.models, list(table.splits)):
+        h.update("\x1f".join(map(str, part)).encode())
+    h.update(np.ascontiguousarray(table.scores, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(table.costs, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def training_rows(table: RoutingTable) -> RoutingTable:
+    """The ``train`` split, or every row when the data has no train split."""
+    return table.split("train") if (table.splits == "train").any() else table
+
+
+def fit_cost_model(tokens: np.ndarray, costs: np.ndarray) -> CostModel:
+    """Per model, least squares ``cost = a + b * input_tokens`` with a, b >= 0."""
+    a, b = [], []
+    for j in range(costs.shape[1]):
+        seen = ~np.isnan(costs[:, j])
+        t, c = tokens[seen].astype(float), costs[seen, j]
+        slope = 0.0
+        if len(t) > 1 and t.std() > 0:
+            slope = max(0.0, float(np.cov(t, c, bias=True)[0, 1] / t.var()))
+        intercept = max(0.0, float(c.mean() - slope * t.mean())) if len(c) else 0.0
+        a.append(intercept)
+        b.append(slope)
+    return CostModel(intercept=a, per_input_token=b)
+
+
+def out_of_fold(estimator, x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0
+                ) -> np.ndarray:
+    """Predictions for every row from a model that did not see it (k-fold)."""
+    assign = np.random.default_rng(seed).permutation(len(x)) % folds
+    out = np.zeros(y.shape, dtype=np.float64)
+    for f in range(folds):
+        est = clone(estimator).fit(x[assign != f], y[assign != f])
+        out[assign == f] = est.predict(x[assign == f])
+    return out
+
+
+def _frozen_hyperparameters(est):
+    """A copy of a fitted estimator whose CV-chosen settings are fixed (cheap to refit)."""
+    if isinstance(est, LinearRouter):
+        return clone(est).set_params(cs=(est.c_,))
+    if isinstance(est, EnsembleRouter):
+        return clone(est).set_params(members=[_frozen_hyperparameters(m) for m in est.members_])
+    return clone(est)
+
+
+def train_router(
+    data: str | RoutingTable,
+    out: Path,
+    *,
+    kind: str | None = None,
+    encoder: Encoder | None = None,
+    name: str | None = None,
+    calibrate: bool = True,
+) -> Path:
+    """Train a router of ``kind`` on ``data`` (a built-in name, a file path or a table)."""
+    kind = kind or DEFAULT_KIND
+    if kind not in ESTIMATORS:
+        raise ValueError(f"unknown router kind {kind!r}; known: {', '.join(ESTIMATORS)}")
+    table = load(data) if isinstance(data, str) else data
+    train = training_rows(table)
+    if len(train) < 10:
+        raise ValueError(f"{table.name}: {len(train)} training rows; need at least 10")
+    encoder = encoder or Encoder.load(DEFAULT_ENCODER)
+    boilerplate = learn_boilerplate(train.prompts)
+    texts = [routing_text(p, boilerplate) for p in train.prompts]
+    x = embed_cached(encoder, texts)
+    y = train.scores
+    est = ESTIMATORS[kind]().fit(x, y)
+    calibration = None
+    if calibrate:
+        oof = out_of_fold(_frozen_hyperparameters(est), x, y)
+        keep = np.random.default_rng(0).permutation(len(x))[:2000]
+        calibration = oof[np.sort(keep)]
+    tokens = np.array([encoder.count_tokens(p) for p in train.prompts])
+    spec = RouterSpec(
+        name=name or Path(out).name,
+        kind=kind,
+        models=list(table.models),
+        params={},
+        encoder=EncoderRef(id=encoder.id, sha256=encoder.sha256),
+        data=DataRef(name=table.name, sha256=table_sha256(table), rows=len(train),
+                     splits=sorted(set(train.splits.tolist()))),
+        cost_model=fit_cost_model(tokens, train.costs),
+        boilerplate=sorted(boilerplate),
+        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+    )
+    return save_router(Path(out), spec, est.predictor_, calibration)

@@ -1,0 +1,60 @@
+"""One table for every routing dataset: a row per prompt, a column per candidate model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """Prompts with every candidate model's observed score and cost.
+
+    ``scores[i, j]`` is model ``j``'s quality on prompt ``i`` in [0, 1] (NaN: not observed);
+    ``costs[i, j]`` is what that answer cost in USD. ``cost_source`` says whether the costs were
+    billed (``"real"``) or estimated from token counts and catalog prices (``"estimated"``).
+    """
+
+    name: str
+    prompts: list[str]
+    models: list[str]
+    scores: np.ndarray  # (n, m) float64, NaN where a model was not run on a prompt
+    costs: np.ndarray  # (n, m) float64 USD
+    tasks: np.ndarray  # (n,) str
+    splits: np.ndarray  # (n,) str: "train", "test", "ood", or "" when the source has none
+    cost_source: str = "real"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n, m = len(self.prompts), len(self.models)
+        for label, arr, shape in (
+            ("scores", self.scores, (n, m)),
+            ("costs", self.costs, (n, m)),
+            ("tasks", self.tasks, (n,)),
+            ("splits", self.splits, (n,)),
+        ):
+            if arr.shape != shape:
+                raise ValueError(f"{self.name}: {label} has shape {arr.shape}, expected {shape}")
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def select(self, mask: np.ndarray) -> RoutingTable:
+        """The rows where ``mask`` is true (a boolean mask or an index array)."""
+        idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
+        return RoutingTable(
+            name=self.name,
+            prompts=[self.prompts[i] for i in idx],
+            models=list(self.models),
+            scores=self.scores[idx],
+            costs=self.costs[idx],
+            tasks=self.tasks[idx],
+            splits=self.splits[idx],
+            cost_source=self.cost_source,
+            meta=dict(self.meta),
+        )
+
+    def split(self, name: str) -> RoutingTable:
+        """The rows of one split (``train``, ``test``, ``ood``)."""
+        return self.select(self.splits == name)
