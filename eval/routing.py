@@ -10,7 +10,7 @@ import numpy as np
 from eval import metrics
 from router.artifact import TrainedRouter
 from router.embedding import Encoder
-from training.data import load
+from training.data import count_tokens, load
 from training.embed_cache import embed_cached
 from training.fit import DEFAULT_ENCODER
 from training.table import RoutingTable
@@ -81,7 +81,7 @@ def predict_rows(router: TrainedRouter, rows: RoutingTable, encoder: Encoder
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The router's predicted quality and cost for each row."""
     x = embed_cached(encoder, router.routing_texts(rows.prompts))
-    tokens = np.array([encoder.count_tokens(p) for p in rows.prompts])
+    tokens = count_tokens(rows.prompts)
     return router.predict(x).astype(np.float64), router.estimate_costs(tokens)
 
 
@@ -97,13 +97,20 @@ def evaluate_routing(router: TrainedRouter, data: str | RoutingTable, *, split: 
     pred_q, pred_c = predict_rows(router, rows, encoder)
     result = {"dataset": table.name, "split": split, "router_name": router.spec.name,
               "router_kind": router.spec.kind, "cost_source": table.cost_source}
-    result.update(curve_summary(rows.scores, rows.costs, pred_q, pred_c, table.models))
+    result.update(summarize(rows, pred_q, pred_c, per_task=per_task))
+    return result
+
+
+def summarize(rows: RoutingTable, pred_q: np.ndarray, pred_c: np.ndarray, *,
+              per_task: bool = True) -> dict[str, Any]:
+    """:func:`curve_summary` of all rows, plus one per task when there are several."""
+    result = curve_summary(rows.scores, rows.costs, pred_q, pred_c, rows.models)
     tasks = sorted(set(rows.tasks.tolist()))
     if per_task and len(tasks) > 1:
         result["tasks"] = {}
         for t in tasks:
             m = rows.tasks == t
-            s = curve_summary(rows.scores[m], rows.costs[m], pred_q[m], pred_c[m], table.models)
+            s = curve_summary(rows.scores[m], rows.costs[m], pred_q[m], pred_c[m], rows.models)
             result["tasks"][t] = {k: s[k] for k in ("n", "best_single", "oracle", "router",
                                                     "zero_router_aiq", "cost_at_best_quality",
                                                     "cost_share_at_best_quality")}

@@ -17,7 +17,7 @@ from sklearn.base import clone
 from router.artifact import CostModel, DataRef, EncoderRef, RouterSpec, save_router
 from router.embedding import Encoder
 from router.text import learn_boilerplate, routing_text
-from training.data import load
+from training.data import count_tokens, load
 from training.embed_cache import embed_cached
 from training.estimators import ESTIMATORS, EnsembleRouter, LinearRouter
 from training.table import RoutingTable
@@ -105,7 +105,7 @@ def train_router(
         oof = out_of_fold(_frozen_hyperparameters(est), x, y)
         keep = np.random.default_rng(0).permutation(len(x))[:2000]
         calibration = oof[np.sort(keep)]
-    tokens = np.array([encoder.count_tokens(p) for p in train.prompts])
+    tokens = count_tokens(train.prompts)
     spec = RouterSpec(
         name=name or Path(out).name,
         kind=kind,

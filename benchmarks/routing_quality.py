@@ -1,0 +1,136 @@
+"""Train and evaluate every router kind on every built-in dataset; print one table.
+
+    python benchmarks/routing_quality.py [--json FILE] [--kinds knn,linear,...] [--data NAME,...]
+
+Splits are the loaders' fixed ones; test rows never reach training, calibration or selection.
+RouterBench, RouteLLM-MMLU: train split -> test split. RouterDC: train split -> test (in
+distribution) and ood. RouteLLM-GSM8K: 5-fold cross-validation (seed 0), pooled predictions.
+Embeddings are cached (``.cache/embeddings``), so reruns skip the encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eval.experiment import (  # noqa: E402
+    cross_val_predict,
+    features,
+    fit_predict,
+    predicted_costs,
+    task_prior,
+)
+from eval.routing import eval_rows, summarize  # noqa: E402
+from router.embedding import Encoder  # noqa: E402
+from training.data import load  # noqa: E402
+from training.export_encoder import ensure_encoder  # noqa: E402
+from training.fit import DEFAULT_KIND  # noqa: E402
+
+KINDS = ["knn", "linear", "mlp", "mf", "ensemble"]
+
+
+def routed_accuracy(scores: np.ndarray, pred_q: np.ndarray, tasks: np.ndarray) -> dict:
+    """RouterDC's figure: per task, the score of the model with the highest predicted quality;
+    averaged over tasks; against the single model with the best task average."""
+    pick = np.argmax(pred_q, axis=1)
+    names = sorted(set(tasks.tolist()))
+    per_task = {t: float(scores[tasks == t][np.arange((tasks == t).sum()), pick[tasks == t]]
+                         .mean()) for t in names}
+    single = np.array([[scores[tasks == t, j].mean() for t in names]
+                       for j in range(scores.shape[1])])
+    best = int(np.argmax(single.mean(axis=1)))
+    avg = float(np.mean(list(per_task.values())))
+    return {"per_task": per_task, "average": avg, "best_single_index": best,
+            "best_single_average": float(single[best].mean()),
+            "gain_points": 100 * (avg - float(single[best].mean()))}
+
+
+def run_split(name: str, train, test, encoder, kinds, prior: bool = True) -> dict:
+    f = features(train, test, encoder)
+    pc = predicted_costs(train, f)
+    out = {}
+    for kind in kinds:
+        t0 = time.perf_counter()
+        pq = fit_predict(kind, train, f)
+        out[kind] = summarize(test, pq, pc)
+        out[kind]["fit_predict_s"] = round(time.perf_counter() - t0, 2)
+        if name == "routerdc":
+            out[kind]["routed_accuracy"] = routed_accuracy(test.scores, pq, test.tasks)
+    if prior:
+        pq = task_prior(train, test)
+        out["task-prior"] = summarize(test, pq, pc)
+        if name == "routerdc":
+            out["task-prior"]["routed_accuracy"] = routed_accuracy(test.scores, pq, test.tasks)
+    return out
+
+
+def bench(datasets: list[str], kinds: list[str], encoder: Encoder) -> dict:
+    results: dict = {}
+    for name in datasets:
+        table = load(name)
+        if name == "routellm-gsm8k":
+            rows = eval_rows(table, None)
+            runs = {}
+            for kind in kinds:
+                pq, pc = cross_val_predict(kind, rows, encoder)
+                runs[kind] = summarize(rows, pq, pc)
+            splits = {"cv5": runs}
+        else:
+            train = table.split("train")
+            splits = {s: run_split(name, train, eval_rows(table, s), encoder, kinds)
+                      for s in (["test", "ood"] if name == "routerdc" else ["test"])}
+        main = DEFAULT_KIND if DEFAULT_KIND in kinds else kinds[0]
+        first = next(iter(splits))
+        results[name] = {"dataset": name, "split": first, "router_kind": main,
+                         **splits[first][main], "routers": splits}
+    return results
+
+
+def _f(x, d=4):
+    return "-" if x is None else f"{x:.{d}f}"
+
+
+def print_table(results: dict) -> None:
+    print(f"{'dataset':<16}{'split':<6}{'router':<12}{'n':>6}{'AIQ':>8}{'hull':>8}"
+          f"{'q@max':>8}{'cost@best':>10}{'APGR':>8}{'CPT50':>8}{'CPT80':>8}{'acc+pts':>9}")
+    for name, res in results.items():
+        for split, runs in res["routers"].items():
+            for kind, r in runs.items():
+                gain = r.get("routed_accuracy", {}).get("gain_points")
+                print(f"{name:<16}{split:<6}{kind:<12}{r['n']:>6}{_f(r['router']['aiq']):>8}"
+                      f"{_f(r['zero_router_aiq']):>8}{_f(r['router']['quality']):>8}"
+                      f"{_f(r.get('cost_share_at_best_quality'), 3):>10}{_f(r.get('apgr')):>8}"
+                      f"{_f(r.get('cpt50'), 3):>8}{_f(r.get('cpt80'), 3):>8}{_f(gain, 2):>9}")
+    rb = results.get("routerbench", {}).get("routers", {}).get("test", {})
+    for kind, r in rb.items():
+        if "tasks" in r:
+            cells = "  ".join(f"{t}: AIQ {_f(v['router']['aiq'])} (hull "
+                              f"{_f(v['zero_router_aiq'])})" for t, v in r["tasks"].items())
+            print(f"routerbench per task, {kind}: {cells}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json")
+    p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--data", default="routerbench,routerdc,routellm-mmlu,routellm-gsm8k")
+    args = p.parse_args()
+    encoder = Encoder.load(ensure_encoder())
+    t0 = time.perf_counter()
+    results = bench(args.data.split(","), args.kinds.split(","), encoder)
+    print_table(results)
+    print(f"total {time.perf_counter() - t0:.1f} s")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+import pytest
+
+from router.catalog import Catalog
+from router.config import DEFAULT_CONFIG, ConfigError, load_config
+
+GOOD = """
+version: 1
+models:
+  - {name: big, stands_in_for: a, input_price: 10, output_price: 30, context_window: 8000,
+     capabilities: [tools, vision], aliases: [big-2024]}
+  - {name: small, stands_in_for: b, input_price: 0.1, output_price: 0.2, context_window: 4000}
+routes:
+  - {name: auto, policy: {mode: tradeoff, willingness_to_pay: 0.01}}
+  - {name: pair, candidates: [big, small], policy: {mode: strong_share, strong_share: 0.25}}
+"""
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "cf.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_default_config_is_valid():
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg.default_route == "auto"
+    assert all(m.stands_in_for for m in cfg.models)
+
+
+def test_a_good_config_decodes_and_resolves_paths_next_to_the_file(tmp_path):
+    cfg = load_config(_write(tmp_path, GOOD))
+    assert [r.name for r in cfg.routes] == ["auto", "pair"]
+    assert cfg.routes[1].policy.strong_share == 0.25
+    assert cfg.resolve("models/x") == tmp_path / "models/x"
+    catalog = Catalog(cfg.models)
+    assert catalog.get("big-2024").name == "big"
+    assert Catalog.cost_usd(catalog.get("big"), 1000, 100) == pytest.approx(0.013)
+    with pytest.raises(KeyError, match="unknown model 'gpt5'"):
+        catalog.get("gpt5")
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("input_price: 10", "input_price: ten"), "models[0].input_price: Expected `float"),
+    (("input_price: 10", "input_price: -1"), "models[0].input_price: must be >= 0"),
+    (("[tools, vision]", "[tools, telepathy]"), "models[0].capabilities[1]: unknown capability"),
+    (("candidates: [big, small]", "candidates: [big, gpt5]"),
+     "routes[1].candidates[1]: unknown model 'gpt5'"),
+    (("strong_share: 0.25", "strong_share: 3"), "strong_share must be in [0, 1]"),
+    (("mode: tradeoff", "mode: cheapest"), "Invalid enum value 'cheapest'"),
+    (("version: 1", "version: 1\nbogus: 2"), "unknown field `bogus`"),
+    (("name: small", "name: big-2024"), "'big-2024' already used"),
+])
+def test_every_error_names_its_path(tmp_path, edit, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, GOOD.replace(*edit)))
+    assert message in str(err.value)
+    assert str(tmp_path / "cf.yaml") in str(err.value)
+
+
+def test_unreadable_and_malformed_files_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "models: [unclosed"))
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(_write(tmp_path, "- a list"))
