@@ -20,18 +20,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval.experiment import (  # noqa: E402
+from eval.experiment import (
     cross_val_predict,
     features,
     fit_predict,
     predicted_costs,
     task_prior,
 )
-from eval.routing import eval_rows, summarize  # noqa: E402
-from router.embedding import Encoder  # noqa: E402
-from training.data import load  # noqa: E402
-from training.export_encoder import ensure_encoder  # noqa: E402
-from training.fit import DEFAULT_KIND  # noqa: E402
+from eval.routing import eval_rows, summarize
+from router.embedding import Encoder
+from training.data import load
+from training.export_encoder import ensure_encoder
+from training.fit import DEFAULT_KIND
 
 KINDS = ["knn", "linear", "mlp", "mf", "ensemble"]
 

@@ -40,7 +40,7 @@ def curve_summary(scores: np.ndarray, costs: np.ndarray, pred_q: np.ndarray,
     oq, oc = metrics.oracle(scores, costs)
     at_best = metrics.cost_at_quality(curve, single[best]["quality"])
     out: dict[str, Any] = {
-        "n": int(len(scores)),
+        "n": len(scores),
         "models": list(models),
         "single": single,
         "best_single": {"model": best, **single[best]},
@@ -69,6 +69,8 @@ def two_model_metrics(scores: np.ndarray, costs: np.ndarray, pred_q: np.ndarray
     lead = pred_q[:, strong] - pred_q[:, weak]
     share, quality = metrics.threshold_curve_two_model(lead, scores[:, strong], scores[:, weak])
     qs, qw = float(scores[:, strong].mean()), float(scores[:, weak].mean())
+    if qs == qw:  # PGR is undefined: there is no gap to recover
+        return {"strong": strong, "apgr": None, "cpt50": None, "cpt80": None}
     return {
         "strong": strong,
         "apgr": metrics.apgr(share, quality, qw, qs),

@@ -112,6 +112,7 @@ def save_router(path: Path, spec: RouterSpec, predictor: Predictor,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only
     try:
         spec = msgspec.structs.replace(spec, params=predictor.params())
         (tmp / "router.json").write_bytes(msgspec.json.format(msgspec.json.encode(spec)))

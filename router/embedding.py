@@ -14,6 +14,7 @@ actual question (at the end: the last user turn). So a long prompt keeps its fir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import threading
@@ -169,10 +170,8 @@ class MicroBatcher:
 
     async def close(self) -> None:
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         self._pool.shutdown(wait=False)
 
     async def __aenter__(self) -> MicroBatcher:

@@ -18,7 +18,7 @@ import numpy as np
 from router.artifact import TrainedRouter, load_router
 from router.catalog import Catalog
 from router.config import Config, ConfigError, ModelEntry, RouteEntry
-from router.embedding import Encoder
+from router.embedding import Encoder, MicroBatcher
 from router.policy import PolicySpec, calibrate_threshold, choose
 
 
@@ -95,6 +95,11 @@ class RoutingEngine:
 
     def embed(self, prompt: str) -> np.ndarray:
         return self.encoder.encode([self.router.routing_texts([prompt])[0]])[0]
+
+    async def adecide(self, prompt: str, batcher: MicroBatcher, **kwargs) -> Decision:
+        """``decide`` with the embedding computed by a shared micro-batcher (async callers)."""
+        emb = await batcher.encode(self.router.routing_texts([prompt])[0])
+        return self.decide(prompt, embedding=emb, **kwargs)
 
     def decide(
         self,

@@ -80,6 +80,7 @@ def export_encoder(source: str | Path | None = None, out_dir: str | Path | None 
     out_dir = Path(out_dir) if out_dir else ENCODERS / _model_name(source)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only
     try:
         max_len = _export_onnx(source, tmp / "model.onnx")
         quantize_dynamic(tmp / "model.onnx", tmp / "model.int8.onnx", per_channel=True,
