@@ -52,9 +52,21 @@ class RoutingTable:
             tasks=self.tasks[idx],
             splits=self.splits[idx],
             cost_source=self.cost_source,
-            meta=dict(self.meta),
+            meta={k: _rows_of(v, idx, len(self)) for k, v in self.meta.items()},
         )
 
     def split(self, name: str) -> RoutingTable:
         """The rows of one split (``train``, ``test``, ``ood``)."""
         return self.select(self.splits == name)
+
+
+def _rows_of(value, idx: np.ndarray, n: int):
+    """Subset meta values that are aligned with the rows (arrays, or dicts of per-row lists,
+    such as each model's responses); pass anything else through."""
+    if isinstance(value, np.ndarray) and value.shape[:1] == (n,):
+        return value[idx]
+    if isinstance(value, dict) and value and all(
+        isinstance(v, list | np.ndarray) and len(v) == n for v in value.values()
+    ):
+        return {k: [v[i] for i in idx] for k, v in value.items()}
+    return value
