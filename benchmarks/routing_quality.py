@@ -132,13 +132,13 @@ def _f(x, d=4):
 
 
 def print_table(results: dict) -> None:
-    print(f"{'dataset':<16}{'split':<6}{'router':<12}{'n':>6}{'AIQ':>8}{'hull':>8}"
+    print(f"{'dataset':<16}{'split':<6}{'router':<17}{'n':>6}{'AIQ':>8}{'hull':>8}"
           f"{'q@max':>8}{'cost@best':>10}{'APGR':>8}{'CPT50':>8}{'CPT80':>8}{'acc+pts':>9}")
     for name, res in results.items():
         for split, runs in res["routers"].items():
             for kind, r in runs.items():
                 gain = r.get("routed_accuracy", {}).get("gain_points")
-                print(f"{name:<16}{split:<6}{kind:<12}{r['n']:>6}{_f(r['router']['aiq']):>8}"
+                print(f"{name:<16}{split:<6}{kind:<17}{r['n']:>6}{_f(r['router']['aiq']):>8}"
                       f"{_f(r['zero_router_aiq']):>8}{_f(r['router']['quality']):>8}"
                       f"{_f(r.get('cost_share_at_best_quality'), 3):>10}{_f(r.get('apgr')):>8}"
                       f"{_f(r.get('cpt50'), 3):>8}{_f(r.get('cpt80'), 3):>8}{_f(gain, 2):>9}")

@@ -1,0 +1,52 @@
+"""The routing engine on the shipped config and default router."""
+
+import numpy as np
+import pytest
+
+from router.config import load_config
+from router.engine import RoutingEngine
+from router.policy import NoEligibleModel, PolicySpec
+from training.data import load
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return RoutingEngine.from_config(load_config())
+
+
+@pytest.fixture(scope="module")
+def held_out_prompts():
+    test = load("routerbench").split("test")
+    idx = np.random.default_rng(0).choice(len(test), 150, replace=False)
+    return [test.prompts[i] for i in idx]
+
+
+def test_strong_share_route_sends_about_its_calibrated_share(engine, held_out_prompts):
+    """Calibrated on out-of-fold training predictions; checked on held-out prompts."""
+    picks = [engine.decide(p, route="gpt4o-30").model for p in held_out_prompts]
+    share = picks.count("gpt-4o") / len(picks)
+    assert set(picks) <= {"gpt-4o", "gpt-4o-mini"}
+    assert 0.15 <= share <= 0.45, share
+
+
+def test_willingness_to_pay_moves_the_choice_along_the_price_axis(engine, held_out_prompts):
+    p = held_out_prompts[0]
+    rich = engine.decide(p, policy=PolicySpec(willingness_to_pay=1e6))
+    poor = engine.decide(p, policy=PolicySpec(willingness_to_pay=1e-9))
+    costs = {c.model: c.estimated_cost_usd for c in rich.candidates}
+    quality = {c.model: c.predicted_quality for c in rich.candidates}
+    assert quality[rich.model] == max(quality.values())
+    assert costs[poor.model] == min(costs.values())
+
+
+def test_allowed_models_and_no_eligible_model(engine):
+    d = engine.decide("hello", allowed={"claude-3-haiku", "gpt-4o-mini"})
+    assert d.model in {"claude-3-haiku", "gpt-4o-mini"}
+    with pytest.raises(NoEligibleModel):
+        engine.decide("hello", allowed=set())
+
+
+def test_decisions_are_deterministic_and_batch_consistent(engine, held_out_prompts):
+    p = held_out_prompts[1]
+    a, b = engine.decide(p), engine.decide(p)
+    assert a.model == b.model and a.candidates == b.candidates
