@@ -21,11 +21,27 @@ class ConfigError(ValueError):
     """The config file is missing, malformed or inconsistent."""
 
 
+class SimulatedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How the in-process simulated provider behaves for one deployment."""
+
+    ttft_ms: float = 0.0  # time to first token
+    tokens_per_s: float = 0.0  # 0: the rest of the answer arrives at once
+    failure_rate: float = 0.0  # share of calls that fail as an upstream error would
+    seed: int = 0  # failures are drawn from a seeded generator, so runs repeat
+
+    def __post_init__(self) -> None:
+        if self.ttft_ms < 0 or self.tokens_per_s < 0:
+            raise ValueError("ttft_ms and tokens_per_s must be >= 0")
+        if not 0.0 <= self.failure_rate <= 1.0:
+            raise ValueError("failure_rate must be in [0, 1]")
+
+
 class Deployment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     provider: str
     endpoint: str = ""
     api_key_env: str = ""
     region: str = ""
+    simulated: SimulatedSettings = SimulatedSettings()  # read only by provider "simulated"
 
 
 class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -58,8 +74,30 @@ class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     path: str = "models/routers/default"
 
 
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The HTTP gateway (``contextforge serve``)."""
+
+    host: str = "127.0.0.1"  # loopback only: no key needed; any other address needs master_key
+    port: int = 8000
+    max_body_bytes: int = 8 * 1024 * 1024  # base64 images make bodies large
+    master_key: str = ""  # else env CONTEXTFORGE_MASTER_KEY
+    upstream_timeout_s: float = 60.0
+    # Concurrent prompts arriving within this window share one encoder run; a lone request
+    # waits this long, so it is kept well under the gateway's per-request latency budget.
+    batch_wait_ms: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.batch_wait_ms < 0:
+            raise ValueError("batch_wait_ms must be >= 0")
+        if self.max_body_bytes <= 0 or self.upstream_timeout_s <= 0:
+            raise ValueError("max_body_bytes and upstream_timeout_s must be > 0")
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     version: int = 1
+    server: ServerConfig = ServerConfig()
+    # Serves every model that lists no deployments: the default config runs without API keys.
+    default_deployment: Deployment = Deployment(provider="simulated")
     encoder: EncoderConfig = EncoderConfig()
     router: RouterConfig = RouterConfig()
     models: list[ModelEntry] = []

@@ -1,181 +1,286 @@
-"""Prompt embeddings at run time: onnxruntime + tokenizers, no torch.
+"""Prompt embeddings at serving time: onnxruntime and tokenizers, never torch.
 
-``Encoder.load(folder)`` reads what ``training.export_encoder`` wrote. ``encode`` returns
-L2-normalised float32 rows (the graph pools and normalises). ``MicroBatcher`` lets concurrent
-async callers share one onnxruntime call.
+``Encoder.load(folder)`` reads what ``training.export_encoder`` wrote (``encoder.json``,
+``tokenizer.json``, ``model.onnx`` or ``model.int8.onnx``). The graph pools and normalises, so
+``encode`` returns L2-normalised float32 rows. ``MicroBatcher`` lets concurrent async callers
+share one onnxruntime call.
 
-Long prompts. The model reads at most ``max_seq_length`` (256) tokens. Plain truncation keeps
-the head, which for a long chat or a few-shot prompt is the oldest turn or the first exemplar.
-What decides a route is the task instruction (usually at the start: the system prompt) and the
-actual question (at the end: the last user turn). So a long prompt keeps its first
-``head_tokens`` tokens and fills the rest of the budget from its end, dropping the middle.
+Long prompts. The model reads at most ``max_seq_length`` tokens (256 for MiniLM), special tokens
+included. Plain truncation keeps the head, which for a long chat or a few-shot prompt means the
+system prompt and the oldest turns or first exemplars, and loses the question. What decides a
+route is the task instruction (at the start, in the system prompt) and the actual question (at
+the end, in the latest user turn); exemplars and old turns in the middle matter least. So a
+prompt that does not fit keeps its first ``head_tokens`` tokens and fills the rest of the budget
+from its end: ``[CLS] head ... tail [SEP]``. This is done on token ids, so the budget is exact.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import json
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
+import msgspec
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+DEFAULT_HEAD_TOKENS = 32
+
+
+class _Manifest(msgspec.Struct, frozen=True):
+    """``encoder.json``, as written by ``training.export_encoder``."""
+
+    id: str
+    dim: int
+    max_seq_length: int
+    sha256: dict[str, str]
+    source: str = ""
+    source_sha256: str | None = None
+
+
+def truncate_middle(ids: Sequence[int], budget: int, head: int = DEFAULT_HEAD_TOKENS) -> list[int]:
+    """``ids`` if they fit in ``budget``, else their first ``head`` and last ``budget - head``."""
+    if len(ids) <= budget:
+        return list(ids)
+    head = min(head, budget)
+    return [*ids[:head], *ids[len(ids) - (budget - head) :]]
+
+
+def _special_tokens(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer's template puts before and after a single text ([CLS], [SEP])."""
+    bare = tokenizer.encode("a", add_special_tokens=False).ids
+    full = tokenizer.encode("a", add_special_tokens=True).ids
+    for i in range(len(full) - len(bare) + 1):
+        if full[i : i + len(bare)] == bare:
+            return full[:i], full[i + len(bare) :]
+    raise ValueError("tokenizer template does not wrap the text in special tokens")
+
 
 class Encoder:
-    """A sentence encoder exported to ONNX; thread-safe (onnxruntime sessions are)."""
+    """A sentence encoder exported to ONNX. Thread-safe: onnxruntime sessions are."""
 
-    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, meta: dict,
-                 sha256: str, head_tokens: int = 32):
-        self.session = session
-        self.tokenizer = tokenizer
-        self.meta = meta
-        self.sha256 = sha256
-        self.head_tokens = head_tokens
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        tokenizer: Tokenizer,
+        manifest: _Manifest,
+        *,
+        sha256: str,
+        head_tokens: int = DEFAULT_HEAD_TOKENS,
+    ):
+        self._session = session
+        self._tokenizer = tokenizer
+        self._manifest = manifest
+        self._sha256 = sha256
         self._inputs = {i.name for i in session.get_inputs()}
-        self._cls = tokenizer.token_to_id("[CLS]")
-        self._sep = tokenizer.token_to_id("[SEP]")
-        self.calls = 0  # onnxruntime runs so far: lets tests and metrics see batching work
+        self._prefix, self._suffix = _special_tokens(tokenizer)
+        self._budget = manifest.max_seq_length - len(self._prefix) - len(self._suffix)
+        self._head = head_tokens
 
     @classmethod
-    def load(cls, path: str | Path, *, quantized: bool = False, threads: int = 2,
-             head_tokens: int = 32) -> Encoder:
-        """Load ``path/model.onnx`` (or ``model.int8.onnx`` when ``quantized``)."""
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        quantized: bool = False,
+        threads: int = 2,
+        head_tokens: int = DEFAULT_HEAD_TOKENS,
+    ) -> Encoder:
+        """Load an exported encoder folder; ``quantized`` picks ``model.int8.onnx``.
+
+        ``threads`` is onnxruntime's intra-op pool; ``head_tokens`` is how much of a too-long
+        prompt's start survives truncation (see the module docstring).
+        """
         path = Path(path)
-        meta_file = path / "encoder.json"
-        if not meta_file.exists():
-            raise FileNotFoundError(f"{path}: no encoder.json; build it with `contextforge setup`"
-                                    " or `python -m training.export_encoder`")
-        meta = json.loads(meta_file.read_text())
-        variant = "int8" if quantized else "fp32"
-        model = path / ("model.int8.onnx" if quantized else "model.onnx")
+        manifest_file = path / "encoder.json"
+        if not manifest_file.exists():
+            raise FileNotFoundError(
+                f"{path}: no encoder.json; build it with `contextforge setup`"
+                " or `python -m training.export_encoder`"
+            )
+        try:
+            manifest = msgspec.json.decode(manifest_file.read_bytes(), type=_Manifest)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"{manifest_file}: {exc}") from exc
+        variant, model = ("int8", "model.int8.onnx") if quantized else ("fp32", "model.onnx")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path / model), opts, providers=["CPUExecutionProvider"])
         tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        # The exported tokenizer.json pads and truncates to 128; we do both ourselves.
         tokenizer.no_truncation()
         tokenizer.no_padding()
-        sha = meta.get("sha256", {}).get(variant) or hashlib.sha256(model.read_bytes()).hexdigest()
-        return cls(session, tokenizer, meta, sha, head_tokens)
+        # The export hashed the file it wrote; hashing 90 MB again would double the load time.
+        return cls(
+            session, tokenizer, manifest, sha256=manifest.sha256[variant], head_tokens=head_tokens
+        )
 
     @property
     def id(self) -> str:
-        return self.meta["id"]
+        return self._manifest.id
 
     @property
     def dim(self) -> int:
-        return int(self.meta["dim"])
+        return self._manifest.dim
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the ONNX file in use (fp32 or int8), as recorded at export."""
+        return self._sha256
 
     @property
     def max_tokens(self) -> int:
-        return int(self.meta.get("max_seq_length", 256))
+        """Tokens the model reads per text, special tokens included."""
+        return self._manifest.max_seq_length
 
     def count_tokens(self, text: str) -> int:
-        """Tokens in ``text`` without special tokens or truncation."""
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        """Tokens in ``text``, without special tokens and without truncation."""
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Model input ids per text: [CLS] head ... tail [SEP], within ``max_tokens``."""
-        budget = self.max_tokens - 2
-        head = min(self.head_tokens, budget)
-        out = []
-        for enc in self.tokenizer.encode_batch(list(texts), add_special_tokens=False):
-            ids = enc.ids
-            if len(ids) > budget:
-                ids = ids[:head] + ids[len(ids) - (budget - head):]
-            out.append([self._cls, *ids, self._sep])
-        return out
-
-    def _run(self, ids: list[list[int]]) -> np.ndarray:
-        width = max(len(x) for x in ids)
-        input_ids = np.zeros((len(ids), width), dtype=np.int64)
-        mask = np.zeros_like(input_ids)
-        for i, x in enumerate(ids):
-            input_ids[i, : len(x)] = x
-            mask[i, : len(x)] = 1
-        feed = {"input_ids": input_ids, "attention_mask": mask}
-        if "token_type_ids" in self._inputs:
-            feed["token_type_ids"] = np.zeros_like(input_ids)
-        self.calls += 1
-        return self.session.run(None, feed)[0]
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """The ids the model sees per text: special tokens around the head-and-tail cut."""
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [
+            [*self._prefix, *truncate_middle(e.ids, self._budget, self._head), *self._suffix]
+            for e in encodings
+        ]
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """(n, dim) float32 unit rows. Texts are batched by length so padding stays small."""
-        if not texts:
-            return np.empty((0, self.dim), dtype=np.float32)
-        ids = self.token_ids(texts)
-        order = np.argsort([len(x) for x in ids], kind="stable")
+        """(n, dim) float32 unit rows, in the order of ``texts``."""
+        if isinstance(texts, str):
+            raise TypeError("encode takes a sequence of texts; use encode_one for one text")
+        ids = self.tokenize(texts)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
-        for start in range(0, len(ids), batch_size):
+        # Sorted by length, each batch is padded only to its own longest text.
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             out[chunk] = self._run([ids[i] for i in chunk])
         return out
 
     def encode_one(self, text: str) -> np.ndarray:
+        """(dim,) float32 unit vector of one text."""
         return self.encode([text])[0]
+
+    def _run(self, ids: list[list[int]]) -> np.ndarray:
+        input_ids = np.zeros((len(ids), max(map(len, ids))), dtype=np.int64)
+        mask = np.zeros_like(input_ids)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        feed = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(input_ids)
+        return self._session.run(None, feed)[0]
+
+
+class BatchEncoder(Protocol):
+    """What ``MicroBatcher`` needs: ``Encoder`` or anything with the same ``encode``."""
+
+    def encode(self, texts: Sequence[str], batch_size: int = ...) -> np.ndarray: ...
+
+
+_Request = tuple[str, "asyncio.Future[np.ndarray]"]
 
 
 class MicroBatcher:
-    """Concurrent ``await encode(text)`` calls arriving within ``max_wait_ms`` share one run.
+    """Batches concurrent ``await encode(text)`` calls into shared onnxruntime calls.
 
-    The onnxruntime call happens on one worker thread so the event loop never blocks; create
-    the batcher inside a running loop and ``close()`` it (or use ``async with``) when done.
+    A batch starts with the first waiting request and takes whatever else arrives within
+    ``max_wait_ms``, up to ``max_batch`` texts. It is encoded on one worker thread, so the event
+    loop never blocks and calls never contend for onnxruntime's threads; requests that arrive
+    meanwhile queue up for the next batch. If encoding fails, every waiter of that batch gets
+    the exception. Create it inside a running event loop; ``close()`` (or ``async with``)
+    finishes the queued requests and stops it.
     """
 
-    def __init__(self, encoder: Encoder, *, max_wait_ms: float = 2.0, max_batch: int = 32):
-        self.encoder = encoder
-        self.max_wait = max_wait_ms / 1000.0
-        self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[str, asyncio.Future]] = asyncio.Queue()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="encoder")
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-        self._lock = threading.Lock()
+    def __init__(self, encoder: BatchEncoder, *, max_batch: int = 32, max_wait_ms: float = 2.0):
+        if max_batch < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch must be >= 1 and max_wait_ms >= 0")
+        self._encoder = encoder
+        self._max_batch = max_batch
+        self._max_wait = max_wait_ms / 1000.0
+        self._loop = asyncio.get_running_loop()  # raises outside a loop, by design
+        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._closed = False
+        self._task = self._loop.create_task(self._serve())
 
     async def encode(self, text: str) -> np.ndarray:
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self._queue.put((text, fut))
-        return await fut
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self.max_wait
-            while len(batch) < self.max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
-            texts = [t for t, _ in batch]
-            try:
-                vectors = await loop.run_in_executor(self._pool, self.encoder.encode, texts)
-            except Exception as exc:  # every waiter of this batch sees the failure
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for (_, fut), vec in zip(batch, vectors, strict=True):
-                if not fut.done():
-                    fut.set_result(vec)
+        """(dim,) float32 unit vector of ``text``, computed in a shared batch."""
+        if self._closed:
+            raise RuntimeError("MicroBatcher is closed")
+        future: asyncio.Future[np.ndarray] = self._loop.create_future()
+        self._queue.put_nowait((text, future))
+        return await future
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        """Encode what is already queued, then stop the worker. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put_nowait(None)
+        try:
             await self._task
-        self._pool.shutdown(wait=False)
+        finally:
+            self._pool.shutdown(wait=False)
 
     async def __aenter__(self) -> MicroBatcher:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    async def _serve(self) -> None:
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch, stop = await self._collect(first)
+            await self._encode_batch(batch)
+
+    async def _collect(self, first: _Request) -> tuple[list[_Request], bool]:
+        """The batch that starts with ``first``, and whether ``close`` was seen."""
+        batch = [first]
+        deadline = self._loop.time() + self._max_wait
+        while len(batch) < self._max_batch:
+            if self._queue.empty():
+                remaining = deadline - self._loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                item = self._queue.get_nowait()
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    async def _encode_batch(self, batch: list[_Request]) -> None:
+        live = [(text, fut) for text, fut in batch if not fut.done()]  # skip cancelled callers
+        if not live:
+            return
+        texts = [text for text, _ in live]
+        try:
+            vectors = await self._loop.run_in_executor(
+                self._pool, lambda: self._encoder.encode(texts, batch_size=len(texts))
+            )
+            if len(vectors) != len(live):
+                raise RuntimeError(f"encoder returned {len(vectors)} rows for {len(live)} texts")
+        except Exception as exc:
+            for _, fut in live:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, fut), vector in zip(live, vectors, strict=True):
+            if not fut.done():
+                fut.set_result(vector)

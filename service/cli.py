@@ -1,8 +1,9 @@
 """The ``contextforge`` command line.
 
-Verbs (DESIGN.md fixes their names and flags): ``route``, ``train``, ``eval routing``, plus
-``setup`` (build the encoder and the default router when missing) and ``validate`` (check a
-config file). Heavy imports happen inside each verb so ``route`` never imports torch.
+Verbs (DESIGN.md fixes their names and flags): ``serve``, ``route``, ``train``,
+``eval routing``, plus ``setup`` (build the encoder and the default router when missing) and
+``validate`` (check a config file). Heavy imports happen inside each verb so ``route`` never
+imports torch.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     RoutingEngine.from_config(cfg)
     print(f"{args.config or 'contextforge.yaml'}: ok ({len(cfg.models)} models, "
           f"{len(cfg.routes)} routes)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from router.config import load_config
+    from service.server import serve, with_address
+
+    serve(with_address(load_config(args.config), args.host, args.port))
     return 0
 
 
@@ -135,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="check a config file and the artifacts it names")
     s.add_argument("--config")
     s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("serve", help="run the OpenAI-compatible gateway")
+    s.add_argument("--config")
+    s.add_argument("--host", help="address to bind (default: the config's, 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default: the config's, 8000)")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("route", help="show the routing decision for prompts (no provider call)")
     s.add_argument("prompt", nargs="*")

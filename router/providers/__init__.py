@@ -1,0 +1,88 @@
+"""Provider adapters: one module per upstream wire format, behind one ``Provider`` Protocol.
+
+Adding a provider means one new module and one row in ``PROVIDERS`` below; nothing else lists
+them. A catalog model with no deployments is served by the config's ``default_deployment``
+(the simulated provider unless configured otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from router.config import Config, ConfigError, Deployment, ModelEntry
+from router.providers._base import (
+    Provider,
+    ProviderContext,
+    ProviderError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from router.providers._wire import (
+    ENCODER,
+    REQUEST_DECODER,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Message,
+    Usage,
+    has_images,
+    message_text,
+)
+from router.providers.simulated import SimulatedProvider
+
+ProviderFactory = Callable[[Deployment, ProviderContext], Provider]
+
+# The registry: provider name (a deployment's ``provider``) -> factory.
+PROVIDERS: dict[str, ProviderFactory] = {
+    "simulated": SimulatedProvider.from_deployment,
+}
+
+
+def deployments_of(config: Config, model: ModelEntry) -> list[Deployment]:
+    """The model's deployments, or the config's default one when it lists none."""
+    return list(model.deployments) or [config.default_deployment]
+
+
+def check_providers(config: Config) -> None:
+    """Raise ``ConfigError`` naming every deployment whose provider has no adapter."""
+    errors = []
+    for i, m in enumerate(config.models):
+        for j, d in enumerate(m.deployments):
+            if d.provider not in PROVIDERS:
+                errors.append(f"models[{i}].deployments[{j}].provider: unknown provider "
+                              f"{d.provider!r}; known: {', '.join(sorted(PROVIDERS))}")
+    if config.default_deployment.provider not in PROVIDERS:
+        errors.append(f"default_deployment.provider: unknown provider "
+                      f"{config.default_deployment.provider!r}")
+    if errors:
+        raise ConfigError("\n".join(errors))
+
+
+def build_provider(deployment: Deployment, ctx: ProviderContext) -> Provider:
+    """The adapter for one deployment (``check_providers`` has vetted the name)."""
+    return PROVIDERS[deployment.provider](deployment, ctx)
+
+
+__all__ = [
+    "ENCODER",
+    "PROVIDERS",
+    "REQUEST_DECODER",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatRequest",
+    "Message",
+    "Provider",
+    "ProviderContext",
+    "ProviderError",
+    "SimulatedProvider",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "Usage",
+    "build_provider",
+    "check_providers",
+    "deployments_of",
+    "has_images",
+    "message_text",
+]

@@ -1,0 +1,179 @@
+"""OpenAI chat-completions wire types: what clients send us and what every provider returns.
+
+Every adapter translates from ``ChatRequest`` to its upstream format and back into
+``ChatCompletion`` / ``ChatCompletionChunk``, so the gateway speaks one shape. Unknown request
+fields are ignored (clients send newer fields than we model); wrong types and out-of-range values
+fail decoding with the field's path, which the service reports as the offending ``param``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+# --- request -------------------------------------------------------------------------------
+
+
+class TextPart(Struct, tag="text", tag_field="type", frozen=True):
+    text: str
+
+
+class ImageURL(Struct, frozen=True):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(Struct, tag="image_url", tag_field="type", frozen=True):
+    image_url: ImageURL
+
+
+ContentPart = TextPart | ImagePart
+
+
+class FunctionCall(Struct, frozen=True):
+    name: str
+    arguments: str
+
+
+class ToolCall(Struct, frozen=True):
+    id: str
+    function: FunctionCall
+    type: Literal["function"] = "function"
+
+
+class Message(Struct, frozen=True, omit_defaults=True):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionDef(Struct, frozen=True, omit_defaults=True):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(Struct, frozen=True):
+    function: FunctionDef
+    type: Literal["function"] = "function"
+
+
+class ResponseFormat(Struct, frozen=True, omit_defaults=True):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class StreamOptions(Struct, frozen=True):
+    include_usage: bool = False
+
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+
+
+class ChatRequest(Struct, frozen=True, omit_defaults=True):
+    """``POST /v1/chat/completions`` body (the fields we read or forward)."""
+
+    model: str
+    messages: Annotated[list[Message], Meta(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    n: Annotated[int, Meta(ge=1, le=1)] = 1  # one choice per request, for now
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    user: str | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+
+    @property
+    def output_limit(self) -> int | None:
+        """The caller's cap on answer tokens (the newer field wins)."""
+        return self.max_completion_tokens or self.max_tokens
+
+
+# --- response ------------------------------------------------------------------------------
+
+
+class Usage(Struct, frozen=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(Struct, frozen=True, omit_defaults=True):
+    role: Literal["assistant"]
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
+
+
+class Choice(Struct, frozen=True):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class ChatCompletion(Struct, frozen=True):
+    id: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = None
+    object: Literal["chat.completion"] = "chat.completion"
+
+
+class Delta(Struct, frozen=True, omit_defaults=True):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(Struct, frozen=True):
+    index: int
+    delta: Delta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(Struct, frozen=True):
+    """One SSE event. Providers end every stream with a usage chunk (``choices == []``)."""
+
+    id: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+
+
+def message_text(message: Message) -> str:
+    """The text of a message: its string content, or its text parts joined by newlines."""
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.text for p in content if isinstance(p, TextPart))
+
+
+def has_images(request: ChatRequest) -> bool:
+    return any(
+        isinstance(m.content, list) and any(isinstance(p, ImagePart) for p in m.content)
+        for m in request.messages
+    )
+
+
+# Built once: decoding and encoding are on every request's path.
+REQUEST_DECODER = msgspec.json.Decoder(ChatRequest)
+ENCODER = msgspec.json.Encoder()

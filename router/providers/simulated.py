@@ -1,0 +1,134 @@
+"""An in-process provider, so the default config serves requests with no API keys.
+
+The answer is synthetic but deterministic: the same model and prompt always give the same
+words, streamed or not, so clients and tests can compare. Its length (12 to 60 words) is derived
+from a hash of the prompt and capped by the request's ``max_tokens`` (then ``finish_reason`` is
+``"length"``). A ``json_object`` / ``json_schema`` response format yields a JSON object.
+
+Timing and failures come from the deployment's ``simulated`` settings: ``ttft_ms`` before the
+first token, ``tokens_per_s`` after it, and ``failure_rate`` (drawn from a seeded generator)
+raising ``UpstreamError`` as an upstream 5xx would. One word is one completion token; prompt
+tokens are counted with the gateway's tokenizer plus OpenAI's per-message overhead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+from router.config import Deployment, SimulatedSettings
+from router.providers._base import ProviderContext, UpstreamError
+from router.providers._wire import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ImagePart,
+    Usage,
+    message_text,
+)
+
+_VOCABULARY = (
+    "the answer depends on context and on which constraints matter most here first consider "
+    "a simple case then generalise carefully checking each step against known results while "
+    "keeping costs low and quality high so the final result is clear correct and useful"
+)
+_WORDS = tuple(_VOCABULARY.split())
+_TOKENS_PER_MESSAGE = 3  # OpenAI's chat format overhead per message, plus 3 to prime the reply
+_TOKENS_PER_IMAGE = 85  # a low-detail image, as OpenAI bills it
+
+
+class SimulatedProvider:
+    """Deterministic synthetic answers with configurable latency and failures."""
+
+    def __init__(self, settings: SimulatedSettings, count_tokens: Callable[[str], int]):
+        self.settings = settings
+        self._count = count_tokens
+        self._rng = random.Random(settings.seed)
+
+    @classmethod
+    def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> SimulatedProvider:
+        return cls(deployment.simulated, ctx.count_tokens)
+
+    async def complete(self, request: ChatRequest) -> ChatCompletion:
+        self._maybe_fail()
+        pieces, finish = self._answer(request)
+        s = self.settings
+        delay = s.ttft_ms / 1e3 + (len(pieces) / s.tokens_per_s if s.tokens_per_s else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        message = AssistantMessage(role="assistant", content="".join(pieces))
+        return ChatCompletion(
+            id=_new_id(), created=int(time.time()), model=request.model,
+            choices=[Choice(index=0, message=message, finish_reason=finish)],
+            usage=self._usage(request, len(pieces)),
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
+        self._maybe_fail()
+        pieces, finish = self._answer(request)
+        s = self.settings
+        cid, created = _new_id(), int(time.time())
+
+        def chunk(delta: Delta, finish_reason: str | None = None) -> ChatCompletionChunk:
+            choice = ChunkChoice(index=0, delta=delta, finish_reason=finish_reason)
+            return ChatCompletionChunk(id=cid, created=created, model=request.model,
+                                       choices=[choice])
+
+        if s.ttft_ms:
+            await asyncio.sleep(s.ttft_ms / 1e3)
+        yield chunk(Delta(role="assistant", content=""))
+        for i, piece in enumerate(pieces):
+            if s.tokens_per_s and i:
+                await asyncio.sleep(1.0 / s.tokens_per_s)
+            yield chunk(Delta(content=piece))
+        yield chunk(Delta(), finish)
+        yield ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[],
+                                  usage=self._usage(request, len(pieces)))
+
+    async def aclose(self) -> None:
+        return None
+
+    def _maybe_fail(self) -> None:
+        if self.settings.failure_rate and self._rng.random() < self.settings.failure_rate:
+            raise UpstreamError("simulated upstream failure (deployment failure_rate)")
+
+    def _answer(self, request: ChatRequest) -> tuple[list[str], str]:
+        """The answer as streamed pieces (one per token) and its finish reason."""
+        last_user = next((message_text(m) for m in reversed(request.messages)
+                          if m.role == "user"), "")
+        digest = hashlib.sha256(f"{request.model}\0{last_user}".encode()).digest()
+        n = 12 + digest[0] % 49
+        words = [_WORDS[(digest[1 + i % 31] + i) % len(_WORDS)] for i in range(n)]
+        topic = " ".join(last_user.split()[:8])
+        text = f"[simulated {request.model}] On “{topic}”: " + " ".join(words) + "."
+        fmt = request.response_format
+        if fmt is not None and fmt.type != "text":
+            text = json.dumps({"model": request.model, "answer": text}, ensure_ascii=False)
+        pieces = [w + " " for w in text.split(" ")]
+        pieces[-1] = pieces[-1].rstrip()
+        limit = request.output_limit
+        if limit is not None and len(pieces) > limit:
+            return pieces[:limit], "length"
+        return pieces, "stop"
+
+    def _usage(self, request: ChatRequest, completion_tokens: int) -> Usage:
+        prompt = 3
+        for m in request.messages:
+            prompt += _TOKENS_PER_MESSAGE + self._count(message_text(m))
+            if isinstance(m.content, list):
+                prompt += _TOKENS_PER_IMAGE * sum(isinstance(p, ImagePart) for p in m.content)
+        return Usage(prompt_tokens=prompt, completion_tokens=completion_tokens,
+                     total_tokens=prompt + completion_tokens)
+
+
+def _new_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"

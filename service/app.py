@@ -1,0 +1,176 @@
+"""The Litestar app: OpenAI-compatible HTTP in front of ``service.gateway``.
+
+``create_app(config)`` builds the app; the routing engine (encoder + router), the micro-batcher
+and the providers are opened in the lifespan, so importing this module or building the app
+costs nothing. Handlers parse and answer; ``Gateway`` does the work; ``service.errors`` maps
+every failure to OpenAI's error shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, Router, get, post
+from litestar.datastructures import State
+from litestar.response import Stream
+
+from router.config import Config
+from router.embedding import MicroBatcher
+from router.engine import RoutingEngine
+from router.providers import (
+    ENCODER,
+    REQUEST_DECODER,
+    ChatRequest,
+    Provider,
+    ProviderContext,
+    build_provider,
+    check_providers,
+    deployments_of,
+)
+from service.auth import master_key_guard
+from service.errors import ModelNotFound, NotReady, from_decode_error, handle_exception
+from service.gateway import Gateway
+
+
+class ModelCard(msgspec.Struct, frozen=True):
+    id: str
+    kind: str  # "model" or "route": a route name is a valid ``model`` too
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "contextforge"
+    capabilities: list[str] = []
+    context_window: int | None = None
+    aliases: list[str] = []
+    candidates: list[str] = []
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    data: list[ModelCard]
+    object: str = "list"
+
+
+def decode_chat_request(body: bytes) -> ChatRequest:
+    """The request body as a ``ChatRequest``; ``BadRequest`` naming the field otherwise."""
+    try:
+        return REQUEST_DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise from_decode_error(exc) from None
+
+
+def _gateway(state: State) -> Gateway:
+    gateway = state.get("gateway")
+    if gateway is None:  # only outside the lifespan: shutting down, or a host that skipped it
+        raise NotReady("The gateway is not ready: the routing engine is not loaded.")
+    return gateway
+
+
+@post("/chat/completions", status_code=200)
+async def chat_completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """OpenAI chat completions, routed; SSE when ``stream`` is true."""
+    chat = decode_chat_request(await request.body())
+    gateway = _gateway(state)
+    plan = await gateway.plan(chat)
+    if chat.stream:
+        body, headers = await gateway.open_stream(plan)
+        return Stream(body, media_type="text/event-stream",
+                      headers={**headers, "cache-control": "no-cache"})
+    completion, headers = await gateway.complete(plan)
+    return Response(ENCODER.encode(completion), media_type="application/json", headers=headers)
+
+
+def model_cards(engine: RoutingEngine) -> list[ModelCard]:
+    """Every valid ``model`` value: catalog models, routes, and ``auto``."""
+    cards = [ModelCard(id=m.name, kind="model", capabilities=list(m.capabilities),
+                       context_window=m.context_window, aliases=list(m.aliases))
+             for m in engine.catalog.models]
+    routes = {name: r.models for name, r in engine.routes.items()}
+    routes.setdefault("auto", engine.routes[engine.config.default_route].models)
+    cards += [ModelCard(id=name, kind="route", owned_by="contextforge-route",
+                        candidates=[m.name for m in models]) for name, models in routes.items()]
+    return cards
+
+
+@get("/models")
+async def list_models(state: State) -> Response[bytes]:
+    """Catalog models and routes, in OpenAI's list shape with ContextForge details."""
+    cards = model_cards(_gateway(state).engine)
+    return Response(ENCODER.encode(ModelList(cards)), media_type="application/json")
+
+
+@get("/models/{model_id:path}")
+async def get_model(model_id: str, state: State) -> Response[bytes]:
+    """One entry of ``/v1/models`` (the OpenAI SDK's ``models.retrieve``)."""
+    name = model_id.lstrip("/")  # model ids may contain slashes (aliases like meta-llama/...)
+    engine = _gateway(state).engine
+    if name in engine.catalog:  # an alias answers with its model's card
+        name = engine.catalog.get(name).name
+    for card in model_cards(engine):
+        if card.id == name:
+            return Response(ENCODER.encode(card), media_type="application/json")
+    raise ModelNotFound(f"The model `{name}` does not exist", param="model")
+
+
+@get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/readyz")
+async def readyz(state: State) -> Response[dict[str, str]]:
+    """Readiness: the routing engine is loaded and requests can be routed."""
+    gateway = state.get("gateway")
+    if gateway is None:
+        return Response({"status": "loading"}, status_code=503)
+    return Response({"status": "ready", "router": gateway.engine.router.spec.name,
+                     "encoder": gateway.engine.encoder.id})
+
+
+def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litestar:
+    """The gateway app for ``config``.
+
+    ``engine`` lets callers (tests, embedding hosts) share an already loaded engine; otherwise
+    it is loaded from the config in the lifespan. Raises ``ConfigError`` at once for a
+    deployment with no provider adapter, or a non-loopback host without a master key.
+    """
+    check_providers(config)
+    guard = master_key_guard(config.server)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        eng = engine or await asyncio.to_thread(RoutingEngine.from_config, config)
+        batcher = MicroBatcher(eng.encoder, max_wait_ms=config.server.batch_wait_ms)
+        # One decision before serving: lazy imports and first-run allocations in the encoder
+        # and predictors would otherwise land on the first client's latency.
+        await eng.adecide("warm up", batcher)
+        ctx = ProviderContext(count_tokens=eng.encoder.count_tokens)
+        providers: dict[str, list[Provider]] = {
+            m.name: [build_provider(d, ctx) for d in deployments_of(config, m)]
+            for m in config.models
+        }
+        app.state.gateway = Gateway(eng, batcher, providers,
+                                    upstream_timeout_s=config.server.upstream_timeout_s)
+        try:
+            yield
+        finally:
+            app.state.gateway = None
+            await batcher.close()
+            for deployment_providers in providers.values():
+                for p in deployment_providers:
+                    await p.aclose()
+
+    # Health probes stay open: orchestrators call them without credentials.
+    api = Router(path="/v1", route_handlers=[chat_completions, list_models, get_model],
+                 guards=[guard] if guard else None)
+    return Litestar(
+        route_handlers=[api, healthz, readyz],
+        lifespan=[lifespan],
+        exception_handlers={Exception: handle_exception},
+        request_max_body_size=config.server.max_body_bytes,
+        state=State({"gateway": None}),
+        debug=False,
+    )
