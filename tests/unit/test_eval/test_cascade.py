@@ -1,5 +1,6 @@
-import dataclasses
 """Hand-computed checks of eval.cascade on tiny tables."""
+
+import dataclasses
 
 import numpy as np
 import pytest
