@@ -2,8 +2,9 @@
 
     python benchmarks/routing_latency.py [--json FILE] [--n 300] [--config FILE]
 
-Beside it, in the same process and interleaved call by call (so machine noise hits both alike),
-sentence-transformers' own ``encode`` of the same prompt: the baseline. ``load_s`` is measured in
+Beside it, in the same process right after, sentence-transformers' own ``encode`` of the same
+prompt: the baseline. The two are timed in separate blocks, not interleaved call by call: each
+runtime's worker threads spin-wait after a call, and interleaving makes them starve each other. ``load_s`` is measured in
 a fresh process: import, load encoder + router + config, first decision; it must not import torch.
 """
 
@@ -42,6 +43,17 @@ def load_seconds(config: str | None) -> tuple[float, bool]:
     return float(out[0]), out[1] == "True"
 
 
+def timed(fn, n: int, warm: int = 20) -> list[float]:
+    for _ in range(warm):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 async def throughput(engine, prompts: list[str], concurrency: int) -> float:
     from router.embedding import MicroBatcher
 
@@ -78,18 +90,8 @@ def main() -> None:
     from training.export_encoder import default_source
 
     st = SentenceTransformer(str(default_source()), device="cpu")
-    for _ in range(20):
-        engine.decide(PROMPT)
-        st.encode([PROMPT])
-    ours, base = [], []
-    for _ in range(args.n):
-        t0 = time.perf_counter()
-        engine.decide(PROMPT)
-        t1 = time.perf_counter()
-        st.encode([PROMPT], normalize_embeddings=True)
-        t2 = time.perf_counter()
-        ours.append(t1 - t0)
-        base.append(t2 - t1)
+    ours = timed(lambda: engine.decide(PROMPT), args.n)
+    base = timed(lambda: st.encode([PROMPT], normalize_embeddings=True), args.n)
     rng = np.random.default_rng(0)
     words = PROMPT.split()
     prompts = [" ".join(rng.permutation(words)) for _ in range(1024)]
