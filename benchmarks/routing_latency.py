@@ -4,8 +4,9 @@
 
 Beside it, in the same process right after, sentence-transformers' own ``encode`` of the same
 prompt: the baseline. The two are timed in separate blocks, not interleaved call by call: each
-runtime's worker threads spin-wait after a call, and interleaving makes them starve each other. ``load_s`` is measured in
-a fresh process: import, load encoder + router + config, first decision; it must not import torch.
+runtime's worker threads spin-wait after a call, and interleaving makes them starve each other.
+``load_s`` is measured in a fresh process: import, load encoder + router + config, first
+decision; it must not import torch.
 """
 
 from __future__ import annotations
