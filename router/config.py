@@ -37,11 +37,38 @@ class SimulatedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
 
 
 class Deployment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One place a model is served: a provider adapter, its endpoint and credentials.
+
+    Keys come from ``api_key`` (discouraged: the file then holds a secret) or, better, the
+    environment variable named by ``api_key_env``; with neither, the adapter reads its
+    provider's conventional variable (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ...).
+    """
+
     provider: str
-    endpoint: str = ""
+    model: str = ""  # the upstream's model id (e.g. a dated version); "" = the catalog name
+    endpoint: str = ""  # base URL; "" = the provider's public endpoint
+    api_key: str = ""
     api_key_env: str = ""
-    region: str = ""
+    region: str = ""  # AWS region (Bedrock), GCP location (Vertex AI)
+    project: str = ""  # GCP project (Vertex AI)
+    api_version: str = ""  # Azure OpenAI's api-version; Anthropic's anthropic-version
+    headers: dict[str, str] = {}  # extra headers sent upstream on every call
+    timeout_s: float | None = None  # None: the server's upstream_timeout_s
+    weight: float = 1.0  # share of this model's traffic among its healthy deployments
     simulated: SimulatedSettings = SimulatedSettings()  # read only by provider "simulated"
+
+    def __post_init__(self) -> None:
+        if self.weight <= 0:
+            raise ValueError("weight must be > 0")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+
+    def upstream_model(self, catalog_name: str) -> str:
+        return self.model or catalog_name
+
+    def __repr__(self) -> str:  # a literal key must never reach a log line or a traceback
+        return f"Deployment(provider={self.provider!r}, model={self.model!r}, " \
+               f"endpoint={self.endpoint!r})"
 
 
 class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -7,29 +7,57 @@ Errors, each with the HTTP status the gateway answers with::
 
     ProviderError (502)
     ├── UpstreamError        the upstream answered with an error or an unusable body (502)
+    ├── UpstreamRejected     the upstream refused the request itself as invalid (400); the
+    │                        client's fault, so no failover to another deployment
+    ├── UpstreamRateLimited  the upstream said 429; ``retry_after`` seconds if it said (429)
     ├── UpstreamUnavailable  the upstream cannot take the call now: overloaded, down (503)
     └── UpstreamTimeout      no answer (or no next chunk) in time (504)
 
+``retryable`` says whether another deployment (or a later retry) may succeed.
 Messages must never contain credentials: the gateway passes them to the client.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from router.providers._wire import ChatCompletion, ChatCompletionChunk, ChatRequest
+import httpx
+
+from router.config import ConfigError, Deployment
+from router.providers._wire import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+)
 
 
 class ProviderError(Exception):
     """A provider call failed; ``status`` is the HTTP status the gateway answers with."""
 
     status = 502
+    retryable = True
 
 
 class UpstreamError(ProviderError):
     status = 502
+
+
+class UpstreamRejected(ProviderError):
+    status = 400
+    retryable = False
+
+
+class UpstreamRateLimited(ProviderError):
+    status = 429
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UpstreamUnavailable(ProviderError):
@@ -42,9 +70,35 @@ class UpstreamTimeout(ProviderError):
 
 @dataclass(frozen=True, slots=True)
 class ProviderContext:
-    """What the gateway lends every provider it builds (shared, opened in the app's lifespan)."""
+    """What the gateway lends every provider it builds (shared, opened in the app's lifespan).
+
+    ``http`` is one connection pool for every adapter (one TLS context, one set of limits);
+    adapters send absolute URLs and their own auth headers and never close it.
+    """
 
     count_tokens: Callable[[str], int]
+    http: httpx.AsyncClient | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        if self.http is None:
+            raise RuntimeError("this provider needs ProviderContext.http")
+        return self.http
+
+
+def resolve_api_key(deployment: Deployment, default_env: str, *, required: bool = True) -> str:
+    """The deployment's key: ``api_key``, else ``$api_key_env``, else ``$default_env``.
+
+    A missing key is a ``ConfigError`` at start-up (naming the variable, never a value), so a
+    misconfigured deployment fails before it takes traffic.
+    """
+    if deployment.api_key:
+        return deployment.api_key
+    env = deployment.api_key_env or default_env
+    key = os.environ.get(env, "")
+    if not key and required:
+        raise ConfigError(f"provider {deployment.provider!r}: no API key; set the environment "
+                          f"variable {env} or the deployment's api_key_env")
+    return key
 
 
 @runtime_checkable
@@ -62,4 +116,13 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release connections; called once when the app shuts down."""
+        ...
+
+
+@runtime_checkable
+class EmbeddingProvider(Protocol):
+    """A deployment that also serves ``/v1/embeddings`` (OpenAI's shape in and out)."""
+
+    async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
+        """Vectors for ``request.input``, in input order, with ``usage``."""
         ...

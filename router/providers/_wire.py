@@ -134,9 +134,25 @@ class ChatCompletion(Struct, frozen=True):
     object: Literal["chat.completion"] = "chat.completion"
 
 
+class FunctionCallDelta(Struct, frozen=True, omit_defaults=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(Struct, frozen=True, omit_defaults=True):
+    """A piece of a streamed tool call: the first piece of call ``index`` carries ``id``,
+    ``type`` and ``function.name``; later pieces append to ``function.arguments``."""
+
+    index: int
+    function: FunctionCallDelta
+    id: str | None = None
+    type: Literal["function"] | None = None
+
+
 class Delta(Struct, frozen=True, omit_defaults=True):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(Struct, frozen=True):
@@ -155,6 +171,45 @@ class ChatCompletionChunk(Struct, frozen=True):
     choices: list[ChunkChoice]
     usage: Usage | None = None
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+
+
+# --- embeddings ----------------------------------------------------------------------------
+
+
+class EmbeddingsRequest(Struct, frozen=True, omit_defaults=True):
+    """``POST /v1/embeddings`` body. Token-id inputs are not accepted: only text is routable
+    to every provider."""
+
+    model: str
+    input: str | Annotated[list[str], Meta(min_length=1, max_length=2048)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: PositiveInt | None = None
+    user: str | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class Embedding(Struct, frozen=True):
+    index: int
+    embedding: list[float] | str  # a base64 string of little-endian float32 when asked
+    object: Literal["embedding"] = "embedding"
+
+
+class EmbeddingUsage(Struct, frozen=True):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(Struct, frozen=True):
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+    object: Literal["list"] = "list"
+
+
+# --- helpers -------------------------------------------------------------------------------
 
 
 def message_text(message: Message) -> str:
@@ -176,4 +231,5 @@ def has_images(request: ChatRequest) -> bool:
 
 # Built once: decoding and encoding are on every request's path.
 REQUEST_DECODER = msgspec.json.Decoder(ChatRequest)
+EMBEDDINGS_DECODER = msgspec.json.Decoder(EmbeddingsRequest)
 ENCODER = msgspec.json.Encoder()

@@ -1,0 +1,166 @@
+"""HTTP plumbing every HTTP adapter shares: send JSON, read SSE, map failures to our errors.
+
+Adapters translate bodies; this module owns what an upstream's status code or a broken
+connection means for the gateway, so every provider fails the same way:
+
+- 400, 404, 409, 413, 422 -> ``UpstreamRejected`` (400): the request itself is at fault
+  (a bad image, too many tokens); another deployment would refuse it too.
+- 401, 403 -> ``UpstreamError`` (502): *our* credentials are wrong; the client cannot fix it.
+- 429 -> ``UpstreamRateLimited`` with the upstream's ``Retry-After`` when it sent one.
+- 500, 502, 503, 504, 529 (Anthropic's "overloaded") and connection errors ->
+  ``UpstreamUnavailable`` (503); read timeouts -> ``UpstreamTimeout`` (504).
+
+The upstream's own error message is kept (clients need it to fix a rejected request) but cut
+to a few hundred characters; headers, URLs with keys and request bodies never enter a message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+
+from router.providers._base import (
+    ProviderError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+_MAX_DETAIL = 300
+_REJECTED = frozenset({400, 404, 409, 413, 422})
+
+
+def upstream_message(body: bytes) -> str:
+    """The human part of an upstream error body, whatever the provider's error shape."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace").strip()[:_MAX_DETAIL]
+    if isinstance(data, list) and data:  # Gemini sometimes wraps the error in a list
+        data = data[0]
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("msg") or err.get("detail")
+            if msg:
+                return str(msg)[:_MAX_DETAIL]
+        elif isinstance(err, str):
+            return err[:_MAX_DETAIL]
+        for key in ("message", "Message", "detail"):  # Cohere, Bedrock, Replicate
+            if data.get(key):
+                return str(data[key])[:_MAX_DETAIL]
+    return str(data)[:_MAX_DETAIL]
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms``, in seconds."""
+    if ms := headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(ms) / 1e3)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        import time
+
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def error_for_status(provider: str, status: int, body: bytes,
+                     headers: Mapping[str, str]) -> ProviderError:
+    """The gateway error for an upstream's non-2xx answer (see the module docstring)."""
+    detail = upstream_message(body)
+    where = f"{provider} upstream answered {status}"
+    if status in _REJECTED:
+        return UpstreamRejected(f"{where}: {detail}")
+    if status in (401, 403):
+        return UpstreamError(f"{where}: the deployment's credentials were refused; "
+                             "check its API key")
+    if status == 429:
+        return UpstreamRateLimited(f"{where}: rate limited: {detail}",
+                                   retry_after_seconds(headers))
+    if status >= 500 or status == 529:
+        return UpstreamUnavailable(f"{where}: {detail}")
+    return UpstreamError(f"{where}: {detail}")
+
+
+def error_for_exception(provider: str, exc: httpx.HTTPError) -> ProviderError:
+    """The gateway error for a transport failure (no usable HTTP answer)."""
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return UpstreamTimeout(f"{provider} upstream did not answer in time")
+    if isinstance(exc, httpx.TransportError):
+        return UpstreamUnavailable(f"{provider} upstream unreachable: {type(exc).__name__}")
+    return UpstreamError(f"{provider} upstream call failed: {type(exc).__name__}")
+
+
+async def send_json(client: httpx.AsyncClient, provider: str, url: str, *,
+                    body: Any = None, headers: Mapping[str, str] | None = None,
+                    method: str = "POST", timeout: float | None = None,
+                    params: Mapping[str, str] | None = None) -> Any:
+    """One JSON call; the decoded JSON answer, or the mapped ``ProviderError``."""
+    try:
+        response = await client.request(
+            method, url, json=body, headers=headers, params=params,
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
+    except httpx.HTTPError as exc:
+        raise error_for_exception(provider, exc) from None
+    if response.status_code >= 400:
+        raise error_for_status(provider, response.status_code, response.content,
+                               response.headers)
+    try:
+        return response.json()
+    except ValueError:
+        raise UpstreamError(f"{provider} upstream answered {response.status_code} with a "
+                            "body that is not JSON") from None
+
+
+@asynccontextmanager
+async def open_stream(client: httpx.AsyncClient, provider: str, url: str, *,
+                      body: Any = None, headers: Mapping[str, str] | None = None,
+                      timeout: float | None = None,
+                      params: Mapping[str, str] | None = None,
+                      ) -> AsyncIterator[httpx.Response]:
+    """A streaming call whose status has been checked: error statuses raise the mapped
+    ``ProviderError`` (after reading the small error body) before the caller reads events."""
+    request = client.build_request(
+        "POST", url, json=body, headers=headers, params=params,
+        timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise error_for_exception(provider, exc) from None
+    try:
+        if response.status_code >= 400:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError:
+                content = b""
+            raise error_for_status(provider, response.status_code, content, response.headers)
+        yield response
+    finally:
+        await response.aclose()
+
+
+async def sse_events(provider: str, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
+    """The response's server-sent events; transport failures mid-stream become our errors."""
+    try:
+        async for event in EventSource(response).aiter_sse():
+            yield event
+    except httpx.HTTPError as exc:
+        raise error_for_exception(provider, exc) from None
