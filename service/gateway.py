@@ -31,7 +31,7 @@ from router.providers import (
     UpstreamTimeout,
     Usage,
 )
-from service.errors import ModelNotFound, Unsatisfiable, error_event, from_provider_error
+from service.errors import APIError, ModelNotFound, Unsatisfiable, error_event, from_provider_error
 from service.prompt import Requirements, conversation_text, requirements, routing_prompt
 
 log = logging.getLogger("contextforge.gateway")
@@ -126,10 +126,15 @@ class Gateway:
         self._log(plan, completion.usage, "ok")
         return completion, plan.headers(cost)
 
-    async def open_stream(self, plan: Plan) -> tuple[AsyncIterator[bytes], dict[str, str]]:
-        """SSE bytes and headers. The first chunk is awaited here, so a failing upstream is
-        still an HTTP error status; later failures become an ``error`` event in the stream.
-        The cost header is the estimate (the answer's length is unknown when headers go out)."""
+    async def open_chunks(self, plan: Plan,
+                          ) -> tuple[AsyncIterator[ChatCompletionChunk], dict[str, str]]:
+        """The answer's chunks (the last one carries ``usage`` and no choices) and headers.
+
+        The first chunk is awaited here, so a failing upstream is still an HTTP error status;
+        a later failure raises ``APIError`` from the iterator. The request is accounted when
+        the iterator ends or is closed. The cost header is the estimate (the answer's length
+        is unknown when headers go out). Front ends (OpenAI SSE, Anthropic events) format it.
+        """
         chunks = plan.provider.stream(plan.request)
         try:
             first = await self._next(chunks)
@@ -139,12 +144,11 @@ class Gateway:
             raise from_provider_error(exc) from exc
         estimate = Catalog.cost_usd(plan.model, plan.input_tokens, Catalog.expected_output_tokens(
             plan.model, plan.request.output_limit))
-        return self._sse(plan, first, chunks), plan.headers(estimate)
+        return self._relay(plan, first, chunks), plan.headers(estimate)
 
-    async def _sse(self, plan: Plan, first: ChatCompletionChunk | None,
-                   chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
-        opts = plan.request.stream_options
-        include_usage = bool(opts and opts.include_usage)
+    async def _relay(self, plan: Plan, first: ChatCompletionChunk | None,
+                     chunks: AsyncIterator[ChatCompletionChunk],
+                     ) -> AsyncIterator[ChatCompletionChunk]:
         usage: Usage | None = None
         status = "ok"
         try:
@@ -152,17 +156,23 @@ class Gateway:
             while chunk is not None:
                 if chunk.usage is not None:
                     usage = chunk.usage
-                # The provider always reports usage; the client sees it only if it asked.
-                if chunk.choices or include_usage:
-                    yield b"data: " + ENCODER.encode(chunk) + b"\n\n"
+                yield chunk
                 chunk = await self._next(chunks)
         except ProviderError as exc:
             status = f"error {exc.status} mid-stream"
-            yield error_event(from_provider_error(exc))
+            raise from_provider_error(exc) from exc
+        except BaseException:
+            status = "client disconnected"
+            raise
         finally:
             await chunks.aclose()
             self._log(plan, usage, status)
-        yield b"data: [DONE]\n\n"
+
+    async def open_stream(self, plan: Plan) -> tuple[AsyncIterator[bytes], dict[str, str]]:
+        """OpenAI's SSE bytes and headers (see ``open_chunks``); a failure after the first
+        chunk becomes an ``error`` event, then ``[DONE]``."""
+        chunks, headers = await self.open_chunks(plan)
+        return openai_sse(plan.request, chunks), headers
 
     async def _next(self, chunks: AsyncIterator[ChatCompletionChunk]) -> ChatCompletionChunk | None:
         """The next chunk within the upstream timeout; ``None`` at the end of the stream."""
@@ -186,6 +196,22 @@ class Gateway:
         tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
         log.info("chat route=%s model=%s tokens=%s cost=%.8f ms=%.1f status=%s", plan.route,
                  plan.model.name, tokens, self.cost_usd(plan, usage), ms, status)
+
+
+async def openai_sse(request: ChatRequest,
+                     chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
+    """Chunks as OpenAI's ``data:`` events; usage only if the client asked for it."""
+    opts = request.stream_options
+    include_usage = bool(opts and opts.include_usage)
+    try:
+        async for chunk in chunks:
+            if chunk.choices or include_usage:
+                yield b"data: " + ENCODER.encode(chunk) + b"\n\n"
+    except APIError as err:
+        yield error_event(err)
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+    yield b"data: [DONE]\n\n"
 
 
 def unmet(model: ModelEntry, needs: Requirements, n_in: int) -> str | None:
