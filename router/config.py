@@ -14,7 +14,7 @@ import yaml
 
 from router.policy import PolicySpec
 
-CAPABILITIES = frozenset({"tools", "vision", "json"})
+CAPABILITIES = frozenset({"tools", "vision", "json", "embeddings"})
 
 
 class ConfigError(ValueError):
@@ -120,9 +120,40 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("max_body_bytes and upstream_timeout_s must be > 0")
 
 
+class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Retries, failover and circuit breaking (the config's ``dispatch`` section)."""
+
+    max_attempts: int = 3  # calls per request, across deployments and retries
+    backoff_ms: float = 50.0  # before retrying a deployment already tried (jittered, doubling)
+    failure_threshold: int = 5  # consecutive failures that open a deployment's breaker
+    cooldown_s: float = 30.0  # how long an open breaker skips its deployment
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.failure_threshold < 1:
+            raise ValueError("max_attempts and failure_threshold must be >= 1")
+        if self.backoff_ms < 0 or self.cooldown_s < 0:
+            raise ValueError("backoff_ms and cooldown_s must be >= 0")
+
+
+class TrafficConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The traffic log: one row per request (what retraining reads)."""
+
+    enabled: bool = True
+    # sqlite:///PATH (relative to the config file's folder) or postgresql://user@host/db
+    dsn: str = "sqlite:///var/traffic.sqlite3"
+    log_prompts: bool = True  # the routing prompt's text
+    log_embeddings: bool = True  # its 384-d embedding (1.5 KB a row)
+
+    def __post_init__(self) -> None:
+        if not self.dsn.startswith(("sqlite:", "postgresql://", "postgres://")):
+            raise ValueError("dsn must be sqlite:///PATH or postgresql://...")
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     version: int = 1
     server: ServerConfig = ServerConfig()
+    traffic: TrafficConfig = TrafficConfig()
+    dispatch: DispatchConfig = DispatchConfig()
     # Serves every model that lists no deployments: the default config runs without API keys.
     default_deployment: Deployment = Deployment(provider="simulated")
     encoder: EncoderConfig = EncoderConfig()

@@ -9,31 +9,45 @@ every failure to OpenAI's error shape.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
+import httpx
 import msgspec
 from litestar import Litestar, Request, Response, Router, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
 
 from router.config import Config
+from router.dispatch import CircuitBreaker, Dispatcher, Upstream, deployment_label
 from router.embedding import MicroBatcher
 from router.engine import RoutingEngine
 from router.providers import (
+    EMBEDDINGS_DECODER,
     ENCODER,
     REQUEST_DECODER,
     ChatRequest,
-    Provider,
     ProviderContext,
+    ProviderError,
     build_provider,
     check_providers,
     deployments_of,
 )
+from router.traffic import Feedback, TrafficLog, UnknownRequest
 from service.auth import master_key_guard
-from service.errors import ModelNotFound, NotReady, from_decode_error, handle_exception
+from service.embeddings import create_embeddings
+from service.errors import (
+    Conflict,
+    ModelNotFound,
+    NotReady,
+    from_decode_error,
+    handle_exception,
+)
 from service.gateway import Gateway
+from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from service.metrics import Metrics
 
 
 class ModelCard(msgspec.Struct, frozen=True):
@@ -114,6 +128,56 @@ async def get_model(model_id: str, state: State) -> Response[bytes]:
     raise ModelNotFound(f"The model `{name}` does not exist", param="model")
 
 
+@post("/embeddings", status_code=200)
+async def embeddings(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+    """OpenAI embeddings: the local encoder, or a catalog model's provider."""
+    try:
+        body = EMBEDDINGS_DECODER.decode(await request.body())
+    except msgspec.DecodeError as exc:
+        raise from_decode_error(exc) from None
+    response, headers = await create_embeddings(_gateway(state), body)
+    return Response(ENCODER.encode(response), media_type="application/json", headers=headers)
+
+
+class FeedbackRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/feedback``: a rating of one answer, by its request id (the response's
+    ``id`` / ``x-contextforge-request-id``); 0 is worst and 1 best, like the training data."""
+
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    rating: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    comment: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+    user: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+_FEEDBACK = msgspec.json.Decoder(FeedbackRequest)
+
+
+@post("/feedback", status_code=201)
+async def feedback(request: Request[Any, Any, Any], state: State) -> dict[str, str]:
+    """Attach a user's rating to a logged request."""
+    try:
+        body = _FEEDBACK.decode(await request.body())
+    except msgspec.DecodeError as exc:
+        raise from_decode_error(exc) from None
+    traffic = _gateway(state).traffic
+    if traffic is None:
+        raise Conflict("feedback needs the traffic log; this server runs with "
+                       "traffic.enabled: false")
+    fb = Feedback(body.request_id, body.rating, time.time(), body.user, body.comment)
+    try:
+        await asyncio.to_thread(traffic.add_feedback, fb)
+    except UnknownRequest:
+        raise ModelNotFound(f"no logged request has id {body.request_id!r}",
+                            param="request_id", code="request_not_found") from None
+    return {"request_id": body.request_id, "status": "recorded"}
+
+
+@get("/metrics", media_type=METRICS_CONTENT_TYPE)
+async def metrics(state: State) -> Response[bytes]:
+    """Prometheus metrics."""
+    return Response(_gateway(state).metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+
 @get("/healthz")
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
@@ -128,6 +192,25 @@ async def readyz(state: State) -> Response[dict[str, str]]:
         return Response({"status": "loading"}, status_code=503)
     return Response({"status": "ready", "router": gateway.engine.router.spec.name,
                      "encoder": gateway.engine.encoder.id})
+
+
+def build_dispatchers(config: Config, ctx: ProviderContext,
+                      metrics: Metrics) -> dict[str, Dispatcher]:
+    """One dispatcher per catalog model over its deployments' adapters."""
+
+    def on_failure(u: Upstream, model: str, exc: ProviderError) -> None:
+        metrics.upstream_errors.labels(u.deployment.provider, model, str(exc.status)).inc()
+
+    out = {}
+    for m in config.models:
+        upstreams = [
+            Upstream(deployment_label(d, m.name), d, build_provider(d, ctx),
+                     CircuitBreaker(config.dispatch.failure_threshold, config.dispatch.cooldown_s),
+                     d.timeout_s or config.server.upstream_timeout_s)
+            for d in deployments_of(config, m)
+        ]
+        out[m.name] = Dispatcher(m.name, upstreams, config.dispatch, on_failure=on_failure)
+    return out
 
 
 def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litestar:
@@ -147,27 +230,38 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
         # One decision before serving: lazy imports and first-run allocations in the encoder
         # and predictors would otherwise land on the first client's latency.
         await eng.adecide("warm up", batcher)
-        ctx = ProviderContext(count_tokens=eng.encoder.count_tokens)
-        providers: dict[str, list[Provider]] = {
-            m.name: [build_provider(d, ctx) for d in deployments_of(config, m)]
-            for m in config.models
-        }
-        app.state.gateway = Gateway(eng, batcher, providers,
-                                    upstream_timeout_s=config.server.upstream_timeout_s)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(config.server.upstream_timeout_s,
+                                                       connect=10.0),
+                                 limits=httpx.Limits(max_connections=1000,
+                                                     max_keepalive_connections=100))
+        ctx = ProviderContext(count_tokens=eng.encoder.count_tokens, http=http)
+        metrics = Metrics()
+        dispatchers = build_dispatchers(config, ctx, metrics)
+        traffic = None
+        if config.traffic.enabled:
+            traffic = await asyncio.to_thread(TrafficLog, config.traffic.dsn,
+                                              base_dir=config.resolve("."))
+        app.state.gateway = Gateway(eng, batcher, dispatchers, metrics=metrics,
+                                    traffic=traffic, traffic_config=config.traffic)
         try:
             yield
         finally:
             app.state.gateway = None
             await batcher.close()
-            for deployment_providers in providers.values():
-                for p in deployment_providers:
-                    await p.aclose()
+            for d in dispatchers.values():
+                for u in d.upstreams:
+                    await u.provider.aclose()
+            await http.aclose()
+            if traffic is not None:
+                await asyncio.to_thread(traffic.close)
 
     # Health probes stay open: orchestrators call them without credentials.
-    api = Router(path="/v1", route_handlers=[chat_completions, list_models, get_model],
+    api = Router(path="/v1", route_handlers=[chat_completions, embeddings, feedback,
+                                             list_models, get_model],
                  guards=[guard] if guard else None)
+    ops = Router(path="/", route_handlers=[metrics], guards=[guard] if guard else None)
     return Litestar(
-        route_handlers=[api, healthz, readyz],
+        route_handlers=[api, ops, healthz, readyz],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_max_body_size=config.server.max_body_bytes,

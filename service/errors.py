@@ -6,10 +6,14 @@ specific exception from the status (``openai.NotFoundError`` for 404, ...)::
     APIError
     ├── BadRequest            400  malformed JSON, wrong type or value (``param`` names the field)
     ├── AuthenticationFailed  401  missing or wrong master key
-    ├── ModelNotFound         404  not a catalog model, alias, route or ``auto``
+    ├── ModelNotFound         404  not a catalog model, alias, route or ``auto`` (or an
+    │                              unknown request id for feedback)
+    ├── Conflict              409  the server's set-up refuses it (feedback with no log)
     ├── Unsatisfiable         422  no candidate has the capabilities / context the request needs
     ├── NotReady              503  the routing engine is not loaded (start-up, shutdown)
-    └── UpstreamFailed        502 / 503 / 504, from a ``router.providers.ProviderError``
+    └── UpstreamFailed        400 / 429 / 502 / 503 / 504, from a ``router.providers.ProviderError``
+                              (400: the upstream refused the request itself; 429 and 503 carry
+                              ``Retry-After`` when the upstream or the circuit breaker knows)
 
 Litestar's own HTTP exceptions (413 body too large, 404 unknown path, 405) keep their status;
 anything else is a 500 whose details go to the log, never to the client.
@@ -18,7 +22,9 @@ anything else is a 500 whose details go to the log, never to the client.
 from __future__ import annotations
 
 import logging
+import math
 import re
+from typing import ClassVar
 
 import msgspec
 from litestar import Request, Response
@@ -49,6 +55,7 @@ class APIError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    retry_after: float | None = None  # seconds; sent as a Retry-After header
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -73,6 +80,10 @@ class ModelNotFound(APIError):
     status, type, code = 404, "invalid_request_error", "model_not_found"
 
 
+class Conflict(APIError):
+    status, type, code = 409, "invalid_request_error", "conflict"
+
+
 class Unsatisfiable(APIError):
     status, type, code = 422, "invalid_request_error", "no_eligible_model"
 
@@ -83,11 +94,16 @@ class NotReady(APIError):
 
 class UpstreamFailed(APIError):
     type = "upstream_error"
+    _CODES: ClassVar[dict[int, str]] = {
+        400: "upstream_rejected", 429: "rate_limit_exceeded", 502: "bad_gateway",
+        503: "upstream_unavailable", 504: "upstream_timeout"}
 
-    def __init__(self, message: str, status: int):
-        super().__init__(message, code={502: "bad_gateway", 503: "upstream_unavailable",
-                                        504: "upstream_timeout"}.get(status))
+    def __init__(self, message: str, status: int, retry_after: float | None = None):
+        super().__init__(message, code=self._CODES.get(status))
         self.status = status
+        self.retry_after = retry_after
+        if status in (400, 429):  # the client's to fix or to wait for, as OpenAI types them
+            self.type = "invalid_request_error" if status == 400 else "rate_limit_error"
 
 
 # msgspec: "Expected `float | null`, got `str` - at `$.temperature`"
@@ -113,12 +129,19 @@ def from_decode_error(exc: msgspec.DecodeError) -> BadRequest:
 
 
 def from_provider_error(exc: ProviderError) -> UpstreamFailed:
-    return UpstreamFailed(f"upstream provider error: {exc}", exc.status)
+    return UpstreamFailed(f"upstream provider error: {exc}", exc.status, exc.retry_after)
+
+
+def retry_after_header(err: APIError) -> dict[str, str]:
+    if err.retry_after is None:
+        return {}
+    return {"retry-after": str(max(1, math.ceil(err.retry_after)))}
 
 
 def error_response(err: APIError, headers: dict[str, str] | None = None) -> Response[bytes]:
     return Response(_encoder.encode(ErrorBody(err.detail())), status_code=err.status,
-                    media_type="application/json", headers=headers)
+                    media_type="application/json",
+                    headers={**retry_after_header(err), **(headers or {})})
 
 
 def error_event(err: APIError) -> bytes:

@@ -11,27 +11,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
+import numpy as np
 
 from router.catalog import Catalog
-from router.config import ModelEntry
+from router.config import ModelEntry, TrafficConfig
+from router.dispatch import Dispatcher, Upstream
 from router.embedding import MicroBatcher
-from router.engine import RoutingEngine
+from router.engine import Decision, RoutingEngine
 from router.policy import NoEligibleModel
 from router.providers import (
     ENCODER,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
-    Provider,
     ProviderError,
     UpstreamTimeout,
     Usage,
 )
+from router.traffic import CandidateLog, TrafficLog, TrafficRecord
 from service.errors import APIError, ModelNotFound, Unsatisfiable, error_event, from_provider_error
+from service.metrics import Metrics
 from service.prompt import Requirements, conversation_text, requirements, routing_prompt
 
 log = logging.getLogger("contextforge.gateway")
@@ -39,19 +43,27 @@ log = logging.getLogger("contextforge.gateway")
 NO_ROUTE = "none"  # x-contextforge-route when the client named a concrete model
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Plan:
-    """One request, routed: what to call and what to tell the client about it."""
+    """One request, routed: what to call, what to tell the client, what to log."""
 
+    id: str  # the request id: the response's ``id``, the log row's key, feedback's handle
     request: ChatRequest  # ``model`` is the chosen catalog model's name
     model: ModelEntry
     route: str
-    provider: Provider
+    dispatcher: Dispatcher
     input_tokens: int
     started: float
+    decision: Decision | None = None
+    prompt: str | None = None  # what the router embedded
+    embedding: np.ndarray | None = None
+    upstream: Upstream | None = None  # the deployment that answered
+    ttft_ms: float | None = None
+    stream: bool = False
 
     def headers(self, cost_usd: float) -> dict[str, str]:
         return {
+            "x-contextforge-request-id": self.id,
             "x-contextforge-model": self.model.name,
             "x-contextforge-route": self.route,
             "x-contextforge-cache": "bypass",
@@ -60,15 +72,18 @@ class Plan:
 
 
 class Gateway:
-    """Routing and provider calls for chat requests; built in the app's lifespan."""
+    """Routing, dispatch and accounting for chat requests; built in the app's lifespan."""
 
     def __init__(self, engine: RoutingEngine, batcher: MicroBatcher,
-                 providers: dict[str, list[Provider]], *, upstream_timeout_s: float):
+                 dispatchers: dict[str, Dispatcher], *, metrics: Metrics,
+                 traffic: TrafficLog | None = None, traffic_config: TrafficConfig | None = None):
         self.engine = engine
         self.catalog = engine.catalog
         self.batcher = batcher
-        self.providers = providers
-        self.timeout = upstream_timeout_s
+        self.dispatchers = dispatchers
+        self.metrics = metrics
+        self.traffic = traffic
+        self.traffic_config = traffic_config or TrafficConfig()
 
     async def plan(self, request: ChatRequest) -> Plan:
         """Choose the model; ``ModelNotFound`` (404) or ``Unsatisfiable`` (422) otherwise."""
@@ -76,9 +91,13 @@ class Gateway:
         needs = requirements(request)
         n_in = self.engine.encoder.count_tokens(conversation_text(request))
         target = self.engine.config.default_route if request.model == "auto" else request.model
+        decision = prompt = emb = None
         if target in self.engine.routes:
-            model = await self._route(request, target, needs, n_in)
-            route = target
+            prompt = routing_prompt(request)
+            decision, emb = await self._route(request, prompt, target, needs, n_in)
+            model, route = self.catalog.get(decision.model), target
+            self.metrics.decisions.labels(route, model.name).inc()
+            self.metrics.decision_time.observe(time.perf_counter() - started)
         elif target in self.catalog:
             model, route = self.catalog.get(target), NO_ROUTE
             why = unmet(model, needs, n_in)
@@ -88,85 +107,86 @@ class Gateway:
         else:
             raise ModelNotFound(f"The model `{request.model}` does not exist: use a catalog "
                                 "model, a route or `auto` (see GET /v1/models)", param="model")
+        self.metrics.cache.labels("bypass").inc()
         chosen = msgspec.structs.replace(request, model=model.name)
-        # Dispatch (load balancing, health, failover) is a later layer: the first deployment.
-        return Plan(chosen, model, route, self.providers[model.name][0], n_in, started)
+        return Plan(f"chatcmpl-{uuid.uuid4().hex}", chosen, model, route,
+                    self.dispatchers[model.name], n_in, started, decision, prompt, emb,
+                    stream=request.stream)
 
-    async def _route(self, request: ChatRequest, route: str, needs: Requirements,
-                     n_in: int) -> ModelEntry:
+    async def _route(self, request: ChatRequest, prompt: str, route: str, needs: Requirements,
+                     n_in: int) -> tuple[Decision, np.ndarray]:
         # The engine checks context windows against the routing prompt only; the whole
         # conversation is what the model reads, so candidates it overflows are removed here.
         out = needs.max_output_tokens or 0
         candidates = self.engine.routes[route].models
         fits = {m.name for m in candidates if n_in + out <= m.context_window}
+        emb = await self.batcher.encode(self.engine.router.routing_texts([prompt])[0])
         try:
-            decision = await self.engine.adecide(
-                routing_prompt(request), self.batcher, route=route,
-                required=needs.capabilities, max_output_tokens=needs.max_output_tokens,
+            decision = self.engine.decide(
+                prompt, route=route, embedding=emb, required=needs.capabilities,
+                max_output_tokens=needs.max_output_tokens,
                 allowed=None if len(fits) == len(candidates) else fits)
         except NoEligibleModel:
             caps = ", ".join(sorted(needs.capabilities)) or "no special capabilities"
             raise Unsatisfiable(
                 f"no model on route {route!r} satisfies this request: it needs {caps} and "
                 f"{n_in} input + {out} output tokens of context", param="model") from None
-        return self.catalog.get(decision.model)
+        return decision, emb
 
     async def complete(self, plan: Plan) -> tuple[ChatCompletion, dict[str, str]]:
-        """The provider's whole answer and the routing headers (with its actual cost)."""
+        """The answer (failing over between deployments) and the headers with its cost."""
         try:
-            async with asyncio.timeout(self.timeout):
-                completion = await plan.provider.complete(plan.request)
-        except TimeoutError:
-            self._log(plan, None, "timeout")
-            raise from_provider_error(UpstreamTimeout("no answer in time")) from None
+            completion, plan.upstream = await plan.dispatcher.complete(plan.request)
         except ProviderError as exc:
-            self._log(plan, None, f"error {exc.status}")
+            self._account(plan, None, exc.status, str(exc))
             raise from_provider_error(exc) from exc
-        cost = self.cost_usd(plan, completion.usage)
-        self._log(plan, completion.usage, "ok")
+        completion = msgspec.structs.replace(completion, id=plan.id)
+        cost = self._account(plan, completion.usage, 200, None)
         return completion, plan.headers(cost)
 
     async def open_chunks(self, plan: Plan,
                           ) -> tuple[AsyncIterator[ChatCompletionChunk], dict[str, str]]:
         """The answer's chunks (the last one carries ``usage`` and no choices) and headers.
 
-        The first chunk is awaited here, so a failing upstream is still an HTTP error status;
-        a later failure raises ``APIError`` from the iterator. The request is accounted when
-        the iterator ends or is closed. The cost header is the estimate (the answer's length
-        is unknown when headers go out). Front ends (OpenAI SSE, Anthropic events) format it.
+        Failover happens until the first chunk, which is awaited here, so a failing upstream
+        is still an HTTP error status; a later failure raises ``APIError`` from the iterator.
+        The request is accounted when the iterator ends or is closed. The cost header is the
+        estimate (the answer's length is unknown when headers go out). Front ends (OpenAI
+        SSE, Anthropic events) format the chunks.
         """
-        chunks = plan.provider.stream(plan.request)
         try:
-            first = await self._next(chunks)
+            first, rest, plan.upstream = await plan.dispatcher.open_stream(plan.request)
         except ProviderError as exc:
-            await chunks.aclose()
-            self._log(plan, None, f"error {exc.status}")
+            self._account(plan, None, exc.status, str(exc))
             raise from_provider_error(exc) from exc
+        plan.ttft_ms = (time.perf_counter() - plan.started) * 1e3
         estimate = Catalog.cost_usd(plan.model, plan.input_tokens, Catalog.expected_output_tokens(
             plan.model, plan.request.output_limit))
-        return self._relay(plan, first, chunks), plan.headers(estimate)
+        return self._relay(plan, first, rest), plan.headers(estimate)
 
     async def _relay(self, plan: Plan, first: ChatCompletionChunk | None,
                      chunks: AsyncIterator[ChatCompletionChunk],
                      ) -> AsyncIterator[ChatCompletionChunk]:
         usage: Usage | None = None
-        status = "ok"
+        status, error = 200, None
+        assert plan.upstream is not None
+        timeout = plan.upstream.timeout_s
         try:
             chunk = first
             while chunk is not None:
                 if chunk.usage is not None:
                     usage = chunk.usage
-                yield chunk
-                chunk = await self._next(chunks)
+                yield msgspec.structs.replace(chunk, id=plan.id)
+                chunk = await _next(chunks, timeout)
         except ProviderError as exc:
-            status = f"error {exc.status} mid-stream"
+            status, error = exc.status, f"mid-stream: {exc}"
             raise from_provider_error(exc) from exc
         except BaseException:
-            status = "client disconnected"
+            status, error = 499, "client disconnected"  # nginx's code for it
             raise
         finally:
-            await chunks.aclose()
-            self._log(plan, usage, status)
+            await chunks.aclose()  # type: ignore[attr-defined]
+            self._account(plan, usage, status, error)
 
     async def open_stream(self, plan: Plan) -> tuple[AsyncIterator[bytes], dict[str, str]]:
         """OpenAI's SSE bytes and headers (see ``open_chunks``); a failure after the first
@@ -174,28 +194,67 @@ class Gateway:
         chunks, headers = await self.open_chunks(plan)
         return openai_sse(plan.request, chunks), headers
 
-    async def _next(self, chunks: AsyncIterator[ChatCompletionChunk]) -> ChatCompletionChunk | None:
-        """The next chunk within the upstream timeout; ``None`` at the end of the stream."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await anext(chunks)
-        except StopAsyncIteration:
-            return None
-        except TimeoutError:
-            raise UpstreamTimeout("no next chunk in time") from None
-
     def cost_usd(self, plan: Plan, usage: Usage | None) -> float:
         """Price from the provider's usage; the prompt's counted tokens if it gave none."""
         if usage is None:
-            return Catalog.cost_usd(plan.model, plan.input_tokens, 0)
+            return Catalog.cost_usd(plan.model, plan.input_tokens, 0) if plan.upstream else 0.0
         return Catalog.cost_usd(plan.model, usage.prompt_tokens, usage.completion_tokens)
 
-    def _log(self, plan: Plan, usage: Usage | None, status: str) -> None:
-        # The traffic log (SQLite) replaces this line; until then it is the request's record.
-        ms = (time.perf_counter() - plan.started) * 1e3
-        tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
-        log.info("chat route=%s model=%s tokens=%s cost=%.8f ms=%.1f status=%s", plan.route,
-                 plan.model.name, tokens, self.cost_usd(plan, usage), ms, status)
+    def _account(self, plan: Plan, usage: Usage | None, status: int, error: str | None) -> float:
+        """Price the request, count it in the metrics and write its traffic-log row."""
+        elapsed = time.perf_counter() - plan.started
+        cost = self.cost_usd(plan, usage) if status == 200 else 0.0
+        provider = plan.upstream.deployment.provider if plan.upstream else "none"
+        model = plan.model.name
+        m = self.metrics
+        m.requests.labels("chat", provider, model, str(status)).inc()
+        m.latency.labels("chat", model).observe(elapsed)
+        tenant = "default"  # tenants arrive with API keys (a later layer)
+        if usage is not None:
+            m.tokens.labels(tenant, model, "input").inc(usage.prompt_tokens)
+            m.tokens.labels(tenant, model, "output").inc(usage.completion_tokens)
+            m.cost.labels(tenant, model).inc(cost)
+            if plan.ttft_ms is not None:
+                gen_s = elapsed - plan.ttft_ms / 1e3
+                if gen_s > 0 and usage.completion_tokens:
+                    m.tokens_per_s.labels(model).observe(usage.completion_tokens / gen_s)
+        if plan.ttft_ms is not None:
+            m.ttft.labels(model).observe(plan.ttft_ms / 1e3)
+        if self.traffic is not None:
+            self.traffic.write(self._record(plan, usage, status, error, cost, elapsed, tenant))
+        return cost
+
+    def _record(self, plan: Plan, usage: Usage | None, status: int, error: str | None,
+                cost: float, elapsed: float, tenant: str) -> TrafficRecord:
+        cfg = self.traffic_config
+        d = plan.decision
+        return TrafficRecord(
+            id=plan.id, ts=time.time(), status=status, tenant=tenant,
+            user_id=plan.request.user, route=plan.route, model=plan.model.name,
+            deployment=plan.upstream.label if plan.upstream else None, cache="bypass",
+            input_tokens=usage.prompt_tokens if usage else plan.input_tokens,
+            output_tokens=usage.completion_tokens if usage else None,
+            cost_usd=cost, latency_ms=elapsed * 1e3, ttft_ms=plan.ttft_ms, error=error,
+            stream=plan.stream,
+            candidates=[CandidateLog(c.model, c.predicted_quality, c.estimated_cost_usd)
+                        for c in d.candidates] if d else None,
+            router=d.router if d else None, encoder=d.encoder if d else None,
+            prompt=(plan.prompt if plan.prompt is not None
+                    else routing_prompt(plan.request)) if cfg.log_prompts else None,
+            embedding=plan.embedding if cfg.log_embeddings else None,
+        )
+
+
+async def _next(chunks: AsyncIterator[ChatCompletionChunk],
+                timeout: float) -> ChatCompletionChunk | None:
+    """The next chunk within the deployment's timeout; ``None`` at the end of the stream."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+    except TimeoutError:
+        raise UpstreamTimeout("no next chunk in time") from None
 
 
 async def openai_sse(request: ChatRequest,
@@ -216,6 +275,8 @@ async def openai_sse(request: ChatRequest,
 
 def unmet(model: ModelEntry, needs: Requirements, n_in: int) -> str | None:
     """Why ``model`` cannot serve a request with these needs, or ``None``."""
+    if "embeddings" in model.capabilities:
+        return "it is an embeddings model (POST /v1/embeddings)"
     missing = sorted(needs.capabilities - set(model.capabilities))
     if missing:
         return f"it lacks {', '.join(missing)}"

@@ -41,6 +41,7 @@ class ProviderError(Exception):
 
     status = 502
     retryable = True
+    retry_after: float | None = None  # seconds, when the upstream (or the gateway) knows
 
 
 class UpstreamError(ProviderError):

@@ -8,6 +8,7 @@ fail decoding with the field's path, which the service reports as the offending 
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -210,6 +211,16 @@ class EmbeddingsResponse(Struct, frozen=True):
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def encode_vector(v: Any, encoding_format: str) -> list[float] | str:
+    """An embedding as OpenAI returns it: floats, or base64 of little-endian float32."""
+    import numpy as np
+
+    arr = np.asarray(v, dtype="<f4")
+    if encoding_format == "base64":
+        return base64.b64encode(arr.tobytes()).decode()
+    return arr.tolist()
 
 
 def message_text(message: Message) -> str:

@@ -21,6 +21,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import numpy as np
+
 from router.config import Deployment, SimulatedSettings
 from router.providers._base import ProviderContext, UpstreamError
 from router.providers._wire import (
@@ -31,8 +33,13 @@ from router.providers._wire import (
     Choice,
     ChunkChoice,
     Delta,
+    Embedding,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbeddingUsage,
     ImagePart,
     Usage,
+    encode_vector,
     message_text,
 )
 
@@ -44,6 +51,7 @@ _VOCABULARY = (
 _WORDS = tuple(_VOCABULARY.split())
 _TOKENS_PER_MESSAGE = 3  # OpenAI's chat format overhead per message, plus 3 to prime the reply
 _TOKENS_PER_IMAGE = 85  # a low-detail image, as OpenAI bills it
+_EMBEDDING_DIM = 1536  # text-embedding-3-small's
 
 
 class SimulatedProvider:
@@ -93,6 +101,20 @@ class SimulatedProvider:
         yield chunk(Delta(), finish)
         yield ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[],
                                   usage=self._usage(request, len(pieces)))
+
+    async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
+        """Deterministic unit vectors (seeded by model and text) of ``dimensions`` or 1536."""
+        self._maybe_fail()
+        dim = request.dimensions or _EMBEDDING_DIM
+        data, tokens = [], 0
+        for i, text in enumerate(request.texts):
+            seed = int.from_bytes(hashlib.sha256(f"{request.model}\0{text}".encode()).digest()[:8])
+            v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+            v /= np.linalg.norm(v)
+            data.append(Embedding(index=i, embedding=encode_vector(v, request.encoding_format)))
+            tokens += self._count(text)
+        return EmbeddingsResponse(data=data, model=request.model,
+                                  usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
 
     async def aclose(self) -> None:
         return None

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import msgspec
+import numpy as np
 import openai
 import pytest
 import uvicorn
@@ -29,10 +30,13 @@ TOOLS = [{"type": "function", "function": {
 
 
 @pytest.fixture(scope="module")
-def config():
+def config(tmp_path_factory):
     cfg = load_config()
     server = msgspec.structs.replace(cfg.server, max_body_bytes=MAX_BODY)
-    return with_address(msgspec.structs.replace(cfg, server=server), "127.0.0.1", 0)
+    traffic = msgspec.structs.replace(
+        cfg.traffic, dsn=f"sqlite:///{tmp_path_factory.mktemp('log') / 'traffic.sqlite3'}")
+    cfg = msgspec.structs.replace(cfg, server=server, traffic=traffic)
+    return with_address(cfg, "127.0.0.1", 0)
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +251,39 @@ def test_contextforge_serve_command(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_embeddings_from_the_local_encoder(client):
+    texts = ["route this prompt", "and this one"]
+    # The SDK asks for base64 by default and decodes it: the vectors must survive that.
+    out = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
+    floats = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts,
+                                      encoding_format="float")
+    assert [d.index for d in out.data] == [0, 1] and out.model == "all-MiniLM-L6-v2"
+    for a, b in zip(out.data, floats.data, strict=True):
+        assert len(a.embedding) == 384
+        assert a.embedding == pytest.approx(b.embedding, abs=1e-6)
+    v = np.array(out.data[0].embedding)
+    assert abs(np.linalg.norm(v) - 1) < 1e-4
+    assert out.usage.prompt_tokens > 0
+    single = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts[0])
+    assert single.data[0].embedding == pytest.approx(out.data[0].embedding, abs=1e-5)
+
+
+def test_embeddings_from_a_catalog_model(client):
+    raw = client.embeddings.with_raw_response.create(model="text-embedding-3-small",
+                                                     input="hello", dimensions=256)
+    out = raw.parse()
+    assert len(out.data[0].embedding) == 256 and out.model == "text-embedding-3-small"
+    assert float(raw.headers["x-contextforge-cost-usd"]) > 0
+
+
+def test_embeddings_errors(client):
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="no-such-embedder", input="x")
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.embeddings.create(model="gpt-4o", input="x")  # a chat model
+    with pytest.raises(openai.BadRequestError, match="dimensions"):
+        client.embeddings.create(model="all-MiniLM-L6-v2", input="x", dimensions=128)
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model="text-embedding-3-small", messages=USER)

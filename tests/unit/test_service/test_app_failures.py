@@ -23,7 +23,9 @@ def configured(*, host="127.0.0.1", master_key="", timeout_s=60.0, **simulated):
     server = msgspec.structs.replace(cfg.server, host=host, master_key=master_key,
                                      upstream_timeout_s=timeout_s)
     deployment = Deployment(provider="simulated", simulated=SimulatedSettings(**simulated))
-    return msgspec.structs.replace(cfg, server=server, default_deployment=deployment)
+    traffic = msgspec.structs.replace(cfg.traffic, enabled=False)
+    return msgspec.structs.replace(cfg, server=server, default_deployment=deployment,
+                                   traffic=traffic)
 
 
 def test_non_loopback_requires_the_master_key(engine, monkeypatch):

@@ -1,0 +1,333 @@
+"""The traffic log: one row per request, and users' feedback on them.
+
+What retraining reads: each request's prompt (the text the router embedded), its embedding,
+every candidate's predicted quality and estimated cost, the chosen model, what it cost and how
+it went; ``feedback`` rows attach ratings to request ids.
+
+Two backends behind one class, chosen by DSN: ``sqlite:///path`` (the default; WAL, nothing to
+run) and ``postgresql://...`` (psycopg 3; shared by several gateway replicas). Both are plain
+DB-API drivers, so writes run on one writer thread: the request path only enqueues a record
+(microseconds, never blocks on disk), and the thread writes what has queued up in one
+transaction. ``flush`` waits until everything enqueued so far is committed; ``close`` drains the
+queue, so a graceful shutdown loses nothing. A crash loses at most the rows of the last few
+milliseconds (the write window), never a committed one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+log = logging.getLogger("contextforge.traffic")
+
+_COLUMNS = (
+    "id", "ts", "tenant", "user_id", "route", "model", "deployment", "cache", "input_tokens",
+    "output_tokens", "cost_usd", "latency_ms", "ttft_ms", "status", "error", "stream",
+    "candidates", "router", "encoder", "prompt", "embedding",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    ts DOUBLE PRECISION NOT NULL,
+    tenant TEXT,
+    user_id TEXT,
+    route TEXT,
+    model TEXT,
+    deployment TEXT,
+    cache TEXT,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    cost_usd DOUBLE PRECISION,
+    latency_ms DOUBLE PRECISION,
+    ttft_ms DOUBLE PRECISION,
+    status INTEGER NOT NULL,
+    error TEXT,
+    stream INTEGER NOT NULL DEFAULT 0,
+    candidates TEXT,
+    router TEXT,
+    encoder TEXT,
+    prompt TEXT,
+    embedding {blob}
+);
+CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+CREATE TABLE IF NOT EXISTS feedback (
+    request_id TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    rating DOUBLE PRECISION NOT NULL,
+    user_id TEXT,
+    comment TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
+"""
+
+
+class CandidateLog(msgspec.Struct, frozen=True, array_like=True):
+    """One candidate as the router saw it: [model, predicted quality, estimated cost]."""
+
+    model: str
+    predicted_quality: float | None
+    estimated_cost_usd: float
+
+
+class TrafficRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One request, as logged."""
+
+    id: str
+    ts: float
+    status: int  # the HTTP status the client got
+    tenant: str | None = None
+    user_id: str | None = None
+    route: str | None = None
+    model: str | None = None
+    deployment: str | None = None  # "provider:endpoint-or-model", never a key
+    cache: str | None = None  # hit-exact, hit-semantic, miss, bypass
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    error: str | None = None
+    stream: bool = False
+    candidates: list[CandidateLog] | None = None
+    router: str | None = None
+    encoder: str | None = None
+    prompt: str | None = None
+    embedding: np.ndarray | None = None  # float32, L2-normalised
+
+
+class Feedback(msgspec.Struct, frozen=True):
+    request_id: str
+    rating: float
+    ts: float
+    user_id: str | None = None
+    comment: str | None = None
+
+
+class UnknownRequest(KeyError):
+    """Feedback for a request id the log does not hold."""
+
+
+_CANDIDATES = msgspec.json.Encoder()
+_CANDIDATES_DECODER = msgspec.json.Decoder(list[CandidateLog])
+_STOP = object()
+
+
+def _sqlite_path(dsn: str, base_dir: Path | None) -> Path:
+    path = Path(dsn.removeprefix("sqlite:///").removeprefix("sqlite://"))
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return path
+
+
+class TrafficLog:
+    """The request log behind a DSN; thread-safe; writes off the caller's thread."""
+
+    def __init__(self, dsn: str, *, base_dir: Path | None = None, batch_max: int = 512):
+        self.dsn = dsn
+        if dsn.startswith("sqlite:"):
+            self.kind = "sqlite"
+            self._path = _sqlite_path(dsn, base_dir)
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        elif dsn.startswith(("postgresql://", "postgres://")):
+            self.kind = "postgresql"
+        else:
+            raise ValueError(f"traffic DSN {dsn!r}: use sqlite:///PATH or postgresql://...")
+        self._mark = "?" if self.kind == "sqlite" else "%s"
+        self._batch_max = batch_max
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards the reader connection
+        self._reader = self._connect()
+        self._init_schema(self._reader)
+        self._writer_conn = self._connect()
+        self._thread = threading.Thread(target=self._run, name="traffic-writer", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    # --- connections ---------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        if self.kind == "sqlite":
+            conn = sqlite3.connect(self._path, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode is durable against process crashes (not power loss), and
+            # spares an fsync per transaction.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            return conn
+        import psycopg  # only PostgreSQL deployments pay for the import
+
+        return psycopg.connect(self.dsn, autocommit=False)
+
+    def _init_schema(self, conn: Any) -> None:
+        blob = "BLOB" if self.kind == "sqlite" else "BYTEA"
+        for statement in _SCHEMA.format(blob=blob).split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.commit()
+
+    # --- writing -------------------------------------------------------------------------
+
+    def write(self, record: TrafficRecord) -> None:
+        """Enqueue one record (never blocks); the writer thread commits it shortly."""
+        if self._closed:
+            raise RuntimeError("the traffic log is closed")
+        self._queue.put(record)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Block until every record enqueued before this call is committed."""
+        done = threading.Event()
+        self._queue.put(done)
+        if not done.wait(timeout):
+            raise TimeoutError("the traffic log did not commit in time")
+
+    def close(self) -> None:
+        """Commit everything queued, then stop the writer and close connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._writer_conn.close()
+        with self._lock:
+            self._reader.close()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            batch: list[TrafficRecord] = []
+            waiters: list[threading.Event] = []
+            while True:
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    waiters.append(item)
+                else:
+                    batch.append(item)
+                if stop or len(batch) >= self._batch_max:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._insert(batch)
+            for w in waiters:
+                w.set()
+
+    def _insert(self, batch: list[TrafficRecord]) -> None:
+        marks = ", ".join([self._mark] * len(_COLUMNS))
+        sql = (f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({marks}) "
+               "ON CONFLICT (id) DO NOTHING")
+        rows = [self._row(r) for r in batch]
+        for attempt in range(3):
+            try:
+                cur = self._writer_conn.cursor()
+                cur.executemany(sql, rows)
+                self._writer_conn.commit()
+                return
+            except Exception:  # a lost database must not kill the writer thread
+                log.exception("traffic log: writing %d rows failed (attempt %d)", len(rows),
+                              attempt + 1)
+                try:
+                    self._writer_conn.rollback()
+                except Exception:
+                    self._writer_conn = self._reconnect()
+                time.sleep(0.2 * (attempt + 1))
+        log.error("traffic log: dropped %d rows after 3 attempts", len(rows))
+
+    def _reconnect(self) -> Any:
+        try:
+            return self._connect()
+        except Exception:
+            log.exception("traffic log: reconnect failed")
+            return self._writer_conn
+
+    @staticmethod
+    def _row(r: TrafficRecord) -> tuple[Any, ...]:
+        emb = None
+        if r.embedding is not None:
+            emb = np.ascontiguousarray(r.embedding, dtype="<f4").tobytes()
+        candidates = _CANDIDATES.encode(r.candidates).decode() if r.candidates else None
+        return (r.id, r.ts, r.tenant, r.user_id, r.route, r.model, r.deployment, r.cache,
+                r.input_tokens, r.output_tokens, r.cost_usd, r.latency_ms, r.ttft_ms, r.status,
+                r.error, int(r.stream), candidates, r.router, r.encoder, r.prompt, emb)
+
+    # --- feedback and reading ------------------------------------------------------------
+
+    def add_feedback(self, fb: Feedback) -> None:
+        """Attach a rating to a logged request; ``UnknownRequest`` if the log lacks it.
+
+        Flushes first: a client may rate an answer the moment it arrives, before its row has
+        left the queue."""
+        self.flush()
+        m = self._mark
+        with self._lock:
+            conn = self._reader
+            if conn.execute(f"SELECT 1 FROM requests WHERE id = {m}",
+                            (fb.request_id,)).fetchone() is None:
+                conn.rollback()
+                raise UnknownRequest(fb.request_id)
+            conn.execute(f"INSERT INTO feedback (request_id, ts, rating, user_id, comment) "
+                         f"VALUES ({m}, {m}, {m}, {m}, {m})",
+                         (fb.request_id, fb.ts, fb.rating, fb.user_id, fb.comment))
+            conn.commit()
+
+    def get(self, request_id: str) -> TrafficRecord | None:
+        """One logged request (after a ``flush`` if it was just written)."""
+        rows = self._select(f"WHERE id = {self._mark}", (request_id,))
+        return rows[0] if rows else None
+
+    def records(self, *, since: float | None = None, limit: int | None = None,
+                ) -> list[TrafficRecord]:
+        """Logged requests, oldest first."""
+        where, params = "", ()
+        if since is not None:
+            where, params = f"WHERE ts >= {self._mark}", (since,)
+        tail = f" LIMIT {int(limit)}" if limit is not None else ""
+        return self._select(f"{where} ORDER BY ts{tail}", params)
+
+    def feedback(self, request_id: str | None = None) -> list[Feedback]:
+        where, params = "", ()
+        if request_id is not None:
+            where, params = f"WHERE request_id = {self._mark}", (request_id,)
+        with self._lock:
+            rows = self._reader.execute(
+                f"SELECT request_id, rating, ts, user_id, comment FROM feedback {where} "
+                "ORDER BY ts", params).fetchall()
+            self._reader.rollback()  # end the read transaction (PostgreSQL holds one open)
+        return [Feedback(*row) for row in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            n = self._reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+            self._reader.rollback()
+        return int(n)
+
+    def _select(self, tail: str, params: Sequence[Any]) -> list[TrafficRecord]:
+        with self._lock:
+            rows = self._reader.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM requests {tail}", params).fetchall()
+            self._reader.rollback()
+        return [self._record(row) for row in rows]
+
+    @staticmethod
+    def _record(row: Sequence[Any]) -> TrafficRecord:
+        values = dict(zip(_COLUMNS, row, strict=True))
+        emb = values.pop("embedding")
+        cands = values.pop("candidates")
+        values["stream"] = bool(values["stream"])
+        return TrafficRecord(
+            **values,
+            embedding=None if emb is None else np.frombuffer(bytes(emb), dtype="<f4").copy(),
+            candidates=None if cands is None else _CANDIDATES_DECODER.decode(cands),
+        )

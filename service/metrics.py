@@ -1,0 +1,53 @@
+"""Prometheus metrics (``GET /metrics``), one registry per app so apps and tests stay apart.
+
+Label sets are kept small and bounded (models, providers, routes and statuses come from the
+config; tenants from the key store), so the series count cannot grow with traffic.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Seconds: from sub-millisecond cache hits to multi-minute reasoning answers.
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_DECISION = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256)
+_TPS = (1, 5, 10, 25, 50, 100, 200, 400, 800)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The gateway's instruments; ``render`` is the scrape body."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("contextforge_requests", "Requests answered, by outcome",
+                                ["endpoint", "provider", "model", "status"], registry=r)
+        self.upstream_errors = Counter("contextforge_upstream_errors",
+                                       "Failed upstream calls (each attempt, failovers included)",
+                                       ["provider", "model", "status"], registry=r)
+        self.latency = Histogram("contextforge_request_duration_seconds",
+                                 "Request latency, arrival to last byte",
+                                 ["endpoint", "model"], buckets=_LATENCY, registry=r)
+        self.ttft = Histogram("contextforge_time_to_first_token_seconds",
+                              "Streams: arrival to the first content chunk",
+                              ["model"], buckets=_LATENCY, registry=r)
+        self.tokens_per_s = Histogram("contextforge_output_tokens_per_second",
+                                      "Output tokens per second of generation",
+                                      ["model"], buckets=_TPS, registry=r)
+        self.tokens = Counter("contextforge_tokens", "Tokens billed",
+                              ["tenant", "model", "kind"], registry=r)
+        self.cost = Counter("contextforge_cost_usd", "Spend in USD", ["tenant", "model"],
+                            registry=r)
+        self.decisions = Counter("contextforge_routing_decisions",
+                                 "Routing decisions by route and chosen model",
+                                 ["route", "model"], registry=r)
+        self.decision_time = Histogram("contextforge_routing_decision_seconds",
+                                       "Embed + predict + policy time per routed request",
+                                       buckets=_DECISION, registry=r)
+        self.cache = Counter("contextforge_cache_requests", "Cache outcomes", ["outcome"],
+                             registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,118 @@
+"""The traffic log on both backends: SQLite (embedded default) and the local PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from router.traffic import CandidateLog, Feedback, TrafficLog, TrafficRecord, UnknownRequest
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dsn(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'traffic.sqlite3'}"
+        return
+    psycopg = pytest.importorskip("psycopg")
+    schema = f"cf_test_{uuid.uuid4().hex[:12]}"  # CI and sessions share the server
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{PG}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def record(i: int, **kw) -> TrafficRecord:
+    rng = np.random.default_rng(i)
+    emb = rng.standard_normal(384).astype(np.float32)
+    emb /= np.linalg.norm(emb)
+    base = dict(id=f"req-{i}", ts=1000.0 + i, status=200, tenant="t1", route="auto",
+                model="gpt-4o", deployment="simulated", cache="bypass", input_tokens=10 + i,
+                output_tokens=20, cost_usd=1e-5 * i, latency_ms=3.5, ttft_ms=None,
+                stream=bool(i % 2), prompt=f"prompt {i}", router="default", encoder="minilm",
+                candidates=[CandidateLog("gpt-4o", 0.9, 1e-4), CandidateLog("llama", None, 1e-6)],
+                embedding=emb)
+    base.update(kw)
+    return TrafficRecord(**base)
+
+
+def test_records_round_trip_with_embeddings_and_candidates(dsn):
+    log = TrafficLog(dsn)
+    try:
+        sent = [record(i) for i in range(5)]
+        for r in sent:
+            log.write(r)
+        log.flush()
+        got = log.records()
+        assert [r.id for r in got] == [r.id for r in sent]
+        for a, b in zip(sent, got, strict=True):
+            assert np.array_equal(a.embedding, b.embedding)
+            assert b.candidates == a.candidates
+            assert (b.stream, b.prompt, b.input_tokens) == (a.stream, a.prompt, a.input_tokens)
+        assert log.records(since=1003.0)[0].id == "req-3"
+        assert len(log.records(limit=2)) == 2
+    finally:
+        log.close()
+
+
+def test_rows_survive_close_and_reopen(dsn):
+    log = TrafficLog(dsn)
+    for i in range(50):
+        log.write(record(i, embedding=None, candidates=None, prompt=None))
+    log.close()  # no flush: close must drain the queue
+    reopened = TrafficLog(dsn)
+    try:
+        assert reopened.count() == 50
+        r = reopened.get("req-7")
+        assert r is not None and r.embedding is None and r.candidates is None
+    finally:
+        reopened.close()
+
+
+def test_concurrent_writers_lose_nothing(dsn):
+    log = TrafficLog(dsn, batch_max=16)
+    try:
+        def burst(k: int) -> None:
+            for i in range(100):
+                log.write(record(k * 1000 + i, embedding=None))
+        threads = [threading.Thread(target=burst, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        log.flush()
+        assert log.count() == 400
+    finally:
+        log.close()
+
+
+def test_feedback_attaches_to_a_request_just_written(dsn):
+    log = TrafficLog(dsn)
+    try:
+        log.write(record(1))
+        # No explicit flush: feedback must see the row still in the queue.
+        log.add_feedback(Feedback("req-1", 0.75, time.time(), "u1", "good"))
+        assert [(f.rating, f.comment) for f in log.feedback("req-1")] == [(0.75, "good")]
+        with pytest.raises(UnknownRequest):
+            log.add_feedback(Feedback("nope", 1.0, time.time()))
+        assert len(log.feedback()) == 1
+    finally:
+        log.close()
+
+
+def test_bad_dsn_names_the_accepted_forms(tmp_path):
+    with pytest.raises(ValueError, match="sqlite:///PATH or postgresql://"):
+        TrafficLog("mysql://x")
+
+
+def test_write_after_close_is_refused(tmp_path):
+    log = TrafficLog(f"sqlite:///{tmp_path / 'x.db'}")
+    log.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        log.write(record(0))
