@@ -71,6 +71,42 @@ class Deployment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                f"endpoint={self.endpoint!r})"
 
 
+class ProviderEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A named upstream connection (``providers:``): an adapter ``type`` with its endpoint and
+    credentials, defined once and referenced by name from any model's deployments."""
+
+    name: str
+    type: str  # the adapter: openai, azure, anthropic, gemini, bedrock, simulated, ...
+    endpoint: str = ""
+    api_key: str = ""
+    api_key_env: str = ""
+    region: str = ""
+    project: str = ""
+    api_version: str = ""
+    headers: dict[str, str] = {}
+    timeout_s: float | None = None
+    simulated: SimulatedSettings = SimulatedSettings()
+
+    def __repr__(self) -> str:  # never print a literal key
+        return f"ProviderEntry(name={self.name!r}, type={self.type!r})"
+
+
+_INHERITED = ("endpoint", "api_key", "api_key_env", "region", "project", "api_version",
+              "timeout_s")
+
+
+def resolve_deployment(d: Deployment, providers: dict[str, ProviderEntry]) -> Deployment:
+    """``d`` with a named provider replaced by its adapter type and connection settings;
+    the deployment's own non-empty fields win. An adapter name passes through unchanged."""
+    entry = providers.get(d.provider)
+    if entry is None:
+        return d
+    merged = {f: getattr(d, f) or getattr(entry, f) for f in _INHERITED}
+    simulated = (d.simulated if d.simulated != SimulatedSettings() else entry.simulated)
+    return msgspec.structs.replace(d, provider=entry.type, headers={**entry.headers,
+                                   **d.headers}, simulated=simulated, **merged)
+
+
 class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A model callers can be routed to; prices are USD per million tokens."""
 
@@ -149,13 +185,21 @@ class TrafficConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("dsn must be sqlite:///PATH or postgresql://...")
 
 
+class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # Where the admin API's catalog changes persist (an overlay on this file; see
+    # router/overlay.py). Relative to the config file's folder.
+    state_path: str = "var/admin-state.json"
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     version: int = 1
+    admin: AdminConfig = AdminConfig()
     server: ServerConfig = ServerConfig()
     traffic: TrafficConfig = TrafficConfig()
     dispatch: DispatchConfig = DispatchConfig()
     # Serves every model that lists no deployments: the default config runs without API keys.
     default_deployment: Deployment = Deployment(provider="simulated")
+    providers: list[ProviderEntry] = []
     encoder: EncoderConfig = EncoderConfig()
     router: RouterConfig = RouterConfig()
     models: list[ModelEntry] = []
@@ -167,11 +211,18 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         p = Path(path)
         return p if p.is_absolute() else Path(self.base_dir or ".") / p
 
+    def deployments(self, model: ModelEntry) -> list[Deployment]:
+        """The model's deployments, named providers resolved; the default one if it has none."""
+        named = {p.name: p for p in self.providers}
+        return [resolve_deployment(d, named)
+                for d in (model.deployments or [self.default_deployment])]
+
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "contextforge.yaml"
 
 
-def _check(cfg: Config) -> list[str]:
+def check_config(cfg: Config) -> list[str]:
+    """Every consistency problem of a decoded config, each naming its path."""
     errors: list[str] = []
     names: dict[str, str] = {}
     for i, m in enumerate(cfg.models):
@@ -189,6 +240,11 @@ def _check(cfg: Config) -> list[str]:
             if key in names:
                 errors.append(f"{where}: name or alias {key!r} already used by {names[key]}")
             names[key] = where
+    seen: set[str] = set()
+    for i, p in enumerate(cfg.providers):
+        if p.name in seen:
+            errors.append(f"providers[{i}].name: {p.name!r} is defined twice")
+        seen.add(p.name)
     route_names = set()
     for i, r in enumerate(cfg.routes):
         if r.name in route_names or r.name in names:
@@ -221,7 +277,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         # msgspec says "... - at `$.models[0].input_price`": put the path first, as a user reads
         msg, _, where = str(exc).partition(" - at `$.")
         raise ConfigError(f"{path}: {where.rstrip('`') + ': ' if where else ''}{msg}") from exc
-    errors = _check(cfg)
+    errors = check_config(cfg)
     if errors:
         raise ConfigError(f"{path}: " + f"\n{path}: ".join(errors))
     return cfg

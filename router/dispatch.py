@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from router.config import Deployment, DispatchConfig
+from router.config import Config, Deployment, DispatchConfig
 from router.providers import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -39,14 +39,17 @@ from router.providers import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     Provider,
+    ProviderContext,
     ProviderError,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
+    build_provider,
 )
 
 T = TypeVar("T")
+FailureHook = Callable[["Upstream", str, ProviderError], None]
 
 
 @dataclass(slots=True)
@@ -108,7 +111,7 @@ class Dispatcher:
 
     def __init__(self, model: str, upstreams: list[Upstream], config: DispatchConfig,
                  *, rng: random.Random | None = None,
-                 on_failure: Callable[[Upstream, str, ProviderError], None] | None = None):
+                 on_failure: FailureHook | None = None):
         if not upstreams:
             raise ValueError(f"model {model!r} has no deployments")
         self.model = model
@@ -221,3 +224,27 @@ class Dispatcher:
                                   "repeated failures")
         exc.retry_after = max(1.0, wait)
         return exc
+
+
+def build_dispatchers(config: Config, ctx: ProviderContext, on_failure: FailureHook | None = None,
+                      *, reuse: dict[str, Dispatcher] | None = None) -> dict[str, Dispatcher]:
+    """One dispatcher per catalog model over its deployments' adapters.
+
+    ``reuse``: the dispatchers in service now; a model whose deployments did not change keeps
+    its dispatcher, so a catalog edit resets no circuit breaker and drops no connection."""
+    out = {}
+    for m in config.models:
+        deployments = config.deployments(m)
+        old = (reuse or {}).get(m.name)
+        if (old is not None and old.config == config.dispatch
+                and [u.deployment for u in old.upstreams] == deployments):
+            out[m.name] = old
+            continue
+        upstreams = [
+            Upstream(deployment_label(d, m.name), d, build_provider(d, ctx),
+                     CircuitBreaker(config.dispatch.failure_threshold, config.dispatch.cooldown_s),
+                     d.timeout_s or config.server.upstream_timeout_s)
+            for d in deployments
+        ]
+        out[m.name] = Dispatcher(m.name, upstreams, config.dispatch, on_failure=on_failure)
+    return out

@@ -21,7 +21,7 @@ from litestar.datastructures import State
 from litestar.response import Stream
 
 from router.config import Config
-from router.dispatch import CircuitBreaker, Dispatcher, Upstream, deployment_label
+from router.dispatch import build_dispatchers
 from router.embedding import MicroBatcher
 from router.engine import RoutingEngine
 from router.providers import (
@@ -30,12 +30,10 @@ from router.providers import (
     REQUEST_DECODER,
     ChatRequest,
     ProviderContext,
-    ProviderError,
-    build_provider,
     check_providers,
-    deployments_of,
 )
 from router.traffic import Feedback, TrafficLog, UnknownRequest
+from service.admin import admin_router
 from service.auth import master_key_guard
 from service.embeddings import create_embeddings
 from service.errors import (
@@ -194,25 +192,6 @@ async def readyz(state: State) -> Response[dict[str, str]]:
                      "encoder": gateway.engine.encoder.id})
 
 
-def build_dispatchers(config: Config, ctx: ProviderContext,
-                      metrics: Metrics) -> dict[str, Dispatcher]:
-    """One dispatcher per catalog model over its deployments' adapters."""
-
-    def on_failure(u: Upstream, model: str, exc: ProviderError) -> None:
-        metrics.upstream_errors.labels(u.deployment.provider, model, str(exc.status)).inc()
-
-    out = {}
-    for m in config.models:
-        upstreams = [
-            Upstream(deployment_label(d, m.name), d, build_provider(d, ctx),
-                     CircuitBreaker(config.dispatch.failure_threshold, config.dispatch.cooldown_s),
-                     d.timeout_s or config.server.upstream_timeout_s)
-            for d in deployments_of(config, m)
-        ]
-        out[m.name] = Dispatcher(m.name, upstreams, config.dispatch, on_failure=on_failure)
-    return out
-
-
 def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litestar:
     """The gateway app for ``config``.
 
@@ -225,7 +204,12 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        eng = engine or await asyncio.to_thread(RoutingEngine.from_config, config)
+        if engine is None:
+            eng = await asyncio.to_thread(RoutingEngine.from_config, config)
+        elif engine.config is config:
+            eng = engine
+        else:  # share the loaded encoder and router; the catalog and routes are config's
+            eng = RoutingEngine(config, engine.encoder, engine.router)
         batcher = MicroBatcher(eng.encoder, max_wait_ms=config.server.batch_wait_ms)
         # One decision before serving: lazy imports and first-run allocations in the encoder
         # and predictors would otherwise land on the first client's latency.
@@ -236,19 +220,20 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
                                                      max_keepalive_connections=100))
         ctx = ProviderContext(count_tokens=eng.encoder.count_tokens, http=http)
         metrics = Metrics()
-        dispatchers = build_dispatchers(config, ctx, metrics)
+        dispatchers = build_dispatchers(config, ctx, metrics.upstream_failure)
         traffic = None
         if config.traffic.enabled:
             traffic = await asyncio.to_thread(TrafficLog, config.traffic.dsn,
                                               base_dir=config.resolve("."))
-        app.state.gateway = Gateway(eng, batcher, dispatchers, metrics=metrics,
-                                    traffic=traffic, traffic_config=config.traffic)
+        gateway = Gateway(eng, batcher, dispatchers, metrics=metrics, ctx=ctx, traffic=traffic,
+                          traffic_config=config.traffic)
+        app.state.gateway = gateway
         try:
             yield
         finally:
             app.state.gateway = None
             await batcher.close()
-            for d in dispatchers.values():
+            for d in gateway.dispatchers.values():
                 for u in d.upstreams:
                     await u.provider.aclose()
             await http.aclose()
@@ -261,7 +246,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
                  guards=[guard] if guard else None)
     ops = Router(path="/", route_handlers=[metrics], guards=[guard] if guard else None)
     return Litestar(
-        route_handlers=[api, ops, healthz, readyz],
+        route_handlers=[api, ops, admin_router(config.server), healthz, readyz],
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         request_max_body_size=config.server.max_body_bytes,

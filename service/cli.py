@@ -43,10 +43,12 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from router.config import load_config
     from router.engine import RoutingEngine
+    from router.overlay import load_effective_config
+    from router.providers import check_providers
 
-    cfg = load_config(args.config)
+    cfg = load_effective_config(args.config)
+    check_providers(cfg)
     RoutingEngine.from_config(cfg)
     print(f"{args.config or 'contextforge.yaml'}: ok ({len(cfg.models)} models, "
           f"{len(cfg.routes)} routes)")
@@ -54,19 +56,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from router.config import load_config
+    from router.overlay import load_effective_config
     from service.server import serve, with_address
 
-    serve(with_address(load_config(args.config), args.host, args.port))
+    serve(with_address(load_effective_config(args.config), args.host, args.port))
     return 0
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from router.config import load_config
     from router.engine import RoutingEngine
+    from router.overlay import load_effective_config
     from router.policy import PolicySpec
 
-    engine = RoutingEngine.from_config(load_config(args.config))
+    engine = RoutingEngine.from_config(load_effective_config(args.config))
     policy = None
     if args.mode:
         base = engine.routes[args.route or engine.config.default_route].entry.policy

@@ -19,8 +19,8 @@ import msgspec
 import numpy as np
 
 from router.catalog import Catalog
-from router.config import ModelEntry, TrafficConfig
-from router.dispatch import Dispatcher, Upstream
+from router.config import Config, ModelEntry, TrafficConfig
+from router.dispatch import Dispatcher, Upstream, build_dispatchers
 from router.embedding import MicroBatcher
 from router.engine import Decision, RoutingEngine
 from router.policy import NoEligibleModel
@@ -29,9 +29,11 @@ from router.providers import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
+    ProviderContext,
     ProviderError,
     UpstreamTimeout,
     Usage,
+    check_providers,
 )
 from router.traffic import CandidateLog, TrafficLog, TrafficRecord
 from service.errors import APIError, ModelNotFound, Unsatisfiable, error_event, from_provider_error
@@ -75,15 +77,33 @@ class Gateway:
     """Routing, dispatch and accounting for chat requests; built in the app's lifespan."""
 
     def __init__(self, engine: RoutingEngine, batcher: MicroBatcher,
-                 dispatchers: dict[str, Dispatcher], *, metrics: Metrics,
+                 dispatchers: dict[str, Dispatcher], *, metrics: Metrics, ctx: ProviderContext,
                  traffic: TrafficLog | None = None, traffic_config: TrafficConfig | None = None):
         self.engine = engine
         self.catalog = engine.catalog
         self.batcher = batcher
         self.dispatchers = dispatchers
         self.metrics = metrics
+        self.ctx = ctx
         self.traffic = traffic
         self.traffic_config = traffic_config or TrafficConfig()
+
+    @property
+    def config(self) -> Config:
+        return self.engine.config
+
+    def reconfigure(self, config: Config) -> None:
+        """Serve ``config``'s catalog, routes and deployments from the next request on.
+
+        Everything is built before anything is swapped, so a bad config (``ConfigError``,
+        e.g. a stand-in the router does not know, a missing provider key) changes nothing.
+        In-flight requests finish on the plan they made.
+        """
+        check_providers(config)
+        engine = RoutingEngine(config, self.engine.encoder, self.engine.router)
+        dispatchers = build_dispatchers(config, self.ctx, self.metrics.upstream_failure,
+                                        reuse=self.dispatchers)
+        self.engine, self.catalog, self.dispatchers = engine, engine.catalog, dispatchers
 
     async def plan(self, request: ChatRequest) -> Plan:
         """Choose the model; ``ModelNotFound`` (404) or ``Unsatisfiable`` (422) otherwise."""

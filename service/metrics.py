@@ -9,6 +9,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from router.dispatch import Upstream
+from router.providers import ProviderError
+
 # Seconds: from sub-millisecond cache hits to multi-minute reasoning answers.
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _DECISION = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256)
@@ -48,6 +51,10 @@ class Metrics:
                                        buckets=_DECISION, registry=r)
         self.cache = Counter("contextforge_cache_requests", "Cache outcomes", ["outcome"],
                              registry=r)
+
+    def upstream_failure(self, upstream: Upstream, model: str, exc: ProviderError) -> None:
+        """The dispatcher's hook: one failed attempt at one deployment."""
+        self.upstream_errors.labels(upstream.deployment.provider, model, str(exc.status)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -37,32 +37,41 @@ from router.providers._wire import (
     has_images,
     message_text,
 )
+from router.providers.anthropic import AnthropicProvider
 from router.providers.simulated import SimulatedProvider
 
 ProviderFactory = Callable[[Deployment, ProviderContext], Provider]
 
 # The registry: provider name (a deployment's ``provider``) -> factory.
 PROVIDERS: dict[str, ProviderFactory] = {
+    "anthropic": AnthropicProvider.from_deployment,
     "simulated": SimulatedProvider.from_deployment,
 }
 
 
 def deployments_of(config: Config, model: ModelEntry) -> list[Deployment]:
-    """The model's deployments, or the config's default one when it lists none."""
-    return list(model.deployments) or [config.default_deployment]
+    """The model's deployments (named providers resolved), or the config's default one."""
+    return config.deployments(model)
 
 
 def check_providers(config: Config) -> None:
-    """Raise ``ConfigError`` naming every deployment whose provider has no adapter."""
+    """Raise ``ConfigError`` naming every deployment or named provider with no adapter."""
+    named = {p.name for p in config.providers}
+    known = f"adapters: {', '.join(sorted(PROVIDERS))}; named providers: " \
+            f"{', '.join(sorted(named)) or '(none)'}"
     errors = []
+    for i, p in enumerate(config.providers):
+        if p.type not in PROVIDERS:
+            errors.append(f"providers[{i}].type: unknown adapter {p.type!r}; "
+                          f"adapters: {', '.join(sorted(PROVIDERS))}")
     for i, m in enumerate(config.models):
         for j, d in enumerate(m.deployments):
-            if d.provider not in PROVIDERS:
+            if d.provider not in PROVIDERS and d.provider not in named:
                 errors.append(f"models[{i}].deployments[{j}].provider: unknown provider "
-                              f"{d.provider!r}; known: {', '.join(sorted(PROVIDERS))}")
-    if config.default_deployment.provider not in PROVIDERS:
-        errors.append(f"default_deployment.provider: unknown provider "
-                      f"{config.default_deployment.provider!r}")
+                              f"{d.provider!r}; {known}")
+    d = config.default_deployment
+    if d.provider not in PROVIDERS and d.provider not in named:
+        errors.append(f"default_deployment.provider: unknown provider {d.provider!r}; {known}")
     if errors:
         raise ConfigError("\n".join(errors))
 
