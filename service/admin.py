@@ -45,7 +45,6 @@ from service.errors import (
 from service.gateway import Gateway
 
 
-
 class AdminDisabled(APIError):
     status, type, code = 403, "invalid_request_error", "admin_disabled"
 
