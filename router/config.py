@@ -131,6 +131,9 @@ class EncoderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     path: str = "models/encoders/all-MiniLM-L6-v2"
     quantized: bool = False
     threads: int = 2
+    # Busy-wait in onnxruntime's threads: lower latency per lone encode, less CPU for the
+    # rest of the process (see Encoder.load). Off for the gateway; on for encode-only jobs.
+    spin: bool = False
 
 
 class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -147,7 +150,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     upstream_timeout_s: float = 60.0
     # Concurrent prompts arriving within this window share one encoder run; a lone request
     # waits this long, so it is kept well under the gateway's per-request latency budget.
-    batch_wait_ms: float = 1.0
+    batch_wait_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_wait_ms < 0:

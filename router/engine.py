@@ -85,7 +85,7 @@ class RoutingEngine:
     def from_config(cls, config: Config) -> RoutingEngine:
         """Load the encoder and router the config names."""
         enc = config.encoder
-        encoder = Encoder.load(config.resolve(enc.path), quantized=enc.quantized,
+        encoder = Encoder.load(config.resolve(enc.path), quantized=enc.quantized, spin=enc.spin,
                                threads=enc.threads)
         router = load_router(config.resolve(config.router.path))
         if router.spec.encoder.id != encoder.id:

@@ -34,6 +34,7 @@ from router.providers import (
 )
 from router.traffic import Feedback, TrafficLog, UnknownRequest
 from service.admin import admin_router
+from service.anthropic_api import create_message
 from service.auth import master_key_guard
 from service.embeddings import create_embeddings
 from service.errors import (
@@ -242,7 +243,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
 
     # Health probes stay open: orchestrators call them without credentials.
     api = Router(path="/v1", route_handlers=[chat_completions, embeddings, feedback,
-                                             list_models, get_model],
+                                             list_models, get_model, create_message],
                  guards=[guard] if guard else None)
     ops = Router(path="/", route_handlers=[metrics], guards=[guard] if guard else None)
     return Litestar(

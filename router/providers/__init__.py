@@ -38,6 +38,11 @@ from router.providers._wire import (
     message_text,
 )
 from router.providers.anthropic import AnthropicProvider
+from router.providers.bedrock import BedrockProvider
+from router.providers.cohere import CohereProvider
+from router.providers.gemini import GeminiProvider, VertexProvider
+from router.providers.openai_compat import OpenAICompatProvider
+from router.providers.replicate import ReplicateProvider
 from router.providers.simulated import SimulatedProvider
 
 ProviderFactory = Callable[[Deployment, ProviderContext], Provider]
@@ -45,7 +50,23 @@ ProviderFactory = Callable[[Deployment, ProviderContext], Provider]
 # The registry: provider name (a deployment's ``provider``) -> factory.
 PROVIDERS: dict[str, ProviderFactory] = {
     "anthropic": AnthropicProvider.from_deployment,
+    "azure": OpenAICompatProvider.from_deployment,
+    "bedrock": BedrockProvider.from_deployment,
+    "cohere": CohereProvider.from_deployment,
+    "deepseek": OpenAICompatProvider.from_deployment,
+    "gemini": GeminiProvider.from_deployment,
+    "groq": OpenAICompatProvider.from_deployment,
+    "mistral": OpenAICompatProvider.from_deployment,
+    "ollama": OpenAICompatProvider.from_deployment,
+    "openai": OpenAICompatProvider.from_deployment,
+    "openai-compatible": OpenAICompatProvider.from_deployment,
+    "perplexity": OpenAICompatProvider.from_deployment,
+    "replicate": ReplicateProvider.from_deployment,
     "simulated": SimulatedProvider.from_deployment,
+    "tgi": OpenAICompatProvider.from_deployment,
+    "together": OpenAICompatProvider.from_deployment,
+    "vertex": VertexProvider.from_deployment,
+    "vllm": OpenAICompatProvider.from_deployment,
 }
 
 

@@ -6,7 +6,11 @@ connection means for the gateway, so every provider fails the same way:
 - 400, 404, 409, 413, 422 -> ``UpstreamRejected`` (400): the request itself is at fault
   (a bad image, too many tokens); another deployment would refuse it too.
 - 401, 403 -> ``UpstreamError`` (502): *our* credentials are wrong; the client cannot fix it.
-- 429 -> ``UpstreamRateLimited`` with the upstream's ``Retry-After`` when it sent one.
+- 429 -> ``UpstreamRateLimited`` with the upstream's ``Retry-After`` when it sent one (or,
+  from Google APIs, the ``google.rpc.RetryInfo`` ``retryDelay`` in the error body).
+- Google answers an invalid API key with 400 ``API_KEY_INVALID``: treated as 401 (our key).
+- AWS (Bedrock) names its error in ``x-amzn-ErrorType``: ``ModelNotReadyException`` (a 429)
+  -> ``UpstreamUnavailable``, ``ModelTimeoutException`` (a 408) -> ``UpstreamTimeout``.
 - 500, 502, 503, 504, 529 (Anthropic's "overloaded") and connection errors ->
   ``UpstreamUnavailable`` (503); read timeouts -> ``UpstreamTimeout`` (504).
 
@@ -82,19 +86,56 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         return None
 
 
+def _google_details(body: bytes) -> list[dict[str, Any]]:
+    """The ``details`` of a google.rpc error body (Gemini, Vertex AI); [] for other bodies."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return []
+    if isinstance(data, list) and data:
+        data = data[0]
+    err = data.get("error") if isinstance(data, dict) else None
+    details = err.get("details") if isinstance(err, dict) else None
+    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+
+
+def _google_retry_delay(details: list[dict[str, Any]]) -> float | None:
+    """``RetryInfo.retryDelay`` (a protobuf Duration such as ``"37s"``) in seconds."""
+    for d in details:
+        delay = d.get("retryDelay")
+        if str(d.get("@type", "")).endswith("google.rpc.RetryInfo") and isinstance(delay, str):
+            try:
+                return max(0.0, float(delay.removesuffix("s")))
+            except ValueError:
+                return None
+    return None
+
+
 def error_for_status(provider: str, status: int, body: bytes,
                      headers: Mapping[str, str]) -> ProviderError:
     """The gateway error for an upstream's non-2xx answer (see the module docstring)."""
     detail = upstream_message(body)
+    details = _google_details(body)
     where = f"{provider} upstream answered {status}"
+    if status == 400 and any(d.get("reason") == "API_KEY_INVALID" for d in details):
+        status = 401  # our key is wrong, not the client's request
+    aws_type = headers.get("x-amzn-errortype", "").split(":", 1)[0]  # AWS: "Type:namespace"
+    if aws_type:
+        detail = f"{aws_type}: {detail}"
+    if aws_type == "ModelNotReadyException":  # 429 on the wire, but the model is loading
+        return UpstreamUnavailable(f"{where}: {detail}")
+    if aws_type == "ModelTimeoutException":  # 408: the model took too long to answer
+        return UpstreamTimeout(f"{where}: {detail}")
     if status in _REJECTED:
         return UpstreamRejected(f"{where}: {detail}")
     if status in (401, 403):
         return UpstreamError(f"{where}: the deployment's credentials were refused; "
                              "check its API key")
     if status == 429:
-        return UpstreamRateLimited(f"{where}: rate limited: {detail}",
-                                   retry_after_seconds(headers))
+        retry_after = retry_after_seconds(headers)
+        if retry_after is None:
+            retry_after = _google_retry_delay(details)
+        return UpstreamRateLimited(f"{where}: rate limited: {detail}", retry_after)
     if status >= 500 or status == 529:
         return UpstreamUnavailable(f"{where}: {detail}")
     return UpstreamError(f"{where}: {detail}")
@@ -112,11 +153,13 @@ def error_for_exception(provider: str, exc: httpx.HTTPError) -> ProviderError:
 async def send_json(client: httpx.AsyncClient, provider: str, url: str, *,
                     body: Any = None, headers: Mapping[str, str] | None = None,
                     method: str = "POST", timeout: float | None = None,
-                    params: Mapping[str, str] | None = None) -> Any:
-    """One JSON call; the decoded JSON answer, or the mapped ``ProviderError``."""
+                    params: Mapping[str, str] | None = None,
+                    content: bytes | None = None) -> Any:
+    """One JSON call; the decoded JSON answer, or the mapped ``ProviderError``.
+    ``content`` sends pre-encoded bytes instead of ``body`` (a signed body must go as is)."""
     try:
         response = await client.request(
-            method, url, json=body, headers=headers, params=params,
+            method, url, json=body, content=content, headers=headers, params=params,
             timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
     except httpx.HTTPError as exc:
         raise error_for_exception(provider, exc) from None
@@ -135,11 +178,14 @@ async def open_stream(client: httpx.AsyncClient, provider: str, url: str, *,
                       body: Any = None, headers: Mapping[str, str] | None = None,
                       timeout: float | None = None,
                       params: Mapping[str, str] | None = None,
+                      method: str = "POST",
+                      content: bytes | None = None,
                       ) -> AsyncIterator[httpx.Response]:
     """A streaming call whose status has been checked: error statuses raise the mapped
-    ``ProviderError`` (after reading the small error body) before the caller reads events."""
+    ``ProviderError`` (after reading the small error body) before the caller reads events.
+    ``method`` is GET for upstreams that stream from a URL of their own (Replicate)."""
     request = client.build_request(
-        "POST", url, json=body, headers=headers, params=params,
+        method, url, json=body, content=content, headers=headers, params=params,
         timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
     try:
         response = await client.send(request, stream=True)

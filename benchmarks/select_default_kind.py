@@ -1,0 +1,63 @@
+"""Which router kind ships as the default: chosen by cross-validation on training rows only.
+
+    python benchmarks/select_default_kind.py [--data routerbench] [--kinds knn,linear,...]
+
+Five fixed folds (seed 0) over the ``train`` split; each kind is fitted on four folds and
+predicts the fifth; the table is the AIQ (and cost at the best single model's quality) of the
+out-of-fold predictions. Test rows are never read: the choice cannot be tuned on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eval.experiment import cross_val_predict  # noqa: E402
+from eval.routing import summarize  # noqa: E402
+from router.embedding import Encoder  # noqa: E402
+from training.data import load  # noqa: E402
+from training.export_encoder import ensure_encoder  # noqa: E402
+from training.fit import training_rows  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="routerbench")
+    ap.add_argument("--kinds", default="knn,linear,mlp,mf,ensemble")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    encoder = Encoder.load(ensure_encoder())
+    table = training_rows(load(args.data))
+    # Rows with a missing score cannot be scored out of fold.
+    table = table.select(~np.isnan(table.scores).any(axis=1))
+    out = {}
+    print(f"{args.data}: {len(table)} train rows, 5-fold CV")
+    for kind in args.kinds.split(","):
+        t0 = time.perf_counter()
+        q, c = cross_val_predict(kind, table, encoder)
+        s = summarize(table, q, c, per_task=False)
+        out[kind] = {"aiq": s["router"]["aiq"], "zero_router_aiq": s["zero_router_aiq"],
+                     "cost_share_at_best_quality": s.get("cost_share_at_best_quality"),
+                     "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"{kind:10} AIQ {out[kind]['aiq']:.4f}  cost share at best single "
+              f"{out[kind]['cost_share_at_best_quality']}  ({out[kind]['seconds']} s)",
+              flush=True)
+    best = max(out, key=lambda k: out[k]["aiq"])
+    print(f"best by CV AIQ: {best}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"data": args.data, "kinds": out, "best": best},
+                                        indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,387 @@
+"""Anthropic's Messages API as a provider: ``POST {endpoint}/v1/messages``.
+
+Auth is ``x-api-key`` (the deployment's key, else ``$ANTHROPIC_API_KEY``) plus
+``anthropic-version`` (``deployment.api_version`` or ``2023-06-01``); ``deployment.endpoint`` is
+the base URL without ``/v1`` (default ``https://api.anthropic.com``), and ``deployment.headers``
+(e.g. ``anthropic-beta``) are sent on every call.
+
+Request translation (OpenAI chat -> Messages):
+
+- system / developer messages (wherever they appear) -> top-level ``system`` text blocks.
+- user / assistant text and image parts -> content blocks; ``data:`` URLs become ``base64``
+  image sources (jpeg, png, gif, webp only), http(s) URLs ``url`` sources; other URLs are
+  rejected (``UpstreamRejected``), never downloaded.
+- assistant ``tool_calls`` -> ``tool_use`` blocks (arguments parsed as a JSON object);
+  ``tool`` messages -> ``tool_result`` blocks in a user turn. Consecutive same-role turns are
+  merged into one, with ``tool_result`` blocks first, as the API requires.
+- tools -> ``tools`` (``parameters`` -> ``input_schema``); tool_choice auto/required/none/named
+  -> ``auto`` / ``any`` / ``none`` / ``tool``; ``parallel_tool_calls: false`` ->
+  ``disable_parallel_tool_use``.
+- ``max_tokens`` is required by the API: ``request.output_limit``, else ``DEFAULT_MAX_TOKENS``.
+- stop -> ``stop_sequences``; temperature (clamped to Anthropic's 0..1 range: OpenAI allows up
+  to 2); top_p; user -> ``metadata.user_id``.
+- response_format json_object / json_schema: the Messages API has no JSON mode, so an extra
+  system block *asks* for a single JSON object (with the schema, if given). It is an
+  instruction, not a guarantee: the model can still answer otherwise.
+- Dropped silently (no Messages equivalent): seed, presence/frequency_penalty, n (always 1),
+  message ``name``, ``detail`` on images, tools' ``strict``.
+
+Responses: text blocks are joined, ``tool_use`` blocks become tool calls, thinking and server
+tool blocks are skipped; stop reasons map end_turn / stop_sequence / pause_turn -> "stop",
+max_tokens / model_context_window_exceeded -> "length", tool_use -> "tool_calls", refusal ->
+"content_filter"; prompt tokens are input + cache creation + cache read tokens. Streams
+translate message_start, content_block_start/delta (text_delta, input_json_delta)/stop,
+message_delta, message_stop; ``ping`` is ignored and an ``error`` event raises the
+``ProviderError`` its error type's status maps to.
+
+Docs:
+- https://docs.anthropic.com/en/api/messages
+- https://docs.anthropic.com/en/docs/build-with-claude/streaming
+- https://docs.anthropic.com/en/api/errors
+- https://docs.anthropic.com/en/docs/build-with-claude/vision (base64 and url image sources)
+- https://docs.anthropic.com/en/docs/agents-and-tools/tool-use/implement-tool-use
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import msgspec
+
+from router.config import Deployment
+from router.providers import _anthropic_wire as aw
+from router.providers._base import (
+    ProviderContext,
+    UpstreamError,
+    UpstreamRejected,
+    resolve_api_key,
+)
+from router.providers._http import error_for_status, open_stream, send_json, sse_events
+from router.providers._wire import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    FunctionCall,
+    FunctionCallDelta,
+    ImagePart,
+    Message,
+    TextPart,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    message_text,
+)
+
+NAME = "anthropic"
+DEFAULT_ENDPOINT = "https://api.anthropic.com"
+DEFAULT_VERSION = "2023-06-01"
+# Used when the caller sets no cap: the smallest maximum output of current Claude models
+# (Claude 3 Haiku's 4,096), so the request is valid whichever model the deployment names.
+DEFAULT_MAX_TOKENS = 4096
+_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
+           "max_tokens": "length", "model_context_window_exceeded": "length",
+           "tool_use": "tool_calls", "refusal": "content_filter"}
+_JSON_INSTRUCTION = ("Respond with a single valid JSON object and nothing else: no prose, "
+                     "no Markdown code fences.")
+
+Block = aw.TextBlock | aw.ImageBlock | aw.ToolUseBlock | aw.ToolResultBlock
+
+
+class AnthropicProvider:
+    """One Anthropic Messages API deployment."""
+
+    def __init__(self, deployment: Deployment, api_key: str, http: httpx.AsyncClient):
+        self.deployment = deployment
+        self._http = http
+        base = (deployment.endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self._url = f"{base}/v1/messages"
+        self._headers = {**deployment.headers, "x-api-key": api_key,
+                         "anthropic-version": deployment.api_version or DEFAULT_VERSION,
+                         "content-type": "application/json"}
+
+    @classmethod
+    def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> AnthropicProvider:
+        return cls(deployment, resolve_api_key(deployment, "ANTHROPIC_API_KEY"), ctx.client())
+
+    def __repr__(self) -> str:  # never the key
+        return f"AnthropicProvider(url={self._url!r}, model={self.deployment.model!r})"
+
+    async def complete(self, request: ChatRequest) -> ChatCompletion:
+        body = self._body(request, stream=False)
+        data = await send_json(self._http, NAME, self._url, body=body, headers=self._headers)
+        try:
+            return to_completion(data, request.model)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamError(f"{NAME} upstream answered with an unexpected body: "
+                                f"{type(exc).__name__}") from None
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
+        body = self._body(request, stream=True)
+        async with open_stream(self._http, NAME, self._url, body=body,
+                               headers=self._headers) as response:
+            translator = StreamTranslator(request.model)
+            async for event in sse_events(NAME, response):
+                try:
+                    data = json.loads(event.data) if event.data else {}
+                except ValueError:
+                    raise UpstreamError(f"{NAME} upstream sent an event that is not "
+                                        "JSON") from None
+                for chunk in translator.feed(event.event, data):
+                    yield chunk
+                if translator.done:
+                    return
+        raise UpstreamError(f"{NAME} upstream ended the stream before message_stop")
+
+    async def aclose(self) -> None:
+        return None  # the shared client belongs to the gateway
+
+    def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        body = to_messages_request(request, self.deployment.upstream_model(request.model))
+        out = msgspec.to_builtins(body)
+        if stream:
+            out["stream"] = True
+        return out
+
+
+# --- request -------------------------------------------------------------------------------
+
+
+def to_messages_request(request: ChatRequest, upstream_model: str) -> aw.MessagesRequest:
+    """The Messages API body for an OpenAI chat request (see the module docstring)."""
+    system = [aw.TextBlock(message_text(m)) for m in request.messages
+              if m.role in ("system", "developer") and message_text(m)]
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        system.append(aw.TextBlock(_json_instruction(fmt.json_schema)))
+    turns = _turns([m for m in request.messages if m.role not in ("system", "developer")])
+    if not turns:
+        raise UpstreamRejected("anthropic needs at least one user or assistant message "
+                               "besides the system prompt")
+    tools = [aw.ToolParam(name=t.function.name, description=t.function.description,
+                          input_schema=t.function.parameters or {"type": "object",
+                                                                 "properties": {}})
+             for t in request.tools or []]
+    stop = [request.stop] if isinstance(request.stop, str) else request.stop
+    temperature = None if request.temperature is None else min(request.temperature, 1.0)
+    return aw.MessagesRequest(
+        model=upstream_model,
+        max_tokens=request.output_limit or DEFAULT_MAX_TOKENS,
+        messages=turns,
+        system=system or None,
+        metadata=aw.Metadata(user_id=request.user) if request.user else None,
+        stop_sequences=stop or None,
+        temperature=temperature,
+        top_p=request.top_p,
+        tools=tools or None,
+        tool_choice=_tool_choice(request) if tools else None,
+    )
+
+
+def _json_instruction(json_schema: dict[str, Any] | None) -> str:
+    if not json_schema:
+        return _JSON_INSTRUCTION
+    schema = json_schema.get("schema", json_schema)  # OpenAI nests it: {name, schema, strict}
+    return f"{_JSON_INSTRUCTION} It must conform to this JSON Schema:\n{json.dumps(schema)}"
+
+
+def _tool_choice(request: ChatRequest) -> aw.ToolChoice | None:
+    choice = request.tool_choice
+    single = True if request.parallel_tool_calls is False else None
+    if choice == "none":
+        return aw.ToolChoiceNone()
+    if choice == "required":
+        return aw.ToolChoiceAny(disable_parallel_tool_use=single)
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if not isinstance(name, str) or not name:
+            raise UpstreamRejected("tool_choice must be 'none', 'auto', 'required' or "
+                                   "{'type': 'function', 'function': {'name': ...}}")
+        return aw.ToolChoiceTool(name=name, disable_parallel_tool_use=single)
+    if choice == "auto" or single:
+        return aw.ToolChoiceAuto(disable_parallel_tool_use=single)
+    return None  # the API's default is auto
+
+
+def _turns(messages: list[Message]) -> list[aw.MessageParam]:
+    """User/assistant turns with consecutive same-role turns merged (tool results first)."""
+    turns: list[tuple[str, list[Block]]] = []
+    for m in messages:
+        role = "assistant" if m.role == "assistant" else "user"
+        blocks = _blocks(m)
+        if not blocks:
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, blocks))
+    out = []
+    for role, blocks in turns:
+        if role == "user":  # the API wants a turn's tool_result blocks before anything else
+            blocks = sorted(blocks, key=lambda b: not isinstance(b, aw.ToolResultBlock))
+        out.append(aw.MessageParam(role=role, content=list(blocks)))  # type: ignore[arg-type]
+    return out
+
+
+def _blocks(m: Message) -> list[Block]:
+    if m.role == "tool":
+        if not m.tool_call_id:
+            raise UpstreamRejected("a tool message needs tool_call_id")
+        return [aw.ToolResultBlock(tool_use_id=m.tool_call_id, content=message_text(m))]
+    blocks: list[Block] = []
+    if isinstance(m.content, str):
+        if m.content:  # the API refuses empty text blocks
+            blocks.append(aw.TextBlock(m.content))
+    elif m.content:
+        for part in m.content:
+            if isinstance(part, TextPart):
+                if part.text:
+                    blocks.append(aw.TextBlock(part.text))
+            elif isinstance(part, ImagePart):
+                blocks.append(aw.ImageBlock(source=_image_source(part.image_url.url)))
+    if m.role == "assistant":
+        blocks += [aw.ToolUseBlock(id=c.id, name=c.function.name,
+                                   input=_arguments(c.function.arguments))
+                   for c in m.tool_calls or []]
+    return blocks
+
+
+def _image_source(url: str) -> aw.Base64ImageSource | aw.URLImageSource:
+    if url.startswith(("http://", "https://")):
+        return aw.URLImageSource(url=url)
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if sep and encoding == "base64" and media_type in _MEDIA_TYPES:
+            return aw.Base64ImageSource(media_type=media_type, data=data)  # type: ignore[arg-type]
+        raise UpstreamRejected("anthropic takes base64 data: URLs of image/jpeg, image/png, "
+                               f"image/gif or image/webp only, not {header[:40]!r}")
+    raise UpstreamRejected("anthropic takes images as http(s) URLs or base64 data: URLs")
+
+
+def _arguments(arguments: str) -> dict[str, Any]:
+    """A tool call's arguments as the JSON object ``tool_use.input`` must be."""
+    if not arguments.strip():
+        return {}
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise UpstreamRejected("an assistant tool call's arguments must be a JSON object "
+                               "for anthropic")
+    return value
+
+
+# --- response ------------------------------------------------------------------------------
+
+
+def to_usage(usage: dict[str, Any]) -> Usage:
+    """Anthropic usage -> ours; cached input (written or read) is still prompt input."""
+    prompt = sum(int(usage.get(k) or 0) for k in (
+        "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    completion = int(usage.get("output_tokens") or 0)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                 total_tokens=prompt + completion)
+
+
+def finish_reason(stop_reason: str | None) -> str:
+    return _FINISH.get(stop_reason or "end_turn", "stop")
+
+
+def to_completion(data: dict[str, Any], model: str) -> ChatCompletion:
+    """A Message object as a ChatCompletion answering for catalog model ``model``."""
+    texts, calls = [], []
+    for block in data["content"]:
+        if block.get("type") == "text":
+            texts.append(block["text"])
+        elif block.get("type") == "tool_use":
+            calls.append(ToolCall(id=block["id"], function=FunctionCall(
+                name=block["name"], arguments=json.dumps(block.get("input") or {}))))
+    text = "".join(texts)
+    message = AssistantMessage(role="assistant", content=text if text or not calls else None,
+                               tool_calls=calls or None)
+    return ChatCompletion(
+        id=str(data.get("id", "")), created=int(time.time()), model=model,
+        choices=[Choice(index=0, message=message,
+                        finish_reason=finish_reason(data.get("stop_reason")))],
+        usage=to_usage(data.get("usage") or {}))
+
+
+class StreamTranslator:
+    """Anthropic stream events in, ChatCompletionChunks out (see the module docstring)."""
+
+    def __init__(self, model: str, clock: Callable[[], float] = time.time):
+        self.model = model
+        self.created = int(clock())
+        self.id = ""
+        self.done = False
+        self._tool_index: dict[int, int] = {}  # content block index -> tool call index
+        self._usage: dict[str, Any] = {}
+        self._stop_reason: str | None = None
+
+    def feed(self, event: str, data: dict[str, Any]) -> list[ChatCompletionChunk]:
+        kind = data.get("type", event)
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self.id = str(message.get("id", ""))
+            self._usage.update(message.get("usage") or {})
+            return [self._chunk(Delta(role="assistant", content=""))]
+        if kind == "content_block_start":
+            return self._block_start(int(data["index"]), data.get("content_block") or {})
+        if kind == "content_block_delta":
+            return self._block_delta(int(data["index"]), data.get("delta") or {})
+        if kind == "message_delta":
+            self._stop_reason = (data.get("delta") or {}).get("stop_reason") or self._stop_reason
+            # Counts are cumulative: later values replace earlier ones, absent ones stay.
+            self._usage.update({k: v for k, v in (data.get("usage") or {}).items()
+                                if v is not None})
+            return []
+        if kind == "message_stop":
+            self.done = True
+            return [self._chunk(Delta(), finish_reason(self._stop_reason)),
+                    ChatCompletionChunk(id=self.id, created=self.created, model=self.model,
+                                        choices=[], usage=to_usage(self._usage))]
+        if kind == "error":
+            error = data.get("error") or {}
+            status = aw.ERROR_STATUS.get(str(error.get("type")), 502)
+            raise error_for_status(NAME, status, json.dumps(data).encode(), {})
+        return []  # ping, content_block_stop, and event types added after this was written
+
+    def _block_start(self, index: int, block: dict[str, Any]) -> list[ChatCompletionChunk]:
+        if block.get("type") == "text" and block.get("text"):
+            return [self._chunk(Delta(content=block["text"]))]
+        if block.get("type") != "tool_use":
+            return []
+        call = self._tool_index[index] = len(self._tool_index)
+        first = ToolCallDelta(index=call, id=block["id"], type="function",
+                              function=FunctionCallDelta(name=block["name"], arguments=""))
+        chunks = [self._chunk(Delta(tool_calls=[first]))]
+        if block.get("input"):  # normally {} with the input streamed as input_json_delta
+            chunks.append(self._arguments(call, json.dumps(block["input"])))
+        return chunks
+
+    def _block_delta(self, index: int, delta: dict[str, Any]) -> list[ChatCompletionChunk]:
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            return [self._chunk(Delta(content=delta["text"]))]
+        if kind == "input_json_delta" and delta.get("partial_json") and index in self._tool_index:
+            return [self._arguments(self._tool_index[index], delta["partial_json"])]
+        return []  # thinking_delta, signature_delta, citations_delta: not part of the answer
+
+    def _arguments(self, call: int, piece: str) -> ChatCompletionChunk:
+        return self._chunk(Delta(tool_calls=[ToolCallDelta(
+            index=call, function=FunctionCallDelta(arguments=piece))]))
+
+    def _chunk(self, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=self.id, created=self.created, model=self.model,
+                                   choices=[ChunkChoice(index=0, delta=delta,
+                                                        finish_reason=finish)])

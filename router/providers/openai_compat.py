@@ -1,0 +1,608 @@
+"""OpenAI's chat-completions wire format, and the many upstreams that speak it.
+
+One adapter, ``OpenAICompatProvider``, serves every provider name below; a per-name
+``Preset`` says where the upstream lives, how it authenticates and which documented quirks
+its API has. The request is already OpenAI-shaped, so the adapter re-encodes the
+``ChatRequest`` with the upstream model id and applies the preset's quirks.
+
+Names, default endpoints (the SDK's ``base_url``) and key variables:
+
+- ``openai``: https://api.openai.com/v1, ``OPENAI_API_KEY``.
+- ``azure``: ``{endpoint}/openai/deployments/{model}/...?api-version=...`` with the
+  ``api-key`` header, ``AZURE_OPENAI_API_KEY``; the endpoint is required.
+- ``mistral``: https://api.mistral.ai/v1, ``MISTRAL_API_KEY``.
+- ``together``: https://api.together.xyz/v1, ``TOGETHER_API_KEY``.
+- ``perplexity``: https://api.perplexity.ai, ``PERPLEXITY_API_KEY``.
+- ``groq``: https://api.groq.com/openai/v1, ``GROQ_API_KEY``.
+- ``deepseek``: https://api.deepseek.com, ``DEEPSEEK_API_KEY``.
+- ``vllm``, ``tgi``, ``ollama``, ``openai-compatible``: the endpoint is required (the server's
+  OpenAI base URL, e.g. http://localhost:8000/v1); a key is sent only when the deployment
+  sets ``api_key`` or ``api_key_env`` (an ambient variable never leaks to such a host).
+
+Embeddings (``embed``): openai, azure, mistral, together, vllm, ollama, openai-compatible.
+
+Quirks applied (each from the provider's own docs or SDK; anything unverified is passed
+through untouched and left for the upstream to accept or refuse):
+
+- OpenAI: ``max_completion_tokens`` always (``max_tokens`` is deprecated and refused by
+  reasoning models). Reasoning models (``o1``/``o3``/``o4``/``gpt-5`` ids): ``system`` becomes
+  ``developer``; ``temperature``, ``top_p`` and the penalties are dropped (refused by them).
+- Azure OpenAI: api-version ``deployment.api_version`` or ``2024-10-21`` (the latest GA
+  inference spec, which knows ``max_tokens`` only and no ``developer`` role); reasoning
+  deployments (named like the models above) get ``max_completion_tokens``, which needs an
+  ``api_version`` of ``2024-12-01-preview`` or later.
+- Every upstream but OpenAI: ``developer`` messages are sent as ``system`` (no other API
+  documents the role).
+- Mistral: ``seed`` -> ``random_seed``; ``tool_choice`` ``"required"`` -> ``"any"``;
+  ``user``, ``stream_options`` and message ``name`` (except on tool results) dropped — its
+  request schema has none of them and it refuses unknown fields; usage arrives on the last
+  chunk unasked. Embeddings: ``dimensions`` -> ``output_dimension``.
+- Groq: message ``name`` dropped (documented to fail with 400).
+- Perplexity: ``stop``, ``seed``, ``user``, ``parallel_tool_calls``, ``stream_options`` and a
+  ``json_object`` response format dropped (only ``json_schema`` is documented); tools are
+  refused with ``UpstreamRejected``.
+- DeepSeek: ``seed``, ``user`` and ``parallel_tool_calls`` dropped; ``json_schema`` is sent as
+  ``json_object`` (the only JSON mode it documents); image parts are refused with
+  ``UpstreamRejected`` (its chat API is text-only).
+- TGI: ``response_format`` becomes its grammar ``{"type": "json_object", "value": schema}``;
+  ``user`` dropped; no ``stream_options`` (usage comes on the last chunk when it sends it).
+- Together: no ``stream_options`` (usage comes on the last chunk); embeddings without
+  ``dimensions`` (refused with ``UpstreamRejected``).
+- Ollama: ``user`` dropped (listed unsupported).
+- Embeddings: ``encoding_format`` is passed where documented (OpenAI, Azure, vLLM,
+  openai-compatible); elsewhere floats are fetched and base64-encoded here when asked.
+  ``dimensions`` goes to OpenAI, Azure, vLLM, Ollama and openai-compatible (Mistral:
+  ``output_dimension``); ``user`` to OpenAI, Azure and openai-compatible only.
+
+Streaming asks for ``stream_options.include_usage`` where supported (OpenAI, Azure, Groq,
+DeepSeek, vLLM, Ollama, openai-compatible). Usage is taken from whichever chunk carries it
+(also Groq's ``x_groq.usage``); when the upstream sends none it is estimated with
+``ctx.count_tokens``. Upstream bodies are validated into msgspec structs, so a malformed body
+is an ``UpstreamError``, never a crash. Tool-call deltas that arrive whole (Mistral) are split
+into the OpenAI order: index/id/name first, then the arguments. Finish reasons are mapped to
+OpenAI's (``model_length`` -> ``length``, TGI's ``eos_token`` / ``stop_sequence`` -> ``stop``;
+``tool_calls`` whenever the answer carries tool calls).
+
+Docs used:
+https://platform.openai.com/docs/api-reference/chat/create
+https://community.openai.com/t/developer-role-not-accepted-for-o1-o1-mini-o3-mini/1110750
+https://learn.microsoft.com/azure/ai-foundry/openai/reference
+https://github.com/Azure/azure-rest-api-specs (AzureOpenAI/inference/stable/2024-10-21)
+https://github.com/mistralai/client-python (models/chatcompletionrequest.py, embeddingrequest.py)
+https://console.groq.com/docs/openai
+https://docs.perplexity.ai/guides (OpenAI compatibility)
+https://api-docs.deepseek.com/api/create-chat-completion
+https://huggingface.co/docs/text-generation-inference/basic_tutorials/using_guidance
+https://docs.ollama.com/api/openai-compatibility
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+
+from router.config import ConfigError, Deployment
+from router.providers._base import (
+    ProviderContext,
+    UpstreamError,
+    UpstreamRejected,
+    resolve_api_key,
+)
+from router.providers._http import open_stream, send_json, sse_events
+from router.providers._wire import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    Embedding,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbeddingUsage,
+    FunctionCall,
+    FunctionCallDelta,
+    ImagePart,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    encode_vector,
+    has_images,
+    message_text,
+)
+
+AZURE_DEFAULT_API_VERSION = "2024-10-21"  # the latest GA data-plane inference spec
+_REASONING = re.compile(r"^(o\d|gpt-5)")  # OpenAI reasoning-model ids (and Azure names)
+_SAMPLING = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_TOKENS_PER_MESSAGE = 3  # OpenAI's chat-format overhead, for estimates only
+_TOKENS_PER_IMAGE = 85  # a low-detail image, as OpenAI bills it
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+           "content_filter": "content_filter", "function_call": "tool_calls",
+           "model_length": "length", "eos_token": "stop", "stop_sequence": "stop",
+           "eos": "stop", "end_turn": "stop", "max_tokens": "length"}
+
+Body = dict[str, Any]
+
+
+# --- presets -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """What differs between upstreams that speak OpenAI's format."""
+
+    base_url: str  # "" = the deployment must give its endpoint
+    key_env: str  # "" = self-hosted: a key only when the deployment names one
+    stream_usage: bool = True  # send stream_options.include_usage
+    embeddings: bool = False
+    embed_encoding: bool = False  # forwards encoding_format
+    embed_dimensions: str | None = None  # the field carrying `dimensions`; None = unsupported
+    embed_user: bool = False
+    drop: frozenset[str] = frozenset()  # top-level fields the upstream refuses or lacks
+    developer_role: bool = False  # the API knows the "developer" role
+    adjust: Callable[[Body, ChatRequest, str], None] | None = None  # further quirks
+
+
+def _mistral(body: Body, request: ChatRequest, model: str) -> None:
+    if "seed" in body:
+        body["random_seed"] = body.pop("seed")
+    if body.get("tool_choice") == "required":
+        body["tool_choice"] = "any"
+    for m in body["messages"]:
+        if m["role"] != "tool":
+            m.pop("name", None)
+
+
+def _groq(body: Body, request: ChatRequest, model: str) -> None:
+    for m in body["messages"]:
+        m.pop("name", None)
+
+
+def _perplexity(body: Body, request: ChatRequest, model: str) -> None:
+    if request.tools:
+        raise UpstreamRejected("perplexity does not support tools (function calling)")
+    body.pop("tool_choice", None)
+    fmt = body.get("response_format")
+    if fmt is not None and fmt["type"] != "json_schema":
+        del body["response_format"]
+
+
+def _deepseek(body: Body, request: ChatRequest, model: str) -> None:
+    if has_images(request):
+        raise UpstreamRejected("deepseek's chat API does not accept images")
+    fmt = body.get("response_format")
+    if fmt is not None and fmt["type"] == "json_schema":
+        body["response_format"] = {"type": "json_object"}
+
+
+def _tgi(body: Body, request: ChatRequest, model: str) -> None:
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text":
+        body.pop("response_format", None)
+        return
+    schema: Any = {"type": "object"}
+    if fmt.type == "json_schema" and fmt.json_schema:
+        schema = fmt.json_schema.get("schema", schema)
+    body["response_format"] = {"type": "json_object", "value": schema}
+
+
+_SELF_HOSTED = dict(base_url="", key_env="")
+PRESETS: dict[str, Preset] = {
+    "openai": Preset("https://api.openai.com/v1", "OPENAI_API_KEY", embeddings=True,
+                     embed_encoding=True, embed_dimensions="dimensions", embed_user=True,
+                     developer_role=True),
+    "azure": Preset("", "AZURE_OPENAI_API_KEY", embeddings=True, embed_encoding=True,
+                    embed_dimensions="dimensions", embed_user=True),
+    "mistral": Preset("https://api.mistral.ai/v1", "MISTRAL_API_KEY", stream_usage=False,
+                      embeddings=True, embed_dimensions="output_dimension",
+                      drop=frozenset({"user"}), adjust=_mistral),
+    "together": Preset("https://api.together.xyz/v1", "TOGETHER_API_KEY", stream_usage=False,
+                       embeddings=True),
+    "perplexity": Preset("https://api.perplexity.ai", "PERPLEXITY_API_KEY", stream_usage=False,
+                         drop=frozenset({"stop", "seed", "user", "parallel_tool_calls"}),
+                         adjust=_perplexity),
+    "groq": Preset("https://api.groq.com/openai/v1", "GROQ_API_KEY", adjust=_groq),
+    "deepseek": Preset("https://api.deepseek.com", "DEEPSEEK_API_KEY",
+                       drop=frozenset({"seed", "user", "parallel_tool_calls"}),
+                       adjust=_deepseek),
+    "vllm": Preset(**_SELF_HOSTED, embeddings=True, embed_encoding=True,
+                   embed_dimensions="dimensions"),
+    "tgi": Preset(**_SELF_HOSTED, stream_usage=False, drop=frozenset({"user"}), adjust=_tgi),
+    "ollama": Preset(**_SELF_HOSTED, embeddings=True, embed_dimensions="dimensions",
+                     drop=frozenset({"user"})),
+    "openai-compatible": Preset(**_SELF_HOSTED, embeddings=True, embed_encoding=True,
+                                embed_dimensions="dimensions", embed_user=True),
+}
+
+
+# --- upstream bodies (lenient: only what we read, so extra fields never fail) -------------
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int | None = None
+
+    def ours(self) -> Usage:
+        total = self.total_tokens or self.prompt_tokens + self.completion_tokens
+        return Usage(prompt_tokens=self.prompt_tokens,
+                     completion_tokens=self.completion_tokens, total_tokens=total)
+
+
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | dict[str, Any] | None = None  # Ollama sometimes sends an object
+
+
+class _ToolCall(msgspec.Struct):
+    function: _Function | None = None
+    id: str | None = None
+    index: int | None = None
+
+
+class _Message(msgspec.Struct):
+    content: str | list[Any] | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Message
+    finish_reason: str | None = None
+
+
+class _Completion(msgspec.Struct):
+    choices: list[_Choice]
+    id: str = ""
+    usage: _Usage | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | list[Any] | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _ChunkChoice(msgspec.Struct):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Groq(msgspec.Struct):
+    usage: _Usage | None = None
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_ChunkChoice] = []
+    id: str = ""
+    usage: _Usage | None = None
+    x_groq: _Groq | None = None
+    error: dict[str, Any] | str | None = None  # an error reported inside the stream
+
+
+class _Vector(msgspec.Struct):
+    embedding: list[float] | str
+    index: int = 0
+
+
+class _Embeddings(msgspec.Struct):
+    data: list[_Vector]
+    usage: _Usage | None = None
+
+
+_CHUNK = msgspec.json.Decoder(_Chunk)
+
+
+def _text(content: str | list[Any] | None) -> str:
+    """Content as text: a string, or the text parts of a list (Mistral's content chunks)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content
+                   if isinstance(p, dict) and p.get("type", "text") == "text")
+
+
+def _arguments(value: str | dict[str, Any] | None) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _finish(reason: str | None, has_tool_calls: bool) -> str:
+    if reason == "error":  # Mistral: the generation failed upstream
+        raise UpstreamError("upstream reported an error while generating")
+    mapped = _FINISH.get(reason or "stop", "stop")
+    # Some servers (Ollama, older vLLM) say "stop" after a tool call; the client needs to know.
+    return "tool_calls" if has_tool_calls and mapped == "stop" else mapped
+
+
+# --- the adapter ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _StreamState:
+    """What the stream translation remembers between upstream chunks."""
+
+    role_sent: bool = False
+    finished: bool = False
+    text: list[str] = field(default_factory=list)
+    calls: dict[int, list[str]] = field(default_factory=dict)  # index -> [name, arguments]
+    ids: dict[str, int] = field(default_factory=dict)  # tool-call id -> index
+    usage: Usage | None = None
+
+
+class OpenAICompatProvider:
+    """One deployment on an upstream that speaks OpenAI's chat-completions format."""
+
+    def __init__(self, name: str, deployment: Deployment, ctx: ProviderContext):
+        if name not in PRESETS:
+            raise ConfigError(f"unknown OpenAI-compatible provider {name!r}; "
+                              f"known: {', '.join(sorted(PRESETS))}")
+        self.name = name
+        self.preset = PRESETS[name]
+        self.deployment = deployment
+        self._ctx = ctx
+        self._count = ctx.count_tokens
+        base = (deployment.endpoint or self.preset.base_url).rstrip("/")
+        if not base:
+            raise ConfigError(f"provider {name!r}: no endpoint; set the deployment's endpoint "
+                              "(the server's OpenAI base URL, e.g. http://localhost:8000/v1)")
+        self._base = base
+        # Self-hosted servers get a key only when the deployment names one: an ambient
+        # variable must never leak to an arbitrary endpoint.
+        key = resolve_api_key(deployment, self.preset.key_env,
+                              required=bool(self.preset.key_env or deployment.api_key_env))
+        auth: dict[str, str] = {}
+        if key:
+            auth = {"api-key": key} if name == "azure" else {"Authorization": f"Bearer {key}"}
+        self._headers = {**auth, **deployment.headers}
+
+    @classmethod
+    def from_deployment(cls, deployment: Deployment, ctx: ProviderContext,
+                        ) -> OpenAICompatProvider:
+        return cls(deployment.provider, deployment, ctx)
+
+    def __repr__(self) -> str:  # never the headers: they hold the key
+        return f"OpenAICompatProvider({self.name!r}, endpoint={self._base!r})"
+
+    async def aclose(self) -> None:
+        return None  # the shared client belongs to the gateway
+
+    # --- chat --------------------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest) -> ChatCompletion:
+        url, params = self._url(request.model, "chat/completions")
+        data = await send_json(self._ctx.client(), self.name, url, body=self._body(request),
+                               headers=self._headers, params=params)
+        try:
+            upstream = msgspec.convert(data, _Completion)
+        except msgspec.ValidationError as exc:
+            raise UpstreamError(f"{self.name} upstream answered with an unusable body: "
+                                f"{exc}") from None
+        if not upstream.choices:
+            raise UpstreamError(f"{self.name} upstream answered with no choices")
+        choice = upstream.choices[0]
+        calls = [ToolCall(id=c.id or _call_id(), function=FunctionCall(
+                     name=c.function.name or "", arguments=_arguments(c.function.arguments)))
+                 for c in choice.message.tool_calls or [] if c.function is not None]
+        text = _text(choice.message.content)
+        message = AssistantMessage(role="assistant", content=text if text or not calls else None,
+                                   tool_calls=calls or None)
+        usage = upstream.usage.ours() if upstream.usage else self._estimate(
+            request, text, [(c.function.name, c.function.arguments) for c in calls])
+        return ChatCompletion(
+            id=upstream.id or _completion_id(), created=int(time.time()), model=request.model,
+            choices=[Choice(index=0, message=message,
+                            finish_reason=_finish(choice.finish_reason, bool(calls)))],
+            usage=usage)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
+        url, params = self._url(request.model, "chat/completions")
+        body = self._body(request, stream=True)
+        state = _StreamState()
+        cid, created = _completion_id(), int(time.time())
+
+        def chunk(delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
+            return ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[
+                ChunkChoice(index=0, delta=delta, finish_reason=finish)])
+
+        async with open_stream(self._ctx.client(), self.name, url, body=body,
+                               headers=self._headers, params=params) as response:
+            async for event in sse_events(self.name, response):
+                data = event.data.strip()
+                if data == "[DONE]":
+                    break
+                if not data:
+                    continue
+                for delta, finish in self._translate(_decode_chunk(self.name, data), state):
+                    yield chunk(delta, finish)
+        if not state.finished:
+            raise UpstreamError(f"{self.name} upstream ended the stream before finishing")
+        usage = state.usage or self._estimate(
+            request, "".join(state.text), [(n, a) for n, a in state.calls.values()])
+        yield ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[],
+                                  usage=usage)
+
+    def _translate(self, upstream: _Chunk, state: _StreamState,
+                   ) -> list[tuple[Delta, str | None]]:
+        """Our deltas (and finish reason) for one upstream chunk."""
+        if upstream.error is not None:
+            detail = upstream.error.get("message", "") if isinstance(upstream.error, dict) \
+                else upstream.error
+            raise UpstreamError(f"{self.name} upstream failed mid-stream: {str(detail)[:300]}")
+        usage = upstream.usage or (upstream.x_groq.usage if upstream.x_groq else None)
+        if usage is not None:
+            state.usage = usage.ours()
+        out: list[tuple[Delta, str | None]] = []
+        for choice in upstream.choices[:1]:  # n == 1
+            delta = choice.delta or _Delta()
+            text = _text(delta.content)
+            if text or not state.role_sent:
+                state.text.append(text)
+                out.append((Delta(role=None if state.role_sent else "assistant",
+                                  content=text), None))
+                state.role_sent = True
+            for call in delta.tool_calls or []:
+                out.extend((Delta(tool_calls=[d]), None) for d in self._call_deltas(call, state))
+            if choice.finish_reason is not None and not state.finished:
+                state.finished = True
+                out.append((Delta(), _finish(choice.finish_reason, bool(state.calls))))
+        return out
+
+    @staticmethod
+    def _call_deltas(call: _ToolCall, state: _StreamState) -> list[ToolCallDelta]:
+        """OpenAI-ordered pieces of one upstream tool-call delta."""
+        fn = call.function or _Function()
+        index = call.index
+        if index is None:  # some servers send whole calls without an index
+            index = state.ids.get(call.id, len(state.calls)) if call.id else \
+                max(state.calls, default=0)
+        pieces = []
+        if index not in state.calls:
+            state.calls[index] = [fn.name or "", ""]
+            if call.id:
+                state.ids[call.id] = index
+            pieces.append(ToolCallDelta(index=index, id=call.id or _call_id(), type="function",
+                                        function=FunctionCallDelta(name=fn.name or "",
+                                                                   arguments="")))
+        args = _arguments(fn.arguments)
+        if args:
+            state.calls[index][1] += args
+            pieces.append(ToolCallDelta(index=index, function=FunctionCallDelta(arguments=args)))
+        return pieces
+
+    # --- embeddings --------------------------------------------------------------------
+
+    async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
+        preset = self.preset
+        if not preset.embeddings:
+            raise UpstreamRejected(f"{self.name} does not serve embeddings")
+        texts = request.texts
+        body: Body = {"model": self.deployment.upstream_model(request.model), "input": texts}
+        if preset.embed_encoding:
+            body["encoding_format"] = request.encoding_format
+        if request.dimensions is not None:
+            if preset.embed_dimensions is None:
+                raise UpstreamRejected(f"{self.name} embeddings do not support `dimensions`")
+            body[preset.embed_dimensions] = request.dimensions
+        if request.user and preset.embed_user:
+            body["user"] = request.user
+        url, params = self._url(request.model, "embeddings")
+        data = await send_json(self._ctx.client(), self.name, url, body=body,
+                               headers=self._headers, params=params)
+        try:
+            upstream = msgspec.convert(data, _Embeddings)
+        except msgspec.ValidationError as exc:
+            raise UpstreamError(f"{self.name} upstream answered with an unusable body: "
+                                f"{exc}") from None
+        if len(upstream.data) != len(texts):
+            raise UpstreamError(f"{self.name} upstream returned {len(upstream.data)} vectors "
+                                f"for {len(texts)} inputs")
+        vectors = sorted(upstream.data, key=lambda v: v.index)
+        out = [Embedding(index=i, embedding=_vector(v.embedding, request.encoding_format))
+               for i, v in enumerate(vectors)]
+        if upstream.usage is not None:
+            tokens = upstream.usage.prompt_tokens
+        else:
+            tokens = sum(self._count(t) for t in texts)
+        return EmbeddingsResponse(data=out, model=request.model, usage=EmbeddingUsage(
+            prompt_tokens=tokens, total_tokens=tokens))
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _url(self, catalog_name: str, operation: str) -> tuple[str, dict[str, str] | None]:
+        if self.name == "azure":
+            deployment = quote(self.deployment.upstream_model(catalog_name), safe="")
+            version = self.deployment.api_version or AZURE_DEFAULT_API_VERSION
+            return (f"{self._base}/openai/deployments/{deployment}/{operation}",
+                    {"api-version": version})
+        return f"{self._base}/{operation}", None
+
+    def _body(self, request: ChatRequest, *, stream: bool = False) -> Body:
+        """The upstream request: ours re-encoded, with the preset's quirks applied."""
+        preset = self.preset
+        body: Body = msgspec.to_builtins(request)
+        model = self.deployment.upstream_model(request.model)
+        body["model"] = model
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+        body.pop("n", None)  # always 1 (the default)
+        if stream:
+            body["stream"] = True
+            if preset.stream_usage:  # the gateway needs usage whatever the client asked
+                body["stream_options"] = {"include_usage": True}
+        limit = request.output_limit
+        body.pop("max_tokens", None)
+        body.pop("max_completion_tokens", None)
+        reasoning = self.name in ("openai", "azure") and bool(_REASONING.match(model.lower()))
+        if limit is not None:
+            newer = self.name == "openai" or reasoning
+            body["max_completion_tokens" if newer else "max_tokens"] = limit
+        if reasoning:
+            for name in _SAMPLING:
+                body.pop(name, None)
+        for m in body["messages"]:
+            for part in m["content"] if isinstance(m.get("content"), list) else ():
+                if part["type"] == "image_url" and part["image_url"].get("detail") is None:
+                    part["image_url"].pop("detail", None)  # an enum upstream, never null
+            if m["role"] == "developer" and not preset.developer_role:
+                m["role"] = "system"
+            elif m["role"] == "system" and reasoning and preset.developer_role:
+                m["role"] = "developer"
+        for name in preset.drop:
+            body.pop(name, None)
+        if preset.adjust is not None:
+            preset.adjust(body, request, model)
+        return body
+
+    def _estimate(self, request: ChatRequest, text: str,
+                  calls: list[tuple[str | None, str | dict[str, Any] | None]]) -> Usage:
+        """Usage when the upstream sent none: our tokenizer plus OpenAI's message overhead."""
+        prompt = 3
+        for m in request.messages:
+            prompt += _TOKENS_PER_MESSAGE + self._count(message_text(m))
+            if isinstance(m.content, list):
+                prompt += _TOKENS_PER_IMAGE * sum(isinstance(p, ImagePart) for p in m.content)
+        completion = self._count(text) + sum(
+            self._count(f"{name or ''} {_arguments(args)}") for name, args in calls)
+        return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                     total_tokens=prompt + completion)
+
+
+def _decode_chunk(provider: str, data: str) -> _Chunk:
+    try:
+        return _CHUNK.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise UpstreamError(f"{provider} upstream sent an unusable stream event: "
+                            f"{exc}") from None
+
+
+def _vector(value: list[float] | str, encoding_format: str) -> list[float] | str:
+    """The vector in the client's encoding, whichever one the upstream answered in."""
+    if isinstance(value, str):
+        if encoding_format == "base64":
+            return value
+        import numpy as np
+
+        try:
+            return np.frombuffer(base64.b64decode(value), dtype="<f4").tolist()
+        except ValueError:
+            raise UpstreamError("upstream sent an undecodable base64 embedding") from None
+    return encode_vector(value, encoding_format)
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def _call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
