@@ -22,7 +22,7 @@ from training.embed_cache import embed_cached
 from training.estimators import ESTIMATORS, EnsembleRouter, LinearRouter
 from training.table import RoutingTable
 
-DEFAULT_KIND = "ensemble"
+DEFAULT_KIND = "mlp"
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ENCODER = REPO / "models" / "encoders" / "all-MiniLM-L6-v2"
 
