@@ -22,12 +22,14 @@ install: $(VENV)/.installed
 setup: install
 	$(CF) setup
 
+# The main job: the gateway on the default config (simulated providers: no API keys needed),
+# on 127.0.0.1:8000, after printing the routing decisions for a few sample prompts.
 run: setup
 	$(CF) route \
 	  "What is the capital of Australia? A) Sydney B) Canberra C) Melbourne D) Perth" \
 	  "Write a Python function that returns the n-th Fibonacci number using memoization." \
-	  "The trophy doesn't fit into the brown suitcase because the _ is too large. A) trophy B) suitcase" \
 	  "Prove that there are infinitely many primes, then explain the proof to a 10-year-old."
+	$(CF) serve
 
 test: setup
 	$(PY) -m pytest -q
@@ -38,6 +40,7 @@ lint: install
 bench: setup
 	$(PY) benchmarks/routing_quality.py --json benchmarks/out/routing_quality.json
 	$(PY) benchmarks/routing_latency.py --json benchmarks/out/routing_latency.json
+	$(PY) benchmarks/gateway_overhead.py --json benchmarks/out/gateway_overhead.json
 
 clean:
 	rm -rf $(VENV) models/encoders/*/ .cache

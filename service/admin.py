@@ -32,7 +32,7 @@ from router.config import (
     check_config,
 )
 from router.overlay import overlay_path, read_overlay, write_overlay
-from service.auth import MASTER_KEY_ENV
+from service.auth import MASTER_KEY_ENV, presented_key
 from service.errors import (
     APIError,
     AuthenticationFailed,
@@ -66,9 +66,7 @@ def admin_guard(server: ServerConfig):
         if not expected:
             raise AdminDisabled(f"The admin API needs a master key: set server.master_key or "
                                 f"{MASTER_KEY_ENV}")
-        scheme, _sep, token = connection.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                                 expected):
+        if not hmac.compare_digest(presented_key(connection).encode(), expected):
             raise AuthenticationFailed("Missing or incorrect master key: send it as "
                                        "'Authorization: Bearer <key>'")
 

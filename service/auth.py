@@ -2,7 +2,8 @@
 
 Listening on loopback only (the default) trusts every local caller. Listening on any other
 address requires the master key (``server.master_key`` or env ``CONTEXTFORGE_MASTER_KEY``) as
-``Authorization: Bearer <key>``; starting without one is a config error, not an open gateway.
+``Authorization: Bearer <key>`` (or ``x-api-key: <key>``, as Anthropic's SDK sends it);
+starting without one is a config error, not an open gateway.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def presented_key(connection: ASGIConnection) -> str:
+    """The caller's key: ``Authorization: Bearer`` (OpenAI SDKs), else ``x-api-key`` (the
+    Anthropic SDK before 2.x sends its key there)."""
+    scheme, _sep, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return connection.headers.get("x-api-key", "").strip()
+
+
 def master_key_guard(server: ServerConfig) -> Guard | None:
     """A Litestar guard demanding the master key, or ``None`` on loopback."""
     if is_loopback(server.host):
@@ -41,11 +51,9 @@ def master_key_guard(server: ServerConfig) -> Guard | None:
     expected = key.encode()
 
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        scheme, _sep, token = connection.headers.get("authorization", "").partition(" ")
         # compare_digest: the time taken must not reveal how much of the key matched.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                                 expected):
+        if not hmac.compare_digest(presented_key(connection).encode(), expected):
             raise AuthenticationFailed("Missing or incorrect API key: send the master key as "
-                                       "'Authorization: Bearer <key>'")
+                                       "'Authorization: Bearer <key>' (or 'x-api-key: <key>')")
 
     return guard

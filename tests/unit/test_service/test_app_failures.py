@@ -41,6 +41,9 @@ def test_non_loopback_requires_the_master_key(engine, monkeypatch):
                     headers={"authorization": "Bearer s3cret"})
         assert ok.status_code == 200
         assert c.get("/v1/models").status_code == 401
+        # Anthropic's SDK sends its key as x-api-key.
+        assert c.get("/v1/models", headers={"x-api-key": "s3cret"}).status_code == 200
+        assert c.get("/v1/models", headers={"x-api-key": "s3cre"}).status_code == 401
         assert c.get("/healthz").status_code == 200  # probes stay open
 
 
