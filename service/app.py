@@ -32,6 +32,7 @@ from router.providers import (
     ProviderContext,
     check_providers,
 )
+from router.providers.recorded import RecordedAnswers
 from router.traffic import Feedback, TrafficLog, UnknownRequest
 from service.admin import admin_router
 from service.anthropic_api import create_message
@@ -193,6 +194,33 @@ async def readyz(state: State) -> Response[dict[str, str]]:
                      "encoder": gateway.engine.encoder.id})
 
 
+class RecordedLookup:
+    """(catalog model, prompt) -> the recorded answer of the data model it stands in for.
+
+    The index loads in the background after start-up (a few hundred ms of CSV parsing that a
+    first healthy answer need not wait for), and only when a deployment is simulated; until
+    then the simulated provider answers synthetically."""
+
+    def __init__(self) -> None:
+        self.gateway: Gateway | None = None
+        self.answers = RecordedAnswers()
+
+    def start(self, config: Config) -> asyncio.Task[None] | None:
+        if not any(d.provider == "simulated" for m in config.models
+                   for d in config.deployments(m)):
+            return None
+
+        async def load() -> None:
+            self.answers = await asyncio.to_thread(RecordedAnswers.load)
+
+        return asyncio.get_running_loop().create_task(load())
+
+    def __call__(self, model: str, prompt: str) -> str | None:
+        if self.gateway is None or model not in self.gateway.catalog:
+            return None
+        return self.answers.answer(self.gateway.catalog.get(model).stands_in_for, prompt)
+
+
 def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litestar:
     """The gateway app for ``config``.
 
@@ -219,7 +247,9 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
                                                        connect=10.0),
                                  limits=httpx.Limits(max_connections=1000,
                                                      max_keepalive_connections=100))
-        ctx = ProviderContext(count_tokens=eng.encoder.count_tokens, http=http)
+        recorded = RecordedLookup()
+        ctx = ProviderContext(count_tokens=eng.encoder.count_tokens, http=http,
+                              recorded_answer=recorded)
         metrics = Metrics()
         dispatchers = build_dispatchers(config, ctx, metrics.upstream_failure)
         traffic = None
@@ -228,11 +258,15 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
                                               base_dir=config.resolve("."))
         gateway = Gateway(eng, batcher, dispatchers, metrics=metrics, ctx=ctx, traffic=traffic,
                           traffic_config=config.traffic)
+        recorded.gateway = gateway
+        loading = recorded.start(config)
         app.state.gateway = gateway
         try:
             yield
         finally:
             app.state.gateway = None
+            if loading is not None:
+                loading.cancel()
             await batcher.close()
             for d in gateway.dispatchers.values():
                 for u in d.upstreams:

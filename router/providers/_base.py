@@ -79,6 +79,9 @@ class ProviderContext:
 
     count_tokens: Callable[[str], int]
     http: httpx.AsyncClient | None = None
+    # (catalog model, prompt) -> that model's recorded answer in the shipped data, if any
+    # (read by the simulated provider only).
+    recorded_answer: Callable[[str, str], str | None] | None = None
 
     def client(self) -> httpx.AsyncClient:
         if self.http is None:

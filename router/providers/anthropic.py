@@ -93,6 +93,10 @@ _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
 _JSON_INSTRUCTION = ("Respond with a single valid JSON object and nothing else: no prose, "
                      "no Markdown code fences.")
 
+# What reading an upstream body of an unexpected shape raises (a field missing, a list where an
+# object belongs); turned into UpstreamError so no other exception escapes the adapter.
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
 Block = aw.TextBlock | aw.ImageBlock | aw.ToolUseBlock | aw.ToolResultBlock
 
 
@@ -120,7 +124,7 @@ class AnthropicProvider:
         data = await send_json(self._http, NAME, self._url, body=body, headers=self._headers)
         try:
             return to_completion(data, request.model)
-        except (KeyError, TypeError, ValueError) as exc:
+        except _MALFORMED as exc:
             raise UpstreamError(f"{NAME} upstream answered with an unexpected body: "
                                 f"{type(exc).__name__}") from None
 
@@ -135,7 +139,12 @@ class AnthropicProvider:
                 except ValueError:
                     raise UpstreamError(f"{NAME} upstream sent an event that is not "
                                         "JSON") from None
-                for chunk in translator.feed(event.event, data):
+                try:
+                    chunks = translator.feed(event.event, data)
+                except _MALFORMED as exc:  # a field missing or of the wrong type
+                    raise UpstreamError(f"{NAME} upstream sent an unexpected {event.event} "
+                                        f"event: {type(exc).__name__}") from None
+                for chunk in chunks:
                     yield chunk
                 if translator.done:
                     return
@@ -201,7 +210,8 @@ def _tool_choice(request: ChatRequest) -> aw.ToolChoice | None:
     if choice == "required":
         return aw.ToolChoiceAny(disable_parallel_tool_use=single)
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
         if not isinstance(name, str) or not name:
             raise UpstreamRejected("tool_choice must be 'none', 'auto', 'required' or "
                                    "{'type': 'function', 'function': {'name': ...}}")

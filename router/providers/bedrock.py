@@ -142,6 +142,8 @@ _STREAM_ERRORS: dict[str, type[ProviderError]] = {
     "validationException": UpstreamRejected,
 }
 _MAX_DETAIL = 300
+# What reading an upstream body of an unexpected shape raises; turned into UpstreamError.
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
 class BedrockProvider:
@@ -194,10 +196,11 @@ class BedrockProvider:
                 name=b["toolUse"]["name"],
                 arguments=json.dumps(b["toolUse"].get("input", {}), ensure_ascii=False)))
                 for b in blocks if "toolUse" in b]
-        except (KeyError, TypeError, AttributeError) as exc:
+            usage = _usage(data.get("usage"))
+        except _MALFORMED as exc:
             raise UpstreamError(f"bedrock upstream answered with an unexpected body "
-                                f"(missing {exc})") from None
-        usage = _usage(data.get("usage")) or self._estimate(
+                                f"({type(exc).__name__}: {str(exc)[:80]})") from None
+        usage = usage or self._estimate(
             request, text + "".join(c.function.arguments for c in calls))
         message = AssistantMessage(role="assistant", content=text if text or not calls else None,
                                    tool_calls=calls or None)
@@ -228,7 +231,12 @@ class BedrockProvider:
                     if not started:
                         started = True
                         yield chunk(Delta(role="assistant", content=""))
-                    for delta in turn.feed(event, payload):
+                    try:
+                        deltas = turn.feed(event, payload)
+                    except _MALFORMED as exc:  # a field missing or of an unexpected type
+                        raise UpstreamError(f"bedrock upstream sent an unexpected {event} "
+                                            f"event: {type(exc).__name__}") from None
+                    for delta in deltas:
                         yield chunk(delta)
         if turn.stop_reason is None:
             raise UpstreamError("bedrock upstream stream ended before messageStop")
@@ -385,7 +393,8 @@ def _tool_config(request: ChatRequest) -> dict[str, Any] | None:
     if choice == "required":
         config["toolChoice"] = {"any": {}}
     elif isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
         if not isinstance(name, str) or not name:
             raise UpstreamRejected("tool_choice names no function")
         config["toolChoice"] = {"tool": {"name": name}}

@@ -423,7 +423,8 @@ def _add_tools(body: Body, request: ChatRequest) -> None:
         return  # tool_choice alone means nothing to Cohere (and REQUIRED needs tools)
     choice = request.tool_choice
     if isinstance(choice, dict):  # {"type": "function", "function": {"name": ...}}
-        name = (choice.get("function") or {}).get("name")
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
         tools = [t for t in tools if t.function.name == name]
         if not tools:
             raise UpstreamRejected(f"tool_choice names function {name!r}, which is not among "

@@ -141,6 +141,10 @@ _SCHEMA_SCALARS = ("title", "description", "nullable", "required", "minItems", "
 _FORMATS = {"enum", "date-time", "int32", "int64", "float", "double"}  # what the Gemini API takes
 
 
+# What reading an upstream body of an unexpected shape raises; turned into UpstreamError.
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
 class _Incompatible(Exception):
     """A JSON Schema construct Gemini's Schema cannot express."""
 
@@ -448,6 +452,13 @@ class _Turn:
         self.metadata: dict[str, Any] | None = None
 
     def feed(self, data: dict[str, Any]) -> None:
+        try:
+            self._feed(data)
+        except _MALFORMED as exc:  # a field missing or of an unexpected type
+            raise UpstreamError(f"{self._provider.name} upstream answered with an unexpected "
+                                f"body: {type(exc).__name__}") from None
+
+    def _feed(self, data: dict[str, Any]) -> None:
         if isinstance(data.get("usageMetadata"), dict):
             self.metadata = data["usageMetadata"]  # cumulative: the latest is the total
         candidates = data.get("candidates") or []
@@ -491,6 +502,13 @@ class _Turn:
         return "tool_calls" if self.calls and finish == "stop" else finish
 
     def usage(self, request: ChatRequest) -> Usage:
+        try:
+            return self._usage(request)
+        except _MALFORMED as exc:  # e.g. a count that is null or not a number
+            raise UpstreamError(f"{self._provider.name} upstream answered unusable "
+                                f"usageMetadata: {type(exc).__name__}") from None
+
+    def _usage(self, request: ChatRequest) -> Usage:
         m = self.metadata or {}
         count = self._provider._ctx.count_tokens
         if "promptTokenCount" in m:
@@ -591,7 +609,8 @@ def _declaration(fn: Any) -> dict[str, Any]:
 
 def _calling_config(choice: str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
         if choice.get("type") != "function" or not isinstance(name, str):
             raise UpstreamRejected("tool_choice must be none, auto, required or "
                                    '{"type": "function", "function": {"name": ...}}')

@@ -335,8 +335,9 @@ class _StreamState:
     role_sent: bool = False
     finished: bool = False
     text: list[str] = field(default_factory=list)
-    calls: dict[int, list[str]] = field(default_factory=dict)  # index -> [name, arguments]
-    ids: dict[str, int] = field(default_factory=dict)  # tool-call id -> index
+    calls: dict[int, list[str]] = field(default_factory=dict)  # our index -> [name, args]
+    ids: dict[str, int] = field(default_factory=dict)  # tool-call id -> our index
+    slots: dict[int, int] = field(default_factory=dict)  # upstream index -> our latest index
     usage: Usage | None = None
 
 
@@ -460,15 +461,25 @@ class OpenAICompatProvider:
 
     @staticmethod
     def _call_deltas(call: _ToolCall, state: _StreamState) -> list[ToolCallDelta]:
-        """OpenAI-ordered pieces of one upstream tool-call delta."""
+        """OpenAI-ordered pieces of one upstream tool-call delta.
+
+        Our indexes are our own (0, 1, ... in order of appearance): some servers (vLLM's
+        parsers, Mistral when it omits ``index``) send parallel calls all at index 0, told apart
+        only by their ids, and the OpenAI SDK would merge such calls into one."""
         fn = call.function or _Function()
-        index = call.index
-        if index is None:  # some servers send whole calls without an index
-            index = state.ids.get(call.id, len(state.calls)) if call.id else \
-                max(state.calls, default=0)
+        if call.id and call.id in state.ids:  # a later piece that repeats its call's id
+            index: int | None = state.ids[call.id]
+        elif call.id and fn.name:  # a new id with a name starts a call, whatever its index
+            index = None
+        elif call.index is not None:
+            index = state.slots.get(call.index)
+        else:  # neither id nor index: a continuation of the latest call
+            index = max(state.calls, default=None)
         pieces = []
-        if index not in state.calls:
+        if index is None:
+            index = len(state.calls)
             state.calls[index] = [fn.name or "", ""]
+            state.slots[call.index if call.index is not None else index] = index
             if call.id:
                 state.ids[call.id] = index
             pieces.append(ToolCallDelta(index=index, id=call.id or _call_id(), type="function",

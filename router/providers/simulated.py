@@ -1,9 +1,11 @@
 """An in-process provider, so the default config serves requests with no API keys.
 
-The answer is synthetic but deterministic: the same model and prompt always give the same
-words, streamed or not, so clients and tests can compare. Its length (12 to 60 words) is derived
-from a hash of the prompt and capped by the request's ``max_tokens`` (then ``finish_reason`` is
-``"length"``). A ``json_object`` / ``json_schema`` response format yields a JSON object.
+When the last user message is a prompt of the shipped data (RouterBench), the answer is what
+the model this catalog model stands in for really answered there (``recorded.py``). Otherwise
+it is synthetic but deterministic: the same model and prompt always give the same words,
+streamed or not, so clients and tests can compare; its length (12 to 60 words) is derived from
+a hash of the prompt. Either is capped by the request's ``max_tokens`` (then ``finish_reason``
+is ``"length"``). A ``json_object`` / ``json_schema`` response format yields a JSON object.
 
 Timing and failures come from the deployment's ``simulated`` settings: ``ttft_ms`` before the
 first token, ``tokens_per_s`` after it, and ``failure_rate`` (drawn from a seeded generator)
@@ -57,14 +59,16 @@ _EMBEDDING_DIM = 1536  # text-embedding-3-small's
 class SimulatedProvider:
     """Deterministic synthetic answers with configurable latency and failures."""
 
-    def __init__(self, settings: SimulatedSettings, count_tokens: Callable[[str], int]):
+    def __init__(self, settings: SimulatedSettings, count_tokens: Callable[[str], int],
+                 recorded_answer: Callable[[str, str], str | None] | None = None):
         self.settings = settings
         self._count = count_tokens
+        self._recorded = recorded_answer
         self._rng = random.Random(settings.seed)
 
     @classmethod
     def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> SimulatedProvider:
-        return cls(deployment.simulated, ctx.count_tokens)
+        return cls(deployment.simulated, ctx.count_tokens, ctx.recorded_answer)
 
     async def complete(self, request: ChatRequest) -> ChatCompletion:
         self._maybe_fail()
@@ -127,11 +131,13 @@ class SimulatedProvider:
         """The answer as streamed pieces (one per token) and its finish reason."""
         last_user = next((message_text(m) for m in reversed(request.messages)
                           if m.role == "user"), "")
-        digest = hashlib.sha256(f"{request.model}\0{last_user}".encode()).digest()
-        n = 12 + digest[0] % 49
-        words = [_WORDS[(digest[1 + i % 31] + i) % len(_WORDS)] for i in range(n)]
-        topic = " ".join(last_user.split()[:8])
-        text = f"[simulated {request.model}] On “{topic}”: " + " ".join(words) + "."
+        text = self._recorded(request.model, last_user) if self._recorded else None
+        if not text:
+            digest = hashlib.sha256(f"{request.model}\0{last_user}".encode()).digest()
+            n = 12 + digest[0] % 49
+            words = [_WORDS[(digest[1 + i % 31] + i) % len(_WORDS)] for i in range(n)]
+            topic = " ".join(last_user.split()[:8])
+            text = f"[simulated {request.model}] On “{topic}”: " + " ".join(words) + "."
         fmt = request.response_format
         if fmt is not None and fmt.type != "text":
             text = json.dumps({"model": request.model, "answer": text}, ensure_ascii=False)
@@ -139,7 +145,9 @@ class SimulatedProvider:
         pieces[-1] = pieces[-1].rstrip()
         limit = request.output_limit
         if limit is not None and len(pieces) > limit:
-            return pieces[:limit], "length"
+            cut = pieces[:limit]
+            cut[-1] = cut[-1].rstrip()
+            return cut, "length"
         return pieces, "stop"
 
     def _usage(self, request: ChatRequest, completion_tokens: int) -> Usage:

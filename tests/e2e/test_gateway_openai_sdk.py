@@ -287,3 +287,20 @@ def test_embeddings_errors(client):
         client.embeddings.create(model="all-MiniLM-L6-v2", input="x", dimensions=128)
     with pytest.raises(openai.UnprocessableEntityError):
         client.chat.completions.create(model="text-embedding-3-small", messages=USER)
+
+
+def test_simulated_models_answer_dataset_prompts_with_recorded_answers(client):
+    """gpt-4o stands in for gpt-4-1106-preview: a RouterBench prompt gets that model's real
+    answer from the data (the index loads in the background after start-up)."""
+    from router.providers.recorded import RecordedAnswers
+
+    prompt = "Write a python function to identify non-prime numbers."
+    expected = RecordedAnswers.load().answer("gpt-4-1106-preview", prompt)
+    deadline = time.monotonic() + 20
+    while True:
+        got = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": prompt}])
+        if got.choices[0].message.content == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert got.choices[0].message.content == expected

@@ -500,3 +500,41 @@ def test_official_sdk_against_the_simulator(url):
         with pytest.raises(anthropic.RateLimitError):
             client.messages.create(model="claude-x", max_tokens=10,
                                    messages=[{"role": "user", "content": "FAIL 429"}])
+
+
+def _mock_complete(body: bytes, request: ChatRequest | None = None):
+    async def run():
+        transport = httpx.MockTransport(lambda _req: httpx.Response(
+            200, content=body, headers={"content-type": "application/json"}))
+        async with httpx.AsyncClient(transport=transport) as http:
+            p = AnthropicProvider(deployment("http://upstream.test"), API_KEY, http)
+            return await p.complete(request or chat("hi"))
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("body", [
+    b'{"content": ["not a block"]}', b'{"content": [], "usage": [1]}', b'[1, 2]',
+    b'{"content": [{"type": "tool_use", "name": "f"}]}'])
+def test_unexpected_message_body_is_an_upstream_error(body):
+    with pytest.raises(UpstreamError, match="unexpected body"):
+        _mock_complete(body)
+
+
+@pytest.mark.parametrize("event", [
+    b'event: content_block_start\ndata: {"type":"content_block_start",'
+    b'"content_block":{"type":"text","text":""}}\n\n',  # no index
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"tool_use","name":"f"}}\n\n',  # no id
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":"x",'
+    b'"delta":{"type":"text_delta","text":"a"}}\n\n',  # not an int
+    b'event: ping\ndata: [1]\n\n'])  # not an object
+def test_unexpected_stream_event_is_an_upstream_error(event):
+    with pytest.raises(UpstreamError, match="unexpected"):
+        _mock_stream(event)
+
+
+def test_malformed_named_tool_choice_is_rejected():
+    request = chat("hi", tools=[WEATHER],
+                   tool_choice={"type": "function", "function": "get_weather"})
+    with pytest.raises(UpstreamRejected, match="tool_choice"):
+        _mock_complete(b"{}", request)

@@ -581,3 +581,37 @@ def test_closing_a_stream_early_releases_it(url):
         return chunk
 
     assert run(deployment(url), first).choices[0].delta.role == "assistant"
+
+
+def _mocked(content: bytes, content_type: str) -> Callable[[], httpx.AsyncClient]:
+    return lambda: httpx.AsyncClient(transport=httpx.MockTransport(
+        lambda _req: httpx.Response(200, content=content,
+                                    headers={"content-type": content_type})))
+
+
+@pytest.mark.parametrize("answer", [
+    {"output": {"message": {"content": [{"text": "a"}]}},
+     "usage": {"inputTokens": 1, "cacheReadInputTokens": "many"}},
+    {"output": {"message": {"content": [{"text": "a"}]}},
+     "usage": {"inputTokens": 1, "outputTokens": "x"}}, [1]])
+def test_unexpected_converse_body_is_an_upstream_error(answer):
+    http = _mocked(json.dumps(answer).encode(), "application/json")
+    with pytest.raises(UpstreamError, match="unexpected body"):
+        complete(deployment("http://bedrock.test"), chat(), http=http)
+
+
+@pytest.mark.parametrize(("kind", "payload"), [
+    ("contentBlockStart", {"contentBlockIndex": 0, "start": "toolUse"}),
+    ("contentBlockDelta", {"contentBlockIndex": 0, "delta": "text"}),
+    ("metadata", {"usage": {"inputTokens": 1, "cacheWriteInputTokens": "x"}})])
+def test_unexpected_stream_event_is_an_upstream_error(kind, payload):
+    frames = event_frame("messageStart", {"role": "assistant"}) + event_frame(kind, payload)
+    http = _mocked(frames, "application/vnd.amazon.eventstream")
+    with pytest.raises(UpstreamError, match="unexpected"):
+        stream(deployment("http://bedrock.test"), chat(), http=http)
+
+
+def test_malformed_named_tool_choice_is_rejected(url):
+    request = chat(tools=[WEATHER], tool_choice={"type": "function", "function": "x"})
+    with pytest.raises(UpstreamRejected, match="tool_choice"):
+        complete(deployment(url), request)

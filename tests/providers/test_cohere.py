@@ -394,3 +394,9 @@ def test_embedding_errors(sim: Any) -> None:
         embed(sim, input=["ok", "FAIL 429"])
     with pytest.raises(UpstreamRejected, match="output_dimension"):
         embed(sim, input="x", dimensions=100)
+
+
+def test_malformed_named_tool_choice_is_rejected(sim: Any) -> None:
+    with pytest.raises(UpstreamRejected, match="tool_choice"):
+        complete(sim, req(user("hi"), tools=[WEATHER],
+                          tool_choice={"type": "function", "function": "get_weather"}))

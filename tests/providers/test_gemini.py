@@ -640,3 +640,37 @@ def test_vertex_embeddings_use_predict(sim, upstream):
     texts = [c["body"]["instances"][0]["content"] for c in sim.requests[before:]]
     assert sorted(texts) == ["a", "b", "c"]
     assert len({tuple(e.embedding) for e in out.data}) == 3
+
+
+def _mocked(body: bytes, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    """``fn(provider)`` against an upstream that answers 200 with ``body``."""
+    async def main() -> Any:
+        transport = httpx.MockTransport(lambda _req: httpx.Response(
+            200, content=body, headers={"content-type": "text/event-stream"}))
+        async with httpx.AsyncClient(transport=transport) as http:
+            provider = GeminiProvider.from_deployment(
+                Deployment(provider="gemini", model="gemini-x", endpoint="http://g.test",
+                           api_key="k"),
+                ProviderContext(count_tokens=lambda t: len(t.split()), http=http))
+            return await fn(provider)
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("answer", [
+    {"candidates": [{"content": ["x"], "finishReason": "STOP"}]},
+    {"candidates": {"0": {}}},
+    {"candidates": [{"content": {"parts": [{"text": "a"}]}, "finishReason": "STOP"}],
+     "usageMetadata": {"promptTokenCount": None}}])
+def test_unexpected_answer_shapes_are_upstream_errors(answer):
+    body = json.dumps(answer).encode()
+    with pytest.raises(UpstreamError, match=r"unexpected body|usageMetadata"):
+        _mocked(body, lambda p: p.complete(chat(messages=user("hi"))))
+    with pytest.raises(UpstreamError, match=r"unexpected body|usageMetadata"):
+        _mocked(b"data: " + body + b"\n\n", lambda p: collect(p, chat(messages=user("hi"))))
+
+
+def test_malformed_named_tool_choice_is_rejected():
+    request = chat(messages=user("hi"), tools=[{"type": "function", "function": {"name": "f"}}],
+                   tool_choice={"type": "function", "function": "f"})
+    with pytest.raises(UpstreamRejected, match="tool_choice"):
+        _mocked(b"{}", lambda p: p.complete(request))

@@ -28,6 +28,7 @@ from router.providers._wire import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
+    ChunkChoice,
     EmbeddingsRequest,
     EmbeddingsResponse,
 )
@@ -580,3 +581,64 @@ def test_groq_usage_in_x_groq_is_read():
                                       '"x_groq":{"usage":{"prompt_tokens":2,'
                                       '"completion_tokens":3}}}'), state)
     assert (state.usage.prompt_tokens, state.usage.total_tokens) == (2, 5)
+
+
+def _sdk_assembled(chunks: list[ChatCompletionChunk]) -> list[tuple[str, str, str]]:
+    """(id, name, arguments) of each tool call as the official openai SDK assembles the
+    stream (its own accumulator, fed our chunks as they go over the wire)."""
+    from openai.lib.streaming.chat._completions import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk as SDKChunk
+
+    sdk = ChatCompletionStreamState()
+    for c in chunks:
+        if c.choices:  # the SDK's accumulator wants choices; the usage chunk is checked apart
+            sdk.handle_chunk(SDKChunk.model_validate(msgspec.to_builtins(c)))
+    message = sdk.current_completion_snapshot.choices[0].message
+    return [(t.id, t.function.name, t.function.arguments) for t in message.tool_calls or []]
+
+
+def test_parallel_calls_sent_at_one_index_stay_apart():
+    # vLLM's tool parsers and Mistral (which may omit `index`) send parallel calls all at
+    # index 0, told apart only by their ids; the SDK must still see two calls.
+    provider = OpenAICompatProvider.from_deployment(
+        Deployment(provider="vllm", endpoint="http://vllm.test/v1"),
+        ProviderContext(count_tokens=words))
+    state = _StreamState()
+    events = [
+        '{"choices":[{"delta":{"role":"assistant","content":""}}]}',
+        '{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call-a","type":"function",'
+        '"function":{"name":"add","arguments":""}}]}}]}',
+        '{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"a\\": 1}"}}'
+        ']}}]}',
+        '{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call-b","type":"function",'
+        '"function":{"name":"get_weather","arguments":"{\\"city\\""}}]}}]}',
+        '{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":": \\"Oslo\\"}"}}'
+        ']}}]}',
+        '{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}']
+    chunks = [ChatCompletionChunk(id="c", created=0, model="m", choices=[
+        ChunkChoice(index=0, delta=d, finish_reason=f)])
+        for e in events for d, f in provider._translate(_decode_chunk("vllm", e), state)]
+    assert _sdk_assembled(chunks) == [("call-a", "add", '{"a": 1}'),
+                                      ("call-b", "get_weather", '{"city": "Oslo"}')]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_repeated_ids_and_placeholder_ids_continue_their_call():
+    # Some servers repeat the id (and name) on every piece, or send a placeholder id on
+    # continuations: neither starts a new call.
+    provider = OpenAICompatProvider.from_deployment(
+        Deployment(provider="vllm", endpoint="http://vllm.test/v1"),
+        ProviderContext(count_tokens=words))
+    state = _StreamState()
+    events = [
+        '{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"f",'
+        '"arguments":"{\\"x\\""}}]}}]}',
+        '{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"f",'
+        '"arguments":": 1"}}]}}]}',
+        '{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"null","function":'
+        '{"arguments":"}"}}]}}]}',
+        '{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}']
+    chunks = [ChatCompletionChunk(id="c", created=0, model="m", choices=[
+        ChunkChoice(index=0, delta=d, finish_reason=f)])
+        for e in events for d, f in provider._translate(_decode_chunk("vllm", e), state)]
+    assert _sdk_assembled(chunks) == [("c1", "f", '{"x": 1}')]
