@@ -27,7 +27,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent
+from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from router.providers._base import (
     ProviderError,
@@ -124,7 +124,7 @@ def error_for_status(provider: str, status: int, body: bytes,
         detail = f"{aws_type}: {detail}"
     if aws_type == "ModelNotReadyException":  # 429 on the wire, but the model is loading
         return UpstreamUnavailable(f"{where}: {detail}")
-    if aws_type == "ModelTimeoutException":  # 408: the model took too long to answer
+    if aws_type == "ModelTimeoutException" or status == 408:  # the upstream gave up waiting
         return UpstreamTimeout(f"{where}: {detail}")
     if status in _REJECTED:
         return UpstreamRejected(f"{where}: {detail}")
@@ -136,7 +136,7 @@ def error_for_status(provider: str, status: int, body: bytes,
         if retry_after is None:
             retry_after = _google_retry_delay(details)
         return UpstreamRateLimited(f"{where}: rate limited: {detail}", retry_after)
-    if status >= 500 or status == 529:
+    if status >= 500:  # 529 too: Anthropic's "overloaded"
         return UpstreamUnavailable(f"{where}: {detail}")
     return UpstreamError(f"{where}: {detail}")
 
@@ -208,5 +208,7 @@ async def sse_events(provider: str, response: httpx.Response) -> AsyncIterator[S
     try:
         async for event in EventSource(response).aiter_sse():
             yield event
+    except SSEError:  # a 200 that is not an event stream: the upstream ignored ``stream``
+        raise UpstreamError(f"{provider} upstream answered without an event stream") from None
     except httpx.HTTPError as exc:
         raise error_for_exception(provider, exc) from None

@@ -229,14 +229,15 @@ PRESETS: dict[str, Preset] = {
 
 
 class _Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    # Some servers send null counts: an answer already streamed must not fail on its usage.
+    prompt_tokens: int | None = 0
+    completion_tokens: int | None = 0
     total_tokens: int | None = None
 
     def ours(self) -> Usage:
-        total = self.total_tokens or self.prompt_tokens + self.completion_tokens
-        return Usage(prompt_tokens=self.prompt_tokens,
-                     completion_tokens=self.completion_tokens, total_tokens=total)
+        prompt, completion = self.prompt_tokens or 0, self.completion_tokens or 0
+        return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                     total_tokens=self.total_tokens or prompt + completion)
 
 
 class _Function(msgspec.Struct):

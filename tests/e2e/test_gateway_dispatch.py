@@ -1,0 +1,109 @@
+"""The gateway over real HTTP upstreams: failover, upstream errors' statuses, streaming usage."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from litestar.testing import TestClient
+
+from router.config import Deployment, ProviderEntry, load_config
+from router.engine import RoutingEngine
+from service.app import create_app
+from tests.upstreams import serve
+from tests.upstreams.openai_compat import SimState, create_app as openai_sim
+
+KEY = "sk-sim-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return RoutingEngine.from_config(load_config())
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    state = SimState(api_key=KEY, strict=False)
+    with serve(openai_sim(state)) as url:
+        yield url, state
+
+
+def configured(upstream_url: str, *deployments: Deployment):
+    cfg = load_config()
+    providers = [ProviderEntry(name="good", type="openai-compatible",
+                               endpoint=f"{upstream_url}/v1", api_key=KEY),
+                 # Nothing listens on port 1: connection refused, at once.
+                 ProviderEntry(name="dead", type="openai-compatible",
+                               endpoint="http://127.0.0.1:1/v1")]
+    models = [msgspec.structs.replace(m, deployments=list(deployments))
+              if m.name == "gpt-4o" else m for m in cfg.models]
+    dispatch = msgspec.structs.replace(cfg.dispatch, backoff_ms=0, failure_threshold=1000)
+    traffic = msgspec.structs.replace(cfg.traffic, enabled=False)
+    return msgspec.structs.replace(cfg, providers=providers, models=models, dispatch=dispatch,
+                                   traffic=traffic)
+
+
+def chat(c: TestClient, text: str, **kw):
+    return c.post("/v1/chat/completions", json={
+        "model": "gpt-4o", "messages": [{"role": "user", "content": text}], **kw})
+
+
+def test_a_dead_deployment_fails_over_to_the_live_one(upstream, engine):
+    url, _ = upstream
+    cfg = configured(url, Deployment(provider="dead"), Deployment(provider="good"))
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        replies = [chat(c, f"question {i}") for i in range(12)]
+        assert all(r.status_code == 200 for r in replies)
+        assert {r.json()["choices"][0]["message"]["content"] for r in replies[:2]} == {
+            "echo: question 0", "echo: question 1"}
+        metrics = c.get("/metrics").text
+    # Weighted random order: the dead one was tried first about half the time, and failed.
+    assert ('contextforge_upstream_errors_total{model="gpt-4o",provider="openai-compatible",'
+            'status="503"}') in metrics
+
+
+def test_upstream_rate_limit_is_a_429_with_retry_after(upstream, engine):
+    url, _ = upstream
+    cfg = configured(url, Deployment(provider="good"))
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        r = chat(c, "FAIL 429")
+        assert r.status_code == 429 and r.headers["retry-after"] == "7"
+        assert r.json()["error"]["code"] == "rate_limit_exceeded"
+        assert "sk-sim" not in r.text
+
+
+def test_upstream_rejection_is_a_400_and_not_retried(upstream, engine):
+    url, _ = upstream
+    cfg = configured(url, Deployment(provider="good"), Deployment(provider="good",
+                                                                  model="gpt-4o-copy"))
+    app = create_app(cfg, engine=engine)
+    with TestClient(app) as c:
+        r = chat(c, "FAIL 400")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "upstream_rejected"
+        # Another deployment would refuse the same request: one call went out, not two.
+        upstreams = app.state.gateway.dispatchers["gpt-4o"].upstreams
+        assert sum(u.calls for u in upstreams) == 1
+        assert all(u.breaker.state == "closed" for u in upstreams)
+
+
+def test_upstream_5xx_everywhere_is_a_503(upstream, engine):
+    url, _ = upstream
+    cfg = configured(url, Deployment(provider="good"))
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        r = chat(c, "FAIL 503")
+        assert r.status_code == 503 and r.json()["error"]["type"] == "upstream_error"
+
+
+def test_stream_through_a_real_adapter_ends_with_usage(upstream, engine):
+    url, _ = upstream
+    cfg = configured(url, Deployment(provider="good"))
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        r = chat(c, "tell me more", stream=True, stream_options={"include_usage": True})
+        assert r.status_code == 200
+        events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        chunks = [msgspec.json.decode(e) for e in events[:-1]]
+        text = "".join(ch["choices"][0]["delta"].get("content") or ""
+                       for ch in chunks if ch["choices"])
+        assert text == "echo: tell me more"
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+        assert {ch["id"] for ch in chunks} == {r.headers["x-contextforge-request-id"]}
