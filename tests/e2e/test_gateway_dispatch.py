@@ -10,7 +10,8 @@ from router.config import Deployment, ProviderEntry, load_config
 from router.engine import RoutingEngine
 from service.app import create_app
 from tests.upstreams import serve
-from tests.upstreams.openai_compat import SimState, create_app as openai_sim
+from tests.upstreams.openai_compat import SimState
+from tests.upstreams.openai_compat import create_app as openai_sim
 
 KEY = "sk-sim-0123456789abcdef"
 
