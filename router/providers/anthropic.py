@@ -19,7 +19,8 @@ Request translation (OpenAI chat -> Messages):
   ``disable_parallel_tool_use``.
 - ``max_tokens`` is required by the API: ``request.output_limit``, else ``DEFAULT_MAX_TOKENS``.
 - stop -> ``stop_sequences``; temperature (clamped to Anthropic's 0..1 range: OpenAI allows up
-  to 2); top_p; user -> ``metadata.user_id``.
+  to 2); top_p only when temperature is not set (Claude 4.1 and later refuse both: "use only
+  one", as the API reference advises); user -> ``metadata.user_id``.
 - response_format json_object / json_schema: the Messages API has no JSON mode, so an extra
   system block *asks* for a single JSON object (with the schema, if given). It is an
   instruction, not a guarantee: the model can still answer otherwise.
@@ -189,7 +190,7 @@ def to_messages_request(request: ChatRequest, upstream_model: str) -> aw.Message
         metadata=aw.Metadata(user_id=request.user) if request.user else None,
         stop_sequences=stop or None,
         temperature=temperature,
-        top_p=request.top_p,
+        top_p=request.top_p if temperature is None else None,
         tools=tools or None,
         tool_choice=_tool_choice(request) if tools else None,
     )

@@ -407,7 +407,8 @@ def _inference_config(request: ChatRequest) -> dict[str, Any]:
         config["maxTokens"] = request.output_limit
     if request.temperature is not None:
         config["temperature"] = min(request.temperature, 1.0)  # OpenAI's range is [0, 2]
-    if request.top_p is not None:
+    if request.top_p is not None and request.temperature is None:
+        # Claude 4.1 and later on Bedrock refuse both; temperature is the one callers mean.
         config["topP"] = request.top_p
     stop = [request.stop] if isinstance(request.stop, str) else request.stop
     if stop := [s for s in stop or () if s]:

@@ -263,11 +263,16 @@ def test_sampling_stop_and_user_fields(url, sim):
     body = sim.last_body
     assert body["stop_sequences"] == ["STOP"]
     assert body["temperature"] == 1.0  # clamped to Anthropic's range
-    assert body["top_p"] == 0.5
+    assert "top_p" not in body  # newer Claude models refuse both: temperature wins
     assert body["metadata"] == {"user_id": "user-42"}
     assert "seed" not in body and "presence_penalty" not in body
     assert c.choices[0].message.content == "Echo: one two three "
     assert c.choices[0].finish_reason == "stop"
+
+
+def test_top_p_alone_is_sent(url, sim):
+    complete(url, chat("one two", top_p=0.3))
+    assert sim.last_body["top_p"] == 0.3 and "temperature" not in sim.last_body
 
 
 def test_max_tokens_cap_and_length_finish(url, sim):

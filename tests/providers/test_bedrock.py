@@ -351,7 +351,7 @@ def test_inference_parameters_and_dropped_fields(url):
         "alpha beta gamma delta", max_completion_tokens=3, temperature=1.5, top_p=0.5,
         stop=["zzz"], seed=7, user="u-1", presence_penalty=0.5, parallel_tool_calls=False))
     assert SIM.last_body["inferenceConfig"] == {
-        "maxTokens": 3, "temperature": 1.0, "topP": 0.5, "stopSequences": ["zzz"]}
+        "maxTokens": 3, "temperature": 1.0, "stopSequences": ["zzz"]}  # no topP beside it
     assert set(SIM.last_body) == {"messages", "inferenceConfig"}
     assert done.choices[0].message.content == "echo: alpha beta"
     assert done.choices[0].finish_reason == "length"
