@@ -30,6 +30,7 @@ from router.providers import (
     REQUEST_DECODER,
     ChatRequest,
     ProviderContext,
+    check_deployments,
     check_providers,
 )
 from router.providers.recorded import RecordedAnswers
@@ -229,6 +230,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
     deployment with no provider adapter, or a non-loopback host without a master key.
     """
     check_providers(config)
+    check_deployments(config)
     guard = master_key_guard(config.server)
 
     @asynccontextmanager

@@ -45,10 +45,11 @@ def cmd_setup(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from router.engine import RoutingEngine
     from router.overlay import load_effective_config
-    from router.providers import check_providers
+    from router.providers import check_deployments, check_providers
 
     cfg = load_effective_config(args.config)
     check_providers(cfg)
+    check_deployments(cfg)
     RoutingEngine.from_config(cfg)
     print(f"{args.config or 'contextforge.yaml'}: ok ({len(cfg.models)} models, "
           f"{len(cfg.routes)} routes)")

@@ -33,6 +33,7 @@ from router.providers import (
     ProviderError,
     UpstreamTimeout,
     Usage,
+    check_deployments,
     check_providers,
 )
 from router.traffic import CandidateLog, TrafficLog, TrafficRecord
@@ -100,6 +101,7 @@ class Gateway:
         In-flight requests finish on the plan they made.
         """
         check_providers(config)
+        check_deployments(config)
         engine = RoutingEngine(config, self.engine.encoder, self.engine.router)
         dispatchers = build_dispatchers(config, self.ctx, self.metrics.upstream_failure,
                                         reuse=self.dispatchers)

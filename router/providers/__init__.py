@@ -97,6 +97,22 @@ def check_providers(config: Config) -> None:
         raise ConfigError("\n".join(errors))
 
 
+def check_deployments(config: Config) -> None:
+    """Build every deployment's adapter once, without calling it: a missing key, endpoint or
+    region is a ``ConfigError`` naming the deployment at start-up, not at its first request."""
+    ctx = ProviderContext(count_tokens=len)
+    errors = []
+    for i, m in enumerate(config.models):
+        for j, d in enumerate(config.deployments(m)):
+            where = f"models[{i}].deployments[{j}]" if m.deployments else "default_deployment"
+            try:
+                build_provider(d, ctx)
+            except ConfigError as exc:
+                errors.append(f"{where} ({m.name}): {exc}")
+    if errors:
+        raise ConfigError("\n".join(dict.fromkeys(errors)))
+
+
 def build_provider(deployment: Deployment, ctx: ProviderContext) -> Provider:
     """The adapter for one deployment (``check_providers`` has vetted the name)."""
     return PROVIDERS[deployment.provider](deployment, ctx)
@@ -127,6 +143,7 @@ __all__ = [
     "UpstreamUnavailable",
     "Usage",
     "build_provider",
+    "check_deployments",
     "check_providers",
     "deployments_of",
     "has_images",

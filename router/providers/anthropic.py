@@ -104,7 +104,7 @@ Block = aw.TextBlock | aw.ImageBlock | aw.ToolUseBlock | aw.ToolResultBlock
 class AnthropicProvider:
     """One Anthropic Messages API deployment."""
 
-    def __init__(self, deployment: Deployment, api_key: str, http: httpx.AsyncClient):
+    def __init__(self, deployment: Deployment, api_key: str, http: httpx.AsyncClient | None):
         self.deployment = deployment
         self._http = http
         base = (deployment.endpoint or DEFAULT_ENDPOINT).rstrip("/")
@@ -115,14 +115,20 @@ class AnthropicProvider:
 
     @classmethod
     def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> AnthropicProvider:
-        return cls(deployment, resolve_api_key(deployment, "ANTHROPIC_API_KEY"), ctx.client())
+        # ctx.http may be None when the gateway only checks that deployments can be built.
+        return cls(deployment, resolve_api_key(deployment, "ANTHROPIC_API_KEY"), ctx.http)
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            raise RuntimeError("AnthropicProvider needs ProviderContext.http")
+        return self._http
 
     def __repr__(self) -> str:  # never the key
         return f"AnthropicProvider(url={self._url!r}, model={self.deployment.model!r})"
 
     async def complete(self, request: ChatRequest) -> ChatCompletion:
         body = self._body(request, stream=False)
-        data = await send_json(self._http, NAME, self._url, body=body, headers=self._headers)
+        data = await send_json(self._client(), NAME, self._url, body=body, headers=self._headers)
         try:
             return to_completion(data, request.model)
         except _MALFORMED as exc:
@@ -131,7 +137,7 @@ class AnthropicProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
         body = self._body(request, stream=True)
-        async with open_stream(self._http, NAME, self._url, body=body,
+        async with open_stream(self._client(), NAME, self._url, body=body,
                                headers=self._headers) as response:
             translator = StreamTranslator(request.model)
             async for event in sse_events(NAME, response):

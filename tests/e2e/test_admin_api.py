@@ -109,6 +109,8 @@ def test_bad_changes_are_refused_and_change_nothing(config_file, engine):
             ({**model, "deployments": [{"provider": "nowhere"}]}, 422, "nowhere"),
             ({**model, "aliases": ["gpt-4o"]}, 422, "gpt-4o"),
             ({**model, "context_window": 0}, 422, "context_window"),
+            ({**model, "deployments": [{"provider": "cohere", "api_key_env": "NO_SUCH_KEY"}]},
+             422, "NO_SUCH_KEY"),
         ]
         for body, status, needle in cases:
             r = c.put("/admin/models/qwen-2.5-72b", json=body, headers=KEY)

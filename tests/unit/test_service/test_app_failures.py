@@ -98,3 +98,15 @@ def test_readyz_before_the_lifespan_is_503(engine):
         assert c.get("/readyz").json()["status"] == "ready"
     # After shutdown (and before start-up) the app is not ready.
     assert TestClient(app).get("/readyz").status_code == 503
+
+
+def test_a_deployment_without_its_key_fails_at_start_up(engine, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cfg = load_config()
+    models = [msgspec.structs.replace(m, deployments=[Deployment(provider="openai")])
+              if m.name == "gpt-4o" else m for m in cfg.models]
+    with pytest.raises(ConfigError, match=r"models\[0\]\.deployments\[0\] \(gpt-4o\).*"
+                                          "OPENAI_API_KEY"):
+        create_app(msgspec.structs.replace(cfg, models=models), engine=engine)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    create_app(msgspec.structs.replace(cfg, models=models), engine=engine)  # now it builds
