@@ -264,23 +264,30 @@ class TrafficLog:
 
     # --- feedback and reading ------------------------------------------------------------
 
-    def add_feedback(self, fb: Feedback) -> None:
+    def add_feedback(self, fb: Feedback, *, wait_s: float = 1.0) -> None:
         """Attach a rating to a logged request; ``UnknownRequest`` if the log lacks it.
 
-        Flushes first: a client may rate an answer the moment it arrives, before its row has
-        left the queue."""
+        A client may rate an answer the moment it arrives, before its row is committed: this
+        flushes our own queue first and, if the row is still missing (another replica
+        answered and its writer has not committed yet), looks again for up to ``wait_s``."""
         self.flush()
         m = self._mark
-        with self._lock:
-            conn = self._reader
-            if conn.execute(f"SELECT 1 FROM requests WHERE id = {m}",
-                            (fb.request_id,)).fetchone() is None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self._lock:
+                conn = self._reader
+                found = conn.execute(f"SELECT 1 FROM requests WHERE id = {m}",
+                                     (fb.request_id,)).fetchone() is not None
+                if found:
+                    conn.execute(f"INSERT INTO feedback (request_id, ts, rating, user_id, "
+                                 f"comment) VALUES ({m}, {m}, {m}, {m}, {m})",
+                                 (fb.request_id, fb.ts, fb.rating, fb.user_id, fb.comment))
+                    conn.commit()
+                    return
                 conn.rollback()
+            if time.monotonic() >= deadline:
                 raise UnknownRequest(fb.request_id)
-            conn.execute(f"INSERT INTO feedback (request_id, ts, rating, user_id, comment) "
-                         f"VALUES ({m}, {m}, {m}, {m}, {m})",
-                         (fb.request_id, fb.ts, fb.rating, fb.user_id, fb.comment))
-            conn.commit()
+            time.sleep(0.05)
 
     def get(self, request_id: str) -> TrafficRecord | None:
         """One logged request (after a ``flush`` if it was just written)."""

@@ -128,3 +128,35 @@ def test_metrics_count_requests_tokens_cost_and_decisions(tmp_path, engine):
     assert 'contextforge_cost_usd_total{model="' in text
     assert "contextforge_routing_decision_seconds_count 3.0" in text
     assert 'contextforge_cache_requests_total{outcome="bypass"} 3.0' in text
+
+
+def test_postgresql_traffic_log_through_the_gateway(tmp_path, engine):
+    """Several replicas share one PostgreSQL log: rows and feedback land there."""
+    psycopg = pytest.importorskip("psycopg")
+    import uuid
+
+    pg = "postgresql://postgres@127.0.0.1:5432/test"
+    schema = f"cf_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    dsn = f"{pg}?options=-csearch_path%3D{schema}"
+    try:
+        cfg = configured(tmp_path)
+        cfg = msgspec.structs.replace(cfg, traffic=msgspec.structs.replace(cfg.traffic, dsn=dsn))
+        with TestClient(create_app(cfg, engine=engine)) as a, \
+                TestClient(create_app(cfg, engine=engine)) as b:
+            ra = a.post("/v1/chat/completions", json=BODY).json()["id"]
+            rb = b.post("/v1/chat/completions", json=BODY).json()["id"]
+            # Feedback through replica a for the request replica b answered.
+            assert a.post("/v1/feedback", json={"request_id": rb, "rating": 0.5}).status_code \
+                == 201
+        log = TrafficLog(dsn)
+        try:
+            assert {r.id for r in log.records()} == {ra, rb}
+            assert log.get(ra).embedding.shape == (384,)
+            assert [f.request_id for f in log.feedback()] == [rb]
+        finally:
+            log.close()
+    finally:
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
