@@ -37,4 +37,6 @@ def serve(config: Config) -> None:
     """Run the gateway until interrupted (blocks)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
+    # httpx logs every upstream call at INFO: a line per request, and the URL in each.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     uvicorn.Server(uvicorn_config(config)).run()
