@@ -166,8 +166,13 @@ class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backoff_ms: float = 50.0  # before retrying a deployment already tried (jittered, doubling)
     failure_threshold: int = 5  # consecutive failures that open a deployment's breaker
     cooldown_s: float = 30.0  # how long an open breaker skips its deployment
+    # Routed requests only: when every deployment of the chosen model failed, how many other
+    # candidates (next best by the route's policy) to try before answering with the error.
+    fallback_models: int = 1
 
     def __post_init__(self) -> None:
+        if self.fallback_models < 0:
+            raise ValueError("fallback_models must be >= 0")
         if self.max_attempts < 1 or self.failure_threshold < 1:
             raise ValueError("max_attempts and failure_threshold must be >= 1")
         if self.backoff_ms < 0 or self.cooldown_s < 0:

@@ -63,6 +63,8 @@ class Plan:
     upstream: Upstream | None = None  # the deployment that answered
     ttft_ms: float | None = None
     stream: bool = False
+    needs: Requirements | None = None
+    tried: tuple[str, ...] = ()  # models that failed before this one (route-level fallback)
 
     def headers(self, cost_usd: float) -> dict[str, str]:
         return {
@@ -133,7 +135,7 @@ class Gateway:
         chosen = msgspec.structs.replace(request, model=model.name)
         return Plan(f"chatcmpl-{uuid.uuid4().hex}", chosen, model, route,
                     self.dispatchers[model.name], n_in, started, decision, prompt, emb,
-                    stream=request.stream)
+                    stream=request.stream, needs=needs)
 
     async def _route(self, request: ChatRequest, prompt: str, route: str, needs: Requirements,
                      n_in: int) -> tuple[Decision, np.ndarray]:
@@ -155,13 +157,49 @@ class Gateway:
                 f"{n_in} input + {out} output tokens of context", param="model") from None
         return decision, emb
 
-    async def complete(self, plan: Plan) -> tuple[ChatCompletion, dict[str, str]]:
-        """The answer (failing over between deployments) and the headers with its cost."""
+    def _fallback(self, plan: Plan, exc: ProviderError) -> bool:
+        """Switch a routed plan to the next-best eligible model after every deployment of its
+        model failed; ``False`` when there is none (or fallback is off, or the request was
+        at fault, or the client named a concrete model)."""
+        limit = self.engine.config.dispatch.fallback_models
+        if (not exc.retryable or plan.decision is None or plan.needs is None
+                or len(plan.tried) >= limit):
+            return False
+        failed = (*plan.tried, plan.model.name)
+        allowed = {c.model for c in plan.decision.candidates if c.eligible} - set(failed)
+        if not allowed or plan.decision.route not in self.engine.routes:
+            return False
         try:
-            completion, plan.upstream = await plan.dispatcher.complete(plan.request)
-        except ProviderError as exc:
-            self._account(plan, None, exc.status, str(exc))
-            raise from_provider_error(exc) from exc
+            decision = self.engine.decide(
+                plan.prompt or "", route=plan.decision.route, embedding=plan.embedding,
+                required=plan.needs.capabilities, max_output_tokens=plan.needs.max_output_tokens,
+                allowed=allowed)
+        except (NoEligibleModel, KeyError):
+            return False
+        if decision.model not in self.catalog:
+            return False
+        log.warning("%s failed (%s); falling back to %s", plan.model.name, exc.status,
+                    decision.model)
+        self.metrics.upstream_fallbacks.labels(plan.model.name, decision.model).inc()
+        plan.tried = failed
+        plan.model = self.catalog.get(decision.model)
+        plan.request = msgspec.structs.replace(plan.request, model=plan.model.name)
+        plan.dispatcher = self.dispatchers[plan.model.name]
+        plan.decision = decision
+        return True
+
+    async def complete(self, plan: Plan) -> tuple[ChatCompletion, dict[str, str]]:
+        """The answer (failing over between deployments, then to the route's next-best
+        model) and the headers with its cost."""
+        while True:
+            try:
+                completion, plan.upstream = await plan.dispatcher.complete(plan.request)
+                break
+            except ProviderError as exc:
+                if self._fallback(plan, exc):
+                    continue
+                self._account(plan, None, exc.status, str(exc))
+                raise from_provider_error(exc) from exc
         completion = msgspec.structs.replace(completion, id=plan.id)
         cost = self._account(plan, completion.usage, 200, None)
         return completion, plan.headers(cost)
@@ -176,11 +214,15 @@ class Gateway:
         estimate (the answer's length is unknown when headers go out). Front ends (OpenAI
         SSE, Anthropic events) format the chunks.
         """
-        try:
-            first, rest, plan.upstream = await plan.dispatcher.open_stream(plan.request)
-        except ProviderError as exc:
-            self._account(plan, None, exc.status, str(exc))
-            raise from_provider_error(exc) from exc
+        while True:
+            try:
+                first, rest, plan.upstream = await plan.dispatcher.open_stream(plan.request)
+                break
+            except ProviderError as exc:
+                if self._fallback(plan, exc):
+                    continue
+                self._account(plan, None, exc.status, str(exc))
+                raise from_provider_error(exc) from exc
         plan.ttft_ms = (time.perf_counter() - plan.started) * 1e3
         estimate = Catalog.cost_usd(plan.model, plan.input_tokens, Catalog.expected_output_tokens(
             plan.model, plan.request.output_limit))
@@ -256,7 +298,8 @@ class Gateway:
             deployment=plan.upstream.label if plan.upstream else None, cache="bypass",
             input_tokens=usage.prompt_tokens if usage else plan.input_tokens,
             output_tokens=usage.completion_tokens if usage else None,
-            cost_usd=cost, latency_ms=elapsed * 1e3, ttft_ms=plan.ttft_ms, error=error,
+            cost_usd=cost, latency_ms=elapsed * 1e3, ttft_ms=plan.ttft_ms,
+            error=error or (f"fell back from {', '.join(plan.tried)}" if plan.tried else None),
             stream=plan.stream,
             candidates=[CandidateLog(c.model, c.predicted_quality, c.estimated_cost_usd)
                         for c in d.candidates] if d else None,

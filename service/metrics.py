@@ -30,6 +30,10 @@ class Metrics:
         self.upstream_errors = Counter("contextforge_upstream_errors",
                                        "Failed upstream calls (each attempt, failovers included)",
                                        ["provider", "model", "status"], registry=r)
+        self.upstream_fallbacks = Counter("contextforge_model_fallbacks",
+                                          "Routed requests moved to the next-best model after "
+                                          "every deployment of the chosen one failed",
+                                          ["failed", "chosen"], registry=r)
         self.latency = Histogram("contextforge_request_duration_seconds",
                                  "Request latency, arrival to last byte",
                                  ["endpoint", "model"], buckets=_LATENCY, registry=r)

@@ -108,3 +108,53 @@ def test_stream_through_a_real_adapter_ends_with_usage(upstream, engine):
         assert text == "echo: tell me more"
         assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
         assert {ch["id"] for ch in chunks} == {r.headers["x-contextforge-request-id"]}
+
+
+PROMPT = {"role": "user", "content": "Prove that the square root of 2 is irrational."}
+
+
+def routed_choice(engine) -> str:
+    """The model route auto picks for PROMPT when everything is healthy."""
+    return engine.decide(PROMPT["content"]).model
+
+
+def breaking(engine, model: str, fallback_models: int):
+    """The default config with every deployment of ``model`` failing."""
+    from router.config import SimulatedSettings
+
+    cfg = load_config()
+    broken = Deployment(provider="simulated", simulated=SimulatedSettings(failure_rate=1.0))
+    models = [msgspec.structs.replace(m, deployments=[broken]) if m.name == model else m
+              for m in cfg.models]
+    dispatch = msgspec.structs.replace(cfg.dispatch, backoff_ms=0,
+                                       fallback_models=fallback_models)
+    traffic = msgspec.structs.replace(cfg.traffic, enabled=False)
+    return create_app(msgspec.structs.replace(cfg, models=models, dispatch=dispatch,
+                                              traffic=traffic), engine=engine)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_routed_requests_fall_back_to_the_next_best_model(engine, stream):
+    first = routed_choice(engine)
+    with TestClient(breaking(engine, first, fallback_models=1)) as c:
+        r = c.post("/v1/chat/completions", json={"model": "auto", "messages": [PROMPT],
+                                                  "stream": stream})
+        metrics = c.get("/metrics").text
+    assert r.status_code == 200
+    second = r.headers["x-contextforge-model"]
+    assert second != first
+    assert (f'contextforge_model_fallbacks_total{{chosen="{second}",failed="{first}"}} 1.0'
+            in metrics)
+
+
+def test_without_fallback_the_failure_reaches_the_client(engine):
+    with TestClient(breaking(engine, routed_choice(engine), fallback_models=0)) as c:
+        r = c.post("/v1/chat/completions", json={"model": "auto", "messages": [PROMPT]})
+    assert r.status_code == 502
+
+
+def test_a_named_model_never_falls_back(engine):
+    first = routed_choice(engine)
+    with TestClient(breaking(engine, first, fallback_models=1)) as c:
+        r = c.post("/v1/chat/completions", json={"model": first, "messages": [PROMPT]})
+    assert r.status_code == 502
