@@ -246,43 +246,54 @@ def from_completion(completion: ChatCompletion) -> aw.Message:
 
 
 class _EventWriter:
-    """Turns chunk deltas into content-block events, one open block at a time."""
+    """Turns chunk deltas into content-block events.
+
+    Text streams through as it comes, one open block at a time. Tool calls are held until
+    the answer ends and then written one complete block each: OpenAI-style streams may
+    interleave the argument pieces of parallel calls, and Anthropic's protocol allows deltas
+    only inside a block's start and stop.
+    """
 
     def __init__(self) -> None:
         self.next_index = 0
-        self.open: int | None = None  # the open block's index
-        self.open_is_text = False
-        self.tool_blocks: dict[int, int] = {}  # tool call index -> block index
+        self.open: int | None = None  # the open text block's index
+        self.calls: dict[int, list[str]] = {}  # tool call index -> [id, name, arguments]
 
-    def _start(self, block: aw.TextBlock | aw.ToolUseBlock) -> list[bytes]:
-        events = self.close()
-        self.open, self.open_is_text = self.next_index, isinstance(block, aw.TextBlock)
-        self.next_index += 1
-        return [*events, aw.sse(aw.ContentBlockStartEvent(self.open, block))]
-
-    def close(self) -> list[bytes]:
+    def _close_text(self) -> list[bytes]:
         if self.open is None:
             return []
         index, self.open = self.open, None
         return [aw.sse(aw.ContentBlockStopEvent(index))]
 
     def text(self, piece: str) -> list[bytes]:
-        events = [] if self.open is not None and self.open_is_text else self._start(
-            aw.TextBlock(""))
-        assert self.open is not None
+        events: list[bytes] = []
+        if self.open is None:
+            self.open = self.next_index
+            self.next_index += 1
+            events.append(aw.sse(aw.ContentBlockStartEvent(self.open, aw.TextBlock(""))))
         return [*events, aw.sse(aw.ContentBlockDeltaEvent(self.open, aw.TextDelta(piece)))]
 
     def tool(self, delta: ToolCallDelta) -> list[bytes]:
-        events: list[bytes] = []
-        if delta.index not in self.tool_blocks:
-            events = self._start(aw.ToolUseBlock(id=delta.id or f"toolu_{delta.index}",
-                                                 name=delta.function.name or "", input={}))
-            assert self.open is not None
-            self.tool_blocks[delta.index] = self.open
-        piece = delta.function.arguments
-        if piece:  # OpenAI-style streams send one call after another, so this block is open
-            index = self.tool_blocks[delta.index]
-            events.append(aw.sse(aw.ContentBlockDeltaEvent(index, aw.InputJSONDelta(piece))))
+        call = self.calls.setdefault(delta.index, [f"toolu_{delta.index}", "", ""])
+        if delta.id:
+            call[0] = delta.id
+        if delta.function.name:
+            call[1] = delta.function.name
+        call[2] += delta.function.arguments or ""
+        return []
+
+    def close(self) -> list[bytes]:
+        events = self._close_text()
+        for _, (call_id, name, arguments) in sorted(self.calls.items()):
+            index = self.next_index
+            self.next_index += 1
+            events.append(aw.sse(aw.ContentBlockStartEvent(
+                index, aw.ToolUseBlock(id=call_id, name=name, input={}))))
+            if arguments:
+                events.append(aw.sse(aw.ContentBlockDeltaEvent(index,
+                                                               aw.InputJSONDelta(arguments))))
+            events.append(aw.sse(aw.ContentBlockStopEvent(index)))
+        self.calls.clear()
         return events
 
 

@@ -170,17 +170,43 @@ def test_sse_text_then_tool_calls():
             arguments=" 1}"))])),
         _chunk(Delta(), "tool_calls"),
         _chunk(usage=Usage(prompt_tokens=9, completion_tokens=5, total_tokens=14))])
+    # Tool calls are written whole at the end: one start, one delta, one stop each.
     assert [e["type"] for e in events] == [
         "message_start", "content_block_start", "content_block_delta", "content_block_stop",
-        "content_block_start", "content_block_delta", "content_block_delta",
-        "content_block_stop", "message_delta", "message_stop"]
+        "content_block_start", "content_block_delta", "content_block_stop", "message_delta",
+        "message_stop"]
     assert events[0]["message"]["usage"] == {"input_tokens": 4, "output_tokens": 0}
     assert events[0]["message"]["id"] == "msg_1"
     assert events[4] == {"type": "content_block_start", "index": 1, "content_block": {
         "type": "tool_use", "id": "c1", "name": "f", "input": {}}}
-    assert "".join(e["delta"]["partial_json"] for e in events[5:7]) == '{"a": 1}'
-    assert events[8]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
-    assert events[8]["usage"] == {"output_tokens": 5, "input_tokens": 9}
+    assert events[5]["delta"]["partial_json"] == '{"a": 1}'
+    assert events[7]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+    assert events[7]["usage"] == {"output_tokens": 5, "input_tokens": 9}
+
+
+def test_sse_interleaved_parallel_tool_calls_stay_inside_their_blocks():
+    def piece(i: int, args: str, name: str | None = None) -> ChatCompletionChunk:
+        return _chunk(Delta(tool_calls=[ToolCallDelta(
+            index=i, id=f"c{i}" if name else None, type="function" if name else None,
+            function=FunctionCallDelta(name=name, arguments=args))]))
+
+    events = _events([
+        _chunk(Delta(role="assistant", content="")),
+        piece(0, '{"city": ', "weather"), piece(1, '{"tz": ', "time"),
+        piece(0, '"Oslo"}'), piece(1, '"CET"}'),
+        _chunk(Delta(), "tool_calls"),
+        _chunk(usage=Usage(prompt_tokens=9, completion_tokens=5, total_tokens=14))])
+    open_blocks: set[int] = set()
+    args: dict[int, str] = {}
+    for e in events:
+        if e["type"] == "content_block_start":
+            open_blocks.add(e["index"])
+        elif e["type"] == "content_block_delta":
+            assert e["index"] in open_blocks  # never a delta outside its block
+            args[e["index"]] = args.get(e["index"], "") + e["delta"]["partial_json"]
+        elif e["type"] == "content_block_stop":
+            open_blocks.remove(e["index"])
+    assert args == {0: '{"city": "Oslo"}', 1: '{"tz": "CET"}'}
 
 
 def test_sse_failure_mid_stream_is_an_error_event():
