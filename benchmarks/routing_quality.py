@@ -33,7 +33,7 @@ from training.data import load
 from training.export_encoder import ensure_encoder
 from training.fit import DEFAULT_KIND
 
-KINDS = ["knn", "linear", "mlp", "mf", "ensemble"]
+KINDS = ["knn", "linear", "mlp", "mf", "ensemble", "taskmix"]
 
 
 def routed_accuracy(scores: np.ndarray, pred_q: np.ndarray, tasks: np.ndarray) -> dict:

@@ -31,7 +31,7 @@ from training.fit import training_rows  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="routerbench")
-    ap.add_argument("--kinds", default="knn,linear,mlp,mf,ensemble")
+    ap.add_argument("--kinds", default="knn,linear,mlp,mf,ensemble,taskmix")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     encoder = Encoder.load(ensure_encoder())

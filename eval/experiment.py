@@ -16,7 +16,7 @@ from router.embedding import Encoder
 from router.text import learn_boilerplate, routing_text
 from training.data import count_tokens
 from training.embed_cache import embed_cached
-from training.estimators import ESTIMATORS
+from training.estimators import ESTIMATORS, fit_with_tasks
 from training.fit import fit_cost_model
 from training.table import RoutingTable
 
@@ -50,7 +50,8 @@ def fit_predict(kind_or_estimator, train: RoutingTable, f: Features) -> np.ndarr
     """(n_test, m) predicted quality of an estimator (a kind name or an unfitted estimator)."""
     est = (ESTIMATORS[kind_or_estimator]() if isinstance(kind_or_estimator, str)
            else clone(kind_or_estimator))
-    return est.fit(f.x_train, train.scores).predict(f.x_test).astype(np.float64)
+    est = fit_with_tasks(est, f.x_train, train.scores, train.tasks)
+    return est.predict(f.x_test).astype(np.float64)
 
 
 def task_prior(train: RoutingTable, test: RoutingTable) -> np.ndarray:

@@ -198,7 +198,41 @@ class EnsemblePredictor:
         return cls(members, params["weights"])
 
 
+class TaskClfPredictor:
+    """Predicted-task prior: ``softmax(x @ w + b) @ means``, each task's mean train score per
+    model weighted by a linear classifier's probability that the prompt belongs to that task."""
+
+    kind: ClassVar[str] = "task-clf"
+
+    def __init__(self, w: np.ndarray, b: np.ndarray, means: np.ndarray):
+        self.w = np.asarray(w, np.float32)
+        self.b = np.asarray(b, np.float32)
+        self.means = np.asarray(means, np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        z = x @ self.w + self.b
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)) @ self.means
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"w": self.w, "b": self.b, "means": self.means}
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]):
+        return cls(arrays["w"], arrays["b"], arrays["means"])
+
+
+class TaskMixPredictor(EnsemblePredictor):
+    """An ensemble of small MLPs blended with a :class:`TaskClfPredictor` (``taskmix`` kind)."""
+
+    kind: ClassVar[str] = "taskmix"
+
+
 PREDICTORS: dict[str, type] = {
     cls.kind: cls
-    for cls in (KnnPredictor, LinearPredictor, MlpPredictor, MfPredictor, EnsemblePredictor)
+    for cls in (KnnPredictor, LinearPredictor, MlpPredictor, MfPredictor, EnsemblePredictor,
+                TaskClfPredictor, TaskMixPredictor)
 }

@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="fit a router and write its folder")
     s.add_argument("--data", required=True, help="built-in name or a JSONL/CSV path")
-    s.add_argument("--router", help="kind: knn, linear, mlp, mf, ensemble")
+    s.add_argument("--router", help="kind: knn, linear, mlp, mf, ensemble, taskmix "
+                   "(default: the shipped kind, taskmix)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_train)
 

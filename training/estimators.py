@@ -7,6 +7,7 @@ Scores may be fractional (pass rates): every loss here is cross-entropy against 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ from router.predictors import (
     LinearPredictor,
     MfPredictor,
     MlpPredictor,
+    TaskClfPredictor,
+    TaskMixPredictor,
 )
 
 
@@ -225,10 +228,62 @@ class EnsembleRouter(_Estimator):
         return self
 
 
+def _task_clf(x: np.ndarray, y: np.ndarray, tasks: np.ndarray | None, c: float
+              ) -> TaskClfPredictor:
+    """A multinomial logistic classifier from embedding to task, and each task's mean score.
+
+    Without task labels there is one task: the prior is every model's mean train score."""
+    from sklearn.linear_model import LogisticRegression
+
+    overall = np.nan_to_num(np.nanmean(y, axis=0), nan=0.5)
+    names = sorted(set(np.asarray(tasks).tolist())) if tasks is not None else []
+    if len(names) < 2:
+        return TaskClfPredictor(np.zeros((x.shape[1], 1)), np.zeros(1), overall[None, :])
+    label = np.array([names.index(t) for t in np.asarray(tasks).tolist()])
+    with np.errstate(all="ignore"):  # a model never scored on one task: use its overall mean
+        means = np.array([np.nanmean(y[label == k], axis=0) for k in range(len(names))])
+    means = np.where(np.isnan(means), overall, means)
+    clf = LogisticRegression(C=c, max_iter=3000).fit(x, label)
+    w, b = clf.coef_.T, clf.intercept_
+    if len(names) == 2:  # sklearn keeps one logit for two classes: softmax([0, z]) = sigmoid(z)
+        w, b = np.hstack([np.zeros_like(w), w]), np.r_[0.0, b]
+    return TaskClfPredictor(w, b, means)
+
+
+class TaskMixRouter(_Estimator):
+    """The mean of ``seeds`` small MLPs, blended with a predicted-task prior.
+
+    ``alpha`` * MLPs + (1 - ``alpha``) * (P(task | prompt) @ per-task mean scores). The prior
+    carries the per-task level each model reaches; the MLPs add what the prompt says beyond its
+    task. ``fit`` takes the training rows' task labels (``tasks``); without them the prior is
+    each model's overall mean (plain shrinkage of the MLPs).
+    """
+
+    def __init__(self, hidden: int = 64, seeds: int = 3, alpha: float = 0.5, c: float = 1.0):
+        self.hidden, self.seeds, self.alpha, self.c = hidden, seeds, alpha, c
+
+    def fit(self, x: np.ndarray, y: np.ndarray, tasks: np.ndarray | None = None
+            ) -> TaskMixRouter:
+        mlps = [MlpRouter(hidden=self.hidden, seed=s).fit(x, y).predictor_
+                for s in range(self.seeds)]
+        prior = _task_clf(x, y, tasks, self.c)
+        weights = [self.alpha / self.seeds] * self.seeds + [1.0 - self.alpha]
+        self.predictor_ = TaskMixPredictor([*mlps, prior], weights)
+        return self
+
+
+def fit_with_tasks(est: Any, x: np.ndarray, y: np.ndarray, tasks: np.ndarray | None) -> Any:
+    """``est.fit(x, y)``, passing the rows' task labels to estimators whose ``fit`` takes them."""
+    if tasks is not None and "tasks" in inspect.signature(est.fit).parameters:
+        return est.fit(x, y, tasks=tasks)
+    return est.fit(x, y)
+
+
 ESTIMATORS: dict[str, type] = {
     "knn": KnnRouter,
     "linear": LinearRouter,
     "mlp": MlpRouter,
     "mf": MfRouter,
     "ensemble": EnsembleRouter,
+    "taskmix": TaskMixRouter,
 }

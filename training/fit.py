@@ -19,10 +19,10 @@ from router.embedding import Encoder
 from router.text import learn_boilerplate, routing_text
 from training.data import count_tokens, load
 from training.embed_cache import embed_cached
-from training.estimators import ESTIMATORS, EnsembleRouter, LinearRouter
+from training.estimators import ESTIMATORS, EnsembleRouter, LinearRouter, fit_with_tasks
 from training.table import RoutingTable
 
-DEFAULT_KIND = "mlp"
+DEFAULT_KIND = "taskmix"
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ENCODER = REPO / "models" / "encoders" / "all-MiniLM-L6-v2"
 
@@ -57,13 +57,16 @@ def fit_cost_model(tokens: np.ndarray, costs: np.ndarray) -> CostModel:
     return CostModel(intercept=a, per_input_token=b)
 
 
-def out_of_fold(estimator, x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0
-                ) -> np.ndarray:
-    """Predictions for every row from a model that did not see it (k-fold)."""
+def out_of_fold(estimator, x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0,
+                tasks: np.ndarray | None = None) -> np.ndarray:
+    """Predictions for every row from a model that did not see it (k-fold); ``tasks`` go to
+    the estimators that learn from them, as in the final fit."""
     assign = np.random.default_rng(seed).permutation(len(x)) % folds
     out = np.zeros(y.shape, dtype=np.float64)
     for f in range(folds):
-        est = clone(estimator).fit(x[assign != f], y[assign != f])
+        keep = assign != f
+        est = fit_with_tasks(clone(estimator), x[keep], y[keep],
+                             None if tasks is None else tasks[keep])
         out[assign == f] = est.predict(x[assign == f])
     return out
 
@@ -99,10 +102,10 @@ def train_router(
     texts = [routing_text(p, boilerplate) for p in train.prompts]
     x = embed_cached(encoder, texts)
     y = train.scores
-    est = ESTIMATORS[kind]().fit(x, y)
+    est = fit_with_tasks(ESTIMATORS[kind](), x, y, train.tasks)
     calibration = None
     if calibrate:
-        oof = out_of_fold(_frozen_hyperparameters(est), x, y)
+        oof = out_of_fold(_frozen_hyperparameters(est), x, y, tasks=train.tasks)
         keep = np.random.default_rng(0).permutation(len(x))[:2000]
         calibration = oof[np.sort(keep)]
     tokens = count_tokens(train.prompts)
