@@ -9,6 +9,7 @@ fail decoding with the field's path, which the service reports as the offending 
 from __future__ import annotations
 
 import base64
+import json
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -221,6 +222,36 @@ def encode_vector(v: Any, encoding_format: str) -> list[float] | str:
     if encoding_format == "base64":
         return base64.b64encode(arr.tobytes()).decode()
     return arr.tolist()
+
+
+TOKENS_PER_MESSAGE = 3  # OpenAI's chat-format overhead per message (and 3 to prime the reply)
+TOKENS_PER_IMAGE = 85  # a low-detail image, as OpenAI bills it
+
+
+def estimate_prompt_tokens(count: Any, request: ChatRequest) -> int:
+    """Prompt tokens when an upstream reports none: ``count`` (the gateway's tokenizer) over
+    each message's text, plus OpenAI's per-message and per-image overhead."""
+    prompt = TOKENS_PER_MESSAGE
+    for m in request.messages:
+        prompt += TOKENS_PER_MESSAGE + count(message_text(m))
+        if isinstance(m.content, list):
+            prompt += TOKENS_PER_IMAGE * sum(isinstance(p, ImagePart) for p in m.content)
+    return prompt
+
+
+def estimate_usage(count: Any, request: ChatRequest, completion_text: str) -> Usage:
+    """A whole ``Usage`` estimate: the prompt as above, the completion's text counted."""
+    prompt = estimate_prompt_tokens(count, request)
+    completion = count(completion_text) if completion_text else 0
+    return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                 total_tokens=prompt + completion)
+
+
+def arguments_text(value: str | dict[str, Any] | None) -> str:
+    """Tool-call arguments as OpenAI's JSON string (some upstreams send an object)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def message_text(message: Message) -> str:

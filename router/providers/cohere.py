@@ -57,7 +57,6 @@ https://github.com/cohere-ai/cohere-python (src/cohere/v2/raw_client.py, types/*
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -96,7 +95,9 @@ from router.providers._wire import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    arguments_text,
     encode_vector,
+    estimate_usage,
     message_text,
 )
 
@@ -105,7 +106,6 @@ DEFAULT_BASE_URL = "https://api.cohere.com"
 KEY_ENVS = ("CO_API_KEY", "COHERE_API_KEY")
 EMBED_INPUT_TYPE = "search_document"  # see the module docstring for why
 EMBED_BATCH = 96  # texts per /v2/embed call (the API's limit)
-_TOKENS_PER_MESSAGE = 3  # chat-format overhead, for estimates only
 _FINISH = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length",
            "ERROR_LIMIT": "length", "TOOL_CALL": "tool_calls", "ERROR_TOXIC": "content_filter",
            "CONTENT_BLOCKED": "content_filter", "USER_CANCEL": "stop"}
@@ -257,7 +257,7 @@ class CohereProvider:
                 from None
         msg = upstream.message
         calls = [ToolCall(id=c.id or _call_id(), function=FunctionCall(
-                     name=c.function.name or "", arguments=_arguments(c.function.arguments)))
+                     name=c.function.name or "", arguments=arguments_text(c.function.arguments)))
                  for c in msg.tool_calls or [] if c.function is not None]
         text = _text(msg.content)
         if not text and calls and msg.tool_plan:
@@ -363,11 +363,7 @@ class CohereProvider:
 
     def _estimate(self, request: ChatRequest, completion_text: str) -> Usage:
         """Usage when the upstream sent none: our tokenizer plus a per-message overhead."""
-        prompt = sum(_TOKENS_PER_MESSAGE + self._count(message_text(m))
-                     for m in request.messages)
-        completion = self._count(completion_text)
-        return Usage(prompt_tokens=prompt, completion_tokens=completion,
-                     total_tokens=prompt + completion)
+        return estimate_usage(self._count, request, completion_text)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -488,7 +484,7 @@ def _call_deltas(kind: str, upstream_index: int | None, call: _ToolCall,
                                     function=FunctionCallDelta(name=fn.name or "",
                                                                arguments="")))
     index = state.index_of[key]
-    args = _arguments(fn.arguments)
+    args = arguments_text(fn.arguments)
     if args:
         state.calls[index][1] += args
         pieces.append(ToolCallDelta(index=index, function=FunctionCallDelta(arguments=args)))
@@ -518,12 +514,6 @@ def _text(content: list[_Content] | str | None) -> str:
     if isinstance(content, str):
         return content
     return "".join(c.text or "" for c in content if c.type == "text")
-
-
-def _arguments(value: str | dict[str, Any] | None) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _embed_tokens(meta: _EmbedMeta | None) -> int | None:

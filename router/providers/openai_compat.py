@@ -79,7 +79,6 @@ https://docs.ollama.com/api/openai-compatibility
 from __future__ import annotations
 
 import base64
-import json
 import re
 import time
 import uuid
@@ -112,20 +111,18 @@ from router.providers._wire import (
     EmbeddingUsage,
     FunctionCall,
     FunctionCallDelta,
-    ImagePart,
     ToolCall,
     ToolCallDelta,
     Usage,
+    arguments_text,
     encode_vector,
+    estimate_prompt_tokens,
     has_images,
-    message_text,
 )
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"  # the latest GA data-plane inference spec
 _REASONING = re.compile(r"^(o\d|gpt-5)")  # OpenAI reasoning-model ids (and Azure names)
 _SAMPLING = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
-_TOKENS_PER_MESSAGE = 3  # OpenAI's chat-format overhead, for estimates only
-_TOKENS_PER_IMAGE = 85  # a low-detail image, as OpenAI bills it
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
            "content_filter": "content_filter", "function_call": "tool_calls",
            "model_length": "length", "eos_token": "stop", "stop_sequence": "stop",
@@ -312,12 +309,6 @@ def _text(content: str | list[Any] | None) -> str:
                    if isinstance(p, dict) and p.get("type", "text") == "text")
 
 
-def _arguments(value: str | dict[str, Any] | None) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def _finish(reason: str | None, has_tool_calls: bool) -> str:
     if reason == "error":  # Mistral: the generation failed upstream
         raise UpstreamError("upstream reported an error while generating")
@@ -394,7 +385,7 @@ class OpenAICompatProvider:
             raise UpstreamError(f"{self.name} upstream answered with no choices")
         choice = upstream.choices[0]
         calls = [ToolCall(id=c.id or _call_id(), function=FunctionCall(
-                     name=c.function.name or "", arguments=_arguments(c.function.arguments)))
+                     name=c.function.name or "", arguments=arguments_text(c.function.arguments)))
                  for c in choice.message.tool_calls or [] if c.function is not None]
         text = _text(choice.message.content)
         message = AssistantMessage(role="assistant", content=text if text or not calls else None,
@@ -486,7 +477,7 @@ class OpenAICompatProvider:
             pieces.append(ToolCallDelta(index=index, id=call.id or _call_id(), type="function",
                                         function=FunctionCallDelta(name=fn.name or "",
                                                                    arguments="")))
-        args = _arguments(fn.arguments)
+        args = arguments_text(fn.arguments)
         if args:
             state.calls[index][1] += args
             pieces.append(ToolCallDelta(index=index, function=FunctionCallDelta(arguments=args)))
@@ -579,13 +570,9 @@ class OpenAICompatProvider:
     def _estimate(self, request: ChatRequest, text: str,
                   calls: list[tuple[str | None, str | dict[str, Any] | None]]) -> Usage:
         """Usage when the upstream sent none: our tokenizer plus OpenAI's message overhead."""
-        prompt = 3
-        for m in request.messages:
-            prompt += _TOKENS_PER_MESSAGE + self._count(message_text(m))
-            if isinstance(m.content, list):
-                prompt += _TOKENS_PER_IMAGE * sum(isinstance(p, ImagePart) for p in m.content)
+        prompt = estimate_prompt_tokens(self._count, request)
         completion = self._count(text) + sum(
-            self._count(f"{name or ''} {_arguments(args)}") for name, args in calls)
+            self._count(f"{name or ''} {arguments_text(args)}") for name, args in calls)
         return Usage(prompt_tokens=prompt, completion_tokens=completion,
                      total_tokens=prompt + completion)
 

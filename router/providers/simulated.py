@@ -39,9 +39,9 @@ from router.providers._wire import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     EmbeddingUsage,
-    ImagePart,
     Usage,
     encode_vector,
+    estimate_prompt_tokens,
     message_text,
 )
 
@@ -51,8 +51,6 @@ _VOCABULARY = (
     "keeping costs low and quality high so the final result is clear correct and useful"
 )
 _WORDS = tuple(_VOCABULARY.split())
-_TOKENS_PER_MESSAGE = 3  # OpenAI's chat format overhead per message, plus 3 to prime the reply
-_TOKENS_PER_IMAGE = 85  # a low-detail image, as OpenAI bills it
 _EMBEDDING_DIM = 1536  # text-embedding-3-small's
 
 
@@ -151,11 +149,7 @@ class SimulatedProvider:
         return pieces, "stop"
 
     def _usage(self, request: ChatRequest, completion_tokens: int) -> Usage:
-        prompt = 3
-        for m in request.messages:
-            prompt += _TOKENS_PER_MESSAGE + self._count(message_text(m))
-            if isinstance(m.content, list):
-                prompt += _TOKENS_PER_IMAGE * sum(isinstance(p, ImagePart) for p in m.content)
+        prompt = estimate_prompt_tokens(self._count, request)
         return Usage(prompt_tokens=prompt, completion_tokens=completion_tokens,
                      total_tokens=prompt + completion_tokens)
 

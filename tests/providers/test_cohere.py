@@ -350,7 +350,7 @@ def test_usage_estimated_when_absent() -> None:
 
     out = asyncio.run(main())
     assert out.usage.completion_tokens == 3
-    assert out.usage.prompt_tokens == 2 + 3  # words + per-message overhead
+    assert out.usage.prompt_tokens == 3 + (3 + 2)  # reply priming + per-message overhead + words
 
 
 # --- embeddings ----------------------------------------------------------------------------
