@@ -9,9 +9,6 @@ by the Anthropic adapter against the local Anthropic simulator: that one answers
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,13 +16,13 @@ import anthropic
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from litestar import Litestar, Router
 
 from router.config import Deployment, ServerConfig, load_config
 from service.anthropic_api import create_message
+from service.app import create_app
 from service.auth import master_key_guard
-from service.server import uvicorn_config, with_address
+from service.server import with_address
 from tests.upstreams import serve
 from tests.upstreams.anthropic import API_KEY, AnthropicSimulator
 
@@ -62,20 +59,8 @@ def config(tmp_path_factory, upstream):
 
 @pytest.fixture(scope="module")
 def base_url(config) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))  # bound here, handed to uvicorn: no race for the port
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(config, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve(create_app(config), lifespan="on") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
@@ -15,10 +14,11 @@ import msgspec
 import numpy as np
 import openai
 import pytest
-import uvicorn
 
 from router.config import load_config
-from service.server import uvicorn_config, with_address
+from service.app import create_app
+from service.server import with_address
+from tests.upstreams import serve
 
 MAX_BODY = 64 * 1024
 USER = [{"role": "user", "content": "Prove that the square root of 2 is irrational."}]
@@ -41,20 +41,8 @@ def config(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_url(config) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))  # bound here, handed to uvicorn: no race for the port
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(config, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve(create_app(config), lifespan="on") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,14 @@ import uvicorn
 
 
 @contextmanager
-def serve(app: Any, *, startup_timeout_s: float = 20.0) -> Iterator[str]:
-    """Run ``app`` on 127.0.0.1 in a background thread; yield its base URL."""
+def serve(app: Any, *, lifespan: str = "off", startup_timeout_s: float = 30.0
+          ) -> Iterator[str]:
+    """Run ``app`` on 127.0.0.1 in a background thread; yield its base URL. The gateway
+    itself runs this way too, with ``lifespan="on"`` (it loads its engine there)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound here and handed to uvicorn: no race for the port
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
+    config = uvicorn.Config(app, lifespan=lifespan, access_log=False, log_level="warning",
                             loop="asyncio", http="h11")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
