@@ -111,8 +111,13 @@ class RoutingEngine:
         max_output_tokens: int | None = None,
         policy: PolicySpec | None = None,
         embedding: np.ndarray | None = None,
+        input_tokens: int | None = None,
     ) -> Decision:
-        """Choose a model for ``prompt`` on ``route`` (default: the config's default route)."""
+        """Choose a model for ``prompt`` on ``route`` (default: the config's default route).
+
+        ``input_tokens``: what the chosen model will read, when more than ``prompt`` (a whole
+        conversation of which ``prompt`` is the routing text); costs and context windows are
+        checked against it. Default: ``prompt``'s own token count."""
         t0 = time.perf_counter()
         name = route or self.config.default_route
         if name not in self.routes:
@@ -122,7 +127,7 @@ class RoutingEngine:
         if embedding is None:
             embedding = self.embed(prompt)
         quality = self.router.predict(embedding[None, :])[0, r.columns]
-        n_in = self.encoder.count_tokens(prompt)
+        n_in = self.encoder.count_tokens(prompt) if input_tokens is None else input_tokens
         cost = np.array([
             Catalog.cost_usd(m, n_in, Catalog.expected_output_tokens(m, max_output_tokens))
             for m in r.models

@@ -139,17 +139,14 @@ class Gateway:
 
     async def _route(self, request: ChatRequest, prompt: str, route: str, needs: Requirements,
                      n_in: int) -> tuple[Decision, np.ndarray]:
-        # The engine checks context windows against the routing prompt only; the whole
-        # conversation is what the model reads, so candidates it overflows are removed here.
+        # The model reads the whole conversation: the engine prices it and checks context
+        # windows against its token count, not the routing prompt's.
         out = needs.max_output_tokens or 0
-        candidates = self.engine.routes[route].models
-        fits = {m.name for m in candidates if n_in + out <= m.context_window}
         emb = await self.batcher.encode(self.engine.router.routing_texts([prompt])[0])
         try:
             decision = self.engine.decide(
                 prompt, route=route, embedding=emb, required=needs.capabilities,
-                max_output_tokens=needs.max_output_tokens,
-                allowed=None if len(fits) == len(candidates) else fits)
+                max_output_tokens=needs.max_output_tokens, input_tokens=n_in)
         except NoEligibleModel:
             caps = ", ".join(sorted(needs.capabilities)) or "no special capabilities"
             raise Unsatisfiable(
@@ -173,7 +170,7 @@ class Gateway:
             decision = self.engine.decide(
                 plan.prompt or "", route=plan.decision.route, embedding=plan.embedding,
                 required=plan.needs.capabilities, max_output_tokens=plan.needs.max_output_tokens,
-                allowed=allowed)
+                allowed=allowed, input_tokens=plan.input_tokens)
         except (NoEligibleModel, KeyError):
             return False
         if decision.model not in self.catalog:

@@ -50,3 +50,16 @@ def test_decisions_are_deterministic_and_batch_consistent(engine, held_out_promp
     p = held_out_prompts[1]
     a, b = engine.decide(p), engine.decide(p)
     assert a.model == b.model and a.candidates == b.candidates
+
+
+def test_input_tokens_price_and_fit_the_whole_conversation(engine):
+    """A short routing prompt inside a long conversation: costs and context windows follow
+    the conversation's tokens, not the prompt's."""
+    short = engine.decide("Summarise the above.")
+    long = engine.decide("Summarise the above.", input_tokens=6000)
+    by_model = {c.model: c for c in long.candidates}
+    assert by_model["command"].eligible is False  # 4,096-token context window
+    assert "context window" in by_model["command"].excluded_because
+    assert {c.model: c.eligible for c in short.candidates}["command"] is True
+    for c in short.candidates:
+        assert by_model[c.model].estimated_cost_usd > c.estimated_cost_usd
