@@ -88,6 +88,7 @@ from router.providers._base import (
     UpstreamRejected,
     resolve_api_key,
 )
+from router.providers._gemini_schema import Incompatible, gemini_schema
 from router.providers._http import error_for_status, open_stream, send_json, sse_events
 from router.providers._wire import (
     AssistantMessage,
@@ -133,20 +134,10 @@ _FINISH = {
     "SPII": "content_filter",
     "IMAGE_SAFETY": "content_filter",
 }
-_TYPES = {"string", "number", "integer", "boolean", "array", "object"}
-# Schema fields both APIs accept (an OpenAPI 3.0 subset); the others are dropped or rejected.
-_SCHEMA_SCALARS = ("title", "description", "nullable", "required", "minItems", "maxItems",
-                   "minLength", "maxLength", "pattern", "minimum", "maximum", "minProperties",
-                   "maxProperties", "propertyOrdering")
-_FORMATS = {"enum", "date-time", "int32", "int64", "float", "double"}  # what the Gemini API takes
 
 
 # What reading an upstream body of an unexpected shape raises; turned into UpstreamError.
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
-
-
-class _Incompatible(Exception):
-    """A JSON Schema construct Gemini's Schema cannot express."""
 
 
 class GeminiProvider:
@@ -600,8 +591,8 @@ def _declaration(fn: Any) -> dict[str, Any]:
     # An OBJECT schema with no properties is refused; a function without inputs omits it.
     if params and (params.get("properties") or params.get("type") not in (None, "object")):
         try:
-            decl["parameters"] = _schema(params, _defs(params), frozenset())
-        except _Incompatible as exc:
+            decl["parameters"] = gemini_schema(params)
+        except Incompatible as exc:
             raise UpstreamRejected(f"tool {fn.name!r}: its parameters schema cannot be "
                                    f"expressed in Gemini's schema subset ({exc})") from None
     return decl
@@ -641,84 +632,9 @@ def _generation_config(request: ChatRequest) -> dict[str, Any]:
         schema = (fmt.json_schema or {}).get("schema") if fmt.type == "json_schema" else None
         if isinstance(schema, dict) and schema:
             # Incompatible: plain JSON mode, the model held to JSON but not to the schema.
-            with contextlib.suppress(_Incompatible):
-                config["responseSchema"] = _schema(schema, _defs(schema), frozenset())
+            with contextlib.suppress(Incompatible):
+                config["responseSchema"] = gemini_schema(schema)
     return config
-
-
-# --- JSON Schema -> Gemini Schema ----------------------------------------------------------
-
-
-def _defs(root: dict[str, Any]) -> dict[str, Any]:
-    defs = {**(root.get("definitions") or {}), **(root.get("$defs") or {})}
-    return defs if all(isinstance(v, dict) for v in defs.values()) else {}
-
-
-def _schema(node: Any, defs: dict[str, Any], seen: frozenset[str]) -> dict[str, Any]:
-    """Gemini's ``Schema`` (a subset of OpenAPI 3.0) for a JSON Schema node."""
-    if not isinstance(node, dict):
-        raise _Incompatible("a schema must be an object")
-    if "$ref" in node:
-        ref = str(node["$ref"])
-        name = ref.rsplit("/", 1)[-1]
-        if not ref.startswith(("#/$defs/", "#/definitions/")) or name not in defs:
-            raise _Incompatible(f"unresolvable $ref {ref!r}")
-        if name in seen:
-            raise _Incompatible(f"recursive $ref {ref!r}")
-        merged = {**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
-        return _schema(merged, defs, seen | {name})
-    if isinstance(node.get("allOf"), list) and len(node["allOf"]) == 1:
-        rest = {k: v for k, v in node.items() if k != "allOf"}
-        return _schema({**node["allOf"][0], **rest}, defs, seen)
-    if "allOf" in node:
-        raise _Incompatible("allOf")
-    out: dict[str, Any] = {}
-    kind = node.get("type")
-    if isinstance(kind, list):
-        kinds = [k for k in kind if k != "null"]
-        if len(kinds) < len(kind):
-            out["nullable"] = True
-        if len(kinds) == 1:
-            kind = kinds[0]
-        elif kinds:
-            out["anyOf"] = [_schema({**node, "type": k}, defs, seen) for k in kinds]
-            kind = None
-        else:
-            raise _Incompatible("a type that is only null")
-    if kind == "null":
-        raise _Incompatible("a type that is only null")
-    if kind is not None:
-        if kind not in _TYPES:
-            raise _Incompatible(f"type {kind!r}")
-        out["type"] = kind.upper()
-    for key in _SCHEMA_SCALARS:
-        if key in node:
-            out[key] = node[key]
-    if node.get("format") in _FORMATS:
-        out["format"] = node["format"]
-    enum = [node["const"]] if "const" in node else node.get("enum")
-    if enum is not None:
-        if not isinstance(enum, list) or not all(isinstance(v, str) for v in enum):
-            raise _Incompatible("an enum of non-string values")
-        out["enum"] = enum
-        out.setdefault("type", "STRING")
-    if isinstance(node.get("properties"), dict):
-        out["properties"] = {k: _schema(v, defs, seen) for k, v in node["properties"].items()}
-    if "items" in node:
-        if not isinstance(node["items"], dict):
-            raise _Incompatible("tuple items")
-        out["items"] = _schema(node["items"], defs, seen)
-    variants = node.get("anyOf", node.get("oneOf"))
-    if isinstance(variants, list) and "anyOf" not in out:
-        nulls = [v for v in variants if isinstance(v, dict) and v.get("type") == "null"]
-        others = [v for v in variants if v not in nulls]
-        if nulls:
-            out["nullable"] = True
-        if len(others) == 1:
-            out.update(_schema(others[0], defs, seen))
-        elif others:
-            out["anyOf"] = [_schema(v, defs, seen) for v in others]
-    return out
 
 
 # --- embeddings ----------------------------------------------------------------------------
