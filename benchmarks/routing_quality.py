@@ -84,8 +84,9 @@ def cascade_rows(table) -> dict:
     return out
 
 
-def run_split(name: str, train, test, encoder, kinds, prior: bool = True) -> dict:
-    f = features(train, test, encoder)
+def run_split(name: str, train, test, encoder, kinds, prior: bool = True, surface: bool = True
+              ) -> dict:
+    f = features(train, test, encoder, surface=surface)
     pc = predicted_costs(train, f)
     out = {}
     for kind in kinds:
@@ -103,7 +104,8 @@ def run_split(name: str, train, test, encoder, kinds, prior: bool = True) -> dic
     return out
 
 
-def bench(datasets: list[str], kinds: list[str], encoder: Encoder) -> dict:
+def bench(datasets: list[str], kinds: list[str], encoder: Encoder, surface: bool = True
+          ) -> dict:
     results: dict = {}
     for name in datasets:
         table = load(name)
@@ -111,12 +113,13 @@ def bench(datasets: list[str], kinds: list[str], encoder: Encoder) -> dict:
             rows = eval_rows(table, None)
             runs = {}
             for kind in kinds:
-                pq, pc = cross_val_predict(kind, rows, encoder)
+                pq, pc = cross_val_predict(kind, rows, encoder, surface=surface)
                 runs[kind] = summarize(rows, pq, pc)
             splits = {"cv5": runs}
         else:
             train = table.split("train")
-            splits = {s: run_split(name, train, eval_rows(table, s), encoder, kinds)
+            splits = {s: run_split(name, train, eval_rows(table, s), encoder, kinds,
+                                   surface=surface)
                       for s in (["test", "ood"] if name == "routerdc" else ["test"])}
             if name == "routerbench":
                 splits["test"].update(cascade_rows(table))
@@ -161,10 +164,13 @@ def main() -> None:
     p.add_argument("--json")
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--data", default="routerbench,routerdc,routellm-mmlu,routellm-gsm8k")
+    p.add_argument("--no-surface", action="store_true",
+                   help="embeddings only: leave out the surface features (router.features)")
     args = p.parse_args()
     encoder = Encoder.load(ensure_encoder())
     t0 = time.perf_counter()
-    results = bench(args.data.split(","), args.kinds.split(","), encoder)
+    results = bench(args.data.split(","), args.kinds.split(","), encoder,
+                    surface=not args.no_surface)
     print_table(results)
     print(f"total {time.perf_counter() - t0:.1f} s")
     if args.json:

@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.base import clone
 
 from router.embedding import Encoder
+from router.features import SurfaceScaler
 from router.text import learn_boilerplate, routing_text
 from training.data import count_tokens
 from training.embed_cache import embed_cached
@@ -23,7 +24,7 @@ from training.table import RoutingTable
 
 @dataclass
 class Features:
-    """Embeddings and token counts of one train/test pair, computed once and reused."""
+    """Router inputs and token counts of one train/test pair, computed once and reused."""
 
     x_train: np.ndarray
     x_test: np.ndarray
@@ -31,12 +32,18 @@ class Features:
     tokens_test: np.ndarray
 
 
-def features(train: RoutingTable, test: RoutingTable, encoder: Encoder) -> Features:
+def features(train: RoutingTable, test: RoutingTable, encoder: Encoder, *,
+             surface: bool = True) -> Features:
+    """What a router trained on ``train`` reads for both tables: embeddings of the routing
+    texts, with the surface features scaled on the train rows when ``surface``."""
     boilerplate = learn_boilerplate(train.prompts)
-    def emb(t: RoutingTable) -> np.ndarray:
-        return embed_cached(encoder, [routing_text(p, boilerplate) for p in t.prompts])
-    return Features(emb(train), emb(test), count_tokens(train.prompts),
-                    count_tokens(test.prompts))
+    texts = {id(t): [routing_text(p, boilerplate) for p in t.prompts] for t in (train, test)}
+    scaler = SurfaceScaler.fit(train.prompts, texts[id(train)]) if surface else None
+
+    def x(t: RoutingTable) -> np.ndarray:
+        e = embed_cached(encoder, texts[id(t)])
+        return e if scaler is None else scaler.join(e, t.prompts, texts[id(t)])
+    return Features(x(train), x(test), count_tokens(train.prompts), count_tokens(test.prompts))
 
 
 def predicted_costs(train: RoutingTable, f: Features) -> np.ndarray:
@@ -69,14 +76,14 @@ def task_prior(train: RoutingTable, test: RoutingTable) -> np.ndarray:
 
 
 def cross_val_predict(kind: str, table: RoutingTable, encoder: Encoder, folds: int = 5,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                      seed: int = 0, surface: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold predicted quality and cost for every row (fixed seed-``seed`` folds)."""
     assign = np.random.default_rng(seed).permutation(len(table)) % folds
     pred_q = np.empty(table.scores.shape)
     pred_c = np.empty(table.costs.shape)
     for k in range(folds):
         train, test = table.select(assign != k), table.select(assign == k)
-        f = features(train, test, encoder)
+        f = features(train, test, encoder, surface=surface)
         pred_q[assign == k] = fit_predict(kind, train, f)
         pred_c[assign == k] = predicted_costs(train, f)
     return pred_q, pred_c

@@ -84,7 +84,7 @@ def predict_rows(router: TrainedRouter, rows: RoutingTable, encoder: Encoder
     """The router's predicted quality and cost for each row."""
     x = embed_cached(encoder, router.routing_texts(rows.prompts))
     tokens = count_tokens(rows.prompts)
-    return router.predict(x).astype(np.float64), router.estimate_costs(tokens)
+    return router.predict(x, rows.prompts).astype(np.float64), router.estimate_costs(tokens)
 
 
 def evaluate_routing(router: TrainedRouter, data: str | RoutingTable, *, split: str = "test",

@@ -3,7 +3,7 @@
 Layout of ``models/routers/<name>/``::
 
     router.json   RouterSpec: kind, models, params, encoder id and hash, training data hash,
-                  boilerplate paragraph keys, per-model cost model
+                  boilerplate paragraph keys, per-model cost model, surface-feature scaling
     weights.npz   the predictor's arrays (np.savez_compressed, allow_pickle=False on load)
     calibration.npy  out-of-fold predictions on training prompts (threshold calibration)
     card.json     evaluation figures (written by ``training.card``)
@@ -22,10 +22,12 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from router.features import SurfaceScaler
 from router.predictors import PREDICTORS, Predictor
 from router.text import routing_text
 
-FORMAT_VERSION = 1
+# 2: ``surface`` (routers that read surface features beside the embedding).
+FORMAT_VERSION = 2
 
 
 class EncoderRef(msgspec.Struct, frozen=True):
@@ -59,6 +61,7 @@ class RouterSpec(msgspec.Struct, frozen=True):
     data: DataRef
     cost_model: CostModel
     boilerplate: list[str] = []
+    surface: SurfaceScaler | None = None
     created: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -89,9 +92,15 @@ class TrainedRouter:
         """What gets embedded for each prompt (boilerplate learned at fit time removed)."""
         return [routing_text(p, self.boilerplate) for p in prompts]
 
-    def predict(self, embeddings: np.ndarray) -> np.ndarray:
-        """(n, m) predicted quality in [0, 1] for (n, d) embeddings of routing texts."""
+    def predict(self, embeddings: np.ndarray, prompts: list[str] | None = None) -> np.ndarray:
+        """(n, m) predicted quality in [0, 1] for (n, d) embeddings of the routing texts of
+        ``prompts``. A router with surface features needs the prompts themselves too."""
         x = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+        if self.spec.surface is not None:
+            if prompts is None or len(prompts) != len(x):
+                raise ValueError(f"router {self.spec.name!r} reads surface features: pass the "
+                                 f"{len(x)} prompts beside their embeddings")
+            x = self.spec.surface.join(x, prompts, self.routing_texts(prompts))
         return np.clip(self.predictor.predict(x), 0.0, 1.0)
 
     def estimate_costs(self, input_tokens: np.ndarray) -> np.ndarray:

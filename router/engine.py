@@ -126,7 +126,7 @@ class RoutingEngine:
         spec = policy or r.entry.policy
         if embedding is None:
             embedding = self.embed(prompt)
-        quality = self.router.predict(embedding[None, :])[0, r.columns]
+        quality = self.router.predict(embedding[None, :], [prompt])[0, r.columns]
         n_in = self.encoder.count_tokens(prompt) if input_tokens is None else input_tokens
         cost = np.array([
             Catalog.cost_usd(m, n_in, Catalog.expected_output_tokens(m, max_output_tokens))

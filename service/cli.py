@@ -103,7 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.fit import train_router
 
     table = load(args.data)
-    out = train_router(table, Path(args.out), kind=args.router)
+    out = train_router(table, Path(args.out), kind=args.router,
+                       surface=not args.no_surface)
     print(f"trained {args.router or 'default kind'} router on {table.name} -> {out}")
     results = []
     if (table.splits == "test").any():
@@ -169,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--router", help="kind: knn, linear, mlp, mf, ensemble, taskmix "
                    "(default: the shipped kind, taskmix)")
     s.add_argument("--out", required=True)
+    s.add_argument("--no-surface", action="store_true",
+                   help="embeddings only: no length / number / script features beside them")
     s.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate routers").add_subparsers(dest="what", required=True)

@@ -1,8 +1,9 @@
 """Fit a router from a routing table and write its artifact folder.
 
 ``train_router`` is what ``contextforge train`` runs: load the data, learn the boilerplate to
-strip, embed (cached), fit the estimator on the ``train`` split, fit the per-model cost model,
-compute out-of-fold predictions for threshold calibration, and save.
+strip, embed (cached), append the surface features (``router.features``), fit the estimator on
+the ``train`` split, fit the per-model cost model, compute out-of-fold predictions for threshold
+calibration, and save.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sklearn.base import clone
 
 from router.artifact import CostModel, DataRef, EncoderRef, RouterSpec, save_router
 from router.embedding import Encoder
+from router.features import SurfaceScaler
 from router.text import learn_boilerplate, routing_text
 from training.data import count_tokens, load
 from training.embed_cache import embed_cached
@@ -88,8 +90,12 @@ def train_router(
     encoder: Encoder | None = None,
     name: str | None = None,
     calibrate: bool = True,
+    surface: bool = True,
 ) -> Path:
-    """Train a router of ``kind`` on ``data`` (a built-in name, a file path or a table)."""
+    """Train a router of ``kind`` on ``data`` (a built-in name, a file path or a table).
+
+    ``surface``: the router reads surface features (length, numbers, script) beside the
+    embedding."""
     kind = kind or DEFAULT_KIND
     if kind not in ESTIMATORS:
         raise ValueError(f"unknown router kind {kind!r}; known: {', '.join(ESTIMATORS)}")
@@ -101,6 +107,9 @@ def train_router(
     boilerplate = learn_boilerplate(train.prompts)
     texts = [routing_text(p, boilerplate) for p in train.prompts]
     x = embed_cached(encoder, texts)
+    scaler = SurfaceScaler.fit(train.prompts, texts) if surface else None
+    if scaler is not None:
+        x = scaler.join(x, train.prompts, texts)
     y = train.scores
     est = fit_with_tasks(ESTIMATORS[kind](), x, y, train.tasks)
     calibration = None
@@ -119,6 +128,7 @@ def train_router(
                      splits=sorted(set(train.splits.tolist()))),
         cost_model=fit_cost_model(tokens, train.costs),
         boilerplate=sorted(boilerplate),
+        surface=scaler,
         created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
     )
     return save_router(Path(out), spec, est.predictor_, calibration)
