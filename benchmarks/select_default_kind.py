@@ -1,6 +1,7 @@
 """Which router kind ships as the default: chosen by cross-validation on training rows only.
 
     python benchmarks/select_default_kind.py [--data routerbench] [--kinds knn,linear,...]
+                                             [--no-surface]
 
 Five fixed folds (seed 0) over the ``train`` split; each kind is fitted on four folds and
 predicts the fifth; the table is the AIQ (and cost at the best single model's quality) of the
@@ -33,6 +34,7 @@ def main() -> int:
     ap.add_argument("--data", default="routerbench")
     ap.add_argument("--kinds", default="knn,linear,mlp,mf,ensemble,taskmix")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-surface", action="store_true", help="embeddings only")
     args = ap.parse_args()
     encoder = Encoder.load(ensure_encoder())
     table = training_rows(load(args.data))
@@ -42,12 +44,14 @@ def main() -> int:
     print(f"{args.data}: {len(table)} train rows, 5-fold CV")
     for kind in args.kinds.split(","):
         t0 = time.perf_counter()
-        q, c = cross_val_predict(kind, table, encoder)
+        q, c = cross_val_predict(kind, table, encoder, surface=not args.no_surface)
         s = summarize(table, q, c, per_task=False)
         out[kind] = {"aiq": s["router"]["aiq"], "zero_router_aiq": s["zero_router_aiq"],
+                     "apgr": s.get("apgr"),
                      "cost_share_at_best_quality": s.get("cost_share_at_best_quality"),
                      "seconds": round(time.perf_counter() - t0, 1)}
-        print(f"{kind:10} AIQ {out[kind]['aiq']:.4f}  cost share at best single "
+        apgr = "" if s.get("apgr") is None else f"  APGR {s['apgr']:.4f}"
+        print(f"{kind:10} AIQ {out[kind]['aiq']:.4f}{apgr}  cost share at best single "
               f"{out[kind]['cost_share_at_best_quality']}  ({out[kind]['seconds']} s)",
               flush=True)
     best = max(out, key=lambda k: out[k]["aiq"])

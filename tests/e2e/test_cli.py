@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from service.cli import main
@@ -48,6 +49,21 @@ def test_train_then_eval_routing_writes_a_full_report(tmp_path, capsys, embed_ca
     assert r["cost_at_best_quality"] is not None
     assert r["cost_at_best_quality"] < 0.9 * r["single"]["strong"]["cost"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_stores_surface_scaling_unless_told_not_to(tmp_path, capsys, embed_cache,
+                                                          encoder):
+    data = _write_data(tmp_path / "mine.jsonl")
+    for flags, has_surface in (([], True), (["--no-surface"], False)):
+        out = tmp_path / f"router{len(flags)}"
+        assert main(["train", "--data", str(data), "--router", "linear", "--out", str(out),
+                     *flags]) == 0
+        spec = json.loads((out / "router.json").read_text())
+        assert (spec.get("surface") is not None) is has_surface
+        # the linear model's weights read 384 embedding dimensions, plus 5 when surface is on
+        with np.load(out / "weights.npz") as w:
+            assert w["w"].shape[0] == 384 + 5 * has_surface
+        assert main(["eval", "routing", "--router", str(out), "--data", str(data)]) == 0
 
 
 def test_bad_data_row_is_a_clear_error(tmp_path, capsys):
