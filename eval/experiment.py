@@ -37,13 +37,15 @@ def features(train: RoutingTable, test: RoutingTable, encoder: Encoder, *,
     """What a router trained on ``train`` reads for both tables: embeddings of the routing
     texts, with the surface features scaled on the train rows when ``surface``."""
     boilerplate = learn_boilerplate(train.prompts)
-    texts = {id(t): [routing_text(p, boilerplate) for p in t.prompts] for t in (train, test)}
-    scaler = SurfaceScaler.fit(train.prompts, texts[id(train)]) if surface else None
+    texts_train = [routing_text(p, boilerplate) for p in train.prompts]
+    scaler = SurfaceScaler.fit(train.prompts, texts_train) if surface else None
 
-    def x(t: RoutingTable) -> np.ndarray:
-        e = embed_cached(encoder, texts[id(t)])
-        return e if scaler is None else scaler.join(e, t.prompts, texts[id(t)])
-    return Features(x(train), x(test), count_tokens(train.prompts), count_tokens(test.prompts))
+    def x(prompts: list[str], texts: list[str]) -> np.ndarray:
+        e = embed_cached(encoder, texts)
+        return e if scaler is None else scaler.join(e, prompts, texts)
+    return Features(x(train.prompts, texts_train),
+                    x(test.prompts, [routing_text(p, boilerplate) for p in test.prompts]),
+                    count_tokens(train.prompts), count_tokens(test.prompts))
 
 
 def predicted_costs(train: RoutingTable, f: Features) -> np.ndarray:
