@@ -105,6 +105,15 @@ def resolve_api_key(deployment: Deployment, default_env: str, *, required: bool 
     return key
 
 
+class SharedClientProvider:
+    """Base of the adapters that hold no connections of their own: they borrow the gateway's
+    one HTTP client (``ProviderContext``), which the gateway closes, so ``aclose`` has nothing
+    to release."""
+
+    async def aclose(self) -> None:
+        return None
+
+
 @runtime_checkable
 class Provider(Protocol):
     """One deployment of a model, speaking OpenAI's chat-completions shape to the gateway."""

@@ -57,6 +57,7 @@ from router.config import Deployment
 from router.providers import _anthropic_wire as aw
 from router.providers._base import (
     ProviderContext,
+    SharedClientProvider,
     UpstreamError,
     UpstreamRejected,
     resolve_api_key,
@@ -101,7 +102,7 @@ _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 Block = aw.TextBlock | aw.ImageBlock | aw.ToolUseBlock | aw.ToolResultBlock
 
 
-class AnthropicProvider:
+class AnthropicProvider(SharedClientProvider):
     """One Anthropic Messages API deployment."""
 
     def __init__(self, deployment: Deployment, api_key: str, http: httpx.AsyncClient | None):
@@ -156,9 +157,6 @@ class AnthropicProvider:
                 if translator.done:
                     return
         raise UpstreamError(f"{NAME} upstream ended the stream before message_stop")
-
-    async def aclose(self) -> None:
-        return None  # the shared client belongs to the gateway
 
     def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         body = to_messages_request(request, self.deployment.upstream_model(request.model))

@@ -89,6 +89,7 @@ from router.config import ConfigError, Deployment
 from router.providers._base import (
     ProviderContext,
     ProviderError,
+    SharedClientProvider,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
@@ -146,7 +147,7 @@ _MAX_DETAIL = 300
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
-class BedrockProvider:
+class BedrockProvider(SharedClientProvider):
     """One Bedrock model (or inference profile) in one region, via Converse."""
 
     name = "bedrock"
@@ -244,9 +245,6 @@ class BedrockProvider:
         produced = "".join(turn.text) + "".join(turn.arguments.values())
         yield ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[],
                                   usage=turn.usage or self._estimate(request, produced))
-
-    async def aclose(self) -> None:
-        return None  # the shared client belongs to the gateway
 
     # --- request --------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ import msgspec
 from router.config import ConfigError, Deployment
 from router.providers._base import (
     ProviderContext,
+    SharedClientProvider,
     UpstreamError,
     UpstreamRejected,
     UpstreamTimeout,
@@ -224,7 +225,7 @@ class _StreamState:
     usage: Usage | None = None
 
 
-class CohereProvider:
+class CohereProvider(SharedClientProvider):
     """One Cohere v2 deployment (chat and embeddings)."""
 
     def __init__(self, deployment: Deployment, ctx: ProviderContext):
@@ -241,9 +242,6 @@ class CohereProvider:
 
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"CohereProvider(endpoint={self._base!r})"
-
-    async def aclose(self) -> None:
-        return None  # the shared client belongs to the gateway
 
     # --- chat ----------------------------------------------------------------------------
 

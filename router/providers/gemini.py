@@ -84,6 +84,7 @@ from urllib.parse import urlsplit
 from router.config import ConfigError, Deployment
 from router.providers._base import (
     ProviderContext,
+    SharedClientProvider,
     UpstreamError,
     UpstreamRejected,
     resolve_api_key,
@@ -140,7 +141,7 @@ _FINISH = {
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
-class GeminiProvider:
+class GeminiProvider(SharedClientProvider):
     """The Gemini API (``generativelanguage.googleapis.com``) with an API key."""
 
     name = "gemini"
@@ -231,9 +232,6 @@ class GeminiProvider:
         yield chunk(Delta(), turn.finish)
         yield ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[],
                                   usage=turn.usage(request))
-
-    async def aclose(self) -> None:
-        return None  # the shared client belongs to the gateway
 
     # --- embeddings -----------------------------------------------------------------------
 

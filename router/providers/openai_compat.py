@@ -92,6 +92,7 @@ import msgspec
 from router.config import ConfigError, Deployment
 from router.providers._base import (
     ProviderContext,
+    SharedClientProvider,
     UpstreamError,
     UpstreamRejected,
     resolve_api_key,
@@ -333,7 +334,7 @@ class _StreamState:
     usage: Usage | None = None
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(SharedClientProvider):
     """One deployment on an upstream that speaks OpenAI's chat-completions format."""
 
     def __init__(self, name: str, deployment: Deployment, ctx: ProviderContext):
@@ -366,9 +367,6 @@ class OpenAICompatProvider:
 
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"OpenAICompatProvider({self.name!r}, endpoint={self._base!r})"
-
-    async def aclose(self) -> None:
-        return None  # the shared client belongs to the gateway
 
     # --- chat --------------------------------------------------------------------------
 

@@ -66,6 +66,7 @@ from router.config import ConfigError, Deployment
 from router.providers._base import (
     ProviderContext,
     ProviderError,
+    SharedClientProvider,
     UpstreamError,
     UpstreamRejected,
     resolve_api_key,
@@ -113,7 +114,7 @@ class _Prediction(msgspec.Struct):
     metrics: _Metrics | None = None
 
 
-class ReplicateProvider:
+class ReplicateProvider(SharedClientProvider):
     """One official Replicate language model, spoken to through predictions."""
 
     def __init__(self, deployment: Deployment, ctx: ProviderContext):
@@ -133,9 +134,6 @@ class ReplicateProvider:
 
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"ReplicateProvider(endpoint={self._base!r})"
-
-    async def aclose(self) -> None:
-        return None  # the shared client belongs to the gateway
 
     # --- chat ----------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 import numpy as np
 
 from router.config import Deployment, SimulatedSettings
-from router.providers._base import ProviderContext, UpstreamError
+from router.providers._base import ProviderContext, SharedClientProvider, UpstreamError
 from router.providers._wire import (
     AssistantMessage,
     ChatCompletion,
@@ -54,7 +54,7 @@ _WORDS = tuple(_VOCABULARY.split())
 _EMBEDDING_DIM = 1536  # text-embedding-3-small's
 
 
-class SimulatedProvider:
+class SimulatedProvider(SharedClientProvider):
     """Deterministic synthetic answers with configurable latency and failures."""
 
     def __init__(self, settings: SimulatedSettings, count_tokens: Callable[[str], int],
@@ -117,9 +117,6 @@ class SimulatedProvider:
             tokens += self._count(text)
         return EmbeddingsResponse(data=data, model=request.model,
                                   usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
-
-    async def aclose(self) -> None:
-        return None
 
     def _maybe_fail(self) -> None:
         if self.settings.failure_rate and self._rng.random() < self.settings.failure_rate:
