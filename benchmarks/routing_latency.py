@@ -58,7 +58,8 @@ def timed(fn, n: int, warm: int = 20) -> list[float]:
 async def throughput(engine, prompts: list[str], concurrency: int) -> float:
     from router.embedding import MicroBatcher
 
-    async with MicroBatcher(engine.encoder, max_wait_ms=0.0, max_batch=64) as mb:
+    async with MicroBatcher(engine.encoder, max_wait_ms=0.0, max_batch=64,
+                            layers=engine.router.layers) as mb:
         sem = asyncio.Semaphore(concurrency)
 
         async def one(p: str) -> None:

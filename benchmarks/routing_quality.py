@@ -31,7 +31,7 @@ from eval.routing import eval_rows, summarize
 from router.embedding import Encoder
 from training.data import load
 from training.export_encoder import ensure_encoder
-from training.fit import DEFAULT_KIND
+from training.fit import DEFAULT_KIND, DEFAULT_LAYERS, LAYERS_HELP, parse_layers
 
 KINDS = ["knn", "linear", "mlp", "mf", "ensemble", "taskmix"]
 
@@ -84,9 +84,9 @@ def cascade_rows(table) -> dict:
     return out
 
 
-def run_split(name: str, train, test, encoder, kinds, prior: bool = True, surface: bool = True
-              ) -> dict:
-    f = features(train, test, encoder, surface=surface)
+def run_split(name: str, train, test, encoder, kinds, prior: bool = True, surface: bool = True,
+              layers: tuple[int, ...] = DEFAULT_LAYERS) -> dict:
+    f = features(train, test, encoder, surface=surface, layers=layers)
     pc = predicted_costs(train, f)
     out = {}
     for kind in kinds:
@@ -104,8 +104,8 @@ def run_split(name: str, train, test, encoder, kinds, prior: bool = True, surfac
     return out
 
 
-def bench(datasets: list[str], kinds: list[str], encoder: Encoder, surface: bool = True
-          ) -> dict:
+def bench(datasets: list[str], kinds: list[str], encoder: Encoder, surface: bool = True,
+          layers: tuple[int, ...] = DEFAULT_LAYERS) -> dict:
     results: dict = {}
     for name in datasets:
         table = load(name)
@@ -113,13 +113,13 @@ def bench(datasets: list[str], kinds: list[str], encoder: Encoder, surface: bool
             rows = eval_rows(table, None)
             runs = {}
             for kind in kinds:
-                pq, pc = cross_val_predict(kind, rows, encoder, surface=surface)
+                pq, pc = cross_val_predict(kind, rows, encoder, surface=surface, layers=layers)
                 runs[kind] = summarize(rows, pq, pc)
             splits = {"cv5": runs}
         else:
             train = table.split("train")
             splits = {s: run_split(name, train, eval_rows(table, s), encoder, kinds,
-                                   surface=surface)
+                                   surface=surface, layers=layers)
                       for s in (["test", "ood"] if name == "routerdc" else ["test"])}
             if name == "routerbench":
                 splits["test"].update(cascade_rows(table))
@@ -166,11 +166,12 @@ def main() -> None:
     p.add_argument("--data", default="routerbench,routerdc,routellm-mmlu,routellm-gsm8k")
     p.add_argument("--no-surface", action="store_true",
                    help="embeddings only: leave out the surface features (router.features)")
+    p.add_argument("--layers", default=",".join(map(str, DEFAULT_LAYERS)), help=LAYERS_HELP)
     args = p.parse_args()
     encoder = Encoder.load(ensure_encoder())
     t0 = time.perf_counter()
     results = bench(args.data.split(","), args.kinds.split(","), encoder,
-                    surface=not args.no_surface)
+                    surface=not args.no_surface, layers=parse_layers(args.layers))
     print_table(results)
     print(f"total {time.perf_counter() - t0:.1f} s")
     if args.json:

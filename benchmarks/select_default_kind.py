@@ -1,7 +1,7 @@
 """Which router kind ships as the default: chosen by cross-validation on training rows only.
 
     python benchmarks/select_default_kind.py [--data routerbench] [--kinds knn,linear,...]
-                                             [--no-surface]
+                                             [--no-surface] [--layers 2,3,4|none]
 
 Five fixed folds (seed 0) over the ``train`` split; each kind is fitted on four folds and
 predicts the fifth; the table is the AIQ (and cost at the best single model's quality) of the
@@ -26,7 +26,12 @@ from eval.routing import summarize  # noqa: E402
 from router.embedding import Encoder  # noqa: E402
 from training.data import load  # noqa: E402
 from training.export_encoder import ensure_encoder  # noqa: E402
-from training.fit import training_rows  # noqa: E402
+from training.fit import (  # noqa: E402
+    DEFAULT_LAYERS,
+    LAYERS_HELP,
+    parse_layers,
+    training_rows,
+)
 
 
 def main() -> int:
@@ -35,6 +40,7 @@ def main() -> int:
     ap.add_argument("--kinds", default="knn,linear,mlp,mf,ensemble,taskmix")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-surface", action="store_true", help="embeddings only")
+    ap.add_argument("--layers", default=",".join(map(str, DEFAULT_LAYERS)), help=LAYERS_HELP)
     args = ap.parse_args()
     encoder = Encoder.load(ensure_encoder())
     table = training_rows(load(args.data))
@@ -44,7 +50,8 @@ def main() -> int:
     print(f"{args.data}: {len(table)} train rows, 5-fold CV")
     for kind in args.kinds.split(","):
         t0 = time.perf_counter()
-        q, c = cross_val_predict(kind, table, encoder, surface=not args.no_surface)
+        q, c = cross_val_predict(kind, table, encoder, surface=not args.no_surface,
+                                 layers=parse_layers(args.layers))
         s = summarize(table, q, c, per_task=False)
         out[kind] = {"aiq": s["router"]["aiq"], "zero_router_aiq": s["zero_router_aiq"],
                      "apgr": s.get("apgr"),

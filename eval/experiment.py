@@ -7,6 +7,7 @@ and return predicted quality and cost for the test rows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ from router.text import learn_boilerplate, routing_text
 from training.data import count_tokens
 from training.embed_cache import embed_cached
 from training.estimators import ESTIMATORS, fit_with_tasks
-from training.fit import fit_cost_model
+from training.fit import DEFAULT_LAYERS, fit_cost_model
 from training.table import RoutingTable
 
 
@@ -33,15 +34,16 @@ class Features:
 
 
 def features(train: RoutingTable, test: RoutingTable, encoder: Encoder, *,
-             surface: bool = True) -> Features:
+             surface: bool = True, layers: Sequence[int] = DEFAULT_LAYERS) -> Features:
     """What a router trained on ``train`` reads for both tables: embeddings of the routing
-    texts, with the surface features scaled on the train rows when ``surface``."""
+    texts (with the mean hidden states of ``layers``), with the surface features scaled on the
+    train rows when ``surface``."""
     boilerplate = learn_boilerplate(train.prompts)
     texts_train = [routing_text(p, boilerplate) for p in train.prompts]
     scaler = SurfaceScaler.fit(train.prompts, texts_train) if surface else None
 
     def x(prompts: list[str], texts: list[str]) -> np.ndarray:
-        e = embed_cached(encoder, texts)
+        e = embed_cached(encoder, texts, layers=layers)
         return e if scaler is None else scaler.join(e, prompts, texts)
     return Features(x(train.prompts, texts_train),
                     x(test.prompts, [routing_text(p, boilerplate) for p in test.prompts]),
@@ -78,14 +80,15 @@ def task_prior(train: RoutingTable, test: RoutingTable) -> np.ndarray:
 
 
 def cross_val_predict(kind: str, table: RoutingTable, encoder: Encoder, folds: int = 5,
-                      seed: int = 0, surface: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                      seed: int = 0, surface: bool = True, layers: Sequence[int] = DEFAULT_LAYERS
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold predicted quality and cost for every row (fixed seed-``seed`` folds)."""
     assign = np.random.default_rng(seed).permutation(len(table)) % folds
     pred_q = np.empty(table.scores.shape)
     pred_c = np.empty(table.costs.shape)
     for k in range(folds):
         train, test = table.select(assign != k), table.select(assign == k)
-        f = features(train, test, encoder, surface=surface)
+        f = features(train, test, encoder, surface=surface, layers=layers)
         pred_q[assign == k] = fit_predict(kind, train, f)
         pred_c[assign == k] = predicted_costs(train, f)
     return pred_q, pred_c

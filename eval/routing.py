@@ -82,7 +82,7 @@ def two_model_metrics(scores: np.ndarray, costs: np.ndarray, pred_q: np.ndarray
 def predict_rows(router: TrainedRouter, rows: RoutingTable, encoder: Encoder
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The router's predicted quality and cost for each row."""
-    x = embed_cached(encoder, router.routing_texts(rows.prompts))
+    x = embed_cached(encoder, router.routing_texts(rows.prompts), layers=router.layers)
     tokens = count_tokens(rows.prompts)
     return router.predict(x, rows.prompts).astype(np.float64), router.estimate_costs(tokens)
 

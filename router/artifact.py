@@ -3,7 +3,8 @@
 Layout of ``models/routers/<name>/``::
 
     router.json   RouterSpec: kind, models, params, encoder id and hash, training data hash,
-                  boilerplate paragraph keys, per-model cost model, surface-feature scaling
+                  boilerplate paragraph keys, per-model cost model, surface-feature scaling,
+                  the encoder layers it reads beside the embedding
     weights.npz   the predictor's arrays (np.savez_compressed, allow_pickle=False on load)
     calibration.npy  out-of-fold predictions on training prompts (threshold calibration)
     card.json     evaluation figures (written by ``training.card``)
@@ -27,7 +28,8 @@ from router.predictors import PREDICTORS, Predictor
 from router.text import routing_text
 
 # 2: ``surface`` (routers that read surface features beside the embedding).
-FORMAT_VERSION = 2
+# 3: ``layers`` (routers that read inner layers' mean hidden states, Encoder.encode_routing).
+FORMAT_VERSION = 3
 
 
 class EncoderRef(msgspec.Struct, frozen=True):
@@ -62,6 +64,7 @@ class RouterSpec(msgspec.Struct, frozen=True):
     cost_model: CostModel
     boilerplate: list[str] = []
     surface: SurfaceScaler | None = None
+    layers: list[int] = []
     created: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -88,13 +91,19 @@ class TrainedRouter:
     def models(self) -> list[str]:
         return self.spec.models
 
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Encoder layers whose mean hidden states the router reads (``encode_routing``)."""
+        return tuple(self.spec.layers)
+
     def routing_texts(self, prompts: list[str]) -> list[str]:
         """What gets embedded for each prompt (boilerplate learned at fit time removed)."""
         return [routing_text(p, self.boilerplate) for p in prompts]
 
     def predict(self, embeddings: np.ndarray, prompts: list[str] | None = None) -> np.ndarray:
-        """(n, m) predicted quality in [0, 1] for (n, d) embeddings of the routing texts of
-        ``prompts``. A router with surface features needs the prompts themselves too."""
+        """(n, m) predicted quality in [0, 1] for the routing texts of ``prompts``, encoded by
+        ``Encoder.encode_routing(texts, self.layers)`` (``embeddings``, one row per prompt).
+        A router with surface features needs the prompts themselves too."""
         x = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
         if self.spec.surface is not None:
             if prompts is None or len(prompts) != len(x):

@@ -2,8 +2,9 @@
 
 ``Encoder.load(folder)`` reads what ``training.export_encoder`` wrote (``encoder.json``,
 ``tokenizer.json``, ``model.onnx`` or ``model.int8.onnx``). The graph pools and normalises, so
-``encode`` returns L2-normalised float32 rows. ``MicroBatcher`` lets concurrent async callers
-share one onnxruntime call.
+``encode`` returns L2-normalised float32 rows. ``encode_routing`` appends the mean-pooled hidden
+states of chosen inner layers to that embedding: what routers read (see its docstring).
+``MicroBatcher`` lets concurrent async callers share one onnxruntime call.
 
 Long prompts. The model reads at most ``max_seq_length`` tokens (256 for MiniLM), special tokens
 included. Plain truncation keeps the head, which for a long chat or a few-shot prompt means the
@@ -39,6 +40,7 @@ class _Manifest(msgspec.Struct, frozen=True):
     sha256: dict[str, str]
     source: str = ""
     source_sha256: str | None = None
+    layers: int = 0  # hidden-state means the graph outputs (embeddings + each layer); 0: none
 
 
 def truncate_middle(ids: Sequence[int], budget: int, head: int = DEFAULT_HEAD_TOKENS) -> list[int]:
@@ -157,22 +159,40 @@ class Encoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """(n, dim) float32 unit rows, in the order of ``texts``."""
+        return self.encode_routing(texts, (), batch_size)
+
+    def encode_routing(self, texts: Sequence[str], layers: Sequence[int] = (),
+                       batch_size: int = 64) -> np.ndarray:
+        """(n, dim * (1 + len(layers))) float32: the sentence embedding, then for each of
+        ``layers`` the mean of that layer's hidden states over the text's tokens, L2-normalised.
+
+        Layer 0 is the token embeddings, the last layer is what the sentence embedding pools.
+        Inner layers keep more of a prompt's surface form (wording, syntax) that the final,
+        semantic layer averages away, and that is part of what makes a prompt hard. With no
+        ``layers`` this is ``encode``.
+        """
         if isinstance(texts, str):
             raise TypeError("encode takes a sequence of texts; use encode_one for one text")
+        layers = list(layers)
+        if any(not 0 <= k < self._manifest.layers for k in layers):
+            have = (f"layers 0..{self._manifest.layers - 1}" if self._manifest.layers
+                    else "no layer outputs (exported before they existed)")
+            raise ValueError(f"encoder {self.id!r} has {have}, not {layers}; re-export it with "
+                             "`python -m training.export_encoder`")
         ids = self.tokenize(texts)
-        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        out = np.empty((len(ids), self.dim * (1 + len(layers))), dtype=np.float32)
         # Sorted by length, each batch is padded only to its own longest text.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            out[chunk] = self._run([ids[i] for i in chunk])
+            out[chunk] = self._run([ids[i] for i in chunk], layers)
         return out
 
     def encode_one(self, text: str) -> np.ndarray:
         """(dim,) float32 unit vector of one text."""
         return self.encode([text])[0]
 
-    def _run(self, ids: list[list[int]]) -> np.ndarray:
+    def _run(self, ids: list[list[int]], layers: list[int]) -> np.ndarray:
         input_ids = np.zeros((len(ids), max(map(len, ids))), dtype=np.int64)
         mask = np.zeros_like(input_ids)
         for row, seq in enumerate(ids):
@@ -181,13 +201,21 @@ class Encoder:
         feed = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(input_ids)
-        return self._session.run(None, feed)[0]
+        if not layers:
+            return self._session.run(["sentence_embedding"], feed)[0]
+        emb, means = self._session.run(["sentence_embedding", "layer_means"], feed)
+        picked = means[:, layers, :]
+        picked /= np.maximum(np.linalg.norm(picked, axis=2, keepdims=True), 1e-12)
+        return np.concatenate([emb, picked.reshape(len(ids), -1)], axis=1)
 
 
 class BatchEncoder(Protocol):
     """What ``MicroBatcher`` needs: ``Encoder`` or anything with the same ``encode``."""
 
     def encode(self, texts: Sequence[str], batch_size: int = ...) -> np.ndarray: ...
+
+    def encode_routing(self, texts: Sequence[str], layers: Sequence[int] = ...,
+                       batch_size: int = ...) -> np.ndarray: ...
 
 
 _Request = tuple[str, "asyncio.Future[np.ndarray]"]
@@ -201,13 +229,16 @@ class MicroBatcher:
     loop never blocks and calls never contend for onnxruntime's threads; requests that arrive
     meanwhile queue up for the next batch. If encoding fails, every waiter of that batch gets
     the exception. Create it inside a running event loop; ``close()`` (or ``async with``)
-    finishes the queued requests and stops it.
+    finishes the queued requests and stops it. With ``layers`` it returns what
+    ``Encoder.encode_routing`` does (the sentence embedding is the first ``dim`` columns).
     """
 
-    def __init__(self, encoder: BatchEncoder, *, max_batch: int = 32, max_wait_ms: float = 2.0):
+    def __init__(self, encoder: BatchEncoder, *, max_batch: int = 32, max_wait_ms: float = 2.0,
+                 layers: Sequence[int] = ()):
         if max_batch < 1 or max_wait_ms < 0:
             raise ValueError("max_batch must be >= 1 and max_wait_ms >= 0")
         self._encoder = encoder
+        self._layers = tuple(layers)
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000.0
         self._loop = asyncio.get_running_loop()  # raises outside a loop, by design
@@ -270,15 +301,18 @@ class MicroBatcher:
             batch.append(item)
         return batch, False
 
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self._layers:
+            return self._encoder.encode_routing(texts, self._layers, batch_size=len(texts))
+        return self._encoder.encode(texts, batch_size=len(texts))
+
     async def _encode_batch(self, batch: list[_Request]) -> None:
         live = [(text, fut) for text, fut in batch if not fut.done()]  # skip cancelled callers
         if not live:
             return
         texts = [text for text, _ in live]
         try:
-            vectors = await self._loop.run_in_executor(
-                self._pool, lambda: self._encoder.encode(texts, batch_size=len(texts))
-            )
+            vectors = await self._loop.run_in_executor(self._pool, self._encode, texts)
             if len(vectors) != len(live):
                 raise RuntimeError(f"encoder returned {len(vectors)} rows for {len(live)} texts")
         except Exception as exc:

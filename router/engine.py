@@ -94,10 +94,14 @@ class RoutingEngine:
         return cls(config, encoder, router)
 
     def embed(self, prompt: str) -> np.ndarray:
-        return self.encoder.encode([self.router.routing_texts([prompt])[0]])[0]
+        """What the router reads for ``prompt``: ``Encoder.encode_routing`` of its routing text
+        (the sentence embedding is the first ``encoder.dim`` values)."""
+        text = self.router.routing_texts([prompt])[0]
+        return self.encoder.encode_routing([text], self.router.layers)[0]
 
     async def adecide(self, prompt: str, batcher: MicroBatcher, **kwargs) -> Decision:
-        """``decide`` with the embedding computed by a shared micro-batcher (async callers)."""
+        """``decide`` with the embedding computed by a shared micro-batcher (async callers),
+        made with ``layers=self.router.layers``."""
         emb = await batcher.encode(self.router.routing_texts([prompt])[0])
         return self.decide(prompt, embedding=emb, **kwargs)
 

@@ -241,7 +241,8 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             eng = engine
         else:  # share the loaded encoder and router; the catalog and routes are config's
             eng = RoutingEngine(config, engine.encoder, engine.router)
-        batcher = MicroBatcher(eng.encoder, max_wait_ms=config.server.batch_wait_ms)
+        batcher = MicroBatcher(eng.encoder, max_wait_ms=config.server.batch_wait_ms,
+                               layers=eng.router.layers)
         # One decision before serving: lazy imports and first-run allocations in the encoder
         # and predictors would otherwise land on the first client's latency.
         await eng.adecide("warm up", batcher)

@@ -100,11 +100,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from eval.routing import evaluate_routing
     from router.artifact import load_router
     from training.data import load
-    from training.fit import train_router
+    from training.fit import DEFAULT_LAYERS, parse_layers, train_router
 
+    layers = DEFAULT_LAYERS if args.layers is None else parse_layers(args.layers)
     table = load(args.data)
     out = train_router(table, Path(args.out), kind=args.router,
-                       surface=not args.no_surface)
+                       surface=not args.no_surface, layers=layers)
     print(f"trained {args.router or 'default kind'} router on {table.name} -> {out}")
     results = []
     if (table.splits == "test").any():
@@ -172,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--no-surface", action="store_true",
                    help="embeddings only: no length / number / script features beside them")
+    s.add_argument("--layers", help="encoder layers whose mean hidden states the router reads "
+                   "beside the embedding: comma-separated, or 'none' (default: the shipped "
+                   "choice, training.fit.DEFAULT_LAYERS)")
     s.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate routers").add_subparsers(dest="what", required=True)

@@ -75,7 +75,8 @@ async def _local(gateway: Gateway, request: EmbeddingsRequest) -> EmbeddingsResp
         raise BadRequest(f"at most {MAX_LOCAL_TEXTS} texts per request to {encoder.id}",
                          param="input")
     if len(texts) == 1:
-        vectors = [await gateway.batcher.encode(texts[0])]
+        # The batcher encodes what the router reads: the sentence embedding comes first.
+        vectors = [(await gateway.batcher.encode(texts[0]))[: encoder.dim]]
     else:  # a batch is one encoder call already; off the event loop
         vectors = list(await asyncio.to_thread(encoder.encode, texts))
     tokens = sum(encoder.count_tokens(t) for t in texts)

@@ -303,7 +303,10 @@ class Gateway:
             router=d.router if d else None, encoder=d.encoder if d else None,
             prompt=(plan.prompt if plan.prompt is not None
                     else routing_prompt(plan.request)) if cfg.log_prompts else None,
-            embedding=plan.embedding if cfg.log_embeddings else None,
+            # The sentence embedding only (the head of what the router read): the log's
+            # vectors stay comparable across routers that read different encoder layers.
+            embedding=(plan.embedding[: self.engine.encoder.dim]
+                       if cfg.log_embeddings and plan.embedding is not None else None),
         )
 
 

@@ -1,6 +1,7 @@
 """Embeddings cached on disk, keyed by the encoder's hash and the text, so reruns are quick.
 
-One npz file per encoder under ``.cache/embeddings/``: ``keys`` (16-byte text hashes) and
+One npz file per encoder (and set of inner layers read beside the embedding, see
+``Encoder.encode_routing``) under ``.cache/embeddings/``: ``keys`` (16-byte text hashes) and
 ``vectors``. New texts are encoded and appended; the file is replaced atomically.
 """
 
@@ -22,21 +23,24 @@ class _Encoder(Protocol):
     sha256: str
     dim: int
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+    def encode_routing(self, texts: Sequence[str], layers: Sequence[int] = (),
+                       batch_size: int = 64) -> np.ndarray: ...
 
 
 def _key(text: str) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
-def embed_cached(encoder: _Encoder, texts: Sequence[str], cache_dir: Path | None = None
-                 ) -> np.ndarray:
-    """(n, dim) float32 embeddings of ``texts``, computing only those not cached yet."""
+def embed_cached(encoder: _Encoder, texts: Sequence[str], cache_dir: Path | None = None,
+                 layers: Sequence[int] = ()) -> np.ndarray:
+    """``encoder.encode_routing(texts, layers)``, computing only the rows not cached yet."""
     cache_dir = Path(os.environ.get("CONTEXTFORGE_EMBED_CACHE", cache_dir or DEFAULT_DIR))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{encoder.sha256[:16]}.npz"
+    layers = tuple(layers)
+    suffix = "".join(f"-l{k}" for k in layers)
+    path = cache_dir / f"{encoder.sha256[:16]}{suffix}.npz"
     keys: np.ndarray = np.empty((0,), dtype="S16")
-    vectors = np.empty((0, encoder.dim), dtype=np.float32)
+    vectors = np.empty((0, encoder.dim * (1 + len(layers))), dtype=np.float32)
     if path.exists():
         with np.load(path, allow_pickle=False) as npz:
             keys, vectors = npz["keys"], npz["vectors"]
@@ -47,7 +51,7 @@ def embed_cached(encoder: _Encoder, texts: Sequence[str], cache_dir: Path | None
         if k not in where and k not in missing:
             missing[k] = t
     if missing:
-        new = encoder.encode(list(missing.values())).astype(np.float32)
+        new = encoder.encode_routing(list(missing.values()), layers).astype(np.float32)
         for i, k in enumerate(missing):
             where[k] = len(keys) + i
         keys = np.concatenate([keys, np.array(list(missing), dtype="S16")])

@@ -1,7 +1,9 @@
 """Export the sentence encoder to ONNX once, so serving needs only onnxruntime and tokenizers.
 
 ``export_encoder`` writes one folder: ``model.onnx`` (fp32; token ids and attention mask in,
-mean-pooled, L2-normalised sentence embedding out, batch and sequence axes dynamic),
+batch and sequence axes dynamic; two outputs: the mean-pooled, L2-normalised sentence embedding,
+and ``layer_means``, the masked mean of every layer's hidden states, embeddings included, which
+routers read beside the embedding, see ``router.embedding.Encoder.encode_routing``),
 ``model.int8.onnx`` (dynamic int8, per-channel weights), ``tokenizer.json`` and ``encoder.json``
 (id, source, dim, max_seq_length, file hashes). This is the only module that imports torch and
 sentence-transformers, and only inside the functions that need them.
@@ -69,6 +71,8 @@ def _export_fp32(source: str, path: Path) -> dict[str, Any]:
     model = SentenceTransformer(
         source, device="cpu", model_kwargs={"attn_implementation": "eager"}
     ).eval()
+    # The transformer module then also returns every layer's hidden states.
+    model[0].auto_model.config.output_hidden_states = True
     sample = model.preprocess(_CHECK_TEXTS)
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
 
@@ -77,17 +81,22 @@ def _export_fp32(source: str, path: Path) -> dict[str, Any]:
             super().__init__()
             self.model = model
 
-        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-            return self.model(dict(zip(names, tensors, strict=True)))["sentence_embedding"]
+        def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.model(dict(zip(names, tensors, strict=True)))
+            mask = out["attention_mask"].unsqueeze(-1).to(out["token_embeddings"].dtype)
+            layers = torch.stack(out["all_layer_embeddings"], dim=1)  # (batch, L+1, seq, dim)
+            means = (layers * mask.unsqueeze(1)).sum(2) / mask.sum(1).clamp(min=1.0).unsqueeze(1)
+            return out["sentence_embedding"], means
 
     axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["sentence_embedding"] = {0: "batch"}
+    axes["layer_means"] = {0: "batch"}
     inputs = tuple(sample[n] for n in names)
     # eval() on the wrapper too: export restores the wrapper's mode recursively afterwards, and
     # a wrapper left in training mode would switch dropout back on in the model inside it.
     wrapper = _Sentence().eval()
     with torch.no_grad(), warnings.catch_warnings():
-        expected = wrapper(*inputs).numpy()
+        expected, expected_means = (t.numpy() for t in wrapper(*inputs))
         # Tracer and legacy-exporter warnings: shape checks frozen as constants, all of which
         # hold for any batch and length; _check_parity below is the real test.
         warnings.simplefilter("ignore")
@@ -96,24 +105,28 @@ def _export_fp32(source: str, path: Path) -> dict[str, Any]:
             inputs,
             str(path),
             input_names=names,
-            output_names=["sentence_embedding"],
+            output_names=["sentence_embedding", "layer_means"],
             dynamic_axes=axes,
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,
         )
-    _check_parity(path, {n: sample[n].numpy() for n in names}, expected)
-    return {"dim": int(expected.shape[1]), "max_seq_length": int(model.max_seq_length)}
+    _check_parity(path, {n: sample[n].numpy() for n in names}, expected, expected_means)
+    return {"dim": int(expected.shape[1]), "max_seq_length": int(model.max_seq_length),
+            "layers": int(expected_means.shape[1])}
 
 
-def _check_parity(path: Path, feed: dict[str, Any], expected: Any) -> None:
+def _check_parity(path: Path, feed: dict[str, Any], expected: Any, expected_means: Any) -> None:
     import numpy as np
     import onnxruntime as ort
 
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    got, means = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, feed)
     cosine = float((got * expected).sum(axis=1).min())
-    if not np.isfinite(cosine) or cosine < 0.9999:
-        raise RuntimeError(f"exported graph disagrees with torch: min cosine {cosine:.6f}")
+    err = float(np.abs(means - expected_means).max() / np.abs(expected_means).max())
+    if not np.isfinite(cosine) or cosine < 0.9999 or not err < 1e-3:
+        raise RuntimeError(f"exported graph disagrees with torch: min cosine {cosine:.6f}, "
+                           f"layer means off by {err:.2e} of their scale")
 
 
 def _quantize_int8(fp32: Path, int8: Path) -> None:
@@ -188,10 +201,12 @@ def export_encoder(
 
 
 def ensure_encoder(out_dir: str | Path | None = None, source: str | Path | None = None) -> Path:
-    """The exported encoder folder, exporting it first only if its ``encoder.json`` is missing."""
+    """The exported encoder folder, exporting it first if its ``encoder.json`` is missing or
+    predates the ``layer_means`` output."""
     source = str(source or default_source())
     out_dir = Path(out_dir) if out_dir else REPO / "models" / "encoders" / _model_name(source)
-    if (out_dir / "encoder.json").exists():
+    manifest = out_dir / "encoder.json"
+    if manifest.exists() and json.loads(manifest.read_text()).get("layers"):
         return out_dir
     return export_encoder(source, out_dir)
 

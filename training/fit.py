@@ -1,7 +1,8 @@
 """Fit a router from a routing table and write its artifact folder.
 
 ``train_router`` is what ``contextforge train`` runs: load the data, learn the boilerplate to
-strip, embed (cached), append the surface features (``router.features``), fit the estimator on
+strip, embed (cached; with the inner layers of ``DEFAULT_LAYERS``, see
+``Encoder.encode_routing``), append the surface features (``router.features``), fit the estimator on
 the ``train`` split, fit the per-model cost model, compute out-of-fold predictions for threshold
 calibration, and save.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,22 @@ from training.estimators import ESTIMATORS, EnsembleRouter, LinearRouter, fit_wi
 from training.table import RoutingTable
 
 DEFAULT_KIND = "taskmix"
+# Inner MiniLM layers whose mean hidden states routers read beside the embedding: chosen by
+# 5-fold CV on the train rows of RouterBench, RouteLLM-MMLU and RouterDC (benchmarks/README.md).
+DEFAULT_LAYERS = (2, 3, 4)
+LAYERS_HELP = ("encoder layers whose mean hidden states the router reads beside the embedding: "
+               f"comma-separated, or 'none' (default: {','.join(map(str, DEFAULT_LAYERS))})")
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """``"2,3,4"`` -> ``(2, 3, 4)``; ``"none"`` or ``""`` -> ``()`` (command-line ``--layers``)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise ValueError(f"--layers {text!r}: give comma-separated layer numbers, e.g. 2,3,4, "
+                         "or 'none'") from None
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ENCODER = REPO / "models" / "encoders" / "all-MiniLM-L6-v2"
 
@@ -91,11 +109,13 @@ def train_router(
     name: str | None = None,
     calibrate: bool = True,
     surface: bool = True,
+    layers: Sequence[int] = DEFAULT_LAYERS,
 ) -> Path:
     """Train a router of ``kind`` on ``data`` (a built-in name, a file path or a table).
 
     ``surface``: the router reads surface features (length, numbers, script) beside the
-    embedding."""
+    embedding; ``layers``: the encoder layers whose mean hidden states it reads too (``()``:
+    the sentence embedding alone)."""
     kind = kind or DEFAULT_KIND
     if kind not in ESTIMATORS:
         raise ValueError(f"unknown router kind {kind!r}; known: {', '.join(ESTIMATORS)}")
@@ -106,7 +126,7 @@ def train_router(
     encoder = encoder or Encoder.load(DEFAULT_ENCODER)
     boilerplate = learn_boilerplate(train.prompts)
     texts = [routing_text(p, boilerplate) for p in train.prompts]
-    x = embed_cached(encoder, texts)
+    x = embed_cached(encoder, texts, layers=layers)
     scaler = SurfaceScaler.fit(train.prompts, texts) if surface else None
     if scaler is not None:
         x = scaler.join(x, train.prompts, texts)
@@ -129,6 +149,7 @@ def train_router(
         cost_model=fit_cost_model(tokens, train.costs),
         boilerplate=sorted(boilerplate),
         surface=scaler,
+        layers=list(layers),
         created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
     )
     return save_router(Path(out), spec, est.predictor_, calibration)

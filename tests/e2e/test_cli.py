@@ -51,19 +51,26 @@ def test_train_then_eval_routing_writes_a_full_report(tmp_path, capsys, embed_ca
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_train_stores_surface_scaling_unless_told_not_to(tmp_path, capsys, embed_cache,
-                                                          encoder):
+def test_train_stores_surface_scaling_and_layers_as_told(tmp_path, capsys, embed_cache,
+                                                         encoder):
     data = _write_data(tmp_path / "mine.jsonl")
-    for flags, has_surface in (([], True), (["--no-surface"], False)):
-        out = tmp_path / f"router{len(flags)}"
+    cases = (([], True, [2, 3, 4]), (["--no-surface", "--layers", "none"], False, []),
+             (["--layers", "5"], True, [5]))
+    for i, (flags, has_surface, layers) in enumerate(cases):
+        out = tmp_path / f"router{i}"
         assert main(["train", "--data", str(data), "--router", "linear", "--out", str(out),
                      *flags]) == 0
         spec = json.loads((out / "router.json").read_text())
         assert (spec.get("surface") is not None) is has_surface
-        # the linear model's weights read 384 embedding dimensions, plus 5 when surface is on
+        assert spec["layers"] == layers
+        # the linear model reads 384 embedding dimensions, 384 per layer, 5 surface features
         with np.load(out / "weights.npz") as w:
-            assert w["w"].shape[0] == 384 + 5 * has_surface
+            assert w["w"].shape[0] == 384 * (1 + len(layers)) + 5 * has_surface
         assert main(["eval", "routing", "--router", str(out), "--data", str(data)]) == 0
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "bad"),
+                 "--layers", "two"]) == 2
+    assert "--layers 'two'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_bad_data_row_is_a_clear_error(tmp_path, capsys):

@@ -60,8 +60,11 @@ def test_every_request_is_logged_with_its_decision(tmp_path, engine):
     assert row.embedding.shape == (384,) and abs(np.linalg.norm(row.embedding) - 1) < 1e-4
     assert {c.model for c in row.candidates} == {m.name for m in engine.routes["auto"].models}
     assert row.model in {c.model for c in row.candidates}
-    # The logged embedding is the router's: re-embedding the logged prompt gives it back.
-    assert float(engine.embed(row.prompt) @ row.embedding) > 0.999
+    # The logged embedding is the sentence embedding the router read first (the head of what
+    # it reads, beside its layers'): re-embedding the logged prompt gives it back.
+    routed = engine.embed(row.prompt)
+    assert routed.shape == (384 * (1 + len(engine.router.layers)),)
+    assert float(routed[:384] @ row.embedding) > 0.999
 
     sid = s.headers["x-contextforge-request-id"]
     events = [line[6:] for line in s.text.splitlines() if line.startswith("data: {")]

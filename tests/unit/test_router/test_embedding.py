@@ -67,6 +67,29 @@ def test_rows_are_unit_norm_and_batches_keep_order(encoder):
         encoder.encode("one string is not a batch")
 
 
+def test_routing_features_append_normalised_layer_means(encoder, reference):
+    import torch
+
+    layers = [2, 4, 6]
+    x = encoder.encode_routing(TEXTS, layers, batch_size=3)
+    assert x.shape == (len(TEXTS), 4 * 384) and x.dtype == np.float32
+    np.testing.assert_allclose(x[:, :384], encoder.encode(TEXTS), atol=1e-5)
+    blocks = x[:, 384:].reshape(len(TEXTS), 3, 384)
+    np.testing.assert_allclose(np.linalg.norm(blocks, axis=2), 1.0, atol=1e-5)
+    # The sentence embedding is the normalised mean of the last layer: the same vector.
+    assert (blocks[:, 2] * x[:, :384]).sum(axis=1).min() > 0.9999
+    # Layer 2 against torch's own hidden states, token ids as the encoder cut them.
+    model = reference[0].auto_model
+    for text, row in zip(TEXTS, blocks[:, 0], strict=True):
+        ids = torch.tensor([encoder.tokenize([text])[0]])
+        with torch.no_grad():
+            hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                           output_hidden_states=True).hidden_states[2][0].mean(0).numpy()
+        assert float(row @ hidden / np.linalg.norm(hidden)) > 0.999
+    with pytest.raises(ValueError, match="layers 0..6"):
+        encoder.encode_routing(TEXTS[:1], [7])
+
+
 def test_truncate_middle_keeps_head_and_tail():
     ids = list(range(10))
     assert truncate_middle(ids, 10, head=3) == ids
@@ -116,6 +139,15 @@ def test_micro_batcher_shares_calls_and_matches_encode(encoder):
     vectors = np.stack(asyncio.run(run()))
     assert len(texts) == 20 and 1 <= counting.calls < 20
     np.testing.assert_allclose(vectors, encoder.encode(texts), atol=1e-5)
+
+
+def test_micro_batcher_with_layers_returns_routing_features(encoder):
+    async def run():
+        async with MicroBatcher(encoder, max_wait_ms=20, layers=(2, 3)) as batcher:
+            return await asyncio.gather(*(batcher.encode(t) for t in TEXTS))
+
+    vectors = np.stack(asyncio.run(run()))
+    np.testing.assert_allclose(vectors, encoder.encode_routing(TEXTS, (2, 3)), atol=1e-5)
 
 
 def test_micro_batcher_error_reaches_every_waiter_and_it_recovers(encoder):
@@ -175,7 +207,7 @@ def _fake_steps(monkeypatch, fail_at: str | None = None):
         path.write_bytes(b"fp32")
         if fail_at == "fp32":
             raise RuntimeError("interrupted")
-        return {"dim": 384, "max_seq_length": 256}
+        return {"dim": 384, "max_seq_length": 256, "layers": 7}
 
     def int8(src, dst):
         dst.write_bytes(b"int8")
@@ -212,3 +244,12 @@ def test_export_replaces_a_folder_whole_and_ensure_skips_done_work(tmp_path, mon
     assert manifest["source_sha256"].startswith("53aa5117")
     monkeypatch.setattr(export, "export_encoder", lambda *a, **k: pytest.fail("re-exported"))
     assert export.ensure_encoder(out) == out
+
+
+def test_ensure_re_exports_an_encoder_from_before_the_layer_outputs(tmp_path, monkeypatch):
+    out = tmp_path / "enc"
+    out.mkdir()
+    (out / "encoder.json").write_text(json.dumps({"id": "all-MiniLM-L6-v2", "dim": 384}))
+    calls = []
+    monkeypatch.setattr(export, "export_encoder", lambda *a: calls.append(a) or out)
+    assert export.ensure_encoder(out) == out and len(calls) == 1
