@@ -136,6 +136,11 @@ class Encoder:
         return self._manifest.dim
 
     @property
+    def layer_count(self) -> int:
+        """How many layer means ``encode_routing`` can append: layers ``0..layer_count-1``."""
+        return self._manifest.layers
+
+    @property
     def sha256(self) -> str:
         """sha256 of the ONNX file in use (fp32 or int8), as recorded at export."""
         return self._sha256

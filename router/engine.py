@@ -91,6 +91,11 @@ class RoutingEngine:
         if router.spec.encoder.id != encoder.id:
             raise ConfigError(f"router {router.spec.name!r} was trained on encoder "
                               f"{router.spec.encoder.id!r}, the config loads {encoder.id!r}")
+        if router.layers and max(router.layers) >= encoder.layer_count:
+            raise ConfigError(f"router {router.spec.name!r} reads encoder layers "
+                              f"{list(router.layers)}, which {config.resolve(enc.path)} does not "
+                              "output: re-export it (`contextforge setup` or "
+                              "`python -m training.export_encoder`)")
         return cls(config, encoder, router)
 
     def embed(self, prompt: str) -> np.ndarray:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from router.config import load_config
+from router.config import ConfigError, load_config
 from router.engine import RoutingEngine
 from router.policy import NoEligibleModel, PolicySpec
 from training.data import load
@@ -63,3 +63,24 @@ def test_input_tokens_price_and_fit_the_whole_conversation(engine):
     assert {c.model: c.eligible for c in short.candidates}["command"] is True
     for c in short.candidates:
         assert by_model[c.model].estimated_cost_usd > c.estimated_cost_usd
+
+
+def test_the_shipped_router_reads_inner_layers_and_an_older_encoder_is_refused(engine,
+                                                                                 tmp_path):
+    import json
+    import shutil
+
+    import msgspec
+
+    assert engine.router.layers and engine.embed("hi").shape == (
+        engine.encoder.dim * (1 + len(engine.router.layers)),)
+    # An encoder folder exported before the layer outputs existed: manifest without "layers".
+    old = tmp_path / "enc"
+    shutil.copytree(engine.config.resolve(engine.config.encoder.path), old)
+    manifest = json.loads((old / "encoder.json").read_text())
+    del manifest["layers"]
+    (old / "encoder.json").write_text(json.dumps(manifest))
+    cfg = msgspec.structs.replace(engine.config, encoder=msgspec.structs.replace(
+        engine.config.encoder, path=str(old)))
+    with pytest.raises(ConfigError, match="re-export"):
+        RoutingEngine.from_config(cfg)

@@ -86,7 +86,7 @@ def test_routing_features_append_normalised_layer_means(encoder, reference):
             hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids),
                            output_hidden_states=True).hidden_states[2][0].mean(0).numpy()
         assert float(row @ hidden / np.linalg.norm(hidden)) > 0.999
-    with pytest.raises(ValueError, match="layers 0..6"):
+    with pytest.raises(ValueError, match=r"layers 0\.\.6"):
         encoder.encode_routing(TEXTS[:1], [7])
 
 
