@@ -91,7 +91,7 @@ class RoutingEngine:
         if router.spec.encoder.id != encoder.id:
             raise ConfigError(f"router {router.spec.name!r} was trained on encoder "
                               f"{router.spec.encoder.id!r}, the config loads {encoder.id!r}")
-        if router.layers and max(router.layers) >= encoder.layer_count:
+        if not all(0 <= k < encoder.layer_count for k in router.layers):
             raise ConfigError(f"router {router.spec.name!r} reads encoder layers "
                               f"{list(router.layers)}, which {config.resolve(enc.path)} does not "
                               "output: re-export it (`contextforge setup` or "

@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--no-surface", action="store_true",
                    help="embeddings only: no length / number / script features beside them")
+    # Not training.fit.LAYERS_HELP: importing training here would load sklearn for every verb.
     s.add_argument("--layers", help="encoder layers whose mean hidden states the router reads "
                    "beside the embedding: comma-separated, or 'none' (default: the shipped "
                    "choice, training.fit.DEFAULT_LAYERS)")
