@@ -135,10 +135,13 @@ class Encoder:
     def dim(self) -> int:
         return self._manifest.dim
 
-    @property
-    def layer_count(self) -> int:
-        """How many layer means ``encode_routing`` can append: layers ``0..layer_count-1``."""
-        return self._manifest.layers
+    def check_layers(self, layers: Sequence[int]) -> None:
+        """Raise ValueError unless ``encode_routing`` can append every one of ``layers``."""
+        n = self._manifest.layers
+        if any(not 0 <= k < n for k in layers):
+            have = f"layers 0..{n - 1}" if n else "no layer outputs (exported before they existed)"
+            raise ValueError(f"encoder {self.id!r} has {have}, not {list(layers)}; re-export it "
+                             "with `contextforge setup` or `python -m training.export_encoder`")
 
     @property
     def sha256(self) -> str:
@@ -179,11 +182,7 @@ class Encoder:
         if isinstance(texts, str):
             raise TypeError("encode takes a sequence of texts; use encode_one for one text")
         layers = list(layers)
-        if any(not 0 <= k < self._manifest.layers for k in layers):
-            have = (f"layers 0..{self._manifest.layers - 1}" if self._manifest.layers
-                    else "no layer outputs (exported before they existed)")
-            raise ValueError(f"encoder {self.id!r} has {have}, not {layers}; re-export it with "
-                             "`python -m training.export_encoder`")
+        self.check_layers(layers)
         ids = self.tokenize(texts)
         out = np.empty((len(ids), self.dim * (1 + len(layers))), dtype=np.float32)
         # Sorted by length, each batch is padded only to its own longest text.

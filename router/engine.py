@@ -91,11 +91,11 @@ class RoutingEngine:
         if router.spec.encoder.id != encoder.id:
             raise ConfigError(f"router {router.spec.name!r} was trained on encoder "
                               f"{router.spec.encoder.id!r}, the config loads {encoder.id!r}")
-        if not all(0 <= k < encoder.layer_count for k in router.layers):
-            raise ConfigError(f"router {router.spec.name!r} reads encoder layers "
-                              f"{list(router.layers)}, which {config.resolve(enc.path)} does not "
-                              "output: re-export it (`contextforge setup` or "
-                              "`python -m training.export_encoder`)")
+        try:
+            encoder.check_layers(router.layers)
+        except ValueError as exc:
+            raise ConfigError(f"router {router.spec.name!r} at {config.resolve(config.router.path)}"
+                              f": {exc}") from None
         return cls(config, encoder, router)
 
     def embed(self, prompt: str) -> np.ndarray:
