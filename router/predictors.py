@@ -35,41 +35,54 @@ class Predictor(Protocol):
     ) -> Predictor: ...
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def neighbour_mean(sims: np.ndarray, scores: np.ndarray, temperature: float,
+                   fallback: np.ndarray) -> np.ndarray:
+    """(n, m) weighted mean of neighbours' scores: ``sims`` (n, k) sorted best first, ``scores``
+    (n, k, m) with NaN where a model was not run; weights ``exp((sim - best) / temperature)``.
+    A model no neighbour saw gets ``fallback``."""
+    w = np.exp((sims - sims[:, :1]) / temperature)[:, :, None]
+    seen = ~np.isnan(scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (np.where(seen, scores, 0.0) * w).sum(1) / (seen * w).sum(1)
+    return np.where(np.isnan(out), fallback, out)
+
+
 class KnnPredictor:
-    """Mean score of the ``k`` most similar training prompts (cosine, exact FAISS search).
+    """Weighted mean score of the ``k`` most similar training prompts (cosine, exact FAISS).
 
     Neighbours are weighted by ``exp(similarity / temperature)`` so the closest prompts count
-    most; a model that was not run on a neighbour (NaN) is averaged over the others.
+    most; a model that was not run on a neighbour (NaN) is averaged over the others. Rows are
+    scaled to unit length as a whole, so a router that reads more than the sentence embedding
+    (inner layers, surface features) still compares prompts by cosine.
     """
 
     kind: ClassVar[str] = "knn"
 
     def __init__(self, x: np.ndarray, scores: np.ndarray, k: int = 40, temperature: float = 0.05):
-        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self.x = _unit_rows(x)
         self.scores = np.asarray(scores, dtype=np.float32)
         self.k = int(min(k, len(self.x)))
         self.temperature = float(temperature)
         self._index: Any = None
 
-    def _search(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Similarities and row numbers of the ``k`` nearest training rows, best first."""
         import faiss  # imported here: only this kind needs it
 
         if self._index is None:
             self._index = faiss.IndexFlatIP(self.x.shape[1])
             self._index.add(self.x)
-        return self._index.search(np.ascontiguousarray(x, dtype=np.float32), self.k)
+        return self._index.search(_unit_rows(x), k)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        sims, idx = self._search(x)
-        w = np.exp((sims - sims[:, :1]) / self.temperature)[:, :, None]  # (n, k, 1)
-        s = self.scores[idx]  # (n, k, m)
-        seen = ~np.isnan(s)
-        num = np.where(seen, s, 0.0) * w
-        den = seen * w
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = num.sum(1) / den.sum(1)
-        fallback = np.nanmean(self.scores, axis=0)
-        return np.where(np.isnan(out), fallback, out)
+        sims, idx = self.search(x, self.k)
+        return neighbour_mean(sims, self.scores[idx], self.temperature,
+                              np.nanmean(self.scores, axis=0))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"x": self.x.astype(np.float16), "scores": self.scores}

@@ -64,7 +64,7 @@ def test_soft_labels_and_missing_scores_are_accepted():
 
 def test_out_of_fold_predictions_never_see_their_row():
     x, y = _data(n=200)
-    knn = ESTIMATORS["knn"](k=1)
+    knn = ESTIMATORS["knn"](ks=(1,))
     # 1-NN on its own row would copy the label exactly; out of fold it cannot.
     assert not np.array_equal(out_of_fold(knn, x, y), y)
     np.testing.assert_array_equal(knn.fit(x, y).predict(x), y)
@@ -84,3 +84,26 @@ def test_loading_a_folder_that_is_not_a_router_says_so(tmp_path):
     (tmp_path / "router.json").write_text('{"name": "x"}')
     with pytest.raises(ArtifactError, match=r"router\.json"):
         load_router(tmp_path)
+
+
+def test_knn_chooses_k_by_leave_one_out_brier_score():
+    # Hand-computed: three unit vectors at 0, 10 and 90 degrees with labels 1, 0, 1.
+    # Leave-one-out 1-NN predicts 0, 1, 0 (each row's nearest other row): Brier 1.0.
+    # Uniform 2-NN predicts the other two rows' mean, 0.5, 1, 0.5: Brier (0.25 + 1 + 0.25) / 3.
+    a = np.radians([0.0, 10.0, 90.0])
+    x = np.stack([np.cos(a), np.sin(a)], axis=1)
+    y = np.array([[1.0], [0.0], [1.0]])
+    knn = ESTIMATORS["knn"](ks=(1, 2), temperatures=(1e9,)).fit(x, y)
+    assert knn.loo_brier_ == pytest.approx({(1, 1e9): 1.0, (2, 1e9): 0.5})
+    assert (knn.k_, knn.predictor_.k) == (2, 2)
+
+
+def test_knn_picks_a_wide_neighbourhood_for_noisy_labels_and_ignores_row_scale():
+    x, y = _data(n=600)
+    knn = ESTIMATORS["knn"]().fit(x[:500], y[:500])
+    assert knn.k_ >= 20  # labels are noisy draws: one neighbour is a coin flip
+    one = ESTIMATORS["knn"](ks=(1,)).fit(x[:500], y[:500])
+    assert _log_loss(knn.predict(x[500:]), y[500:]) < _log_loss(
+        np.clip(one.predict(x[500:]), 0.05, 0.95), y[500:])
+    # Similarity is cosine over the whole row: scaling a query changes nothing.
+    np.testing.assert_allclose(knn.predict(3 * x[500:]), knn.predict(x[500:]), atol=1e-6)
