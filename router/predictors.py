@@ -40,6 +40,13 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def column_means(scores: np.ndarray) -> np.ndarray:
+    """Each column's mean over its observed (non-NaN) rows; NaN, silently, where none is."""
+    seen = ~np.isnan(scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(seen, scores, 0.0).sum(0) / seen.sum(0)
+
+
 def neighbour_mean(sims: np.ndarray, scores: np.ndarray, temperature: float,
                    fallback: np.ndarray) -> np.ndarray:
     """(n, m) weighted mean of neighbours' scores: ``sims`` (n, k) sorted best first, ``scores``
@@ -82,7 +89,7 @@ class KnnPredictor:
     def predict(self, x: np.ndarray) -> np.ndarray:
         sims, idx = self.search(x, self.k)
         return neighbour_mean(sims, self.scores[idx], self.temperature,
-                              np.nanmean(self.scores, axis=0))
+                              column_means(self.scores))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"x": self.x.astype(np.float16), "scores": self.scores}

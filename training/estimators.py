@@ -21,6 +21,7 @@ from router.predictors import (
     MlpPredictor,
     TaskClfPredictor,
     TaskMixPredictor,
+    column_means,
     neighbour_mean,
 )
 
@@ -53,7 +54,11 @@ class KnnRouter(_Estimator):
         y = np.asarray(y, dtype=np.float32)
         full = KnnPredictor(x, y, k=1)
         n = len(full.x)
-        ks = sorted({min(k, n - 1) for k in self.ks} - {0}) or [1]
+        if n < 2:  # nothing to leave one out against
+            self.loo_brier_, self.k_, self.temperature_ = {}, 1, self.temperatures[0]
+            self.predictor_ = full
+            return self
+        ks = sorted({min(k, n - 1) for k in self.ks})
         rows = np.arange(n)
         if n > self.max_rows:
             rows = np.sort(np.random.default_rng(self.seed).choice(n, self.max_rows, False))
@@ -64,7 +69,7 @@ class KnnRouter(_Estimator):
         sims = sims[keep].reshape(len(rows), -1)
         idx = idx[keep].reshape(len(rows), -1)
         truth, seen = y[rows], ~np.isnan(y[rows])
-        fallback = np.nanmean(y, axis=0)
+        fallback = column_means(y)
         self.loo_brier_ = {}
         for k in ks:
             for t in self.temperatures:

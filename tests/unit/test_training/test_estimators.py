@@ -107,3 +107,9 @@ def test_knn_picks_a_wide_neighbourhood_for_noisy_labels_and_ignores_row_scale()
         np.clip(one.predict(x[500:]), 0.05, 0.95), y[500:])
     # Similarity is cosine over the whole row: scaling a query changes nothing.
     np.testing.assert_allclose(knn.predict(3 * x[500:]), knn.predict(x[500:]), atol=1e-6)
+
+
+def test_knn_fits_a_single_row():
+    knn = ESTIMATORS["knn"]().fit(np.array([[1.0, 0.0]]), np.array([[0.7, np.nan]]))
+    pred = knn.predict(np.array([[0.0, 1.0]]))
+    assert knn.k_ == 1 and pred[0, 0] == pytest.approx(0.7)
