@@ -90,6 +90,7 @@ def embed_cached(encoder: _Encoder, texts: Sequence[str], cache_dir: Path | None
         vectors = np.concatenate([vectors, new])
         fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz")
         os.close(fd)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shared cache is the point
         np.savez(tmp, keys=keys, vectors=vectors)
         os.replace(tmp, path)
     return vectors[[where[k] for k in wanted]]

@@ -26,6 +26,8 @@ def test_rows_come_back_in_order_and_only_new_texts_are_encoded(tmp_path):
     again = embed_cached(enc, ["cc", "bbb"], tmp_path)
     np.testing.assert_array_equal(again, [[2, 0], [3, 0]])
     assert enc.encoded == ["a", "bbb", "cc"]
+    (cached,) = tmp_path.iterdir()
+    assert cached.stat().st_mode & 0o777 == 0o644  # readable by whoever shares the cache
 
 
 def test_narrower_layer_sets_are_cut_from_a_wider_file(tmp_path):
