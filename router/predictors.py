@@ -65,13 +65,16 @@ class KnnPredictor:
     Neighbours are weighted by ``exp(similarity / temperature)`` so the closest prompts count
     most; a model that was not run on a neighbour (NaN) is averaged over the others. Rows are
     scaled to unit length as a whole, so a router that reads more than the sentence embedding
-    (inner layers, surface features) still compares prompts by cosine.
+    (inner layers, surface features) still compares prompts by cosine. Folders saved before
+    that (no ``unit_rows`` in their params) keep the raw inner product they were tuned with.
     """
 
     kind: ClassVar[str] = "knn"
 
-    def __init__(self, x: np.ndarray, scores: np.ndarray, k: int = 40, temperature: float = 0.05):
-        self.x = _unit_rows(x)
+    def __init__(self, x: np.ndarray, scores: np.ndarray, k: int = 40, temperature: float = 0.05,
+                 unit_rows: bool = True):
+        self.unit_rows = bool(unit_rows)
+        self.x = self._rows(x)
         self.scores = np.asarray(scores, dtype=np.float32)
         self.k = int(min(k, len(self.x)))
         self.temperature = float(temperature)
@@ -84,7 +87,10 @@ class KnnPredictor:
         if self._index is None:
             self._index = faiss.IndexFlatIP(self.x.shape[1])
             self._index.add(self.x)
-        return self._index.search(_unit_rows(x), k)
+        return self._index.search(self._rows(x), k)
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        return _unit_rows(x) if self.unit_rows else np.ascontiguousarray(x, dtype=np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         sims, idx = self.search(x, self.k)
@@ -95,10 +101,11 @@ class KnnPredictor:
         return {"x": self.x.astype(np.float16), "scores": self.scores}
 
     def params(self) -> dict[str, Any]:
-        return {"k": self.k, "temperature": self.temperature}
+        return {"k": self.k, "temperature": self.temperature, "unit_rows": self.unit_rows}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]):
+        params = {"unit_rows": False, **params}  # saved before rows were scaled
         return cls(arrays["x"].astype(np.float32), arrays["scores"], **params)
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -43,19 +45,24 @@ def _from_wider(cache_dir: Path, sha256: str, layers: tuple[int, ...], dim: int,
     """Rows for ``missing`` keys cut from the encoder's cached files for wider layer sets."""
     found: dict[bytes, np.ndarray] = {}
     for other in sorted(cache_dir.glob(f"{sha256[:16]}-l*.npz")):
-        try:
-            have = tuple(int(k) for k in other.stem.split("-l")[1:])
-        except ValueError:
+        suffix = other.name[16:-4]
+        if not re.fullmatch(r"(?:-l[0-9]+)+", suffix):
             continue  # not one of ours
+        have = tuple(int(k) for k in suffix.split("-l")[1:])
         if have == layers or not set(layers) <= set(have):
             continue
         cols = np.concatenate([np.arange(dim)] + [
             np.arange(dim) + dim * (1 + have.index(k)) for k in layers])
-        with np.load(other, allow_pickle=False) as npz:
-            keys, vectors = npz["keys"].tolist(), npz["vectors"]
-            for i, k in enumerate(keys):
-                if k in missing and k not in found:
-                    found[k] = vectors[i, cols]
+        try:
+            with np.load(other, allow_pickle=False) as npz:
+                keys, vectors = npz["keys"].tolist(), npz["vectors"]
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+            continue  # an unreadable file only means encoding those rows again
+        if vectors.shape != (len(keys), dim * (1 + len(have))):
+            continue
+        for i, k in enumerate(keys):
+            if k in missing and k not in found:
+                found[k] = vectors[i, cols]
     return found
 
 

@@ -21,7 +21,6 @@ from router.predictors import (
     MlpPredictor,
     TaskClfPredictor,
     TaskMixPredictor,
-    column_means,
     neighbour_mean,
 )
 
@@ -69,11 +68,16 @@ class KnnRouter(_Estimator):
         sims = sims[keep].reshape(len(rows), -1)
         idx = idx[keep].reshape(len(rows), -1)
         truth, seen = y[rows], ~np.isnan(y[rows])
-        fallback = column_means(y)
+        # The fallback (no neighbour saw the model) leaves the row out too; 0.5 where the
+        # row is the only one that saw it.
+        total, others = np.nansum(y, axis=0), (~np.isnan(y)).sum(0) - seen
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fallback = np.where(others > 0, (total - np.where(seen, truth, 0.0)) / others, 0.5)
         self.loo_brier_ = {}
         for k in ks:
+            near = y[idx[:, :k]]
             for t in self.temperatures:
-                p = neighbour_mean(sims[:, :k], y[idx[:, :k]], t, fallback)
+                p = neighbour_mean(sims[:, :k], near, t, fallback)
                 self.loo_brier_[(k, t)] = float(np.mean((p[seen] - truth[seen]) ** 2))
         self.k_, self.temperature_ = min(self.loo_brier_, key=self.loo_brier_.get)
         self.predictor_ = KnnPredictor(x, y, k=self.k_, temperature=self.temperature_)

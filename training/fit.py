@@ -23,7 +23,13 @@ from router.features import SurfaceScaler
 from router.text import learn_boilerplate, routing_text
 from training.data import count_tokens, load
 from training.embed_cache import embed_cached
-from training.estimators import ESTIMATORS, EnsembleRouter, LinearRouter, fit_with_tasks
+from training.estimators import (
+    ESTIMATORS,
+    EnsembleRouter,
+    KnnRouter,
+    LinearRouter,
+    fit_with_tasks,
+)
 from training.table import RoutingTable
 
 DEFAULT_KIND = "taskmix"
@@ -95,6 +101,8 @@ def _frozen_hyperparameters(est):
     """A copy of a fitted estimator whose CV-chosen settings are fixed (cheap to refit)."""
     if isinstance(est, LinearRouter):
         return clone(est).set_params(cs=(est.c_,))
+    if isinstance(est, KnnRouter):
+        return clone(est).set_params(ks=(est.k_,), temperatures=(est.temperature_,))
     if isinstance(est, EnsembleRouter):
         return clone(est).set_params(members=[_frozen_hyperparameters(m) for m in est.members_])
     return clone(est)

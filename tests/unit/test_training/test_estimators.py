@@ -113,3 +113,30 @@ def test_knn_fits_a_single_row():
     knn = ESTIMATORS["knn"]().fit(np.array([[1.0, 0.0]]), np.array([[0.7, np.nan]]))
     pred = knn.predict(np.array([[0.0, 1.0]]))
     assert knn.k_ == 1 and pred[0, 0] == pytest.approx(0.7)
+
+
+def test_knn_folders_saved_before_unit_rows_keep_their_raw_inner_product(tmp_path):
+    import json
+
+    from router.predictors import KnnPredictor
+
+    # Rows of different lengths: raw inner product and cosine pick different neighbours.
+    x = np.array([[1.0, 0.0], [3.0, 3.0]])
+    y = np.array([[1.0], [0.0]])
+    query = np.array([[1.0, 0.2]])
+    assert ESTIMATORS["knn"](ks=(1,)).fit(x, y).predict(query)[0, 0] == 1.0  # cosine: [1, 0]
+    # A folder written before rows were scaled: raw rows, no "unit_rows" in its params.
+    save_router(tmp_path / "r", _spec("knn", 1), KnnPredictor(x, y, k=1, unit_rows=False))
+    spec = json.loads((tmp_path / "r" / "router.json").read_text())
+    del spec["params"]["unit_rows"]
+    (tmp_path / "r" / "router.json").write_text(json.dumps(spec))
+    np.testing.assert_allclose(load_router(tmp_path / "r").predict(query), [[0.0]])  # [3, 3]
+
+
+def test_calibration_refits_knn_with_its_chosen_neighbourhood():
+    from training.fit import _frozen_hyperparameters
+
+    x, y = _data(n=300)
+    knn = ESTIMATORS["knn"]().fit(x, y)
+    frozen = _frozen_hyperparameters(knn)
+    assert (frozen.ks, frozen.temperatures) == ((knn.k_,), (knn.temperature_,))
