@@ -36,7 +36,7 @@ class KnnRouter(_Estimator):
     """kNN router; ``k`` and the weighting temperature chosen by leave-one-out Brier score.
 
     A fixed k (the old 40) is a poor fit for most data: on RouterBench's train rows the
-    out-of-fold AIQ ranged from 0.78 (k 10) to 0.847 (k 320) across the grid. Leaving each
+    out-of-fold AIQ ranged from 0.77 (k 10) to 0.847 (k 320) across the grid. Leaving each
     training row out of its own neighbour list costs one search, so the choice needs no folds.
     ``max_rows`` caps how many rows are scored for the choice (a random subset, fixed seed).
     """
@@ -80,7 +80,8 @@ class KnnRouter(_Estimator):
                 p = neighbour_mean(sims[:, :k], near, t, fallback)
                 self.loo_brier_[(k, t)] = float(np.mean((p[seen] - truth[seen]) ** 2))
         self.k_, self.temperature_ = min(self.loo_brier_, key=self.loo_brier_.get)
-        self.predictor_ = KnnPredictor(x, y, k=self.k_, temperature=self.temperature_)
+        full.k, full.temperature = self.k_, self.temperature_
+        self.predictor_ = full
         return self
 
 
