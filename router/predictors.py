@@ -76,6 +76,7 @@ class KnnPredictor:
         self.unit_rows = bool(unit_rows)
         self.x = self._rows(x)
         self.scores = np.asarray(scores, dtype=np.float32)
+        self._fallback = column_means(self.scores)  # once, not per request
         self.k = int(min(k, len(self.x)))
         self.temperature = float(temperature)
         self._index: Any = None
@@ -94,8 +95,7 @@ class KnnPredictor:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         sims, idx = self.search(x, self.k)
-        return neighbour_mean(sims, self.scores[idx], self.temperature,
-                              column_means(self.scores))
+        return neighbour_mean(sims, self.scores[idx], self.temperature, self._fallback)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"x": self.x.astype(np.float16), "scores": self.scores}
