@@ -7,6 +7,11 @@ prompt: the baseline. The two are timed in separate blocks, not interleaved call
 runtime's worker threads spin-wait after a call, and interleaving makes them starve each other.
 ``load_s`` is measured in a fresh process: import, load encoder + router + config, first
 decision; it must not import torch.
+
+Because the fp32 encoder is bound by arithmetic, the figure follows the host. So the run also
+reports the host's floor: the encoder graph's weight matmuls for this prompt (FLOPs read off
+the ONNX file) timed one after another with numpy's BLAS at the same shapes, and numpy's
+sgemm throughput on a large square product.
 """
 
 from __future__ import annotations
@@ -42,6 +47,45 @@ def load_seconds(config: str | None) -> tuple[float, bool]:
     out = subprocess.run([sys.executable, "-c", LOAD.format(config=config)], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.split()
     return float(out[0]), out[1] == "True"
+
+
+def weight_matmuls(model_file: Path) -> list[tuple[int, int]]:
+    """(K, N) of every MatMul/Gemm in the graph whose right operand is a stored weight."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_file))
+    shapes = {i.name: numpy_helper.to_array(i).shape for i in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm") and len(shapes.get(node.input[1], ())) == 2:
+            k, n = shapes[node.input[1]]
+            trans = any(a.name == "transB" and a.i for a in node.attribute)
+            out.append((n, k) if trans else (k, n))
+    return out
+
+
+def host_floor(model_file: Path, tokens: int, reps: int = 300) -> dict:
+    """What this host's BLAS needs for the encoder's weight matmuls at ``tokens`` tokens.
+
+    Attention's own products (tokens x tokens per head) are left out: at ~30 tokens they are
+    about 1% of the arithmetic. Medians over ``reps`` runs.
+    """
+    rng = np.random.default_rng(0)
+    shapes = weight_matmuls(model_file)
+    pairs = [(rng.standard_normal((tokens, k), dtype=np.float32),
+              rng.standard_normal((k, n), dtype=np.float32)) for k, n in shapes]
+
+    def chain() -> None:
+        for a, w in pairs:
+            a @ w
+
+    flops = sum(2 * tokens * k * n for k, n in shapes)
+    big = rng.standard_normal((1024, 1024), dtype=np.float32)
+    sgemm = float(np.median(timed(lambda: big @ big, 30, warm=3)))
+    return {"encoder_matmul_mflop": flops / 1e6,
+            "host_matmul_chain_ms": float(np.median(timed(chain, reps)) * 1e3),
+            "host_sgemm_gflops": 2 * 1024**3 / sgemm / 1e9}
 
 
 def timed(fn, n: int, warm: int = 20) -> list[float]:
@@ -103,6 +147,9 @@ def main() -> None:
     prompts = [" ".join(rng.permutation(words)) for _ in range(1024)]
     tput = asyncio.run(throughput(engine, prompts, concurrency=64))
 
+    tokens = len(engine.encoder.tokenize([PROMPT])[0])
+    floor = host_floor(engine.config.resolve(enc.path) / "model.onnx", tokens)
+
     from sentence_transformers import SentenceTransformer
 
     from training.export_encoder import default_source
@@ -122,14 +169,22 @@ def main() -> None:
         "torch_imported_on_load": torch_loaded,
         "router_kind": engine.router.spec.kind,
         "n": args.n,
+        "encoder_quantized": enc.quantized,
+        **floor,
     }
     print(f"{'':<34}{'p50 ms':>9}{'p99 ms':>9}")
-    print(f"{'decision (onnx fp32 + router)':<34}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}")
+    variant = "int8" if enc.quantized else "fp32"
+    print(f"{f'decision (onnx {variant} + router)':<34}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}")
     print(f"{'same, encoder.spin: true':<34}{r['spin_p50_ms']:>9.2f}{r['spin_p99_ms']:>9.2f}")
     print(f"{'sentence-transformers encode only':<34}{r['baseline_p50_ms']:>9.2f}"
           f"{r['baseline_p99_ms']:>9.2f}")
     print(f"micro-batched decisions/s (64 concurrent): {tput:.0f}")
     print(f"load (fresh process, first decision): {load_s:.2f} s; torch imported: {torch_loaded}")
+    mflop, peak = floor["encoder_matmul_mflop"], floor["host_sgemm_gflops"]
+    print(f"host floor: the encoder's weight matmuls, {mflop:.0f} MFLOP at {tokens} tokens "
+          f"([CLS] and [SEP] included), take {floor['host_matmul_chain_ms']:.2f} ms one after "
+          f"another in numpy's BLAS, and {mflop / peak:.2f} ms even at its {peak:.0f} GFLOP/s "
+          f"sgemm peak (1024 x 1024); the decision's p50 is {mflop / r['p50_ms']:.0f} GFLOP/s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(r, indent=2))
