@@ -41,10 +41,17 @@ sent ``prompt`` + ``system_prompt`` and of the answer. Replicate reports no fini
 
 Errors are problem JSON (``{"title", "detail", "status"}``), mapped by status like every
 provider; a ``failed`` or ``canceled`` prediction is an ``UpstreamError`` carrying its
-``error``. A prediction abandoned on timeout is not canceled upstream.
+``error``.
+
+A prediction we stop waiting for before it ends (the gateway's timeout, a client that went
+away mid-stream, a dropped stream) is canceled upstream with ``POST urls.cancel`` (the
+documented ``/v1/predictions/{id}/cancel``), so it stops running and billing. The cancel is sent
+in the background, best effort (5 s timeout, errors ignored), and only to a trusted host;
+``aclose`` waits for the ones still in flight.
 
 Docs used:
-https://replicate.com/docs/reference/http (models.predictions.create, predictions.get)
+https://replicate.com/docs/reference/http (models.predictions.create, predictions.get,
+predictions.cancel)
 https://replicate.com/docs/topics/predictions/create-a-prediction (sync mode, Prefer: wait)
 https://replicate.com/docs/topics/predictions/streaming (SSE events output / error / done)
 https://replicate.com/meta/meta-llama-3-70b-instruct/api (input schema)
@@ -54,6 +61,7 @@ https://github.com/replicate/replicate-python (replicate/stream.py)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -90,6 +98,7 @@ DEFAULT_BASE_URL = "https://api.replicate.com"
 KEY_ENV = "REPLICATE_API_TOKEN"
 SYNC_WAIT_S = 60  # what ``Prefer: wait`` holds the request for (the API's maximum)
 _POLL_FIRST_S, _POLL_MAX_S = 0.25, 2.0
+_CANCEL_TIMEOUT_S = 5.0
 _TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 
 Body = dict[str, Any]
@@ -98,11 +107,16 @@ Body = dict[str, Any]
 class _Urls(msgspec.Struct):
     get: str | None = None
     stream: str | None = None
+    cancel: str | None = None
 
 
 class _Metrics(msgspec.Struct):
     input_token_count: float | None = None
     output_token_count: float | None = None
+
+
+class _Ended(UpstreamError):
+    """The prediction's stream said it ended without success: nothing is left to cancel."""
 
 
 class _Prediction(msgspec.Struct):
@@ -127,6 +141,7 @@ class ReplicateProvider(SharedClientProvider):
                               "official model id 'owner/name'")
         self._auth = {"Authorization": f"Bearer {resolve_api_key(deployment, KEY_ENV)}",
                       **deployment.headers}
+        self._cancels: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> ReplicateProvider:
@@ -135,12 +150,21 @@ class ReplicateProvider(SharedClientProvider):
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"ReplicateProvider(endpoint={self._base!r})"
 
+    async def aclose(self) -> None:
+        """Let cancels of abandoned predictions finish (each has its own short timeout)."""
+        if self._cancels:
+            await asyncio.gather(*self._cancels, return_exceptions=True)
+
     # --- chat ----------------------------------------------------------------------------
 
     async def complete(self, request: ChatRequest) -> ChatCompletion:
         model_input = _input(request)
         prediction = await self._create(request.model, {"input": model_input}, wait=True)
-        prediction = await self._settle(prediction)
+        try:
+            prediction = await self._settle(prediction)
+        finally:  # interrupted (timeout, cancelled): ``prediction`` is still the running one
+            self._abandon(prediction)
+        _raise_if_unsuccessful(prediction)
         text = _output_text(prediction.output)
         usage = self._usage(model_input, prediction.metrics, text)
         message = AssistantMessage(role="assistant", content=text)
@@ -161,19 +185,30 @@ class ReplicateProvider(SharedClientProvider):
             return ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[
                 ChunkChoice(index=0, delta=delta, finish_reason=finish)])
 
-        yield chunk(Delta(role="assistant", content=""))
         pieces: list[str] = []
         stream_url = prediction.urls.stream if prediction.urls else None
-        if stream_url:
-            async for piece in self._read_stream(stream_url):
-                pieces.append(piece)
-                yield chunk(Delta(content=piece))
-            metrics = await self._final_metrics(prediction)
-        else:  # the model cannot stream: wait for it and send the answer whole
-            prediction = await self._settle(prediction)
-            pieces.append(_output_text(prediction.output))
-            yield chunk(Delta(content=pieces[0]))
-            metrics = prediction.metrics
+        ended = False
+        try:  # a client gone mid-stream closes this generator at a yield: cancel upstream
+            yield chunk(Delta(role="assistant", content=""))
+            if stream_url:
+                async with contextlib.aclosing(self._read_stream(stream_url)) as stream_pieces:
+                    async for piece in stream_pieces:  # aclosing: our exit closes the stream
+                        pieces.append(piece)
+                        yield chunk(Delta(content=piece))
+                ended = True
+            else:  # the model cannot stream: wait for it and send the answer whole
+                prediction = await self._settle(prediction)
+                ended = True
+                _raise_if_unsuccessful(prediction)
+                pieces.append(_output_text(prediction.output))
+                yield chunk(Delta(content=pieces[0]))
+        except _Ended:
+            ended = True
+            raise
+        finally:
+            if not ended:
+                self._abandon(prediction)
+        metrics = (await self._final_metrics(prediction)) if stream_url else prediction.metrics
         usage = self._usage(model_input, metrics, "".join(pieces))
         yield chunk(Delta(), _finish(request, usage.completion_tokens))
         yield ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[],
@@ -194,7 +229,7 @@ class ReplicateProvider(SharedClientProvider):
         return _prediction(data)
 
     async def _settle(self, prediction: _Prediction) -> _Prediction:
-        """Poll ``urls.get`` until the prediction ends; raise unless it succeeded."""
+        """Poll ``urls.get`` until the prediction ends (whether or not it succeeded)."""
         delay = _POLL_FIRST_S
         while prediction.status not in _TERMINAL:
             url = self._trusted(prediction.urls.get if prediction.urls else None, "get")
@@ -202,8 +237,24 @@ class ReplicateProvider(SharedClientProvider):
             delay = min(delay * 2, _POLL_MAX_S)
             prediction = _prediction(await send_json(self._ctx.client(), NAME, url,
                                                      headers=self._auth, method="GET"))
-        _raise_if_unsuccessful(prediction)
         return prediction
+
+    def _abandon(self, prediction: _Prediction) -> None:
+        """Cancel ``prediction`` upstream in the background unless it has ended."""
+        url = prediction.urls.cancel if prediction.urls else None
+        if prediction.status in _TERMINAL or not url:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(self._cancel(url))
+        except RuntimeError:  # no loop left (a generator finalised at shutdown)
+            return
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+
+    async def _cancel(self, url: str) -> None:
+        with contextlib.suppress(ProviderError):  # best effort: it ends on its own anyway
+            await send_json(self._ctx.client(), NAME, self._trusted(url, "cancel"),
+                            headers=self._auth, timeout=_CANCEL_TIMEOUT_S)
 
     async def _read_stream(self, url: str) -> AsyncIterator[str]:
         """The text pieces of a prediction's SSE stream, until its ``done`` event."""
@@ -215,12 +266,12 @@ class ReplicateProvider(SharedClientProvider):
                     if sse.data:
                         yield sse.data
                 elif sse.event == "error":
-                    raise UpstreamError(f"replicate prediction failed mid-stream: "
-                                        f"{_detail(sse.data)}")
+                    raise _Ended(f"replicate prediction failed mid-stream: "
+                                 f"{_detail(sse.data)}")
                 elif sse.event == "done":
                     reason = _done_reason(sse.data)
                     if reason:
-                        raise UpstreamError(f"replicate prediction ended early: {reason}")
+                        raise _Ended(f"replicate prediction ended early: {reason}")
                     return
                 # "logs" and unknown events carry nothing for the client
         raise UpstreamError("replicate upstream ended the stream before its done event")

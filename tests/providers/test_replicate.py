@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -237,6 +238,55 @@ def test_stream_failures(sim: Any) -> None:
     with pytest.raises(UpstreamRateLimited) as info:
         stream(sim, req(user("FAIL 429")))
     assert info.value.retry_after == 5
+
+
+# --- abandoned predictions are canceled ----------------------------------------------------
+
+
+def _cancels(sim: Any, since: int) -> list[str]:
+    return [path for method, path in sim.requests[since:]
+            if method == "POST" and path.endswith("/cancel")]
+
+
+def test_a_timed_out_completion_cancels_its_prediction(sim: Any) -> None:
+    before = len(sim.requests)
+
+    async def work(p: ReplicateProvider) -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(p.complete(req(user("HANG forever"))), 0.3)
+
+    run(sim, work)  # run's aclose waits for the background cancel
+    (path,) = _cancels(sim, before)
+    pid = path.split("/")[-2]
+    assert sim.predictions[pid]["status"] == "canceled"
+    assert sim.last_headers["authorization"] == f"Bearer {API_TOKEN}"
+
+
+def test_a_stream_abandoned_mid_way_cancels_its_prediction(sim: Any) -> None:
+    before = len(sim.requests)
+
+    async def work(p: ReplicateProvider) -> str:
+        async with contextlib.aclosing(p.stream(req(user("HANG on a stream")))) as chunks:
+            async for c in chunks:
+                if c.choices and c.choices[0].delta.content:
+                    return c.choices[0].delta.content  # the client leaves here
+        raise AssertionError("no content arrived")
+
+    assert run(sim, work) == "Echo: "
+    (path,) = _cancels(sim, before)
+    assert sim.predictions[path.split("/")[-2]]["status"] == "canceled"
+
+
+def test_ended_predictions_are_not_canceled(sim: Any) -> None:
+    before = len(sim.requests)
+    complete(sim, req(user("SLOW but it ends")))
+    stream(sim, req(user("a whole stream")))
+    stream(sim, req(user("NO STREAM here")))
+    with pytest.raises(UpstreamError):
+        complete(sim, req(user("FAIL PREDICTION")))
+    with pytest.raises(UpstreamError):
+        stream(sim, req(user("FAIL MIDSTREAM now")))
+    assert _cancels(sim, before) == []
 
 
 def test_urls_on_other_hosts_get_no_credentials(sim: Any) -> None:

@@ -1,7 +1,9 @@
 """A local Replicate predictions API for official language models, for adapter tests.
 
 Routes (as documented): ``POST /v1/models/{owner}/{name}/predictions`` (201 with a prediction;
-``Prefer: wait`` answers finished predictions), ``GET /v1/predictions/{id}`` and the
+``Prefer: wait`` answers finished predictions), ``GET /v1/predictions/{id}``,
+``POST /v1/predictions/{id}/cancel`` (200 with the prediction, ``canceled`` unless it had
+already ended) and the
 prediction's ``urls.stream`` (here ``GET /v1/streams/{id}`` on the same server; the real one is
 on streaming.api.replicate.com). Every route checks ``Authorization: Bearer <token>``. Errors
 are problem JSON ``{"title", "detail", "status"}`` (``application/problem+json``), with
@@ -23,7 +25,8 @@ Triggers in the prompt: ``FAIL 400`` / ``401`` / ``404`` / ``422`` / ``429``
 (``retry-after: 5``) / ``500`` / ``503`` answer with that status; ``FAIL PREDICTION`` makes the
 prediction fail ("CUDA out of memory") — at creation when waiting, in the stream otherwise;
 ``FAIL MIDSTREAM`` sends an error after the first output; ``SLOW`` leaves the prediction
-``processing`` after the wait, finishing after two polls; ``NO STREAM`` gives no
+``processing`` after the wait, finishing after two polls; ``HANG`` leaves it ``processing``
+until canceled (a stream sends one piece, then waits); ``NO STREAM`` gives no
 ``urls.stream``; ``NO METRICS`` reports no token counts; ``EVIL URL`` points ``urls.get`` and
 ``urls.stream`` to another host. A model whose name starts with ``missing`` is a 404.
 
@@ -34,6 +37,7 @@ https://replicate.com/docs/topics/predictions/streaming
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -132,6 +136,20 @@ class ReplicateSimulator:
                     self._finish(pid)
             return Response(self.predictions[pid], media_type="application/json")
 
+        @post("/v1/predictions/{pid:str}/cancel", status_code=200)
+        async def cancel(request: Request[Any, Any, Any], pid: str) -> Response[Any]:
+            try:
+                self._auth(request)
+                if pid not in self.predictions:
+                    raise Problem(404, "The requested resource could not be found.")
+            except Problem as p:
+                return _problem(p)
+            prediction = self.predictions[pid]
+            if prediction["status"] not in ("succeeded", "failed", "canceled"):
+                prediction.update(status="canceled", completed_at=_now())
+                self._pending_polls.pop(pid, None)
+            return Response(prediction, media_type="application/json")
+
         @get("/v1/streams/{pid:str}")
         async def stream(request: Request[Any, Any, Any], pid: str) -> Response[Any]:
             try:
@@ -143,7 +161,7 @@ class ReplicateSimulator:
             return Stream(self._events(pid), media_type="text/event-stream",
                           headers={"cache-control": "no-store"})
 
-        return [create, read, stream]
+        return [create, read, cancel, stream]
 
     def _body(self, body: bytes) -> dict[str, Any]:
         try:
@@ -184,7 +202,9 @@ class ReplicateSimulator:
             "output": None, "data_removed": False, "error": None, "status": "starting",
             "created_at": _now(), "started_at": None, "completed_at": None, "urls": urls,
             "metrics": {}}
-        if "SLOW" in prompt or "EVIL URL" in prompt:  # still running when the wait ends
+        if "HANG" in prompt:  # runs until canceled
+            self.predictions[pid]["status"] = "processing"
+        elif "SLOW" in prompt or "EVIL URL" in prompt:  # still running when the wait ends
             self.predictions[pid]["status"] = "processing"
             self._pending_polls[pid] = 2
         elif wait:
@@ -226,6 +246,12 @@ class ReplicateSimulator:
             self._finish(pid)
             yield event("error", json.dumps({"detail": p["error"]}))
             yield event("done", json.dumps({"reason": "error"}))
+            return
+        if "HANG" in prompt:  # one piece, then nothing until canceled
+            yield event("output", answer(p["input"])[0])
+            while p["status"] == "processing":
+                await asyncio.sleep(0.01)
+            yield event("done", json.dumps({"reason": "canceled"}))
             return
         for k, piece in enumerate(answer(p["input"])):
             yield event("output", piece)
