@@ -21,9 +21,13 @@ Request translation (OpenAI chat -> Messages):
 - stop -> ``stop_sequences``; temperature (clamped to Anthropic's 0..1 range: OpenAI allows up
   to 2); top_p only when temperature is not set (Claude 4.1 and later refuse both: "use only
   one", as the API reference advises); user -> ``metadata.user_id``.
-- response_format json_object / json_schema: the Messages API has no JSON mode, so an extra
-  system block *asks* for a single JSON object (with the schema, if given). It is an
-  instruction, not a guarantee: the model can still answer otherwise.
+- response_format json_schema (with a schema) -> ``output_config.format`` (structured
+  outputs: ``{"type": "json_schema", "schema"}``), which constrains the answer to the schema,
+  as the Bedrock adapter's ``outputConfig`` does. Anthropic accepts it only from models with
+  structured outputs (Claude 4.5 and later) and only for schemas it can enforce (every object
+  with ``"additionalProperties": false``); otherwise it answers 400, passed back as the
+  client's error with Anthropic's message. json_object (no schema to enforce) -> an extra
+  system block *asks* for a single JSON object: an instruction, not a guarantee.
 - Dropped silently (no Messages equivalent): seed, presence/frequency_penalty, n (always 1),
   message ``name``, ``detail`` on images, tools' ``strict``.
 
@@ -41,6 +45,7 @@ Docs:
 - https://docs.anthropic.com/en/api/errors
 - https://docs.anthropic.com/en/docs/build-with-claude/vision (base64 and url image sources)
 - https://docs.anthropic.com/en/docs/agents-and-tools/tool-use/implement-tool-use
+- https://docs.claude.com/en/docs/build-with-claude/structured-outputs (output_config.format)
 """
 
 from __future__ import annotations
@@ -174,8 +179,9 @@ def to_messages_request(request: ChatRequest, upstream_model: str) -> aw.Message
     system = [aw.TextBlock(message_text(m)) for m in request.messages
               if m.role in ("system", "developer") and message_text(m)]
     fmt = request.response_format
-    if fmt is not None and fmt.type != "text":
-        system.append(aw.TextBlock(_json_instruction(fmt.json_schema)))
+    schema = _schema(fmt.json_schema) if fmt is not None and fmt.type == "json_schema" else None
+    if fmt is not None and fmt.type != "text" and schema is None:
+        system.append(aw.TextBlock(_JSON_INSTRUCTION))
     turns = _turns([m for m in request.messages if m.role not in ("system", "developer")])
     if not turns:
         raise UpstreamRejected("anthropic needs at least one user or assistant message "
@@ -197,14 +203,15 @@ def to_messages_request(request: ChatRequest, upstream_model: str) -> aw.Message
         top_p=request.top_p if temperature is None else None,
         tools=tools or None,
         tool_choice=_tool_choice(request) if tools else None,
+        output_config=aw.OutputConfig(format=aw.JSONOutputFormat(schema=schema))
+        if schema is not None else None,
     )
 
 
-def _json_instruction(json_schema: dict[str, Any] | None) -> str:
-    if not json_schema:
-        return _JSON_INSTRUCTION
-    schema = json_schema.get("schema", json_schema)  # OpenAI nests it: {name, schema, strict}
-    return f"{_JSON_INSTRUCTION} It must conform to this JSON Schema:\n{json.dumps(schema)}"
+def _schema(json_schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The JSON Schema of an OpenAI ``json_schema`` response format, if it names one."""
+    schema = (json_schema or {}).get("schema")  # OpenAI nests it: {name, schema, strict}
+    return schema if isinstance(schema, dict) and schema else None
 
 
 def _tool_choice(request: ChatRequest) -> aw.ToolChoice | None:

@@ -250,11 +250,45 @@ def test_json_object_format_is_a_system_instruction(url, sim):
     assert "single valid JSON object" in instruction["text"]
 
 
-def test_json_schema_format_carries_the_schema(url, sim):
-    schema = {"type": "object", "properties": {"colours": {"type": "array"}}}
+COLOURS = {"type": "object", "properties": {"colours": {"type": "array",
+                                                       "items": {"type": "string"}},
+                                           "count": {"type": "integer"}},
+           "required": ["colours", "count"], "additionalProperties": False}
+
+
+def test_json_schema_format_becomes_structured_outputs(url, sim):
+    c = complete(url, chat([{"role": "system", "content": "Be brief."},
+                            {"role": "user", "content": "List three colours"}],
+                           response_format={"type": "json_schema", "json_schema": {
+                               "name": "colours", "strict": True, "schema": COLOURS}}))
+    assert sim.last_body["output_config"] == {"format": {"type": "json_schema",
+                                                         "schema": COLOURS}}
+    assert [b["text"] for b in sim.last_body["system"]] == ["Be brief."]  # no instruction
+    assert json.loads(c.choices[0].message.content) == {"colours": ["List three colours"],
+                                                        "count": 3}
+
+
+def test_structured_outputs_stream_as_text(url, sim):
+    fmt = {"type": "json_schema", "json_schema": {"name": "colours", "schema": COLOURS}}
+    chunks = stream(url, chat("List three colours", response_format=fmt))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert sim.last_body["output_config"]["format"]["schema"] == COLOURS
+    assert json.loads(text)["count"] == 3
+
+
+def test_a_schema_anthropic_cannot_enforce_is_the_callers_400(url, sim):
+    loose = {"type": "object", "properties": {"colours": {"type": "array"}}}
+    err = error_of(complete, url, chat("List three colours", response_format={
+        "type": "json_schema", "json_schema": {"name": "colours", "schema": loose}}))
+    assert isinstance(err, UpstreamRejected) and err.status == 400
+    assert "additionalProperties" in str(err)
+
+
+def test_json_schema_without_a_schema_is_an_instruction(url, sim):
     complete(url, chat("List three colours", response_format={
-        "type": "json_schema", "json_schema": {"name": "colours", "schema": schema}}))
-    assert json.dumps(schema) in sim.last_body["system"][-1]["text"]
+        "type": "json_schema", "json_schema": {"name": "colours"}}))
+    assert "output_config" not in sim.last_body
+    assert "single valid JSON object" in sim.last_body["system"][-1]["text"]
 
 
 def test_sampling_stop_and_user_fields(url, sim):

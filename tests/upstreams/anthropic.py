@@ -10,7 +10,10 @@ send them merged).
 Answers are deterministic: ``Echo: <last user text>`` plus what else it saw (system prompt,
 images); a tool call when tools are offered (and ``tool_choice`` is not ``none``); a summary of
 tool results when the last turn carries them; ``max_tokens`` (one word = one token) and
-``stop_sequences`` cut the text. The last user text triggers failures: ``FAIL 400`` / ``401`` /
+``stop_sequences`` cut the text. Under ``output_config.format`` (structured outputs) the answer
+is a JSON instance of the schema (strings hold the last user text, integers its word count),
+and a schema with an object lacking ``"additionalProperties": false`` is a 400, as the API
+requires of every object. The last user text triggers failures: ``FAIL 400`` / ``401`` /
 ``429`` (``retry-after: 7``) / ``500`` / ``529`` answer with that status, ``FAIL MIDSTREAM``
 sends an ``error`` event after the first text delta, ``REFUSE`` stops with ``refusal``.
 
@@ -195,6 +198,9 @@ def _check_semantics(req: aw.MessagesRequest) -> None:
     for i, tool in enumerate(req.tools or []):
         if tool.input_schema.get("type") != "object":
             raise Invalid(f"tools.{i}.input_schema.type: Input should be 'object'")
+    fmt = req.output_config.format if req.output_config else None
+    if fmt is not None:
+        _check_output_schema(fmt.schema, "output_config.format.schema")
     if req.tool_choice is not None and not req.tools:
         raise Invalid("tool_choice: tool_choice may only be specified while providing tools")
     if isinstance(req.tool_choice, aw.ToolChoiceTool) and req.tool_choice.name not in {
@@ -204,6 +210,43 @@ def _check_semantics(req: aw.MessagesRequest) -> None:
         if not s.strip():
             raise Invalid(f"stop_sequences.{k}: each stop sequence must contain "
                           "non-whitespace")
+
+
+def _check_output_schema(schema: Any, path: str) -> None:
+    """Structured outputs' rule: every object schema sets additionalProperties to false."""
+    if isinstance(schema, list):
+        for i, item in enumerate(schema):
+            _check_output_schema(item, f"{path}.{i}")
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "object" and schema.get("additionalProperties") is not False:
+        raise Invalid(f"{path}: For 'object' type, 'additionalProperties' must be explicitly "
+                      "set to false")
+    for key, value in schema.items():
+        if isinstance(value, dict | list):
+            _check_output_schema(value, f"{path}.{key}")
+
+
+def _instance(schema: dict[str, Any], text: str) -> Any:
+    """A JSON value matching ``schema`` (the simple types structured outputs allow)."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: _instance(v, text) for k, v in props.items()}
+    if kind == "array":
+        return [_instance(schema.get("items", {"type": "string"}), text)]
+    if kind == "integer":
+        return _words(text)
+    if kind == "number":
+        return float(_words(text))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return text
 
 
 def _trigger_failure(req: aw.MessagesRequest) -> None:
@@ -272,6 +315,9 @@ def answer(req: aw.MessagesRequest, message_id: str) -> aw.Message:
             text += " | images: " + ", ".join(
                 f"base64 {s.media_type}" if isinstance(s, aw.Base64ImageSource)
                 else f"url {s.url}" for s in images)
+        fmt = req.output_config.format if req.output_config else None
+        if fmt is not None:  # constrained decoding: the whole answer is the JSON instance
+            text = json.dumps(_instance(fmt.schema, last_text))
         for seq in req.stop_sequences or []:
             if seq in text:
                 text, stop_reason, stop_sequence = text[:text.index(seq)], "stop_sequence", seq
