@@ -1,4 +1,4 @@
-"""Amazon Bedrock through the Converse API, each request signed with AWS Signature Version 4.
+"""Amazon Bedrock through the Converse API, authenticated by an API key or AWS Signature V4.
 
 Provider ``bedrock`` calls ``POST {endpoint}/model/{modelId}/converse`` (``/converse-stream``
 when streaming); ``endpoint`` defaults to ``https://bedrock-runtime.{region}.amazonaws.com`` and
@@ -7,14 +7,21 @@ as ``us.anthropic.claude-3-5-sonnet-20241022-v2:0``, or an ARN) is percent-encod
 segment. ``region`` is the deployment's, else ``$AWS_REGION``, else botocore's configured
 region (``$AWS_DEFAULT_REGION`` or the profile's); none is a ``ConfigError``.
 
-Credentials come from botocore's standard chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``
-/ ``AWS_SESSION_TOKEN``, ``AWS_PROFILE`` and the shared files, SSO, web identity, container and
-instance roles), resolved once at construction (none found: ``ConfigError``). Temporary ones are
-refreshed by botocore as they near expiry, so every request signs with freshly frozen
-credentials (a refresh, a blocking network call, runs in a thread). Signing is botocore's
-``SigV4Auth`` (signing name ``bedrock``) over the exact body bytes sent; the call itself goes
-through the gateway's shared httpx client (boto3 and botocore's HTTP stack are not used). The
-deployment's ``api_key`` / ``api_key_env`` are not read: Bedrock API keys are not supported.
+Authentication, first found wins:
+
+- A Bedrock API key: the deployment's ``api_key``, else the variable its ``api_key_env`` names
+  (which must then be set), else ``$AWS_BEARER_TOKEN_BEDROCK`` (the variable AWS's own SDKs
+  read). It goes as ``Authorization: Bearer <key>``, and nothing is signed.
+- AWS credentials from botocore's standard chain (``AWS_ACCESS_KEY_ID`` /
+  ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``AWS_PROFILE`` and the shared files, SSO,
+  web identity, container and instance roles), resolved once at construction (none found:
+  ``ConfigError``). Temporary ones are refreshed by botocore as they near expiry, so every
+  request signs with freshly frozen credentials (a refresh, a blocking network call, runs in a
+  thread). Signing is botocore's ``SigV4Auth`` (signing name ``bedrock``) over the exact body
+  bytes sent.
+
+Either way the call goes through the gateway's shared httpx client (boto3 and botocore's HTTP
+stack are not used).
 
 Translation: system/developer messages (wherever they appear) -> ``system`` text blocks; user
 and ``tool`` messages -> role ``user``, assistant -> role ``assistant`` (consecutive messages of
@@ -60,6 +67,7 @@ Docs used:
 - https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_OutputFormat.html
 - https://docs.aws.amazon.com/bedrock/latest/userguide/conversation-inference.html
 - https://docs.aws.amazon.com/bedrock/latest/userguide/structured-output.html
+- https://docs.aws.amazon.com/bedrock/latest/userguide/api-keys-use.html
 - botocore's bedrock-runtime service model (shapes, enums, error statuses)
 """
 
@@ -94,6 +102,7 @@ from router.providers._base import (
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamUnavailable,
+    resolve_api_key,
 )
 from router.providers._http import error_for_exception, open_stream, send_json
 from router.providers._wire import (
@@ -117,6 +126,7 @@ from router.providers._wire import (
 
 DEFAULT_ENDPOINT = "https://bedrock-runtime.{region}.amazonaws.com"
 SIGNING_NAME = "bedrock"  # the service name in the SigV4 scope (not the endpoint prefix)
+KEY_ENV = "AWS_BEARER_TOKEN_BEDROCK"  # where AWS's SDKs look for a Bedrock API key
 EVENT_STREAM = "application/vnd.amazon.eventstream"
 JSON_OBJECT_INSTRUCTION = "Answer with a single valid JSON object and nothing else."
 EMPTY_TOOL_RESULT = "(no output)"  # Converse refuses blank text, and a result must say something
@@ -152,32 +162,36 @@ class BedrockProvider(SharedClientProvider):
 
     name = "bedrock"
 
-    def __init__(self, deployment: Deployment, ctx: ProviderContext, credentials: Credentials,
-                 region: str):
+    def __init__(self, deployment: Deployment, ctx: ProviderContext,
+                 credentials: Credentials | None, region: str, api_key: str = ""):
+        if not api_key and credentials is None:
+            raise ConfigError("provider 'bedrock': needs an API key or AWS credentials")
         self._deployment = deployment
         self._ctx = ctx
         self._credentials = credentials
+        self._api_key = api_key
         self._region = region
         self._base = (deployment.endpoint or DEFAULT_ENDPOINT.format(region=region)).rstrip("/")
 
     @classmethod
     def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> BedrockProvider:
+        api_key = resolve_api_key(deployment, KEY_ENV, required=bool(deployment.api_key_env))
         try:
             session = botocore.session.get_session()
             region = (deployment.region or os.environ.get("AWS_REGION")
                       or session.get_config_variable("region") or "")
-            credentials = session.get_credentials()
+            credentials = None if api_key else session.get_credentials()
         except BotoCoreError as exc:  # a missing profile, an unreadable config file
             raise ConfigError(f"provider 'bedrock': cannot load the AWS configuration: "
                               f"{exc}") from None
         if not region:
             raise ConfigError("provider 'bedrock': no region; set the deployment's region or "
                               "the environment variable AWS_REGION (or AWS_DEFAULT_REGION)")
-        if credentials is None:
-            raise ConfigError("provider 'bedrock': no AWS credentials; set AWS_ACCESS_KEY_ID "
-                              "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an IAM "
-                              "role")
-        return cls(deployment, ctx, credentials, region)
+        if credentials is None and not api_key:
+            raise ConfigError(f"provider 'bedrock': no AWS credentials; set {KEY_ENV} (a "
+                              "Bedrock API key), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                              "or AWS_PROFILE, or run with an IAM role")
+        return cls(deployment, ctx, credentials, region, api_key)
 
     def __repr__(self) -> str:  # never the credentials
         return f"BedrockProvider(model={self._deployment.model!r}, region={self._region!r})"
@@ -186,7 +200,7 @@ class BedrockProvider(SharedClientProvider):
 
     async def complete(self, request: ChatRequest) -> ChatCompletion:
         url, body = self._url(request, "converse"), self._body(request)
-        headers = await self._signed_headers(url, body, "application/json")
+        headers = await self._auth_headers(url, body, "application/json")
         data = await send_json(self._ctx.client(), self.name, url, content=body,
                                headers=headers)
         try:
@@ -213,7 +227,7 @@ class BedrockProvider(SharedClientProvider):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
         url, body = self._url(request, "converse-stream"), self._body(request)
-        headers = await self._signed_headers(url, body, EVENT_STREAM)
+        headers = await self._auth_headers(url, body, EVENT_STREAM)
         cid, created = _completion_id(), int(time.time())
 
         def chunk(delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
@@ -270,17 +284,22 @@ class BedrockProvider(SharedClientProvider):
             body["toolConfig"] = tool_config
         return msgspec.json.encode(body)
 
-    async def _signed_headers(self, url: str, body: bytes, accept: str) -> dict[str, str]:
-        """Headers carrying a SigV4 signature over exactly ``body`` (which must be sent as is);
-        the deployment's extra headers are signed too."""
+    async def _auth_headers(self, url: str, body: bytes, accept: str) -> dict[str, str]:
+        """The request's headers with its authentication: the API key as a bearer token, or a
+        SigV4 signature over exactly ``body`` (which must be sent as is) and the deployment's
+        extra headers."""
+        headers = {**self._deployment.headers, "content-type": "application/json",
+                   "accept": accept}
+        if self._api_key:
+            return {**headers, "authorization": f"Bearer {self._api_key}"}
         credentials = await self._frozen_credentials()
-        aws_request = AWSRequest(method="POST", url=url, data=body, headers={
-            **self._deployment.headers, "content-type": "application/json", "accept": accept})
+        aws_request = AWSRequest(method="POST", url=url, data=body, headers=headers)
         SigV4Auth(credentials, SIGNING_NAME, self._region).add_auth(aws_request)
         return dict(aws_request.headers.items())
 
     async def _frozen_credentials(self) -> ReadOnlyCredentials:
         creds = self._credentials
+        assert creds is not None  # __init__ requires them when there is no API key
         try:
             if isinstance(creds, RefreshableCredentials) and creds.refresh_needed():
                 # A refresh calls STS / SSO / the instance metadata service synchronously.

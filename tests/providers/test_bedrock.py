@@ -59,7 +59,8 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     """The simulator's fake keys in the environment, and nothing else botocore could find."""
     for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_CREDENTIAL_EXPIRATION"):
+                "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_CREDENTIAL_EXPIRATION",
+                "AWS_BEARER_TOKEN_BEDROCK"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
@@ -261,6 +262,47 @@ def test_registered_as_bedrock():
 
 
 # --- configuration -------------------------------------------------------------------------
+
+
+def _no_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var)
+
+
+def test_an_api_key_goes_as_a_bearer_token_and_nothing_is_signed(url, monkeypatch):
+    _no_aws_credentials(monkeypatch)
+    done = complete(deployment(url, api_key=SIM.api_key, headers={"x-team": "search"}), chat())
+    assert done.choices[0].message.content == "echo: hello world"
+    assert SIM.last_headers["authorization"] == f"Bearer {SIM.api_key}"
+    assert SIM.last_headers["x-team"] == "search"
+    assert "x-amz-date" not in SIM.last_headers
+    assert "x-amz-security-token" not in SIM.last_headers
+
+
+def test_an_api_key_from_the_environment_wins_over_aws_credentials(url, monkeypatch):
+    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", SIM.api_key)  # AWS's own variable
+    chunks = stream(deployment(url), chat())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) \
+        == "echo: hello world"
+    assert SIM.last_headers["authorization"] == f"Bearer {SIM.api_key}"
+    monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK")
+    monkeypatch.setenv("TEAM_BEDROCK_KEY", SIM.api_key)
+    complete(deployment(url, api_key_env="TEAM_BEDROCK_KEY"), chat())
+    assert SIM.last_headers["authorization"] == f"Bearer {SIM.api_key}"
+
+
+def test_a_named_key_variable_that_is_unset_is_a_config_error(url):
+    with pytest.raises(ConfigError, match="TEAM_BEDROCK_KEY"):
+        complete(deployment(url, api_key_env="TEAM_BEDROCK_KEY"), chat())
+
+
+def test_a_wrong_api_key_is_refused_and_never_echoed(url):
+    wrong = "ABSK" + "z" * 40
+    with pytest.raises(UpstreamError) as err:
+        complete(deployment(url, api_key=wrong), chat())
+    assert type(err.value) is UpstreamError and err.value.status == 502
+    assert "credentials were refused" in str(err.value)
+    assert wrong not in str(err.value) and wrong not in repr(err.value)
 
 
 def test_missing_credentials_is_a_config_error(url, monkeypatch):

@@ -4,8 +4,9 @@
   percent-encoded as one path segment (checked on the raw path: an ARN's ``/`` must not split it);
 - every request must carry a valid AWS Signature Version 4 for service ``bedrock`` in the
   simulator's region, made with its credentials: the signature is recomputed with botocore from
-  the received method, raw path, signed headers and body bytes. Failures answer 403 the way AWS
-  does (``MissingAuthenticationTokenException``, ``UnrecognizedClientException``,
+  the received method, raw path, signed headers and body bytes. Or, instead, its Bedrock API key
+  as ``Authorization: Bearer <key>``. Failures answer 403 the way AWS does
+  (``MissingAuthenticationTokenException``, ``UnrecognizedClientException``,
   ``InvalidSignatureException``);
 - errors are ``{"message": ...}`` with the error's name in ``x-amzn-ErrorType``
   (``Name:namespace``), at the statuses of botocore's service model;
@@ -100,6 +101,7 @@ class SimState:
     secret_key: str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
     token: str | None = "FQoGZXIvYXdzEXAMPLESESSIONTOKEN"
     region: str = "us-east-1"
+    api_key: str = "ABSKQmVkcm9ja0FQSUtleS1zaW0tZXhhbXBsZQ=="
     last_body: dict[str, Any] | None = None
     last_headers: dict[str, str] = field(default_factory=dict)
     last_raw_path: str = ""
@@ -159,6 +161,11 @@ def _check_signature(state: SimState, request: Request, raw_path: str, body: byt
     auth = headers.get("authorization")
     if not auth:
         raise AwsError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
+    if auth.startswith("Bearer "):  # a Bedrock API key: no signature
+        if not hmac.compare_digest(auth.removeprefix("Bearer "), state.api_key):
+            raise AwsError(403, "UnrecognizedClientException",
+                           "The security token included in the request is invalid.")
+        return
     match = AUTH.match(auth)
     if match is None:
         raise AwsError(403, "IncompleteSignatureException",
