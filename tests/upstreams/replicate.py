@@ -104,6 +104,12 @@ class ReplicateSimulator:
         if request.headers.get("authorization") != f"Bearer {self.api_token}":
             raise Problem(401, "You did not pass a valid authentication token")
 
+    def _known(self, request: Request[Any, Any, Any], pid: str) -> None:
+        """Authenticate, then 404 unless ``pid`` names a prediction."""
+        self._auth(request)
+        if pid not in self.predictions:
+            raise Problem(404, "The requested resource could not be found.")
+
     def _handlers(self) -> list[Any]:
         @post("/v1/models/{owner:str}/{name:str}/predictions", status_code=201)
         async def create(request: Request[Any, Any, Any], owner: str,
@@ -125,9 +131,7 @@ class ReplicateSimulator:
         @get("/v1/predictions/{pid:str}")
         async def read(request: Request[Any, Any, Any], pid: str) -> Response[Any]:
             try:
-                self._auth(request)
-                if pid not in self.predictions:
-                    raise Problem(404, "The requested resource could not be found.")
+                self._known(request, pid)
             except Problem as p:
                 return _problem(p)
             if self._pending_polls.get(pid):
@@ -139,9 +143,7 @@ class ReplicateSimulator:
         @post("/v1/predictions/{pid:str}/cancel", status_code=200)
         async def cancel(request: Request[Any, Any, Any], pid: str) -> Response[Any]:
             try:
-                self._auth(request)
-                if pid not in self.predictions:
-                    raise Problem(404, "The requested resource could not be found.")
+                self._known(request, pid)
             except Problem as p:
                 return _problem(p)
             prediction = self.predictions[pid]
@@ -153,9 +155,7 @@ class ReplicateSimulator:
         @get("/v1/streams/{pid:str}")
         async def stream(request: Request[Any, Any, Any], pid: str) -> Response[Any]:
             try:
-                self._auth(request)
-                if pid not in self.predictions:
-                    raise Problem(404, "The requested resource could not be found.")
+                self._known(request, pid)
             except Problem as p:
                 return _problem(p)
             return Stream(self._events(pid), media_type="text/event-stream",
