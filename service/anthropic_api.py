@@ -1,6 +1,6 @@
 """``POST /v1/messages``: the gateway for Anthropic SDK users (Anthropic's Messages API shape).
 
-The body is decoded with the Messages API structs (``router.providers._anthropic_wire``),
+The body is decoded with the Messages API structs (``router.wire.anthropic``),
 translated to a ``ChatRequest`` and routed like any chat request (``model`` may be a catalog
 model, an alias, a route or ``auto``); the answer is translated back to a Message, or to
 Anthropic's stream events. Errors use Anthropic's shape,
@@ -50,8 +50,8 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
 
-from router.providers import _anthropic_wire as aw
-from router.providers._wire import (
+from router.wire import anthropic as aw
+from router.wire.openai import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,

@@ -22,8 +22,8 @@ from router.providers import (
     EmbeddingUsage,
     ProviderError,
 )
-from router.providers._wire import encode_vector
 from router.traffic import TrafficRecord
+from router.wire.openai import encode_vector
 from service.errors import BadRequest, ModelNotFound, Unsatisfiable, from_provider_error
 from service.gateway import Gateway
 

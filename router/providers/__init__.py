@@ -21,7 +21,14 @@ from router.providers._base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from router.providers._wire import (
+from router.providers.anthropic import AnthropicProvider
+from router.providers.bedrock import BedrockProvider
+from router.providers.cohere import CohereProvider
+from router.providers.gemini import GeminiProvider, VertexProvider
+from router.providers.openai_compat import OpenAICompatProvider
+from router.providers.replicate import ReplicateProvider
+from router.providers.simulated import SimulatedProvider
+from router.wire.openai import (
     EMBEDDINGS_DECODER,
     ENCODER,
     REQUEST_DECODER,
@@ -37,13 +44,6 @@ from router.providers._wire import (
     has_images,
     message_text,
 )
-from router.providers.anthropic import AnthropicProvider
-from router.providers.bedrock import BedrockProvider
-from router.providers.cohere import CohereProvider
-from router.providers.gemini import GeminiProvider, VertexProvider
-from router.providers.openai_compat import OpenAICompatProvider
-from router.providers.replicate import ReplicateProvider
-from router.providers.simulated import SimulatedProvider
 
 ProviderFactory = Callable[[Deployment, ProviderContext], Provider]
 

@@ -27,7 +27,7 @@ from typing import Protocol, runtime_checkable
 import httpx
 
 from router.config import ConfigError, Deployment
-from router.providers._wire import (
+from router.wire.openai import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,

@@ -59,7 +59,6 @@ import httpx
 import msgspec
 
 from router.config import Deployment
-from router.providers import _anthropic_wire as aw
 from router.providers._base import (
     ProviderContext,
     SharedClientProvider,
@@ -68,7 +67,8 @@ from router.providers._base import (
     resolve_api_key,
 )
 from router.providers._http import error_for_status, open_stream, send_json, sse_events
-from router.providers._wire import (
+from router.wire import anthropic as aw
+from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,

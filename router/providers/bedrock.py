@@ -105,7 +105,7 @@ from router.providers._base import (
     resolve_api_key,
 )
 from router.providers._http import error_for_exception, open_stream, send_json
-from router.providers._wire import (
+from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,

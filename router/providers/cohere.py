@@ -76,7 +76,7 @@ from router.providers._base import (
     resolve_api_key,
 )
 from router.providers._http import open_stream, send_json, sse_events
-from router.providers._wire import (
+from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,

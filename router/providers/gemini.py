@@ -91,7 +91,7 @@ from router.providers._base import (
 )
 from router.providers._gemini_schema import Incompatible, gemini_schema
 from router.providers._http import error_for_status, open_stream, send_json, sse_events
-from router.providers._wire import (
+from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,

@@ -27,7 +27,7 @@ import numpy as np
 
 from router.config import Deployment, SimulatedSettings
 from router.providers._base import ProviderContext, SharedClientProvider, UpstreamError
-from router.providers._wire import (
+from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,

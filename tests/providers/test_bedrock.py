@@ -28,8 +28,8 @@ from router.providers._base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from router.providers._wire import ChatCompletion, ChatCompletionChunk, ChatRequest
 from router.providers.bedrock import BedrockProvider
+from router.wire.openai import ChatCompletion, ChatCompletionChunk, ChatRequest
 from tests.upstreams import serve
 from tests.upstreams.bedrock import SimState, create_app, encode_frame, event_frame
 

@@ -22,8 +22,8 @@ from router.providers._base import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from router.providers._wire import ChatCompletionChunk, ChatRequest, EmbeddingsRequest
 from router.providers.cohere import CohereProvider
+from router.wire.openai import ChatCompletionChunk, ChatRequest, EmbeddingsRequest
 from tests.upstreams import serve
 from tests.upstreams.cohere import API_KEY, PREAMBLE_TOKENS, CohereSimulator
 

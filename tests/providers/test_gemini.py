@@ -22,13 +22,13 @@ from router.providers._base import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from router.providers._wire import (
+from router.providers.gemini import SKIP_SIGNATURE, GeminiProvider, VertexProvider
+from router.wire.openai import (
     EMBEDDINGS_DECODER,
     REQUEST_DECODER,
     ChatCompletionChunk,
     ChatRequest,
 )
-from router.providers.gemini import SKIP_SIGNATURE, GeminiProvider, VertexProvider
 from tests.upstreams import serve
 from tests.upstreams.gemini import GeminiSimulator
 

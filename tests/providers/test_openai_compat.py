@@ -24,14 +24,6 @@ from router.providers._base import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from router.providers._wire import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatRequest,
-    ChunkChoice,
-    EmbeddingsRequest,
-    EmbeddingsResponse,
-)
 from router.providers.openai_compat import (
     AZURE_DEFAULT_API_VERSION,
     PRESETS,
@@ -39,6 +31,14 @@ from router.providers.openai_compat import (
     _decode_chunk,
     _finish,
     _StreamState,
+)
+from router.wire.openai import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    ChunkChoice,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
 )
 from tests.upstreams import serve
 from tests.upstreams.openai_compat import SimState, create_app

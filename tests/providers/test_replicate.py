@@ -21,8 +21,8 @@ from router.providers._base import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from router.providers._wire import ChatCompletionChunk, ChatRequest
 from router.providers.replicate import ReplicateProvider
+from router.wire.openai import ChatCompletionChunk, ChatRequest
 from tests.upstreams import serve
 from tests.upstreams.replicate import API_TOKEN, ReplicateSimulator
 

@@ -37,7 +37,7 @@ import msgspec
 from litestar import Litestar, Request, Response, post
 from litestar.response import Stream
 
-from router.providers import _anthropic_wire as aw
+from router.wire import anthropic as aw
 
 API_KEY = "sk-ant-sim-0123456789"
 

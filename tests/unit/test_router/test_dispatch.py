@@ -21,7 +21,7 @@ from router.providers import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from router.providers._wire import AssistantMessage, Choice, ChunkChoice, Delta
+from router.wire.openai import AssistantMessage, Choice, ChunkChoice, Delta
 
 REQUEST = ChatRequest(model="m", messages=[Message(role="user", content="hi")])
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
-from router.providers._wire import (
+from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,

@@ -1,5 +1,6 @@
-"""Anthropic Messages API wire types, shared by the upstream adapter (``anthropic.py``), the
-gateway's own ``POST /v1/messages`` front end (``service.anthropic_api``) and the test simulator.
+"""Anthropic Messages API wire types, shared by the upstream adapter
+(``router.providers.anthropic``), the gateway's own ``POST /v1/messages`` front end
+(``service.anthropic_api``) and the test simulator.
 
 Request structs decode leniently (unknown fields are ignored: SDKs send newer fields than we
 model) but check types, so a wrong shape names its field. Response and event structs encode in
