@@ -6,8 +6,10 @@ Every error names its path in the file, e.g.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 import yaml
@@ -107,24 +109,37 @@ def resolve_deployment(d: Deployment, providers: dict[str, ProviderEntry]) -> De
                                    **d.headers}, simulated=simulated, **merged)
 
 
+# Bounds on what a config (or an admin PUT) may say: beyond them a value is a typo or an
+# attack, and it would reach arithmetic on every request (costs, context checks).
+Price = Annotated[float, msgspec.Meta(ge=0, le=1_000_000)]  # USD per million tokens
+Tokens = Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
+MAX_DIMENSIONS = 65_536
+
+
 class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A model callers can be routed to; prices are USD per million tokens."""
 
-    name: str
-    input_price: float
-    output_price: float
-    context_window: int
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    input_price: Price
+    output_price: Price
+    context_window: Tokens
     stands_in_for: str | None = None  # the router's data model whose predictions it borrows
     capabilities: list[str] = []
     aliases: list[str] = []
-    expected_output_tokens: int = 256
+    expected_output_tokens: Tokens = 256
+    # Embeddings models: the vectors' length, the most ``dimensions`` a request may ask for.
+    dimensions: Annotated[int, msgspec.Meta(ge=1, le=MAX_DIMENSIONS)] | None = None
     deployments: list[Deployment] = []
+
+
+PromptTokens = Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
 
 
 class RouteEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     candidates: list[str] = []  # empty: every catalog model with a stand-in
     policy: PolicySpec = PolicySpec()
+    max_prompt_tokens: PromptTokens | None = None  # None: server.max_prompt_tokens
 
 
 class EncoderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -151,6 +166,16 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Concurrent prompts arriving within this window share one encoder run; a lone request
     # waits this long, so it is kept well under the gateway's per-request latency budget.
     batch_wait_ms: float = 0.0
+    # A prompt longer than this is refused (413) before routing; a route may set its own.
+    # Counting stops at the limit, so it also bounds the work one request can ask for.
+    max_prompt_tokens: PromptTokens = 262_144
+    # Slow clients: the request's headers and its body must each arrive within this time
+    # (408 for a body, the connection closed for headers), so idle sockets cannot pile up.
+    header_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
+    body_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    # On shutdown, in-flight requests and streams get this long to finish; then they are cut
+    # (their log rows are still written).
+    drain_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
     def __post_init__(self) -> None:
         if self.batch_wait_ms < 0:
@@ -235,11 +260,8 @@ def check_config(cfg: Config) -> list[str]:
     names: dict[str, str] = {}
     for i, m in enumerate(cfg.models):
         where = f"models[{i}]"
-        for label, value in (("input_price", m.input_price), ("output_price", m.output_price)):
-            if value < 0:
-                errors.append(f"{where}.{label}: must be >= 0, got {value}")
-        if m.context_window <= 0:
-            errors.append(f"{where}.context_window: must be > 0, got {m.context_window}")
+        if m.dimensions is not None and "embeddings" not in m.capabilities:
+            errors.append(f"{where}.dimensions: only embeddings models have dimensions")
         for j, cap in enumerate(m.capabilities):
             if cap not in CAPABILITIES:
                 errors.append(f"{where}.capabilities[{j}]: unknown capability {cap!r}; "
@@ -265,6 +287,32 @@ def check_config(cfg: Config) -> list[str]:
         errors.append(f"default_route: {cfg.default_route!r} is not a route; "
                       f"routes: {sorted(route_names)}")
     return errors
+
+
+MASTER_KEY_ENV = "CONTEXTFORGE_MASTER_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
+
+
+def master_key(server: ServerConfig) -> str:
+    """The master key: the config's, else ``$CONTEXTFORGE_MASTER_KEY``; "" when neither."""
+    return server.master_key or os.environ.get(MASTER_KEY_ENV, "")
+
+
+def check_server(server: ServerConfig) -> list[str]:
+    """A gateway listening beyond loopback must demand a key: never an open gateway."""
+    if not is_loopback(server.host) and not master_key(server):
+        return [f"server.host: {server.host!r} is not loopback: set server.master_key or "
+                f"{MASTER_KEY_ENV} so that callers must authenticate"]
+    return []
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -47,6 +47,7 @@ from router.providers import (
     UpstreamUnavailable,
     build_provider,
 )
+from router.secrets import Scrubber, deployment_secrets, mask_url
 
 T = TypeVar("T")
 FailureHook = Callable[["Upstream", str, ProviderError], None]
@@ -99,11 +100,29 @@ class Upstream:
     breaker: CircuitBreaker
     timeout_s: float
     calls: int = field(default=0)
+    scrub: Scrubber = field(default_factory=lambda: Scrubber(()))
+
+    def clean(self, exc: ProviderError) -> ProviderError:
+        """``exc`` with this deployment's secrets masked in its message (it reaches clients
+        and the log)."""
+        if self.scrub and exc.args:
+            exc.args = (self.scrub(str(exc.args[0])), *exc.args[1:])
+        return exc
 
 
 def deployment_label(d: Deployment, model: str) -> str:
-    where = d.endpoint or d.region or "default"
+    where = mask_url(d.endpoint) if d.endpoint else d.region or "default"
     return f"{d.provider}:{d.upstream_model(model)}@{where}"
+
+
+def upstream_for(d: Deployment, model: str, provider: Provider, dispatch: DispatchConfig,
+                 timeout_s: float) -> Upstream:
+    """A deployment's ``Upstream``, its label and secret scrubber included."""
+    return Upstream(deployment_label(d, model), d, provider,
+                    CircuitBreaker(dispatch.failure_threshold, dispatch.cooldown_s),
+                    d.timeout_s or timeout_s,
+                    scrub=Scrubber(deployment_secrets(d.api_key, d.api_key_env, d.headers,
+                                                      d.endpoint)))
 
 
 class Dispatcher:
@@ -193,6 +212,7 @@ class Dispatcher:
                     self._failed(u, last)
                     continue
                 except ProviderError as exc:
+                    u.clean(exc)
                     if self._on_failure is not None:
                         self._on_failure(u, self.model, exc)
                     if not exc.retryable:
@@ -241,9 +261,8 @@ def build_dispatchers(config: Config, ctx: ProviderContext, on_failure: FailureH
             out[m.name] = old
             continue
         upstreams = [
-            Upstream(deployment_label(d, m.name), d, build_provider(d, ctx),
-                     CircuitBreaker(config.dispatch.failure_threshold, config.dispatch.cooldown_s),
-                     d.timeout_s or config.server.upstream_timeout_s)
+            upstream_for(d, m.name, build_provider(d, ctx), config.dispatch,
+                         config.server.upstream_timeout_s)
             for d in deployments
         ]
         out[m.name] = Dispatcher(m.name, upstreams, config.dispatch, on_failure=on_failure)

@@ -19,7 +19,10 @@ from router.artifact import TrainedRouter, load_router
 from router.catalog import Catalog
 from router.config import Config, ConfigError, ModelEntry, RouteEntry
 from router.embedding import Encoder, MicroBatcher
-from router.policy import PolicySpec, calibrate_threshold, choose
+from router.policy import NoEligibleModel, PolicySpec, calibrate_threshold, choose
+from router.requirements import Requirements, excluded_because
+
+PINNED = "none"  # a Decision's route when the caller named a concrete model
 
 
 class CandidateView(msgspec.Struct, frozen=True):
@@ -41,6 +44,10 @@ class Decision(msgspec.Struct, frozen=True):
     router: str
     encoder: str
     elapsed_ms: float
+
+
+class UnknownTarget(KeyError):
+    """A ``model`` value that is no catalog model, alias, route or ``auto``."""
 
 
 class _Route:
@@ -141,7 +148,8 @@ class RoutingEngine:
             Catalog.cost_usd(m, n_in, Catalog.expected_output_tokens(m, max_output_tokens))
             for m in r.models
         ])
-        why = [self._excluded(m, n_in, required, allowed, max_output_tokens) for m in r.models]
+        needs = Requirements(frozenset(required), max_output_tokens)
+        why = [excluded_because(m, needs, n_in, allowed) for m in r.models]
         eligible = np.array([w is None for w in why])
         i, reason = choose(quality, cost, eligible, spec, strong=r.strong, threshold=r.threshold)
         views = [
@@ -154,14 +162,54 @@ class RoutingEngine:
             elapsed_ms=round((time.perf_counter() - t0) * 1e3, 3),
         )
 
-    @staticmethod
-    def _excluded(m: ModelEntry, n_in: int, required: Collection[str],
-                  allowed: Collection[str] | None, max_out: int | None) -> str | None:
-        if allowed is not None and m.name not in allowed:
-            return "not in the allowed models"
-        missing = sorted(set(required) - set(m.capabilities))
-        if missing:
-            return f"lacks {', '.join(missing)}"
-        if n_in + (max_out or 0) > m.context_window:
-            return f"{n_in} + {max_out or 0} tokens exceed its context window {m.context_window}"
-        return None
+    def target(self, model: str) -> str:
+        """The route (or, pinned, the catalog model) a request's ``model`` names: ``auto`` is
+        the default route; ``UnknownTarget`` when it names nothing."""
+        name = self.config.default_route if model == "auto" else model
+        if name in self.routes:
+            return name
+        if name in self.catalog:
+            return self.catalog.get(name).name
+        raise UnknownTarget(f"The model `{model}` does not exist: use a catalog model, a route "
+                            "or `auto` (see GET /v1/models)")
+
+    def select(self, model: str, prompt: str, *, needs: Requirements, input_tokens: int,
+               embedding: np.ndarray | None = None, policy: PolicySpec | None = None,
+               allowed: Collection[str] | None = None) -> Decision:
+        """The decision for a request naming ``model``: routed when it names a route (or
+        ``auto``), pinned when it names a catalog model; the gateway and ``contextforge route``
+        both come here. ``NoEligibleModel`` when nothing can serve the request (for a pinned
+        model: with the reason), ``UnknownTarget`` when ``model`` names nothing."""
+        name = self.target(model)
+        if name in self.routes:
+            try:
+                return self.decide(prompt, route=name, required=needs.capabilities,
+                                   allowed=allowed, max_output_tokens=needs.max_output_tokens,
+                                   policy=policy, embedding=embedding, input_tokens=input_tokens)
+            except NoEligibleModel:
+                caps = ", ".join(sorted(needs.capabilities)) or "no special capabilities"
+                raise NoEligibleModel(
+                    f"no model on route {name!r} satisfies this request: it needs {caps} and "
+                    f"{input_tokens} input + {needs.max_output_tokens or 0} output tokens of "
+                    "context") from None
+        m = self.catalog.get(name)
+        why = excluded_because(m, needs, input_tokens)
+        if why:
+            raise NoEligibleModel(f"model {m.name!r} cannot serve this request: {why}")
+        cost = Catalog.cost_usd(m, input_tokens,
+                                Catalog.expected_output_tokens(m, needs.max_output_tokens))
+        return Decision(route=PINNED, model=m.name, mode="pinned", reason="named by the caller",
+                        input_tokens=input_tokens, candidates=[CandidateView(
+                            m.name, m.stands_in_for, None, cost, True)],
+                        router=self.router.spec.name, encoder=self.encoder.id, elapsed_ms=0.0)
+
+    def prompt_limit(self, target: str) -> int:
+        """The most prompt tokens a request to ``target`` (from ``target()``) may carry."""
+        route = self.routes.get(target)
+        if route is not None and route.entry.max_prompt_tokens is not None:
+            return route.entry.max_prompt_tokens
+        return self.config.server.max_prompt_tokens
+
+    def needs_embedding(self, model: str) -> bool:
+        """Whether a request naming ``model`` is routed (and so needs its prompt embedded)."""
+        return self.target(model) in self.routes

@@ -44,9 +44,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, post
-from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
 
@@ -67,7 +65,8 @@ from router.wire.openai import (
     ToolCall,
     ToolCallDelta,
 )
-from service.errors import APIError, BadRequest, from_decode_error, retry_after_header, to_api_error
+from service.errors import APIError, BadRequest, client_error, decode_body, retry_after_header
+from service.gateway import Gateway
 
 _STOP_REASON: dict[str | None, aw.StopReason] = {
     "stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
@@ -94,18 +93,10 @@ def error_response(err: APIError, headers: dict[str, str] | None = None) -> Resp
 def handle_exception(_request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """This endpoint's exception handler: the app's mapping, rendered Anthropic's way."""
     headers = getattr(exc, "headers", None) if isinstance(exc, HTTPException) else None
-    return error_response(to_api_error(exc), headers=headers)
+    return error_response(client_error(exc), headers=headers)
 
 
 # --- request -------------------------------------------------------------------------------
-
-
-def decode_messages_request(body: bytes) -> aw.MessagesRequest:
-    """The body as a Messages request; ``BadRequest`` naming the field otherwise."""
-    try:
-        return aw.REQUEST_DECODER.decode(body)
-    except msgspec.DecodeError as exc:
-        raise from_decode_error(exc) from None
 
 
 def to_chat_request(req: aw.MessagesRequest) -> ChatRequest:
@@ -342,23 +333,15 @@ async def anthropic_sse(chunks: AsyncIterator[ChatCompletionChunk], *,
 # --- the endpoint --------------------------------------------------------------------------
 
 
-def _gateway(state: State) -> Any:
-    from service.app import _gateway as gateway_of  # service.app registers this module
-
-    return gateway_of(state)
-
-
 @post("/messages", status_code=200, exception_handlers={Exception: handle_exception})
-async def create_message(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+async def create_message(request: Request[Any, Any, Any], gateway: Gateway) -> Response[Any]:
     """Anthropic's Messages API, routed; Anthropic's stream events when ``stream`` is true."""
-    chat = to_chat_request(decode_messages_request(await request.body()))
-    gateway = _gateway(state)
-    plan = await gateway.plan(chat)
-    if chat.stream:
-        chunks, headers = await gateway.open_chunks(plan)
-        return Stream(anthropic_sse(chunks, input_tokens=plan.input_tokens),
+    chat = to_chat_request(decode_body(aw.REQUEST_DECODER, await request.body()))
+    ex = await gateway.chat(chat)
+    if ex.chunks is not None:
+        return Stream(anthropic_sse(ex.chunks, input_tokens=ex.input_tokens),
                       media_type="text/event-stream",
-                      headers={**headers, "cache-control": "no-cache"})
-    completion, headers = await gateway.complete(plan)
-    return Response(aw.ENCODER.encode(from_completion(completion)),
-                    media_type="application/json", headers=headers)
+                      headers={**gateway.headers(ex), "cache-control": "no-cache"})
+    assert isinstance(ex.result, ChatCompletion)
+    return Response(aw.ENCODER.encode(from_completion(ex.result)),
+                    media_type="application/json", headers=gateway.headers(ex))

@@ -1,198 +1,57 @@
-"""The Litestar app: OpenAI-compatible HTTP in front of ``service.gateway``.
+"""The Litestar app: OpenAI- and Anthropic-compatible HTTP in front of ``service.gateway``.
 
-``create_app(config)`` builds the app; the routing engine (encoder + router), the micro-batcher
-and the providers are opened in the lifespan, so importing this module or building the app
-costs nothing. Handlers parse and answer; ``Gateway`` does the work; ``service.errors`` maps
-every failure to OpenAI's error shape.
+``create_app(config)`` validates the config and builds the app; the routing engine (encoder +
+router), the micro-batcher, the HTTP client and the providers are opened in the lifespan, so
+importing this module or building the app costs nothing. Handlers receive the ``Gateway`` by
+dependency injection; ``service.errors`` maps every failure to the client's error shape.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
 
 import httpx
-import msgspec
-from litestar import Litestar, Request, Response, Router, get, post
+from litestar import Litestar, Router
 from litestar.datastructures import State
-from litestar.response import Stream
+from litestar.di import Provide
 
 from router.config import Config
 from router.dispatch import build_dispatchers
 from router.embedding import MicroBatcher
 from router.engine import RoutingEngine
-from router.providers import (
-    EMBEDDINGS_DECODER,
-    ENCODER,
-    REQUEST_DECODER,
-    ChatRequest,
-    ProviderContext,
-    check_deployments,
-    check_providers,
-)
+from router.providers import ProviderContext
 from router.providers.recorded import RecordedAnswers
-from router.traffic import Feedback, TrafficLog, UnknownRequest
+from router.secrets import ScrubbingTransport
+from router.traffic import TrafficLog
+from router.validate import build_engine, check
+from service import openai_api, ops
 from service.admin import admin_router
 from service.anthropic_api import create_message
 from service.auth import master_key_guard
-from service.embeddings import create_embeddings
-from service.errors import (
-    Conflict,
-    ModelNotFound,
-    NotReady,
-    from_decode_error,
-    handle_exception,
-)
+from service.errors import NotReady, handle_exception
 from service.gateway import Gateway
-from service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from service.metrics import Metrics
+from service.openapi import openapi_handler
+from service.timeouts import BodyTimeout
 
 
-class ModelCard(msgspec.Struct, frozen=True):
-    id: str
-    kind: str  # "model" or "route": a route name is a valid ``model`` too
-    object: str = "model"
-    created: int = 0
-    owned_by: str = "contextforge"
-    capabilities: list[str] = []
-    context_window: int | None = None
-    aliases: list[str] = []
-    candidates: list[str] = []
-
-
-class ModelList(msgspec.Struct, frozen=True):
-    data: list[ModelCard]
-    object: str = "list"
-
-
-def decode_chat_request(body: bytes) -> ChatRequest:
-    """The request body as a ``ChatRequest``; ``BadRequest`` naming the field otherwise."""
-    try:
-        return REQUEST_DECODER.decode(body)
-    except msgspec.DecodeError as exc:
-        raise from_decode_error(exc) from None
-
-
-def _gateway(state: State) -> Gateway:
+def provide_gateway(state: State) -> Gateway:
+    """The dependency every handler that serves requests takes (``gateway: Gateway``)."""
     gateway = state.get("gateway")
     if gateway is None:  # only outside the lifespan: shutting down, or a host that skipped it
         raise NotReady("The gateway is not ready: the routing engine is not loaded.")
     return gateway
 
 
-@post("/chat/completions", status_code=200)
-async def chat_completions(request: Request[Any, Any, Any], state: State) -> Response[Any]:
-    """OpenAI chat completions, routed; SSE when ``stream`` is true."""
-    chat = decode_chat_request(await request.body())
-    gateway = _gateway(state)
-    plan = await gateway.plan(chat)
-    if chat.stream:
-        body, headers = await gateway.open_stream(plan)
-        return Stream(body, media_type="text/event-stream",
-                      headers={**headers, "cache-control": "no-cache"})
-    completion, headers = await gateway.complete(plan)
-    return Response(ENCODER.encode(completion), media_type="application/json", headers=headers)
-
-
-def model_cards(engine: RoutingEngine) -> list[ModelCard]:
-    """Every valid ``model`` value: catalog models, routes, and ``auto``."""
-    cards = [ModelCard(id=m.name, kind="model", capabilities=list(m.capabilities),
-                       context_window=m.context_window, aliases=list(m.aliases))
-             for m in engine.catalog.models]
-    routes = {name: r.models for name, r in engine.routes.items()}
-    routes.setdefault("auto", engine.routes[engine.config.default_route].models)
-    cards += [ModelCard(id=name, kind="route", owned_by="contextforge-route",
-                        candidates=[m.name for m in models]) for name, models in routes.items()]
-    return cards
-
-
-@get("/models")
-async def list_models(state: State) -> Response[bytes]:
-    """Catalog models and routes, in OpenAI's list shape with ContextForge details."""
-    cards = model_cards(_gateway(state).engine)
-    return Response(ENCODER.encode(ModelList(cards)), media_type="application/json")
-
-
-@get("/models/{model_id:path}")
-async def get_model(model_id: str, state: State) -> Response[bytes]:
-    """One entry of ``/v1/models`` (the OpenAI SDK's ``models.retrieve``)."""
-    name = model_id.lstrip("/")  # model ids may contain slashes (aliases like meta-llama/...)
-    engine = _gateway(state).engine
-    if name in engine.catalog:  # an alias answers with its model's card
-        name = engine.catalog.get(name).name
-    for card in model_cards(engine):
-        if card.id == name:
-            return Response(ENCODER.encode(card), media_type="application/json")
-    raise ModelNotFound(f"The model `{name}` does not exist", param="model")
-
-
-@post("/embeddings", status_code=200)
-async def embeddings(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    """OpenAI embeddings: the local encoder, or a catalog model's provider."""
-    try:
-        body = EMBEDDINGS_DECODER.decode(await request.body())
-    except msgspec.DecodeError as exc:
-        raise from_decode_error(exc) from None
-    response, headers = await create_embeddings(_gateway(state), body)
-    return Response(ENCODER.encode(response), media_type="application/json", headers=headers)
-
-
-class FeedbackRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``POST /v1/feedback``: a rating of one answer, by its request id (the response's
-    ``id`` / ``x-contextforge-request-id``); 0 is worst and 1 best, like the training data."""
-
-    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    rating: Annotated[float, msgspec.Meta(ge=0, le=1)]
-    comment: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
-    user: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-
-
-_FEEDBACK = msgspec.json.Decoder(FeedbackRequest)
-
-
-@post("/feedback", status_code=201)
-async def feedback(request: Request[Any, Any, Any], state: State) -> dict[str, str]:
-    """Attach a user's rating to a logged request."""
-    try:
-        body = _FEEDBACK.decode(await request.body())
-    except msgspec.DecodeError as exc:
-        raise from_decode_error(exc) from None
-    traffic = _gateway(state).traffic
-    if traffic is None:
-        raise Conflict("feedback needs the traffic log; this server runs with "
-                       "traffic.enabled: false")
-    fb = Feedback(body.request_id, body.rating, time.time(), body.user, body.comment)
-    try:
-        await asyncio.to_thread(traffic.add_feedback, fb)
-    except UnknownRequest:
-        raise ModelNotFound(f"no logged request has id {body.request_id!r}",
-                            param="request_id", code="request_not_found") from None
-    return {"request_id": body.request_id, "status": "recorded"}
-
-
-@get("/metrics", media_type=METRICS_CONTENT_TYPE)
-async def metrics(state: State) -> Response[bytes]:
-    """Prometheus metrics."""
-    return Response(_gateway(state).metrics.render(), media_type=METRICS_CONTENT_TYPE)
-
-
-@get("/healthz")
-async def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
-
-
-@get("/readyz")
-async def readyz(state: State) -> Response[dict[str, str]]:
-    """Readiness: the routing engine is loaded and requests can be routed."""
-    gateway = state.get("gateway")
-    if gateway is None:
-        return Response({"status": "loading"}, status_code=503)
-    return Response({"status": "ready", "router": gateway.engine.router.spec.name,
-                     "encoder": gateway.engine.encoder.id})
+def http_client(config: Config) -> httpx.AsyncClient:
+    """The one upstream connection pool every adapter borrows; error answers are scrubbed of
+    the request's credentials before any adapter reads them (``router.secrets``)."""
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+    return httpx.AsyncClient(
+        transport=ScrubbingTransport(httpx.AsyncHTTPTransport(limits=limits)),
+        timeout=httpx.Timeout(config.server.upstream_timeout_s, connect=10.0))
 
 
 class RecordedLookup:
@@ -226,30 +85,27 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
     """The gateway app for ``config``.
 
     ``engine`` lets callers (tests, embedding hosts) share an already loaded engine; otherwise
-    it is loaded from the config in the lifespan. Raises ``ConfigError`` at once for a
-    deployment with no provider adapter, or a non-loopback host without a master key.
+    it is loaded from the config in the lifespan. Raises ``ConfigError`` at once for anything
+    the validation pipeline (``router.validate``) refuses: a deployment with no adapter, a
+    missing key, a non-loopback host without a master key, ...
     """
-    check_providers(config)
-    check_deployments(config)
+    check(config)
     guard = master_key_guard(config.server)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if engine is None:
-            eng = await asyncio.to_thread(RoutingEngine.from_config, config)
+            eng = await asyncio.to_thread(build_engine, config)
         elif engine.config is config:
             eng = engine
         else:  # share the loaded encoder and router; the catalog and routes are config's
-            eng = RoutingEngine(config, engine.encoder, engine.router)
+            eng = await asyncio.to_thread(build_engine, config, like=engine)
         batcher = MicroBatcher(eng.encoder, max_wait_ms=config.server.batch_wait_ms,
                                layers=eng.router.layers)
         # One decision before serving: lazy imports and first-run allocations in the encoder
         # and predictors would otherwise land on the first client's latency.
         await eng.adecide("warm up", batcher)
-        http = httpx.AsyncClient(timeout=httpx.Timeout(config.server.upstream_timeout_s,
-                                                       connect=10.0),
-                                 limits=httpx.Limits(max_connections=1000,
-                                                     max_keepalive_connections=100))
+        http = http_client(config)
         recorded = RecordedLookup()
         ctx = ProviderContext(count_tokens=eng.encoder.count_tokens, http=http,
                               recorded_answer=recorded)
@@ -278,16 +134,20 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             if traffic is not None:
                 await asyncio.to_thread(traffic.close)
 
-    # Health probes stay open: orchestrators call them without credentials.
-    api = Router(path="/v1", route_handlers=[chat_completions, embeddings, feedback,
-                                             list_models, get_model, create_message],
-                 guards=[guard] if guard else None)
-    ops = Router(path="/", route_handlers=[metrics], guards=[guard] if guard else None)
+    guards = [guard] if guard else None
+    # Health probes and the API description stay open: orchestrators and tools call them
+    # without credentials.
+    api = Router(path="/v1", route_handlers=[*openai_api.ROUTES, create_message], guards=guards)
+    scrape = Router(path="/", route_handlers=[ops.metrics], guards=guards)
     return Litestar(
-        route_handlers=[api, ops, admin_router(config.server), healthz, readyz],
+        route_handlers=[api, scrape, admin_router(config.server), ops.healthz, ops.readyz,
+                        openapi_handler],
+        dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
+        middleware=[BodyTimeout.middleware(config.server.body_timeout_s)],
         request_max_body_size=config.server.max_body_bytes,
         state=State({"gateway": None}),
+        openapi_config=None,
         debug=False,
     )

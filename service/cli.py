@@ -43,14 +43,12 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from router.engine import RoutingEngine
     from router.overlay import load_effective_config
-    from router.providers import check_deployments, check_providers
+    from router.validate import build_engine
 
+    # The same pipeline as start-up, the admin API and reconfiguration (router.validate).
     cfg = load_effective_config(args.config)
-    check_providers(cfg)
-    check_deployments(cfg)
-    RoutingEngine.from_config(cfg)
+    build_engine(cfg)
     print(f"{args.config or 'contextforge.yaml'}: ok ({len(cfg.models)} models, "
           f"{len(cfg.routes)} routes)")
     return 0

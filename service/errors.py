@@ -24,15 +24,19 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from router.engine import UnknownTarget
+from router.policy import NoEligibleModel
 from router.providers import ProviderError
+from router.requirements import InvalidRequest, PromptTooLong
 
 log = logging.getLogger("contextforge.service")
+T = TypeVar("T")
 
 
 class ErrorDetail(msgspec.Struct, frozen=True):
@@ -128,6 +132,21 @@ def from_decode_error(exc: msgspec.DecodeError) -> BadRequest:
                       code="invalid_value")
 
 
+def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """The body as ``decoder``'s type; a ``BadRequest`` naming the field otherwise.
+
+    Nesting deep enough to exhaust the decoder's recursion is a malformed body like any
+    other: a 400, with no traceback in the log.
+    """
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise from_decode_error(exc) from None
+    except RecursionError:
+        raise BadRequest("We could not parse the JSON body of your request: it is nested too "
+                         "deeply", code="invalid_json") from None
+
+
 def from_provider_error(exc: ProviderError) -> UpstreamFailed:
     return UpstreamFailed(f"upstream provider error: {exc}", exc.status, exc.retry_after)
 
@@ -162,6 +181,14 @@ def to_api_error(exc: Exception) -> APIError:
         return exc
     if isinstance(exc, ProviderError):
         return from_provider_error(exc)
+    if isinstance(exc, InvalidRequest):
+        return BadRequest(str(exc), param=exc.param, code="invalid_value")
+    if isinstance(exc, PromptTooLong):
+        return BadRequest(str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, UnknownTarget):
+        return ModelNotFound(exc.args[0], param="model")
+    if isinstance(exc, NoEligibleModel):
+        return Unsatisfiable(str(exc), param="model")
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         message = _HTTP_MESSAGES.get(exc.status_code, str(exc.detail))
         err = APIError(message, code=_HTTP_CODES.get(exc.status_code))
@@ -172,8 +199,16 @@ def to_api_error(exc: Exception) -> APIError:
     return APIError("The server had an error while processing your request.")
 
 
+def client_error(exc: Exception) -> APIError:
+    """``to_api_error``, noting a client that left (499) in one log line."""
+    err = to_api_error(exc)
+    if err.status == 499:
+        log.info("client disconnected before its request was complete")
+    return err
+
+
 def handle_exception(_request: Request, exc: Exception) -> Response[bytes]:
     """Litestar exception handler for every exception type (registered for ``Exception``)."""
-    err = to_api_error(exc)
+    err = client_error(exc)
     headers = getattr(exc, "headers", None) if isinstance(exc, HTTPException) else None
     return error_response(err, headers=headers)

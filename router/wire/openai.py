@@ -185,7 +185,9 @@ class EmbeddingsRequest(Struct, frozen=True, omit_defaults=True):
     model: str
     input: str | Annotated[list[str], Meta(min_length=1, max_length=2048)]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: PositiveInt | None = None
+    # Bounded here so an absurd value is a 400 at decoding; each model's own length (the local
+    # encoder's, a catalog model's ``dimensions``) is checked when it is chosen.
+    dimensions: Annotated[int, Meta(ge=1, le=65_536)] | None = None
     user: str | None = None
 
     @property

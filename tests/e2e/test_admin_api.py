@@ -108,7 +108,12 @@ def test_bad_changes_are_refused_and_change_nothing(config_file, engine):
             ({**model, "capabilities": ["telepathy"]}, 422, "telepathy"),
             ({**model, "deployments": [{"provider": "nowhere"}]}, 422, "nowhere"),
             ({**model, "aliases": ["gpt-4o"]}, 422, "gpt-4o"),
-            ({**model, "context_window": 0}, 422, "context_window"),
+            # Out of bounds: refused while decoding, naming the field.
+            ({**model, "context_window": 0}, 400, "context_window"),
+            ({**model, "context_window": 10**20}, 400, "context_window"),
+            ({**model, "expected_output_tokens": -5}, 400, "expected_output_tokens"),
+            ({**model, "input_price": -1}, 400, "input_price"),
+            ({**model, "dimensions": 256}, 422, "dimensions"),
             ({**model, "deployments": [{"provider": "cohere", "api_key_env": "NO_SUCH_KEY"}]},
              422, "NO_SUCH_KEY"),
         ]

@@ -17,10 +17,11 @@ import httpx
 import msgspec
 import pytest
 from litestar import Litestar, Router
+from litestar.di import Provide
 
 from router.config import Deployment, ServerConfig, load_config
 from service.anthropic_api import create_message
-from service.app import create_app
+from service.app import create_app, provide_gateway
 from service.auth import master_key_guard
 from service.server import with_address
 from tests.upstreams import serve
@@ -369,7 +370,8 @@ def test_master_key_guard_answers_in_anthropic_shape():
     """With a master key, the SDK's key (sent as a bearer token) passes the guard."""
     guard = master_key_guard(ServerConfig(host="0.0.0.0", master_key="sk-master"))
     app = Litestar(route_handlers=[Router(path="/v1", route_handlers=[create_message],
-                                          guards=[guard])])
+                                          guards=[guard])],
+                   dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False)})
     with serve(app) as url:
         with anthropic.Anthropic(base_url=url, api_key="sk-wrong", max_retries=0) as c, \
                 pytest.raises(anthropic.AuthenticationError) as exc:

@@ -41,7 +41,7 @@ def test_a_good_config_decodes_and_resolves_paths_next_to_the_file(tmp_path):
 
 @pytest.mark.parametrize("edit,message", [
     (("input_price: 10", "input_price: ten"), "models[0].input_price: Expected `float"),
-    (("input_price: 10", "input_price: -1"), "models[0].input_price: must be >= 0"),
+    (("input_price: 10", "input_price: -1"), "models[0].input_price: Expected `float` >= 0.0"),
     (("[tools, vision]", "[tools, telepathy]"), "models[0].capabilities[1]: unknown capability"),
     (("candidates: [big, small]", "candidates: [big, gpt5]"),
      "routes[1].candidates[1]: unknown model 'gpt5'"),

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
+from router.wire import anthropic as aw
 from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
@@ -27,15 +28,14 @@ from router.wire.openai import (
 )
 from service.anthropic_api import (
     anthropic_sse,
-    decode_messages_request,
     from_completion,
     to_chat_request,
 )
-from service.errors import BadRequest, UpstreamFailed
+from service.errors import BadRequest, UpstreamFailed, decode_body
 
 
 def request(**body) -> ChatRequest:
-    return to_chat_request(decode_messages_request(json.dumps(
+    return to_chat_request(decode_body(aw.REQUEST_DECODER, json.dumps(
         {"model": "auto", "max_tokens": 64, **body}).encode()))
 
 

@@ -1,7 +1,12 @@
-"""What the router reads from a chat request."""
+"""What the router reads from a chat request, and what it refuses before routing."""
 
 from router.providers import REQUEST_DECODER
-from service.prompt import SYSTEM_HEAD_CHARS, conversation_text, requirements, routing_prompt
+from router.requirements import (
+    SYSTEM_HEAD_CHARS,
+    conversation_texts,
+    requirements,
+    routing_prompt,
+)
 
 
 def req(**body):
@@ -37,7 +42,7 @@ def test_routing_prompt_without_system_or_user():
 def test_conversation_text_counts_every_turn():
     r = req(messages=[{"role": "system", "content": "a"}, {"role": "user", "content": "b"},
                       {"role": "assistant", "content": "c"}])
-    assert conversation_text(r) == "a\nb\nc"
+    assert conversation_texts(r) == ["a", "b", "c"]
 
 
 def test_requirements_from_images_tools_json_and_max_tokens():

@@ -1,0 +1,43 @@
+"""One validation pipeline for a config, run by every entry point that accepts one:
+``contextforge validate``, ``contextforge serve`` (start-up), the admin API and
+``Gateway.reconfigure``. A config that passes here is one the gateway serves.
+
+1. structure: types and bounds, decoded by msgspec (``load_config``; admin bodies decode into
+   the same structs);
+2. cross-references: names, aliases, routes, candidates (``check_config``);
+3. the server: a non-loopback address needs a master key (``check_server``);
+4. providers: every deployment names an adapter or a named provider (``check_providers``);
+5. adapters: every deployment's adapter builds, keys and endpoints present
+   (``check_deployments``);
+6. the router: every candidate's stand-in is a model the trained router knows
+   (``RoutingEngine``), when an engine is built.
+
+Every step reports all of its problems, each naming its path, in one ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+from router.config import Config, ConfigError, check_config, check_server
+from router.engine import RoutingEngine
+from router.providers import check_deployments, check_providers
+
+
+def check(config: Config) -> None:
+    """Steps 2-5: everything that needs no model files; ``ConfigError`` otherwise."""
+    errors = check_config(config) + check_server(config.server)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    check_providers(config)
+    check_deployments(config)
+
+
+def build_engine(config: Config, *, like: RoutingEngine | None = None) -> RoutingEngine:
+    """Every step, and the engine that serves ``config``: ``like``'s encoder and router when
+    given (a reconfiguration), else loaded from the files the config names."""
+    check(config)
+    if like is None:
+        return RoutingEngine.from_config(config)
+    return RoutingEngine(config, like.encoder, like.router)
+
+
+__all__ = ["ConfigError", "build_engine", "check"]

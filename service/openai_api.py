@@ -1,0 +1,156 @@
+"""The OpenAI-compatible front end: ``/v1/chat/completions``, ``/v1/embeddings``,
+``/v1/models``, ``/v1/feedback``.
+
+Handlers parse the body with the wire structs (``router.wire.openai``: strict types, bounds,
+field paths in errors), hand it to the ``Gateway`` (injected by Litestar), and format what comes
+back: JSON, or OpenAI's server-sent events for streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.response import Stream
+
+from router.engine import RoutingEngine
+from router.traffic import Feedback, UnknownRequest
+from router.wire.openai import (
+    EMBEDDINGS_DECODER,
+    ENCODER,
+    REQUEST_DECODER,
+    ChatCompletionChunk,
+    ChatRequest,
+)
+from service.errors import APIError, Conflict, ModelNotFound, decode_body, error_event
+from service.gateway import Gateway
+
+
+class ModelCard(msgspec.Struct, frozen=True):
+    id: str
+    kind: str  # "model" or "route": a route name is a valid ``model`` too
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "contextforge"
+    capabilities: list[str] = []
+    context_window: int | None = None
+    aliases: list[str] = []
+    candidates: list[str] = []
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    data: list[ModelCard]
+    object: str = "list"
+
+
+class FeedbackRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/feedback``: a rating of one answer, by its request id (the response's
+    ``id`` / ``x-contextforge-request-id``); 0 is worst and 1 best, like the training data."""
+
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    rating: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    comment: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+    user: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+class FeedbackRecorded(msgspec.Struct, frozen=True):
+    request_id: str
+    status: str = "recorded"
+
+
+FEEDBACK_DECODER = msgspec.json.Decoder(FeedbackRequest)
+SSE_HEADERS = {"cache-control": "no-cache"}
+
+
+def _json(obj: Any, headers: dict[str, str] | None = None, status: int = 200) -> Response[bytes]:
+    return Response(ENCODER.encode(obj), media_type="application/json", headers=headers,
+                    status_code=status)
+
+
+async def openai_sse(request: ChatRequest,
+                     chunks: AsyncIterator[ChatCompletionChunk]) -> AsyncIterator[bytes]:
+    """Chunks as OpenAI's ``data:`` events; usage only if the client asked for it. A failure
+    after the first chunk becomes an ``error`` event, then ``[DONE]``."""
+    opts = request.stream_options
+    include_usage = bool(opts and opts.include_usage)
+    try:
+        async for chunk in chunks:
+            if chunk.choices or include_usage:
+                yield b"data: " + ENCODER.encode(chunk) + b"\n\n"
+    except APIError as err:
+        yield error_event(err)
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+    yield b"data: [DONE]\n\n"
+
+
+@post("/chat/completions", status_code=200)
+async def chat_completions(request: Request[Any, Any, Any], gateway: Gateway) -> Response[Any]:
+    """OpenAI chat completions, routed; SSE when ``stream`` is true."""
+    chat = decode_body(REQUEST_DECODER, await request.body())
+    ex = await gateway.chat(chat)
+    if ex.chunks is not None:
+        return Stream(openai_sse(chat, ex.chunks), media_type="text/event-stream",
+                      headers={**gateway.headers(ex), **SSE_HEADERS})
+    return _json(ex.result, gateway.headers(ex))
+
+
+@post("/embeddings", status_code=200)
+async def embeddings(request: Request[Any, Any, Any], gateway: Gateway) -> Response[bytes]:
+    """OpenAI embeddings: the local encoder, or a catalog model's provider."""
+    ex = await gateway.embeddings(decode_body(EMBEDDINGS_DECODER, await request.body()))
+    return _json(ex.result, gateway.headers(ex))
+
+
+def model_cards(engine: RoutingEngine) -> list[ModelCard]:
+    """Every valid ``model`` value: catalog models, routes, and ``auto``."""
+    cards = [ModelCard(id=m.name, kind="model", capabilities=list(m.capabilities),
+                       context_window=m.context_window, aliases=list(m.aliases))
+             for m in engine.catalog.models]
+    routes = {name: r.models for name, r in engine.routes.items()}
+    routes.setdefault("auto", engine.routes[engine.config.default_route].models)
+    cards += [ModelCard(id=name, kind="route", owned_by="contextforge-route",
+                        candidates=[m.name for m in models]) for name, models in routes.items()]
+    return cards
+
+
+@get("/models")
+async def list_models(gateway: Gateway) -> Response[bytes]:
+    """Catalog models and routes, in OpenAI's list shape with ContextForge details."""
+    return _json(ModelList(model_cards(gateway.engine)))
+
+
+@get("/models/{model_id:path}")
+async def get_model(model_id: str, gateway: Gateway) -> Response[bytes]:
+    """One entry of ``/v1/models`` (the OpenAI SDK's ``models.retrieve``)."""
+    name = model_id.lstrip("/")  # model ids may contain slashes (aliases like meta-llama/...)
+    engine = gateway.engine
+    if name in engine.catalog:  # an alias answers with its model's card
+        name = engine.catalog.get(name).name
+    for card in model_cards(engine):
+        if card.id == name:
+            return _json(card)
+    raise ModelNotFound(f"The model `{name}` does not exist", param="model")
+
+
+@post("/feedback", status_code=201)
+async def feedback(request: Request[Any, Any, Any], gateway: Gateway) -> Response[bytes]:
+    """Attach a user's rating to a logged request."""
+    body = decode_body(FEEDBACK_DECODER, await request.body())
+    if gateway.traffic is None:
+        raise Conflict("feedback needs the traffic log; this server runs with "
+                       "traffic.enabled: false")
+    fb = Feedback(body.request_id, body.rating, time.time(), body.user, body.comment)
+    try:
+        await asyncio.to_thread(gateway.traffic.add_feedback, fb)
+    except UnknownRequest:
+        raise ModelNotFound(f"no logged request has id {body.request_id!r}",
+                            param="request_id", code="request_not_found") from None
+    return _json(FeedbackRecorded(body.request_id), status=201)
+
+
+ROUTES = [chat_completions, embeddings, feedback, list_models, get_model]

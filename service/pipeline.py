@@ -1,0 +1,153 @@
+"""The request path: one ``Exchange`` flows through the gateway's stages, in one list.
+
+    parse (the front end) -> [guard] -> [cache] -> route -> dispatch -> account -> respond
+
+A stage is one small object (``Stage``): ``enter`` on the way in, in list order, and ``leave``
+on the way out, in reverse order, once the answer is complete, whether it succeeded or failed
+(for a stream: when the stream ends or the client leaves). A stage that answers on its own (a
+cache hit) sets ``Exchange.answered`` and the stages after it are skipped on the way in.
+Adding a stage (the guard, the cache) is one module and one line in ``STAGES``
+(``service.gateway``). Front ends (OpenAI chat and embeddings, Anthropic messages) build the
+exchange from their wire format, run it, and format ``result`` / ``chunks``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import numpy as np
+
+from router.config import ModelEntry
+from router.engine import PINNED, Decision
+from router.requirements import Requirements
+from router.wire.openai import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbeddingUsage,
+    Usage,
+)
+from service.errors import to_api_error
+
+if TYPE_CHECKING:
+    from router.dispatch import Upstream
+    from service.gateway import Gateway
+
+Kind = Literal["chat", "embeddings"]
+CLIENT_GONE = 499  # nginx's status for a client that left before its answer
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request on its way through the stages: what it asked, what was decided, what came
+    back. Stages read and fill it; ``service.stages.account`` turns it into the log row."""
+
+    kind: Kind
+    request: ChatRequest | EmbeddingsRequest
+    id: str = ""  # the response's ``id``, the log row's key, feedback's handle
+    started: float = field(default_factory=time.perf_counter)
+    tenant: str = "default"  # tenants arrive with API keys (the guard stage)
+    # route
+    route: str = PINNED
+    model: ModelEntry | None = None
+    local: bool = False  # embeddings by the gateway's own encoder
+    needs: Requirements | None = None
+    input_tokens: int = 0
+    prompt: str | None = None  # what the router embedded
+    embedding: np.ndarray | None = None
+    decision: Decision | None = None
+    # dispatch
+    upstream: Upstream | None = None  # the deployment that answered
+    tried: tuple[str, ...] = ()  # models that failed before this one (route-level fallback)
+    ttft_ms: float | None = None
+    # outcome
+    answered: bool = False
+    result: ChatCompletion | EmbeddingsResponse | None = None
+    chunks: AsyncIterator[ChatCompletionChunk] | None = None
+    usage: Usage | EmbeddingUsage | None = None
+    status: int = 200
+    error: str | None = None
+    cache: str = "bypass"
+    cost_usd: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            prefix = "chatcmpl-" if self.kind == "chat" else "emb-"
+            self.id = f"{prefix}{uuid.uuid4().hex}"
+
+    @property
+    def stream(self) -> bool:
+        return isinstance(self.request, ChatRequest) and self.request.stream
+
+    def fail(self, exc: BaseException) -> None:
+        """Record why the request ended without an answer (for the log and the metrics)."""
+        if isinstance(exc, Exception):
+            err = to_api_error(exc)
+            self.status, self.error = err.status, str(exc) or err.message
+        else:  # cancelled: the client left, or the server is shutting down
+            self.status, self.error = CLIENT_GONE, "client disconnected"
+
+
+class Stage(Protocol):
+    """One step of the request path."""
+
+    name: str
+    kinds: frozenset[Kind]  # the exchanges it takes part in
+
+    async def enter(self, ex: Exchange, gw: Gateway) -> None:
+        """On the way in; may set ``ex.answered`` to answer without the later stages."""
+        ...
+
+    def leave(self, ex: Exchange, gw: Gateway) -> None:
+        """On the way out, always (also after a failure): settle, count, record."""
+        ...
+
+
+class Pipeline:
+    """Runs exchanges through ``stages``."""
+
+    def __init__(self, stages: Sequence[Stage]):
+        self.stages = tuple(stages)
+        self._by_kind = {k: tuple(s for s in self.stages if k in s.kinds)
+                         for k in ("chat", "embeddings")}
+
+    async def run(self, ex: Exchange, gw: Gateway) -> Exchange:
+        """Take ``ex`` through every stage. A failure is recorded on ``ex``, the stages leave,
+        and it is raised; a stream's stages leave when the stream ends."""
+        stages = self._by_kind[ex.kind]
+        try:
+            for stage in stages:
+                await stage.enter(ex, gw)
+                if ex.answered:
+                    break
+        except BaseException as exc:
+            ex.fail(exc)
+            self._leave(ex, gw, stages)
+            raise
+        if ex.chunks is not None:
+            ex.chunks = self._closing(ex, gw, stages, ex.chunks)
+        else:
+            self._leave(ex, gw, stages)
+        return ex
+
+    @staticmethod
+    def _leave(ex: Exchange, gw: Gateway, stages: Sequence[Stage]) -> None:
+        for stage in reversed(stages):
+            stage.leave(ex, gw)
+
+    async def _closing(self, ex: Exchange, gw: Gateway, stages: Sequence[Stage],
+                       chunks: AsyncIterator[ChatCompletionChunk],
+                       ) -> AsyncIterator[ChatCompletionChunk]:
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            self._leave(ex, gw, stages)

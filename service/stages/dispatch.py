@@ -1,0 +1,158 @@
+"""The dispatch stage: call the chosen model's deployments, fail over, relay the answer.
+
+Deployments of one model fail over inside ``router.dispatch.Dispatcher``; when all of them
+failed with an error another model could survive, a routed request moves to its route's
+next-best eligible model (``dispatch.fallback_models`` times at most). Streams fail over only
+until their first chunk, which is awaited here, so a failing upstream is still an HTTP error
+status; a later failure ends the stream with an error event (``APIError`` from the iterator).
+Embeddings go to the gateway's own encoder (off the event loop) or a provider's deployments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from router.policy import NoEligibleModel
+from router.providers import ProviderError, UpstreamTimeout
+from router.wire.openai import (
+    ChatCompletionChunk,
+    ChatRequest,
+    Embedding,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbeddingUsage,
+    encode_vector,
+)
+from service.errors import BadRequest, from_provider_error
+from service.pipeline import CLIENT_GONE, Exchange
+
+if TYPE_CHECKING:
+    from router.dispatch import Upstream
+    from service.gateway import Gateway
+
+log = logging.getLogger("contextforge.gateway")
+
+MAX_LOCAL_TEXTS = 256  # one request's texts share the process's two cores with routing
+
+
+class Dispatch:
+    name = "dispatch"
+    kinds = frozenset({"chat", "embeddings"})
+
+    async def enter(self, ex: Exchange, gw: Gateway) -> None:
+        if isinstance(ex.request, EmbeddingsRequest):
+            await (_local_embeddings(ex, ex.request, gw) if ex.local
+                   else _provider_embeddings(ex, ex.request, gw))
+            return
+        assert ex.model is not None and isinstance(ex.request, ChatRequest)
+        while True:
+            dispatcher = gw.dispatchers[ex.model.name]
+            try:
+                if ex.stream:
+                    first, rest, ex.upstream = await dispatcher.open_stream(ex.request)
+                else:
+                    completion, ex.upstream = await dispatcher.complete(ex.request)
+                break
+            except ProviderError as exc:
+                if not _fall_back(ex, gw, exc):
+                    raise
+        if ex.stream:
+            ex.ttft_ms = (time.perf_counter() - ex.started) * 1e3
+            ex.chunks = _relay(ex, first, rest, ex.upstream)
+        else:
+            ex.result = msgspec.structs.replace(completion, id=ex.id)
+            ex.usage = completion.usage
+
+    def leave(self, ex: Exchange, gw: Gateway) -> None:
+        return None
+
+
+def _fall_back(ex: Exchange, gw: Gateway, exc: ProviderError) -> bool:
+    """Move a routed exchange to the next-best eligible model after every deployment of its
+    model failed; ``False`` when there is none (or fallback is off, or the request was at
+    fault, or the client named a concrete model)."""
+    d, engine = ex.decision, gw.engine
+    if (not exc.retryable or d is None or ex.needs is None or ex.model is None
+            or len(ex.tried) >= engine.config.dispatch.fallback_models
+            or d.route not in engine.routes):
+        return False
+    failed = (*ex.tried, ex.model.name)
+    allowed = {c.model for c in d.candidates if c.eligible} - set(failed)
+    if not allowed:
+        return False
+    try:
+        decision = engine.select(d.route, ex.prompt or "", needs=ex.needs,
+                                 input_tokens=ex.input_tokens, embedding=ex.embedding,
+                                 allowed=allowed)
+    except NoEligibleModel:
+        return False
+    log.warning("%s failed (%s); falling back to %s", ex.model.name, exc.status, decision.model)
+    gw.metrics.upstream_fallbacks.labels(ex.model.name, decision.model).inc()
+    ex.tried, ex.decision = failed, decision
+    ex.model = engine.catalog.get(decision.model)
+    ex.request = msgspec.structs.replace(ex.request, model=ex.model.name)
+    return True
+
+
+async def _next(chunks: AsyncIterator[ChatCompletionChunk],
+                timeout: float) -> ChatCompletionChunk | None:
+    """The next chunk within the deployment's timeout; ``None`` at the end of the stream."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+    except TimeoutError:
+        raise UpstreamTimeout("no next chunk in time") from None
+
+
+async def _relay(ex: Exchange, first: ChatCompletionChunk | None,
+                 chunks: AsyncIterator[ChatCompletionChunk],
+                 upstream: Upstream) -> AsyncIterator[ChatCompletionChunk]:
+    """The upstream's chunks under the gateway's request id, noting usage and how it ended."""
+    try:
+        chunk = first
+        while chunk is not None:
+            if chunk.usage is not None:
+                ex.usage = chunk.usage
+            yield msgspec.structs.replace(chunk, id=ex.id)
+            chunk = await _next(chunks, upstream.timeout_s)
+    except ProviderError as exc:
+        upstream.clean(exc)
+        ex.status, ex.error = exc.status, f"mid-stream: {exc}"
+        raise from_provider_error(exc) from exc
+    except BaseException:
+        ex.status, ex.error = CLIENT_GONE, "client disconnected"
+        raise
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def _local_embeddings(ex: Exchange, request: EmbeddingsRequest, gw: Gateway) -> None:
+    encoder = gw.engine.encoder
+    texts = request.texts
+    if len(texts) > MAX_LOCAL_TEXTS:
+        raise BadRequest(f"at most {MAX_LOCAL_TEXTS} texts per request to {encoder.id}",
+                         param="input")
+    if len(texts) == 1:
+        # The batcher encodes what the router reads: the sentence embedding comes first.
+        vectors = [(await gw.batcher.encode(texts[0]))[: encoder.dim]]
+    else:  # a batch is one encoder call already; off the event loop
+        vectors = list(await asyncio.to_thread(encoder.encode, texts))
+    tokens = sum(await asyncio.to_thread(encoder.count_tokens_batch, texts))
+    data = [Embedding(index=i, embedding=encode_vector(v, request.encoding_format))
+            for i, v in enumerate(vectors)]
+    ex.usage = EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+    ex.result = EmbeddingsResponse(data=data, model=encoder.id, usage=ex.usage)
+
+
+async def _provider_embeddings(ex: Exchange, request: EmbeddingsRequest, gw: Gateway) -> None:
+    assert ex.model is not None
+    ex.result, ex.upstream = await gw.dispatchers[ex.model.name].embed(request)
+    ex.usage = ex.result.usage

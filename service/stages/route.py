@@ -1,0 +1,108 @@
+"""The route stage: what the request needs, how long it is, and which model answers it.
+
+Chat: malformed-but-decodable requests are refused first (``check_request``), the prompt's
+tokens are counted against the route's cap (off the event loop when long), then the engine
+decides, routed or pinned alike (``RoutingEngine.select``). Embeddings are not routed: the
+stage only resolves the model (the gateway's own encoder or a catalog embeddings model) and
+checks ``dimensions`` against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from router.config import ModelEntry
+from router.engine import PINNED
+from router.requirements import (
+    check_request,
+    conversation_texts,
+    count_prompt_tokens,
+    needs_thread,
+    requirements,
+    routing_prompt,
+)
+from router.wire.openai import ChatRequest, EmbeddingsRequest
+from service.errors import BadRequest, ModelNotFound, Unsatisfiable
+from service.pipeline import Exchange
+
+if TYPE_CHECKING:
+    from router.embedding import Encoder
+    from service.gateway import Gateway
+
+EMBEDDINGS_ROUTE = "embeddings"
+
+
+def local_model(encoder: Encoder) -> ModelEntry:
+    """The gateway's own encoder as a catalog-like entry: free, in-process."""
+    return ModelEntry(name=encoder.id, input_price=0.0, output_price=0.0,
+                      context_window=encoder.max_tokens, capabilities=["embeddings"],
+                      dimensions=encoder.dim)
+
+
+class Route:
+    name = "route"
+    kinds = frozenset({"chat", "embeddings"})
+
+    async def enter(self, ex: Exchange, gw: Gateway) -> None:
+        if isinstance(ex.request, EmbeddingsRequest):
+            self._embeddings(ex, ex.request, gw)
+            return
+        request = ex.request
+        assert isinstance(request, ChatRequest)
+        check_request(request)
+        engine = gw.engine
+        target = engine.target(request.model)
+        needs = requirements(request)
+        texts = conversation_texts(request)
+        limit = engine.prompt_limit(target)
+        count = engine.encoder.count_tokens_batch
+        if needs_thread(texts):  # a long conversation: its tokenizer run stays off the loop
+            n_in = await asyncio.to_thread(count_prompt_tokens, count, texts, limit)
+        else:
+            n_in = count_prompt_tokens(count, texts, limit)
+        prompt = emb = None
+        if target in engine.routes:
+            prompt = routing_prompt(request)
+            emb = await gw.batcher.encode(engine.router.routing_texts([prompt])[0])
+        decision = engine.select(target, prompt or "", needs=needs, input_tokens=n_in,
+                                 embedding=emb)
+        ex.needs, ex.input_tokens, ex.prompt, ex.embedding = needs, n_in, prompt, emb
+        ex.model = engine.catalog.get(decision.model)
+        ex.route = decision.route
+        if decision.route != PINNED:
+            ex.decision = decision
+            gw.metrics.decisions.labels(decision.route, decision.model).inc()
+            gw.metrics.decision_time.observe(time.perf_counter() - ex.started)
+        ex.request = msgspec.structs.replace(request, model=decision.model)
+
+    def leave(self, ex: Exchange, gw: Gateway) -> None:
+        return None
+
+    @staticmethod
+    def _embeddings(ex: Exchange, request: EmbeddingsRequest, gw: Gateway) -> None:
+        encoder = gw.engine.encoder
+        if request.model == encoder.id:
+            model, ex.local = local_model(encoder), True
+            if request.dimensions is not None and request.dimensions != encoder.dim:
+                raise BadRequest(f"{encoder.id} returns {encoder.dim} dimensions; it cannot "
+                                 "shorten its vectors (omit `dimensions`)", param="dimensions")
+        elif request.model in gw.catalog:
+            model = gw.catalog.get(request.model)
+            if "embeddings" not in model.capabilities:
+                raise Unsatisfiable(f"model {model.name!r} is not an embeddings model; use "
+                                    f"{encoder.id!r} or a model with the embeddings capability",
+                                    param="model")
+            if (request.dimensions is not None and model.dimensions is not None
+                    and request.dimensions > model.dimensions):
+                raise BadRequest(f"{model.name} returns at most {model.dimensions} dimensions; "
+                                 f"ask for {model.dimensions} or fewer", param="dimensions")
+        else:
+            raise ModelNotFound(f"The model `{request.model}` does not exist: use "
+                                f"`{encoder.id}` (local) or a catalog model with the embeddings "
+                                "capability (see GET /v1/models)", param="model")
+        ex.model, ex.route = model, EMBEDDINGS_ROUTE
+        ex.request = msgspec.structs.replace(request, model=model.name)
