@@ -6,13 +6,10 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from litestar import Litestar, Request, post
 from litestar.testing import TestClient
 
@@ -20,7 +17,7 @@ from router.config import load_config
 from router.engine import RoutingEngine
 from router.traffic import TrafficLog
 from service.app import create_app
-from service.timeouts import with_header_timeout
+from tests.e2e.gateway_server import gateway
 from tests.upstreams import serve
 
 MSG = [{"role": "user", "content": "Is 97 prime?"}]
@@ -36,30 +33,6 @@ def configured(tmp_path, **server):
     traffic = msgspec.structs.replace(cfg.traffic, dsn=f"sqlite:///{tmp_path / 't.sqlite3'}")
     return msgspec.structs.replace(cfg, traffic=traffic,
                                    server=msgspec.structs.replace(cfg.server, **server))
-
-
-@contextmanager
-def gateway(config, engine) -> Iterator[str]:
-    """The gateway under uvicorn as ``contextforge serve`` runs it (httptools, timeouts)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(config, engine=engine), lifespan="on", access_log=False,
-        log_level="warning", loop="asyncio",
-        http=with_header_timeout(config.server.header_timeout_s)))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "gateway did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 def test_a_maximal_prompt_is_refused_without_stalling_health_checks(tmp_path, engine):
