@@ -63,22 +63,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from router.engine import RoutingEngine
     from router.overlay import load_effective_config
-    from router.policy import PolicySpec
+    from router.requirements import Requirements
+    from router.validate import build_engine
 
-    engine = RoutingEngine.from_config(load_effective_config(args.config))
+    engine = build_engine(load_effective_config(args.config))
+    target = engine.target(args.route or "auto")
     policy = None
-    if args.mode:
-        base = engine.routes[args.route or engine.config.default_route].entry.policy
-        policy = msgspec.structs.replace(base, mode=args.mode)
+    if args.mode and target in engine.routes:
+        policy = msgspec.structs.replace(engine.routes[target].entry.policy, mode=args.mode)
     prompts = args.prompt or []
     if not prompts:
         print("route: give at least one PROMPT", file=sys.stderr)
         return 2
+    needs = Requirements(frozenset(args.require or ()), args.max_tokens)
     for prompt in prompts:
-        d = engine.decide(prompt, route=args.route, required=args.require or (),
-                          max_output_tokens=args.max_tokens, policy=policy)
+        # The gateway's path: routed for a route or auto, pinned for a catalog model.
+        d = engine.select(target, prompt, needs=needs, policy=policy,
+                          input_tokens=engine.encoder.count_tokens(prompt))
         if args.json:
             _out(d)
             continue
@@ -87,9 +89,9 @@ def cmd_route(args: argparse.Namespace) -> int:
         for c in sorted(d.candidates, key=lambda c: -(c.predicted_quality or 0)):
             mark = "*" if c.model == d.model else " "
             note = "" if c.eligible else f"  [excluded: {c.excluded_because}]"
-            print(f"   {mark} {c.model:<22} q={c.predicted_quality:.3f}  "
+            quality = "   -  " if c.predicted_quality is None else f"{c.predicted_quality:.3f}"
+            print(f"   {mark} {c.model:<22} q={quality}  "
                   f"${c.estimated_cost_usd:.6f}  (as {c.stands_in_for}){note}")
-    _ = PolicySpec
     return 0
 
 
@@ -157,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("route", help="show the routing decision for prompts (no provider call)")
     s.add_argument("prompt", nargs="*")
     s.add_argument("--config")
-    s.add_argument("--route", help="route name (default: the config's default_route)")
+    s.add_argument("--route", help="route name, or a catalog model to see it pinned "
+                   "(default: the config's default_route)")
     s.add_argument("--mode", choices=["tradeoff", "target_quality", "max_cost", "strong_share"])
     s.add_argument("--require", action="append", help="capability: tools, vision, json")
     s.add_argument("--max-tokens", type=int)

@@ -113,3 +113,27 @@ def test_route_honours_capabilities_and_context(capsys):
 def test_user_errors_exit_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_validate_refuses_what_serve_refuses(tmp_path, capsys, monkeypatch):
+    """One pipeline: a non-loopback host without a master key fails validate, not only serve."""
+    from pathlib import Path
+
+    monkeypatch.delenv("CONTEXTFORGE_MASTER_KEY", raising=False)
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "contextforge.yaml").read_text()
+    cfg = tmp_path / "open.yaml"
+    cfg.write_text(text.replace("version: 1", "version: 1\nserver: {host: 0.0.0.0}", 1)
+                   .replace("models/", str(root / "models") + "/"))
+    assert main(["validate", "--config", str(cfg)]) == 2
+    assert "server.host: '0.0.0.0' is not loopback" in capsys.readouterr().err
+    monkeypatch.setenv("CONTEXTFORGE_MASTER_KEY", "sk-x")
+    assert main(["validate", "--config", str(cfg)]) == 0
+
+
+def test_route_shows_a_pinned_model_the_way_the_gateway_serves_it(capsys):
+    assert main(["route", "hi", "--route", "gpt-4o", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["route"] == "none" and d["mode"] == "pinned" and d["model"] == "gpt-4o"
+    assert main(["route", "hi", "--route", "gpt-4o", "--require", "embeddings"]) == 2
+    assert "it lacks embeddings" in capsys.readouterr().err
