@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 Kind = Literal["chat", "embeddings"]
 CLIENT_GONE = 499  # nginx's status for a client that left before its answer
+# A cancelled request cannot tell why: the client hung up, or the drain ran out at shutdown.
+CANCELLED = "cancelled: the client disconnected, or the server's drain ended at shutdown"
 
 
 @dataclass(slots=True)
@@ -92,7 +94,7 @@ class Exchange:
             err = to_api_error(exc)
             self.status, self.error = err.status, str(exc) or err.message
         else:  # cancelled: the client left, or the server is shutting down
-            self.status, self.error = CLIENT_GONE, "client disconnected"
+            self.status, self.error = CLIENT_GONE, CANCELLED
 
 
 class Stage(Protocol):

@@ -30,7 +30,7 @@ from router.wire.openai import (
     encode_vector,
 )
 from service.errors import BadRequest, from_provider_error
-from service.pipeline import CLIENT_GONE, Exchange
+from service.pipeline import CANCELLED, CLIENT_GONE, Exchange
 
 if TYPE_CHECKING:
     from router.dispatch import Upstream
@@ -128,7 +128,7 @@ async def _relay(ex: Exchange, first: ChatCompletionChunk | None,
         ex.status, ex.error = exc.status, f"mid-stream: {exc}"
         raise from_provider_error(exc) from exc
     except BaseException:
-        ex.status, ex.error = CLIENT_GONE, "client disconnected"
+        ex.status, ex.error = CLIENT_GONE, CANCELLED
         raise
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]

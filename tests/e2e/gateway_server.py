@@ -12,19 +12,18 @@ from contextlib import contextmanager
 import uvicorn
 
 from service.app import create_app
-from service.timeouts import with_header_timeout
+from service.server import uvicorn_config
 
 
 @contextmanager
 def gateway(config, engine) -> Iterator[str]:
-    """The gateway under uvicorn as ``contextforge serve`` runs it (httptools, timeouts)."""
+    """The gateway under uvicorn as ``contextforge serve`` runs it (httptools, timeouts,
+    drain); shut down when the block ends (it waits for the drain)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(config, engine=engine), lifespan="on", access_log=False,
-        log_level="warning", loop="asyncio",
-        http=with_header_timeout(config.server.header_timeout_s)))
+    server = uvicorn.Server(uvicorn_config(config, create_app(config, engine=engine),
+                                           log_level="warning", loop="asyncio"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -35,5 +34,5 @@ def gateway(config, engine) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(15)
+        thread.join(config.server.drain_timeout_s + 15)
         sock.close()
