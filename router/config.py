@@ -14,99 +14,20 @@ from typing import Annotated
 import msgspec
 import yaml
 
+from router.errors import ConfigError as ConfigError
 from router.policy import PolicySpec
 
+# Deployments and named providers are the providers' schema: the common fields plus each
+# adapter's own settings (see router/providers/_settings.py); resolved here per model.
+# SimulatedSettings is re-exported: callers build simulated deployments from this module.
+from router.providers import (
+    Deployment,
+    ProviderEntry,
+    resolve_deployment,
+)
+from router.providers import SimulatedSettings as SimulatedSettings
+
 CAPABILITIES = frozenset({"tools", "vision", "json", "embeddings"})
-
-
-class ConfigError(ValueError):
-    """The config file is missing, malformed or inconsistent."""
-
-
-class SimulatedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How the in-process simulated provider behaves for one deployment."""
-
-    ttft_ms: float = 0.0  # time to first token
-    tokens_per_s: float = 0.0  # 0: the rest of the answer arrives at once
-    failure_rate: float = 0.0  # share of calls that fail as an upstream error would
-    seed: int = 0  # failures are drawn from a seeded generator, so runs repeat
-
-    def __post_init__(self) -> None:
-        if self.ttft_ms < 0 or self.tokens_per_s < 0:
-            raise ValueError("ttft_ms and tokens_per_s must be >= 0")
-        if not 0.0 <= self.failure_rate <= 1.0:
-            raise ValueError("failure_rate must be in [0, 1]")
-
-
-class Deployment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One place a model is served: a provider adapter, its endpoint and credentials.
-
-    Keys come from ``api_key`` (discouraged: the file then holds a secret) or, better, the
-    environment variable named by ``api_key_env``; with neither, the adapter reads its
-    provider's conventional variable (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ...).
-    """
-
-    provider: str
-    model: str = ""  # the upstream's model id (e.g. a dated version); "" = the catalog name
-    endpoint: str = ""  # base URL; "" = the provider's public endpoint
-    api_key: str = ""
-    api_key_env: str = ""
-    region: str = ""  # AWS region (Bedrock), GCP location (Vertex AI)
-    project: str = ""  # GCP project (Vertex AI)
-    api_version: str = ""  # Azure OpenAI's api-version; Anthropic's anthropic-version
-    headers: dict[str, str] = {}  # extra headers sent upstream on every call
-    timeout_s: float | None = None  # None: the server's upstream_timeout_s
-    weight: float = 1.0  # share of this model's traffic among its healthy deployments
-    simulated: SimulatedSettings = SimulatedSettings()  # read only by provider "simulated"
-
-    def __post_init__(self) -> None:
-        if self.weight <= 0:
-            raise ValueError("weight must be > 0")
-        if self.timeout_s is not None and self.timeout_s <= 0:
-            raise ValueError("timeout_s must be > 0")
-
-    def upstream_model(self, catalog_name: str) -> str:
-        return self.model or catalog_name
-
-    def __repr__(self) -> str:  # a literal key must never reach a log line or a traceback
-        return f"Deployment(provider={self.provider!r}, model={self.model!r}, " \
-               f"endpoint={self.endpoint!r})"
-
-
-class ProviderEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A named upstream connection (``providers:``): an adapter ``type`` with its endpoint and
-    credentials, defined once and referenced by name from any model's deployments."""
-
-    name: str
-    type: str  # the adapter: openai, azure, anthropic, gemini, bedrock, simulated, ...
-    endpoint: str = ""
-    api_key: str = ""
-    api_key_env: str = ""
-    region: str = ""
-    project: str = ""
-    api_version: str = ""
-    headers: dict[str, str] = {}
-    timeout_s: float | None = None
-    simulated: SimulatedSettings = SimulatedSettings()
-
-    def __repr__(self) -> str:  # never print a literal key
-        return f"ProviderEntry(name={self.name!r}, type={self.type!r})"
-
-
-_INHERITED = ("endpoint", "api_key", "api_key_env", "region", "project", "api_version",
-              "timeout_s")
-
-
-def resolve_deployment(d: Deployment, providers: dict[str, ProviderEntry]) -> Deployment:
-    """``d`` with a named provider replaced by its adapter type and connection settings;
-    the deployment's own non-empty fields win. An adapter name passes through unchanged."""
-    entry = providers.get(d.provider)
-    if entry is None:
-        return d
-    merged = {f: getattr(d, f) or getattr(entry, f) for f in _INHERITED}
-    simulated = (d.simulated if d.simulated != SimulatedSettings() else entry.simulated)
-    return msgspec.structs.replace(d, provider=entry.type, headers={**entry.headers,
-                                   **d.headers}, simulated=simulated, **merged)
 
 
 # Bounds on what a config (or an admin PUT) may say: beyond them a value is a typo or an

@@ -118,10 +118,15 @@ def count_prompt_tokens(count_batch: Callable[[list[str]], list[int]], texts: Se
     for text in texts:
         for start in range(0, len(text), COUNT_CHUNK_CHARS):
             pieces.append(text[start:start + COUNT_CHUNK_CHARS])
-    for i in range(0, len(pieces), 4):  # four pieces per call: tokenizers runs them in parallel
-        total += sum(count_batch(pieces[i:i + 4]))
-        if total > limit:
-            raise PromptTooLong(limit)
+    if len(pieces) <= 4:  # short: one call, which tokenizers may spread over the cores
+        total = sum(count_batch(pieces))
+    else:  # long: a piece at a time, on one core, so the event loop keeps the other
+        for piece in pieces:
+            total += count_batch([piece])[0]
+            if total > limit:
+                break
+    if total > limit:
+        raise PromptTooLong(limit)
     return total
 
 

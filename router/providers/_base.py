@@ -19,14 +19,12 @@ Messages must never contain credentials: the gateway passes them to the client.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import httpx
 
-from router.config import ConfigError, Deployment
 from router.wire.openai import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -87,22 +85,6 @@ class ProviderContext:
         if self.http is None:
             raise RuntimeError("this provider needs ProviderContext.http")
         return self.http
-
-
-def resolve_api_key(deployment: Deployment, default_env: str, *, required: bool = True) -> str:
-    """The deployment's key: ``api_key``, else ``$api_key_env``, else ``$default_env``.
-
-    A missing key is a ``ConfigError`` at start-up (naming the variable, never a value), so a
-    misconfigured deployment fails before it takes traffic.
-    """
-    if deployment.api_key:
-        return deployment.api_key
-    env = deployment.api_key_env or default_env
-    key = os.environ.get(env, "")
-    if not key and required:
-        raise ConfigError(f"provider {deployment.provider!r}: no API key; set the environment "
-                          f"variable {env} or the deployment's api_key_env")
-    return key
 
 
 class SharedClientProvider:

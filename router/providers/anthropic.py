@@ -57,16 +57,24 @@ from typing import Any
 
 import httpx
 import msgspec
+from httpx_sse import ServerSentEvent
 
-from router.config import Deployment
 from router.providers._base import (
     ProviderContext,
     SharedClientProvider,
     UpstreamError,
     UpstreamRejected,
-    resolve_api_key,
 )
 from router.providers._http import error_for_status, open_stream, send_json, sse_events
+from router.providers._kit import (
+    MALFORMED,
+    ChunkStream,
+    FinishReasons,
+    relay,
+    resolve_api_key,
+    usage_of,
+)
+from router.providers._settings import Settings
 from router.wire import anthropic as aw
 from router.wire.openai import (
     AssistantMessage,
@@ -74,15 +82,11 @@ from router.wire.openai import (
     ChatCompletionChunk,
     ChatRequest,
     Choice,
-    ChunkChoice,
-    Delta,
     FunctionCall,
-    FunctionCallDelta,
     ImagePart,
     Message,
     TextPart,
     ToolCall,
-    ToolCallDelta,
     Usage,
     message_text,
 )
@@ -94,35 +98,42 @@ DEFAULT_VERSION = "2023-06-01"
 # (Claude 3 Haiku's 4,096), so the request is valid whichever model the deployment names.
 DEFAULT_MAX_TOKENS = 4096
 _MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
-           "max_tokens": "length", "model_context_window_exceeded": "length",
-           "tool_use": "tool_calls", "refusal": "content_filter"}
+FINISH_REASONS = FinishReasons(
+    {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
+     "max_tokens": "length", "model_context_window_exceeded": "length",
+     "tool_use": "tool_calls", "refusal": "content_filter"}, missing="end_turn")
 _JSON_INSTRUCTION = ("Respond with a single valid JSON object and nothing else: no prose, "
                      "no Markdown code fences.")
 
-# What reading an upstream body of an unexpected shape raises (a field missing, a list where an
-# object belongs); turned into UpstreamError so no other exception escapes the adapter.
-_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
-
 Block = aw.TextBlock | aw.ImageBlock | aw.ToolUseBlock | aw.ToolResultBlock
+
+
+class AnthropicSettings(Settings):
+    """The common fields and ``api_version`` (the ``anthropic-version`` header)."""
+
+    api_version: str = ""
 
 
 class AnthropicProvider(SharedClientProvider):
     """One Anthropic Messages API deployment."""
 
-    def __init__(self, deployment: Deployment, api_key: str, http: httpx.AsyncClient | None):
-        self.deployment = deployment
+    def __init__(self, settings: AnthropicSettings, api_key: str, http: httpx.AsyncClient | None,
+                 count_tokens: Callable[[str], int] = len):
+        self.settings = settings
         self._http = http
-        base = (deployment.endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self._count = count_tokens
+        base = (settings.endpoint or DEFAULT_ENDPOINT).rstrip("/")
         self._url = f"{base}/v1/messages"
-        self._headers = {**deployment.headers, "x-api-key": api_key,
-                         "anthropic-version": deployment.api_version or DEFAULT_VERSION,
+        self._headers = {**settings.headers, "x-api-key": api_key,
+                         "anthropic-version": settings.api_version or DEFAULT_VERSION,
                          "content-type": "application/json"}
 
     @classmethod
-    def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> AnthropicProvider:
+    def from_settings(cls, settings: AnthropicSettings, ctx: ProviderContext,
+                      ) -> AnthropicProvider:
         # ctx.http may be None when the gateway only checks that deployments can be built.
-        return cls(deployment, resolve_api_key(deployment, "ANTHROPIC_API_KEY"), ctx.http)
+        return cls(settings, resolve_api_key(settings, "ANTHROPIC_API_KEY"), ctx.http,
+                   ctx.count_tokens)
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -130,42 +141,28 @@ class AnthropicProvider(SharedClientProvider):
         return self._http
 
     def __repr__(self) -> str:  # never the key
-        return f"AnthropicProvider(url={self._url!r}, model={self.deployment.model!r})"
+        return f"AnthropicProvider(url={self._url!r}, model={self.settings.model!r})"
 
     async def complete(self, request: ChatRequest) -> ChatCompletion:
         body = self._body(request, stream=False)
         data = await send_json(self._client(), NAME, self._url, body=body, headers=self._headers)
         try:
             return to_completion(data, request.model)
-        except _MALFORMED as exc:
+        except MALFORMED as exc:
             raise UpstreamError(f"{NAME} upstream answered with an unexpected body: "
                                 f"{type(exc).__name__}") from None
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
         body = self._body(request, stream=True)
+        translator = AnthropicStreamTranslator(request, self._count)
         async with open_stream(self._client(), NAME, self._url, body=body,
                                headers=self._headers) as response:
-            translator = StreamTranslator(request.model)
-            async for event in sse_events(NAME, response):
-                try:
-                    data = json.loads(event.data) if event.data else {}
-                except ValueError:
-                    raise UpstreamError(f"{NAME} upstream sent an event that is not "
-                                        "JSON") from None
-                try:
-                    chunks = translator.feed(event.event, data)
-                except _MALFORMED as exc:  # a field missing or of the wrong type
-                    raise UpstreamError(f"{NAME} upstream sent an unexpected {event.event} "
-                                        f"event: {type(exc).__name__}") from None
-                for chunk in chunks:
-                    yield chunk
-                if translator.done:
-                    return
-        raise UpstreamError(f"{NAME} upstream ended the stream before message_stop")
+            async for chunk in relay(sse_events(NAME, response), translator):
+                yield chunk
 
     def _body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-        body = to_messages_request(request, self.deployment.upstream_model(request.model))
-        out = msgspec.to_builtins(body)
+        body = to_messages_request(request, self.settings.upstream_model(request.model))
+        out: dict[str, Any] = msgspec.to_builtins(body)
         if stream:
             out["stream"] = True
         return out
@@ -310,13 +307,7 @@ def to_usage(usage: dict[str, Any]) -> Usage:
     """Anthropic usage -> ours; cached input (written or read) is still prompt input."""
     prompt = sum(int(usage.get(k) or 0) for k in (
         "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    completion = int(usage.get("output_tokens") or 0)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion,
-                 total_tokens=prompt + completion)
-
-
-def finish_reason(stop_reason: str | None) -> str:
-    return _FINISH.get(stop_reason or "end_turn", "stop")
+    return usage_of(prompt, int(usage.get("output_tokens") or 0))
 
 
 def to_completion(data: dict[str, Any], model: str) -> ChatCompletion:
@@ -334,29 +325,39 @@ def to_completion(data: dict[str, Any], model: str) -> ChatCompletion:
     return ChatCompletion(
         id=str(data.get("id", "")), created=int(time.time()), model=model,
         choices=[Choice(index=0, message=message,
-                        finish_reason=finish_reason(data.get("stop_reason")))],
+                        finish_reason=FINISH_REASONS(data.get("stop_reason"), bool(calls)))],
         usage=to_usage(data.get("usage") or {}))
 
 
-class StreamTranslator:
-    """Anthropic stream events in, ChatCompletionChunks out (see the module docstring)."""
+class AnthropicStreamTranslator(ChunkStream):
+    """Anthropic stream events in, our chunks out (see the module docstring)."""
 
-    def __init__(self, model: str, clock: Callable[[], float] = time.time):
-        self.model = model
-        self.created = int(clock())
-        self.id = ""
-        self.done = False
+    unfinished = "message_stop"
+
+    def __init__(self, request: ChatRequest, count_tokens: Callable[[str], int],
+                 clock: Callable[[], float] = time.time):
+        super().__init__(NAME, request, count_tokens, clock=clock)
         self._tool_index: dict[int, int] = {}  # content block index -> tool call index
         self._usage: dict[str, Any] = {}
         self._stop_reason: str | None = None
 
-    def feed(self, event: str, data: dict[str, Any]) -> list[ChatCompletionChunk]:
-        kind = data.get("type", event)
+    def feed(self, event: ServerSentEvent) -> list[ChatCompletionChunk]:
+        try:
+            data = json.loads(event.data) if event.data else {}
+        except ValueError:
+            raise UpstreamError(f"{NAME} upstream sent an event that is not JSON") from None
+        try:
+            return self._feed(data.get("type", event.event), data)
+        except MALFORMED as exc:  # a field missing or of the wrong type
+            raise UpstreamError(f"{NAME} upstream sent an unexpected {event.event} "
+                                f"event: {type(exc).__name__}") from None
+
+    def _feed(self, kind: str, data: dict[str, Any]) -> list[ChatCompletionChunk]:
         if kind == "message_start":
             message = data.get("message") or {}
             self.id = str(message.get("id", ""))
             self._usage.update(message.get("usage") or {})
-            return [self._chunk(Delta(role="assistant", content=""))]
+            return self.role()
         if kind == "content_block_start":
             return self._block_start(int(data["index"]), data.get("content_block") or {})
         if kind == "content_block_delta":
@@ -369,9 +370,8 @@ class StreamTranslator:
             return []
         if kind == "message_stop":
             self.done = True
-            return [self._chunk(Delta(), finish_reason(self._stop_reason)),
-                    ChatCompletionChunk(id=self.id, created=self.created, model=self.model,
-                                        choices=[], usage=to_usage(self._usage))]
+            self.usage = to_usage(self._usage)
+            return [self.finish(FINISH_REASONS(self._stop_reason, bool(self.tools)))]
         if kind == "error":
             error = data.get("error") or {}
             status = aw.ERROR_STATUS.get(str(error.get("type")), 502)
@@ -380,30 +380,20 @@ class StreamTranslator:
 
     def _block_start(self, index: int, block: dict[str, Any]) -> list[ChatCompletionChunk]:
         if block.get("type") == "text" and block.get("text"):
-            return [self._chunk(Delta(content=block["text"]))]
+            return [self.content(block["text"])]
         if block.get("type") != "tool_use":
             return []
-        call = self._tool_index[index] = len(self._tool_index)
-        first = ToolCallDelta(index=call, id=block["id"], type="function",
-                              function=FunctionCallDelta(name=block["name"], arguments=""))
-        chunks = [self._chunk(Delta(tool_calls=[first]))]
-        if block.get("input"):  # normally {} with the input streamed as input_json_delta
-            chunks.append(self._arguments(call, json.dumps(block["input"])))
-        return chunks
+        call, first = self.tools.start(block["name"], block["id"])
+        self._tool_index[index] = call
+        # The input is normally {} here, streamed as input_json_delta pieces.
+        arguments = json.dumps(block["input"]) if block.get("input") else ""
+        return self.tool_chunks([first, *self.tools.extend(call, arguments)])
 
     def _block_delta(self, index: int, delta: dict[str, Any]) -> list[ChatCompletionChunk]:
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
-            return [self._chunk(Delta(content=delta["text"]))]
+            return [self.content(delta["text"])]
         if kind == "input_json_delta" and delta.get("partial_json") and index in self._tool_index:
-            return [self._arguments(self._tool_index[index], delta["partial_json"])]
+            return self.tool_chunks(self.tools.extend(self._tool_index[index],
+                                                      delta["partial_json"]))
         return []  # thinking_delta, signature_delta, citations_delta: not part of the answer
-
-    def _arguments(self, call: int, piece: str) -> ChatCompletionChunk:
-        return self._chunk(Delta(tool_calls=[ToolCallDelta(
-            index=call, function=FunctionCallDelta(arguments=piece))]))
-
-    def _chunk(self, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(id=self.id, created=self.created, model=self.model,
-                                   choices=[ChunkChoice(index=0, delta=delta,
-                                                        finish_reason=finish)])

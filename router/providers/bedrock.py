@@ -78,8 +78,7 @@ import json
 import os
 import re
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
@@ -93,7 +92,6 @@ from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCr
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 from botocore.exceptions import BotoCoreError
 
-from router.config import ConfigError, Deployment
 from router.providers._base import (
     ProviderContext,
     ProviderError,
@@ -102,24 +100,31 @@ from router.providers._base import (
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamUnavailable,
-    resolve_api_key,
 )
 from router.providers._http import error_for_exception, open_stream, send_json
+from router.providers._kit import (
+    MALFORMED,
+    ChunkStream,
+    FinishReasons,
+    completion_id,
+    config_error,
+    estimate_usage,
+    relay,
+    resolve_api_key,
+    usage_of,
+)
+from router.providers._settings import Settings
 from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     Choice,
-    ChunkChoice,
-    Delta,
     FunctionCall,
-    FunctionCallDelta,
     ImagePart,
     Message,
     TextPart,
     ToolCall,
-    ToolCallDelta,
     Usage,
     message_text,
 )
@@ -136,7 +141,7 @@ IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg",
 _DATA_URL = re.compile(r"^data:([^;,]+)(?:;[^;,]*)*;base64,(.*)$", re.DOTALL)
 _TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_.:-]")  # Converse's ToolUseId alphabet, max 64 chars
 
-_FINISH = {
+FINISH_REASONS = FinishReasons({
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
@@ -144,7 +149,7 @@ _FINISH = {
     "tool_use": "tool_calls",
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
-}
+}, missing="end_turn")
 _STREAM_ERRORS: dict[str, type[ProviderError]] = {
     "throttlingException": UpstreamRateLimited,
     "modelStreamErrorException": UpstreamUnavailable,
@@ -153,8 +158,12 @@ _STREAM_ERRORS: dict[str, type[ProviderError]] = {
     "validationException": UpstreamRejected,
 }
 _MAX_DETAIL = 300
-# What reading an upstream body of an unexpected shape raises; turned into UpstreamError.
-_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+class BedrockSettings(Settings):
+    """The common fields and the AWS ``region`` (else ``$AWS_REGION`` or botocore's)."""
+
+    region: str = ""
 
 
 class BedrockProvider(SharedClientProvider):
@@ -162,39 +171,39 @@ class BedrockProvider(SharedClientProvider):
 
     name = "bedrock"
 
-    def __init__(self, deployment: Deployment, ctx: ProviderContext,
+    def __init__(self, settings: BedrockSettings, ctx: ProviderContext,
                  credentials: Credentials | None, region: str, api_key: str = ""):
         if not api_key and credentials is None:
-            raise ConfigError("provider 'bedrock': needs an API key or AWS credentials")
-        self._deployment = deployment
+            raise config_error("bedrock", "needs an API key or AWS credentials")
+        self._settings = settings
         self._ctx = ctx
         self._credentials = credentials
         self._api_key = api_key
         self._region = region
-        self._base = (deployment.endpoint or DEFAULT_ENDPOINT.format(region=region)).rstrip("/")
+        self._base = (settings.endpoint or DEFAULT_ENDPOINT.format(region=region)).rstrip("/")
 
     @classmethod
-    def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> BedrockProvider:
-        api_key = resolve_api_key(deployment, KEY_ENV, required=bool(deployment.api_key_env))
+    def from_settings(cls, settings: BedrockSettings, ctx: ProviderContext) -> BedrockProvider:
+        api_key = resolve_api_key(settings, KEY_ENV, required=bool(settings.api_key_env))
         try:
             session = botocore.session.get_session()
-            region = (deployment.region or os.environ.get("AWS_REGION")
+            region = (settings.region or os.environ.get("AWS_REGION")
                       or session.get_config_variable("region") or "")
             credentials = None if api_key else session.get_credentials()
         except BotoCoreError as exc:  # a missing profile, an unreadable config file
-            raise ConfigError(f"provider 'bedrock': cannot load the AWS configuration: "
-                              f"{exc}") from None
+            raise config_error("bedrock", f"cannot load the AWS configuration: {exc}") from None
         if not region:
-            raise ConfigError("provider 'bedrock': no region; set the deployment's region or "
-                              "the environment variable AWS_REGION (or AWS_DEFAULT_REGION)")
+            raise config_error("bedrock", "no region; set the deployment's region or the "
+                                          "environment variable AWS_REGION (or "
+                                          "AWS_DEFAULT_REGION)")
         if credentials is None and not api_key:
-            raise ConfigError(f"provider 'bedrock': no AWS credentials; set {KEY_ENV} (a "
-                              "Bedrock API key), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                              "or AWS_PROFILE, or run with an IAM role")
-        return cls(deployment, ctx, credentials, region, api_key)
+            raise config_error("bedrock", f"no AWS credentials; set {KEY_ENV} (a Bedrock API "
+                                          "key), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                                          "or AWS_PROFILE, or run with an IAM role")
+        return cls(settings, ctx, credentials, region, api_key)
 
     def __repr__(self) -> str:  # never the credentials
-        return f"BedrockProvider(model={self._deployment.model!r}, region={self._region!r})"
+        return f"BedrockProvider(model={self._settings.model!r}, region={self._region!r})"
 
     # --- chat -----------------------------------------------------------------------------
 
@@ -212,58 +221,33 @@ class BedrockProvider(SharedClientProvider):
                 arguments=json.dumps(b["toolUse"].get("input", {}), ensure_ascii=False)))
                 for b in blocks if "toolUse" in b]
             usage = _usage(data.get("usage"))
-        except _MALFORMED as exc:
+        except MALFORMED as exc:
             raise UpstreamError(f"bedrock upstream answered with an unexpected body "
                                 f"({type(exc).__name__}: {str(exc)[:80]})") from None
-        usage = usage or self._estimate(
-            request, text + "".join(c.function.arguments for c in calls))
+        usage = usage or estimate_usage(self._ctx.count_tokens, request, text,
+                                        [(c.function.name, c.function.arguments) for c in calls])
         message = AssistantMessage(role="assistant", content=text if text or not calls else None,
                                    tool_calls=calls or None)
         return ChatCompletion(
-            id=_completion_id(), created=int(time.time()), model=request.model,
+            id=completion_id(), created=int(time.time()), model=request.model,
             choices=[Choice(index=0, message=message,
-                            finish_reason=_finish(stop_reason, bool(calls)))],
+                            finish_reason=FINISH_REASONS(stop_reason, bool(calls)))],
             usage=usage)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
         url, body = self._url(request, "converse-stream"), self._body(request)
         headers = await self._auth_headers(url, body, EVENT_STREAM)
-        cid, created = _completion_id(), int(time.time())
-
-        def chunk(delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
-            return ChatCompletionChunk(id=cid, created=created, model=request.model,
-                                       choices=[ChunkChoice(0, delta, finish)])
-
-        turn = _StreamTurn()
-        async with open_stream(self._ctx.client(), self.name, url, content=body,
-                               headers=headers) as response:
-            # The role chunk waits for the first event, so an exception event that opens the
-            # stream fails the call before the client has seen anything (failover stays open).
-            started = False
-            async with aclosing(_event_messages(self.name, response)) as messages:
-                async for message in messages:
-                    event, payload = _event(self.name, message)
-                    if not started:
-                        started = True
-                        yield chunk(Delta(role="assistant", content=""))
-                    try:
-                        deltas = turn.feed(event, payload)
-                    except _MALFORMED as exc:  # a field missing or of an unexpected type
-                        raise UpstreamError(f"bedrock upstream sent an unexpected {event} "
-                                            f"event: {type(exc).__name__}") from None
-                    for delta in deltas:
-                        yield chunk(delta)
-        if turn.stop_reason is None:
-            raise UpstreamError("bedrock upstream stream ended before messageStop")
-        yield chunk(Delta(), _finish(turn.stop_reason, bool(turn.calls)))
-        produced = "".join(turn.text) + "".join(turn.arguments.values())
-        yield ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[],
-                                  usage=turn.usage or self._estimate(request, produced))
+        translator = BedrockStreamTranslator(request, self._ctx.count_tokens)
+        async with (open_stream(self._ctx.client(), self.name, url, content=body,
+                                headers=headers) as response,
+                    aclosing(_event_messages(self.name, response)) as messages):
+            async for chunk in relay(messages, translator):
+                yield chunk
 
     # --- request --------------------------------------------------------------------------
 
     def _url(self, request: ChatRequest, action: str) -> str:
-        model = self._deployment.upstream_model(request.model)
+        model = self._settings.upstream_model(request.model)
         # One path segment whatever the id holds: ARNs have ':' and '/'.
         return f"{self._base}/model/{quote(model, safe='')}/{action}"
 
@@ -288,7 +272,7 @@ class BedrockProvider(SharedClientProvider):
         """The request's headers with its authentication: the API key as a bearer token, or a
         SigV4 signature over exactly ``body`` (which must be sent as is) and the deployment's
         extra headers."""
-        headers = {**self._deployment.headers, "content-type": "application/json",
+        headers = {**self._settings.headers, "content-type": "application/json",
                    "accept": accept}
         if self._api_key:
             return {**headers, "authorization": f"Bearer {self._api_key}"}
@@ -308,12 +292,6 @@ class BedrockProvider(SharedClientProvider):
         except (BotoCoreError, OSError) as exc:
             raise UpstreamError(f"bedrock: could not refresh the AWS credentials: "
                                 f"{type(exc).__name__}") from None
-
-    def _estimate(self, request: ChatRequest, produced: str) -> Usage:
-        prompt = sum(self._ctx.count_tokens(message_text(m)) for m in request.messages)
-        completion = self._ctx.count_tokens(produced) if produced else 0
-        return Usage(prompt_tokens=prompt, completion_tokens=completion,
-                     total_tokens=prompt + completion)
 
 
 # --- request translation -----------------------------------------------------------------
@@ -444,67 +422,67 @@ def _text_format(json_schema: dict[str, Any]) -> dict[str, Any]:
 # --- response translation ----------------------------------------------------------------
 
 
-def _finish(stop_reason: str | None, called: bool) -> str:
-    if called and stop_reason in (None, "end_turn", "tool_use"):
-        return "tool_calls"
-    return _FINISH.get(stop_reason or "", "stop")
-
-
 def _usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict) or not isinstance(usage.get("inputTokens"), int):
         return None
     prompt = (usage["inputTokens"] + int(usage.get("cacheReadInputTokens") or 0)
               + int(usage.get("cacheWriteInputTokens") or 0))
-    completion = int(usage.get("outputTokens") or 0)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion,
-                 total_tokens=prompt + completion)
+    return usage_of(prompt, int(usage.get("outputTokens") or 0))
 
 
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+class BedrockStreamTranslator(ChunkStream):
+    """ConverseStream event messages in, our chunks out. The role chunk waits for the first
+    event, so an exception event that opens the stream fails the call before the client has
+    seen anything (failover stays open)."""
 
+    unfinished = "messageStop"
 
-class _StreamTurn:
-    """What the ConverseStream events said so far; ``feed`` returns the deltas to send."""
-
-    def __init__(self) -> None:
-        self.text: list[str] = []
-        self.calls: dict[int, int] = {}  # contentBlockIndex -> OpenAI tool call index
-        self.arguments: dict[int, str] = {}  # tool call index -> its arguments so far
+    def __init__(self, request: ChatRequest, count_tokens: Callable[[str], int]):
+        super().__init__("bedrock", request, count_tokens)
+        self._calls: dict[int, int] = {}  # contentBlockIndex -> OpenAI tool call index
         self.stop_reason: str | None = None
-        self.usage: Usage | None = None
 
-    def feed(self, event: str, payload: dict[str, Any]) -> list[Delta]:
+    def feed(self, message: EventStreamMessage) -> list[ChatCompletionChunk]:
+        event, payload = _event(self.provider, message)
+        out = self.role()
+        try:
+            return out + self._feed(event, payload)
+        except MALFORMED as exc:  # a field missing or of an unexpected type
+            raise UpstreamError(f"bedrock upstream sent an unexpected {event} "
+                                f"event: {type(exc).__name__}") from None
+
+    def _feed(self, event: str, payload: dict[str, Any]) -> list[ChatCompletionChunk]:
         block = payload.get("contentBlockIndex")
         if event == "contentBlockStart":
             start = (payload.get("start") or {}).get("toolUse")
             if not isinstance(start, dict):
                 return []
-            index = self.calls[block] = len(self.calls)
-            self.arguments[index] = ""
-            return [Delta(tool_calls=[ToolCallDelta(
-                index=index, id=str(start.get("toolUseId", "")), type="function",
-                function=FunctionCallDelta(name=str(start.get("name", "")), arguments=""))])]
+            index, first = self.tools.start(str(start.get("name", "")),
+                                            str(start.get("toolUseId", "")))
+            self._calls[block] = index
+            return self.tool_chunks([first])
         if event == "contentBlockDelta":
             delta = payload.get("delta") or {}
             if isinstance(text := delta.get("text"), str) and text:
-                self.text.append(text)
-                return [Delta(content=text)]
+                return [self.content(text)]
             if isinstance(tool := delta.get("toolUse"), dict):
-                if block not in self.calls:
+                if block not in self._calls:
                     raise UpstreamError("bedrock upstream streamed tool input for a tool call "
                                         "it never started")
-                piece = str(tool.get("input", ""))
-                index = self.calls[block]
-                self.arguments[index] += piece
-                return [Delta(tool_calls=[ToolCallDelta(
-                    index=index, function=FunctionCallDelta(arguments=piece))])] if piece else []
+                return self.tool_chunks(self.tools.extend(self._calls[block],
+                                                          str(tool.get("input", ""))))
             return []  # reasoning, citations: not part of OpenAI's answer
         if event == "messageStop":
             self.stop_reason = str(payload.get("stopReason") or "end_turn")
         elif event == "metadata":
             self.usage = _usage(payload.get("usage"))
         return []  # messageStart, contentBlockStop, events newer than this adapter
+
+    def end(self) -> list[ChatCompletionChunk]:
+        if self.stop_reason is None:
+            raise UpstreamError("bedrock upstream ended the stream before messageStop")
+        return [self.finish(FINISH_REASONS(self.stop_reason, bool(self.tools))),
+                self.usage_chunk()]
 
 
 async def _event_messages(provider: str,

@@ -59,37 +59,43 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from httpx_sse import ServerSentEvent
 
-from router.config import ConfigError, Deployment
 from router.providers._base import (
     ProviderContext,
     SharedClientProvider,
     UpstreamError,
     UpstreamRejected,
     UpstreamTimeout,
-    resolve_api_key,
 )
 from router.providers._http import open_stream, send_json, sse_events
+from router.providers._kit import (
+    ChunkStream,
+    FinishReasons,
+    call_id,
+    completion_id,
+    config_error,
+    estimate_usage,
+    relay,
+    resolve_api_key,
+    usage_of,
+)
+from router.providers._settings import Settings
 from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     Choice,
-    ChunkChoice,
-    Delta,
     Embedding,
     EmbeddingsRequest,
     EmbeddingsResponse,
     EmbeddingUsage,
     FunctionCall,
-    FunctionCallDelta,
     ImagePart,
     Message,
     TextPart,
@@ -98,7 +104,6 @@ from router.wire.openai import (
     Usage,
     arguments_text,
     encode_vector,
-    estimate_usage,
     message_text,
 )
 
@@ -107,11 +112,19 @@ DEFAULT_BASE_URL = "https://api.cohere.com"
 KEY_ENVS = ("CO_API_KEY", "COHERE_API_KEY")
 EMBED_INPUT_TYPE = "search_document"  # see the module docstring for why
 EMBED_BATCH = 96  # texts per /v2/embed call (the API's limit)
-_FINISH = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length",
-           "ERROR_LIMIT": "length", "TOOL_CALL": "tool_calls", "ERROR_TOXIC": "content_filter",
-           "CONTENT_BLOCKED": "content_filter", "USER_CANCEL": "stop"}
+FINISH_REASONS = FinishReasons(
+    {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length",
+     "ERROR_LIMIT": "length", "TOOL_CALL": "tool_calls", "ERROR_TOXIC": "content_filter",
+     "CONTENT_BLOCKED": "content_filter", "USER_CANCEL": "stop"},
+    missing="COMPLETE", upper=True,
+    failures={"ERROR": (UpstreamError, "reported an error"),
+              "TIMEOUT": (UpstreamTimeout, "timed out")})
 
 Body = dict[str, Any]
+
+
+class CohereSettings(Settings):
+    """Cohere reads only the common fields."""
 
 
 # --- upstream bodies (lenient: only what we read) ------------------------------------------
@@ -129,10 +142,7 @@ class _Usage(msgspec.Struct):
     def ours(self) -> Usage | None:
         for count in (self.tokens, self.billed_units):
             if count is not None and count.input_tokens is not None:
-                prompt = round(count.input_tokens)
-                completion = round(count.output_tokens or 0)
-                return Usage(prompt_tokens=prompt, completion_tokens=completion,
-                             total_tokens=prompt + completion)
+                return usage_of(count.input_tokens, count.output_tokens or 0)
         return None
 
 
@@ -215,30 +225,16 @@ _EVENT = msgspec.json.Decoder(_Event)
 # --- the adapter ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _StreamState:
-    role_sent: bool = False
-    finish: str | None = None
-    text: list[str] = field(default_factory=list)
-    calls: dict[int, list[str]] = field(default_factory=dict)  # our index -> [name, arguments]
-    index_of: dict[int, int] = field(default_factory=dict)  # Cohere's index -> ours
-    usage: Usage | None = None
-
-
 class CohereProvider(SharedClientProvider):
     """One Cohere v2 deployment (chat and embeddings)."""
 
-    def __init__(self, deployment: Deployment, ctx: ProviderContext):
-        self.deployment = deployment
+    def __init__(self, settings: CohereSettings, ctx: ProviderContext):
+        self.settings = settings
         self._ctx = ctx
         self._count: Callable[[str], int] = ctx.count_tokens
-        self._base = (deployment.endpoint or DEFAULT_BASE_URL).rstrip("/")
-        self._headers = {"Authorization": f"Bearer {_api_key(deployment)}",
-                         "Accept": "application/json", **deployment.headers}
-
-    @classmethod
-    def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> CohereProvider:
-        return cls(deployment, ctx)
+        self._base = (settings.endpoint or DEFAULT_BASE_URL).rstrip("/")
+        self._headers = {"Authorization": f"Bearer {_api_key(settings)}",
+                         "Accept": "application/json", **settings.headers}
 
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"CohereProvider(endpoint={self._base!r})"
@@ -254,54 +250,36 @@ class CohereProvider(SharedClientProvider):
             raise UpstreamError(f"cohere upstream answered with an unusable body: {exc}") \
                 from None
         msg = upstream.message
-        calls = [ToolCall(id=c.id or _call_id(), function=FunctionCall(
+        calls = [ToolCall(id=c.id or call_id(), function=FunctionCall(
                      name=c.function.name or "", arguments=arguments_text(c.function.arguments)))
                  for c in msg.tool_calls or [] if c.function is not None]
         text = _text(msg.content)
         if not text and calls and msg.tool_plan:
             text = msg.tool_plan
-        finish = _finish(upstream.finish_reason, bool(calls))
+        finish = FINISH_REASONS(upstream.finish_reason, bool(calls), provider=NAME)
         message = AssistantMessage(role="assistant", content=text if text or not calls else None,
                                    tool_calls=calls or None)
-        usage = (upstream.usage.ours() if upstream.usage else None) or self._estimate(
-            request, text + "".join(c.function.name + c.function.arguments for c in calls))
-        return ChatCompletion(id=upstream.id or _completion_id(), created=int(time.time()),
+        usage = (upstream.usage.ours() if upstream.usage else None) or estimate_usage(
+            self._count, request, text,
+            [(c.function.name, c.function.arguments) for c in calls])
+        return ChatCompletion(id=upstream.id or completion_id(), created=int(time.time()),
                               model=request.model, usage=usage,
                               choices=[Choice(index=0, message=message, finish_reason=finish)])
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
-        cid, created = _completion_id(), int(time.time())
-        state = _StreamState()
-
-        def chunk(delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
-            return ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[
-                ChunkChoice(index=0, delta=delta, finish_reason=finish)])
-
+        translator = CohereStreamTranslator(request, self._count)
         async with open_stream(self._ctx.client(), NAME, f"{self._base}/v2/chat",
                                body=self._body(request, stream=True),
                                headers={**self._headers, "Accept": "text/event-stream"},
                                ) as response:
-            async for sse in sse_events(NAME, response):
-                data = sse.data.strip()
-                if not data or data == "[DONE]":
-                    continue
-                event = _decode_event(data)
-                for delta, finish in _translate(event.type or sse.event, event, state):
-                    yield chunk(delta, finish)
-                if state.finish is not None:
-                    break  # message-end is the last event
-        if state.finish is None:
-            raise UpstreamError("cohere upstream ended the stream before message-end")
-        usage = state.usage or self._estimate(
-            request, "".join(state.text) + "".join(n + a for n, a in state.calls.values()))
-        yield ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[],
-                                  usage=usage)
+            async for chunk in relay(sse_events(NAME, response), translator):
+                yield chunk
 
     # --- embeddings ----------------------------------------------------------------------
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         texts = request.texts
-        model = self.deployment.upstream_model(request.model)
+        model = self.settings.upstream_model(request.model)
         vectors: list[list[float]] = []
         tokens = 0
         for start in range(0, len(texts), EMBED_BATCH):
@@ -331,7 +309,7 @@ class CohereProvider(SharedClientProvider):
     # --- request translation -------------------------------------------------------------
 
     def _body(self, request: ChatRequest, *, stream: bool) -> Body:
-        body: Body = {"model": self.deployment.upstream_model(request.model),
+        body: Body = {"model": self.settings.upstream_model(request.model),
                       "messages": [_message(m, i) for i, m in enumerate(request.messages)],
                       "stream": stream}
         _add_tools(body, request)
@@ -359,23 +337,20 @@ class CohereProvider(SharedClientProvider):
                 body[name] = min(max(value, 0.0), 1.0)
         return body
 
-    def _estimate(self, request: ChatRequest, completion_text: str) -> Usage:
-        """Usage when the upstream sent none: our tokenizer plus a per-message overhead."""
-        return estimate_usage(self._count, request, completion_text)
-
 
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _api_key(deployment: Deployment) -> str:
+def _api_key(settings: CohereSettings) -> str:
     """The deployment's key, else ``CO_API_KEY``, else ``COHERE_API_KEY``."""
-    if deployment.api_key or deployment.api_key_env:
-        return resolve_api_key(deployment, KEY_ENVS[0])
+    if settings.api_key or settings.api_key_env:
+        return resolve_api_key(settings, KEY_ENVS[0])
     for env in KEY_ENVS:
         if key := os.environ.get(env, ""):
             return key
-    raise ConfigError(f"provider {deployment.provider!r}: no API key; set the environment "
-                      f"variable {' or '.join(KEY_ENVS)} or the deployment's api_key_env")
+    raise config_error(settings.provider, f"no API key; set the environment variable "
+                                          f"{' or '.join(KEY_ENVS)} or the deployment's "
+                                          "api_key_env")
 
 
 def _message(m: Message, i: int) -> Body:
@@ -436,57 +411,56 @@ def _add_tools(body: Body, request: ChatRequest) -> None:
         body["strict_tools"] = True
 
 
-def _translate(kind: str, event: _Event, state: _StreamState,
-               ) -> list[tuple[Delta, str | None]]:
-    """Our deltas (and finish reason) for one Cohere stream event."""
-    out: list[tuple[Delta, str | None]] = []
-    if not state.role_sent:
-        state.role_sent = True
-        out.append((Delta(role="assistant", content=""), None))
-    delta = event.delta or _EventDelta()
-    msg = delta.message or _EventMessage()
-    if kind in ("content-start", "content-delta"):
-        content = msg.content
-        if isinstance(content, _EventContent) and content.text:
-            state.text.append(content.text)
-            out.append((Delta(content=content.text), None))
-    elif kind == "tool-plan-delta":
-        if msg.tool_plan:
-            state.text.append(msg.tool_plan)
-            out.append((Delta(content=msg.tool_plan), None))
-    elif kind in ("tool-call-start", "tool-call-delta"):
-        call = msg.tool_calls
-        if isinstance(call, _ToolCall):
-            out.extend((Delta(tool_calls=[d]), None)
-                       for d in _call_deltas(kind, event.index, call, state))
-    elif kind == "message-end":
-        if delta.error:
-            raise UpstreamError(f"cohere upstream failed mid-stream: {delta.error[:300]}")
-        if delta.usage is not None:
-            state.usage = delta.usage.ours()
-        state.finish = _finish(delta.finish_reason, bool(state.calls))
-        out.append((Delta(), state.finish))
-    # message-start (role only), content-end, tool-call-end, citation-*: nothing to say
-    return out
+class CohereStreamTranslator(ChunkStream):
+    """Cohere v2 stream events in, our chunks out; message-end is the last event."""
 
+    unfinished = "message-end"
 
-def _call_deltas(kind: str, upstream_index: int | None, call: _ToolCall,
-                 state: _StreamState) -> list[ToolCallDelta]:
-    fn = call.function or _Function()
-    key = upstream_index if upstream_index is not None else len(state.index_of)
-    pieces = []
-    if kind == "tool-call-start" or key not in state.index_of:
-        index = state.index_of.setdefault(key, len(state.calls))
-        state.calls[index] = [fn.name or "", ""]
-        pieces.append(ToolCallDelta(index=index, id=call.id or _call_id(), type="function",
-                                    function=FunctionCallDelta(name=fn.name or "",
-                                                               arguments="")))
-    index = state.index_of[key]
-    args = arguments_text(fn.arguments)
-    if args:
-        state.calls[index][1] += args
-        pieces.append(ToolCallDelta(index=index, function=FunctionCallDelta(arguments=args)))
-    return pieces
+    def __init__(self, request: ChatRequest, count_tokens: Callable[[str], int]):
+        super().__init__(NAME, request, count_tokens)
+        self._index_of: dict[int, int] = {}  # Cohere's tool-call index -> ours
+
+    def feed(self, sse: ServerSentEvent) -> list[ChatCompletionChunk]:
+        data = sse.data.strip()
+        if not data or data == "[DONE]":
+            return []
+        event = _decode_event(data)
+        kind = event.type or sse.event
+        out = self.role()
+        delta = event.delta or _EventDelta()
+        msg = delta.message or _EventMessage()
+        if kind in ("content-start", "content-delta"):
+            content = msg.content
+            if isinstance(content, _EventContent) and content.text:
+                out.append(self.content(content.text))
+        elif kind == "tool-plan-delta":
+            if msg.tool_plan:
+                out.append(self.content(msg.tool_plan))
+        elif kind in ("tool-call-start", "tool-call-delta"):
+            call = msg.tool_calls
+            if isinstance(call, _ToolCall):
+                out.extend(self.tool_chunks(self._call_deltas(kind, event.index, call)))
+        elif kind == "message-end":
+            if delta.error:
+                raise UpstreamError(f"cohere upstream failed mid-stream: {delta.error[:300]}")
+            if delta.usage is not None:
+                self.usage = delta.usage.ours()
+            out.append(self.finish(FINISH_REASONS(delta.finish_reason, bool(self.tools),
+                                                  provider=NAME)))
+            self.done = True
+        # message-start (role only), content-end, tool-call-end, citation-*: nothing to say
+        return out
+
+    def _call_deltas(self, kind: str, upstream_index: int | None,
+                     call: _ToolCall) -> list[ToolCallDelta]:
+        fn = call.function or _Function()
+        key = upstream_index if upstream_index is not None else len(self._index_of)
+        pieces = []
+        if kind == "tool-call-start" or key not in self._index_of:
+            index, first = self.tools.start(fn.name or "", call.id)
+            self._index_of[key] = index
+            pieces.append(first)
+        return pieces + self.tools.extend(self._index_of[key], arguments_text(fn.arguments))
 
 
 def _decode_event(data: str) -> _Event:
@@ -494,16 +468,6 @@ def _decode_event(data: str) -> _Event:
         return _EVENT.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise UpstreamError(f"cohere upstream sent an unusable stream event: {exc}") from None
-
-
-def _finish(reason: str | None, has_tool_calls: bool) -> str:
-    upper = (reason or "COMPLETE").upper()
-    if upper == "ERROR":
-        raise UpstreamError("cohere upstream reported an error while generating")
-    if upper == "TIMEOUT":
-        raise UpstreamTimeout("cohere upstream timed out while generating")
-    mapped = _FINISH.get(upper, "stop")
-    return "tool_calls" if has_tool_calls and mapped == "stop" else mapped
 
 
 def _text(content: list[_Content] | str | None) -> str:
@@ -521,11 +485,3 @@ def _embed_tokens(meta: _EmbedMeta | None) -> int | None:
         if count is not None and count.input_tokens is not None:
             return round(count.input_tokens)
     return None
-
-
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
-
-
-def _call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"

@@ -75,41 +75,49 @@ import json
 import mimetypes
 import os
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from router.config import ConfigError, Deployment
+from httpx_sse import ServerSentEvent
+
 from router.providers._base import (
     ProviderContext,
     SharedClientProvider,
     UpstreamError,
     UpstreamRejected,
-    resolve_api_key,
 )
 from router.providers._gemini_schema import Incompatible, gemini_schema
 from router.providers._http import error_for_status, open_stream, send_json, sse_events
+from router.providers._kit import (
+    MALFORMED,
+    ChunkStream,
+    FinishReasons,
+    call_id,
+    completion_id,
+    config_error,
+    estimate_usage,
+    relay,
+    resolve_api_key,
+    usage_of,
+)
+from router.providers._settings import Settings
 from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     Choice,
-    ChunkChoice,
-    Delta,
     Embedding,
     EmbeddingsRequest,
     EmbeddingsResponse,
     EmbeddingUsage,
     FunctionCall,
-    FunctionCallDelta,
     ImagePart,
     Message,
     TextPart,
     ToolCall,
-    ToolCallDelta,
     Usage,
     encode_vector,
     message_text,
@@ -125,7 +133,7 @@ VERTEX_EMBED_CONCURRENCY = 4  # parallel predict calls for one-text-per-call mod
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 SIGNATURE_MEMORY = 4096  # tool call ids whose signatures we keep
 
-_FINISH = {
+FINISH_REASONS = FinishReasons({
     "STOP": "stop",
     "MAX_TOKENS": "length",
     "SAFETY": "content_filter",
@@ -134,11 +142,20 @@ _FINISH = {
     "PROHIBITED_CONTENT": "content_filter",
     "SPII": "content_filter",
     "IMAGE_SAFETY": "content_filter",
-}
+})
 
 
-# What reading an upstream body of an unexpected shape raises; turned into UpstreamError.
-_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+class GeminiSettings(Settings):
+    """The common fields and ``api_version`` (the API's path version, default ``v1beta``)."""
+
+    api_version: str = ""
+
+
+class VertexSettings(GeminiSettings):
+    """Vertex AI also needs the GCP ``project`` and ``region`` (location)."""
+
+    project: str = ""
+    region: str = ""
 
 
 class GeminiProvider(SharedClientProvider):
@@ -146,97 +163,73 @@ class GeminiProvider(SharedClientProvider):
 
     name = "gemini"
 
-    def __init__(self, deployment: Deployment, ctx: ProviderContext, auth: dict[str, str]):
-        self._deployment = deployment
+    def __init__(self, settings: GeminiSettings, ctx: ProviderContext, auth: dict[str, str]):
+        self._settings = settings
         self._ctx = ctx
-        self._headers = {**deployment.headers, **auth}
+        self._headers = {**settings.headers, **auth}
         self._signatures: OrderedDict[str, str] = OrderedDict()
 
     @classmethod
-    def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> GeminiProvider:
-        if deployment.api_key or deployment.api_key_env:  # explicit: no fallback
-            return cls(deployment, ctx, {"x-goog-api-key": resolve_api_key(deployment, "")})
+    def from_settings(cls, settings: GeminiSettings, ctx: ProviderContext) -> GeminiProvider:
+        if settings.api_key or settings.api_key_env:  # explicit: no fallback
+            return cls(settings, ctx, {"x-goog-api-key": resolve_api_key(settings, "")})
         key = os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY", "")
         if not key:
-            raise ConfigError("provider 'gemini': no API key; set GEMINI_API_KEY (or "
-                              "GOOGLE_API_KEY) or the deployment's api_key_env")
-        return cls(deployment, ctx, {"x-goog-api-key": key})
+            raise config_error("gemini", "no API key; set GEMINI_API_KEY (or GOOGLE_API_KEY) "
+                                         "or the deployment's api_key_env")
+        return cls(settings, ctx, {"x-goog-api-key": key})
 
     def __repr__(self) -> str:  # never the key
-        return f"{type(self).__name__}(model={self._deployment.model!r})"
+        return f"{type(self).__name__}(model={self._settings.model!r})"
 
     # --- endpoints (overridden for Vertex AI) ---------------------------------------------
 
     def _model_url(self, model: str, method: str) -> str:
-        base = (self._deployment.endpoint or GEMINI_ENDPOINT).rstrip("/")
-        version = self._deployment.api_version or GEMINI_API_VERSION
+        base = (self._settings.endpoint or GEMINI_ENDPOINT).rstrip("/")
+        version = self._settings.api_version or GEMINI_API_VERSION
         return f"{base}/{version}/{_resource(model)}:{method}"
 
     # --- chat -----------------------------------------------------------------------------
 
     async def complete(self, request: ChatRequest) -> ChatCompletion:
-        model = self._deployment.upstream_model(request.model)
+        model = self._settings.upstream_model(request.model)
         data = await send_json(self._ctx.client(), self.name,
                                self._model_url(model, "generateContent"),
                                body=self._body(request), headers=self._headers)
         if not isinstance(data, dict):
             raise UpstreamError(f"{self.name} upstream answered with an unexpected body")
-        turn = _Turn(self)
-        turn.feed(data)
+        turn = _Turn(self, request)
+        turn.read(data)
         turn.check_finished()
+        finish = turn.finish_for_answer
         tool_calls = [ToolCall(id=c["id"], function=FunctionCall(name=c["name"],
                                                                  arguments=c["arguments"]))
                       for c in turn.calls] or None
-        text = "".join(turn.text)
-        content = text if text or not (tool_calls or turn.finish == "content_filter") else None
+        text = "".join(turn.answer)
+        content = text if text or not (tool_calls or finish == "content_filter") else None
         message = AssistantMessage(role="assistant", content=content, tool_calls=tool_calls)
         return ChatCompletion(
             id=_completion_id(data), created=int(time.time()), model=request.model,
-            choices=[Choice(index=0, message=message, finish_reason=turn.finish)],
-            usage=turn.usage(request))
+            choices=[Choice(index=0, message=message, finish_reason=finish)],
+            usage=turn.answer_usage())
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
-        model = self._deployment.upstream_model(request.model)
+        model = self._settings.upstream_model(request.model)
         body = self._body(request)
-        cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-        def chunk(delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
-            choice = ChunkChoice(index=0, delta=delta, finish_reason=finish)
-            return ChatCompletionChunk(id=cid, created=created, model=request.model,
-                                       choices=[choice])
-
-        turn = _Turn(self)
+        turn = _Turn(self, request)
         async with open_stream(self._ctx.client(), self.name,
                                self._model_url(model, "streamGenerateContent"),
                                body=body, headers=self._headers,
                                params={"alt": "sse"}) as response:
-            yield chunk(Delta(role="assistant", content=""))
-            async for event in sse_events(self.name, response):
-                if not event.data.strip():
-                    continue
-                data = _decode_event(self.name, event.data)
-                texts_before, calls_before = len(turn.text), len(turn.calls)
-                turn.feed(data)
-                for piece in turn.text[texts_before:]:
-                    yield chunk(Delta(content=piece))
-                for index in range(calls_before, len(turn.calls)):
-                    call = turn.calls[index]
-                    # OpenAI's order: id and name first, then the arguments (Gemini sends
-                    # each call whole, so they come in one more piece).
-                    yield chunk(Delta(tool_calls=[ToolCallDelta(
-                        index=index, id=call["id"], type="function",
-                        function=FunctionCallDelta(name=call["name"], arguments=""))]))
-                    yield chunk(Delta(tool_calls=[ToolCallDelta(
-                        index=index, function=FunctionCallDelta(arguments=call["arguments"]))]))
-        turn.check_finished()
-        yield chunk(Delta(), turn.finish)
-        yield ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[],
-                                  usage=turn.usage(request))
+            for chunk in turn.role():
+                yield chunk
+            async for chunk in relay(sse_events(self.name, response), turn):
+                yield chunk
 
     # --- embeddings -----------------------------------------------------------------------
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
-        model = self._deployment.upstream_model(request.model)
+        model = self._settings.upstream_model(request.model)
         texts = request.texts
         url = self._model_url(model, "batchEmbedContents")
         vectors: list[Any] = []
@@ -356,17 +349,22 @@ class VertexProvider(GeminiProvider):
 
     name = "vertex"
 
+    _settings: VertexSettings
+
     @classmethod
-    def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> VertexProvider:
-        missing = [f for f in ("project", "region") if not getattr(deployment, f)]
+    def from_settings(cls, settings: GeminiSettings, ctx: ProviderContext) -> VertexProvider:
+        if not isinstance(settings, VertexSettings):
+            raise TypeError("VertexProvider takes VertexSettings")
+        missing = [f for f in ("project", "region") if not getattr(settings, f)]
         if missing:
-            raise ConfigError(f"provider 'vertex': set the deployment's {' and '.join(missing)} "
-                              "(the GCP project id and location, e.g. us-central1 or global)")
-        token = resolve_api_key(deployment, "GOOGLE_ACCESS_TOKEN")
-        return cls(deployment, ctx, {"Authorization": f"Bearer {token}"})
+            raise config_error("vertex", f"set the deployment's {' and '.join(missing)} (the "
+                                         "GCP project id and location, e.g. us-central1 or "
+                                         "global)")
+        token = resolve_api_key(settings, "GOOGLE_ACCESS_TOKEN")
+        return cls(settings, ctx, {"Authorization": f"Bearer {token}"})
 
     def _model_url(self, model: str, method: str) -> str:
-        d = self._deployment
+        d = self._settings
         host = ("https://aiplatform.googleapis.com" if d.region == "global"
                 else f"https://{d.region}-aiplatform.googleapis.com")
         base = (d.endpoint or host).rstrip("/")
@@ -388,7 +386,7 @@ class VertexProvider(GeminiProvider):
         return {"fileData": {"fileUri": url, "mimeType": mime}}
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
-        model = self._deployment.upstream_model(request.model)
+        model = self._settings.upstream_model(request.model)
         texts = request.texts
         url = self._model_url(model, "predict")
         size = 1 if model.removeprefix("models/").startswith("gemini-embedding") \
@@ -429,25 +427,44 @@ class VertexProvider(GeminiProvider):
 # --- response reading ----------------------------------------------------------------------
 
 
-class _Turn:
-    """The answer read so far from one or more GenerateContentResponse objects."""
+class _Turn(ChunkStream):
+    """The answer read so far from one or more GenerateContentResponse objects. As the
+    stream translator, each streamed response's new text and calls become chunks."""
 
-    def __init__(self, provider: GeminiProvider):
+    def __init__(self, provider: GeminiProvider, request: ChatRequest):
+        super().__init__(provider.name, request, provider._ctx.count_tokens)
         self._provider = provider
-        self.text: list[str] = []
+        self.answer: list[str] = []  # the text parts, in order
         self.calls: list[dict[str, str]] = []  # id, name, arguments (a JSON string)
         self.reason: str | None = None  # Gemini's finishReason
         self.blocked = False
         self.metadata: dict[str, Any] | None = None
 
-    def feed(self, data: dict[str, Any]) -> None:
+    def feed(self, event: ServerSentEvent) -> list[ChatCompletionChunk]:
+        if not event.data.strip():
+            return []
+        texts_before, calls_before = len(self.answer), len(self.calls)
+        self.read(_decode_event(self.provider, event.data))
+        out = [self.content(piece) for piece in self.answer[texts_before:]]
+        for call in self.calls[calls_before:]:  # each call comes whole
+            out += self.tool_chunks(self.tools.whole(call["name"], call["arguments"],
+                                                     call["id"]))
+        return out
+
+    def end(self) -> list[ChatCompletionChunk]:
+        self.check_finished()
+        self.usage = self.answer_usage()
+        return [self.finish(self.finish_for_answer), self.usage_chunk()]
+
+    def read(self, data: dict[str, Any]) -> None:
+        """Take in one GenerateContentResponse."""
         try:
-            self._feed(data)
-        except _MALFORMED as exc:  # a field missing or of an unexpected type
-            raise UpstreamError(f"{self._provider.name} upstream answered with an unexpected "
+            self._read(data)
+        except MALFORMED as exc:  # a field missing or of an unexpected type
+            raise UpstreamError(f"{self.provider} upstream answered with an unexpected "
                                 f"body: {type(exc).__name__}") from None
 
-    def _feed(self, data: dict[str, Any]) -> None:
+    def _read(self, data: dict[str, Any]) -> None:
         if isinstance(data.get("usageMetadata"), dict):
             self.metadata = data["usageMetadata"]  # cumulative: the latest is the total
         candidates = data.get("candidates") or []
@@ -458,13 +475,13 @@ class _Turn:
             return
         candidate = candidates[0]
         if not isinstance(candidate, dict):
-            raise UpstreamError(f"{self._provider.name} upstream answered an invalid candidate")
+            raise UpstreamError(f"{self.provider} upstream answered an invalid candidate")
         content = candidate.get("content") or {}
         for part in content.get("parts") or []:
             if not isinstance(part, dict) or part.get("thought"):
                 continue  # thought summaries are not the answer
             if isinstance(part.get("text"), str) and part["text"]:
-                self.text.append(part["text"])
+                self.answer.append(part["text"])
             elif isinstance(part.get("functionCall"), dict):
                 self._call(part)
         if candidate.get("finishReason"):
@@ -472,46 +489,45 @@ class _Turn:
 
     def _call(self, part: dict[str, Any]) -> None:
         fc = part["functionCall"]
-        call_id = f"call_{uuid.uuid4().hex[:24]}"
+        new_id = call_id()
         if isinstance(part.get("thoughtSignature"), str):
-            self._provider._remember(call_id, part["thoughtSignature"])
-        self.calls.append({"id": call_id, "name": str(fc.get("name", "")),
+            self._provider._remember(new_id, part["thoughtSignature"])
+        self.calls.append({"id": new_id, "name": str(fc.get("name", "")),
                            "arguments": json.dumps(fc.get("args") or {}, ensure_ascii=False)})
 
     def check_finished(self) -> None:
         if self.reason is None and not self.blocked:
-            raise UpstreamError(f"{self._provider.name} upstream answered without a finish "
+            raise UpstreamError(f"{self.provider} upstream answered without a finish "
                                 "reason (no candidates, or the stream was cut short)")
 
     @property
-    def finish(self) -> str:
+    def finish_for_answer(self) -> str:
         if self.blocked and self.reason is None:
             return "content_filter"
-        finish = _FINISH.get(self.reason or "", "stop")
-        return "tool_calls" if self.calls and finish == "stop" else finish
+        return FINISH_REASONS(self.reason, bool(self.calls))
 
-    def usage(self, request: ChatRequest) -> Usage:
+    def answer_usage(self) -> Usage:
         try:
-            return self._usage(request)
-        except _MALFORMED as exc:  # e.g. a count that is null or not a number
-            raise UpstreamError(f"{self._provider.name} upstream answered unusable "
+            return self._usage()
+        except MALFORMED as exc:  # e.g. a count that is null or not a number
+            raise UpstreamError(f"{self.provider} upstream answered unusable "
                                 f"usageMetadata: {type(exc).__name__}") from None
 
-    def _usage(self, request: ChatRequest) -> Usage:
+    def _usage(self) -> Usage:
         m = self.metadata or {}
-        count = self._provider._ctx.count_tokens
+        estimate = estimate_usage(self.count_tokens, self.request, "".join(self.answer),
+                                  [(c["name"], c["arguments"]) for c in self.calls])
         if "promptTokenCount" in m:
             prompt = int(m["promptTokenCount"]) + int(m.get("toolUsePromptTokenCount", 0))
         else:  # absent from the answer: estimate
-            prompt = sum(count(message_text(msg)) for msg in request.messages)
+            prompt = estimate.prompt_tokens
         if "candidatesTokenCount" in m or "thoughtsTokenCount" in m:
             completion = int(m.get("candidatesTokenCount", 0)) + int(m.get("thoughtsTokenCount", 0))
         elif "promptTokenCount" in m:
             completion = 0  # e.g. a blocked prompt: nothing generated
         else:
-            completion = count("".join(self.text) + "".join(c["arguments"] for c in self.calls))
-        total = int(m.get("totalTokenCount", 0)) or prompt + completion
-        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+            completion = estimate.completion_tokens
+        return usage_of(prompt, completion, int(m.get("totalTokenCount", 0)))
 
 
 def _decode_event(provider: str, data: str) -> dict[str, Any]:
@@ -531,7 +547,7 @@ def _decode_event(provider: str, data: str) -> dict[str, Any]:
 
 def _completion_id(data: dict[str, Any]) -> str:
     rid = data.get("responseId")
-    return f"chatcmpl-{rid}" if isinstance(rid, str) and rid else f"chatcmpl-{uuid.uuid4().hex}"
+    return completion_id(rid if isinstance(rid, str) else "")
 
 
 # --- request pieces ------------------------------------------------------------------------

@@ -81,55 +81,73 @@ from __future__ import annotations
 import base64
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import msgspec
 
-from router.config import ConfigError, Deployment
 from router.providers._base import (
     ProviderContext,
     SharedClientProvider,
     UpstreamError,
     UpstreamRejected,
-    resolve_api_key,
 )
 from router.providers._http import open_stream, send_json, sse_events
+from router.providers._kit import (
+    ChunkStream,
+    FinishReasons,
+    call_id,
+    completion_id,
+    config_error,
+    estimate_usage,
+    relay,
+    resolve_api_key,
+    usage_of,
+)
+from router.providers._settings import Settings
 from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     Choice,
-    ChunkChoice,
-    Delta,
     Embedding,
     EmbeddingsRequest,
     EmbeddingsResponse,
     EmbeddingUsage,
     FunctionCall,
-    FunctionCallDelta,
     ToolCall,
     ToolCallDelta,
     Usage,
     arguments_text,
     encode_vector,
-    estimate_prompt_tokens,
     has_images,
 )
 
 AZURE_DEFAULT_API_VERSION = "2024-10-21"  # the latest GA data-plane inference spec
 _REASONING = re.compile(r"^(o\d|gpt-5)")  # OpenAI reasoning-model ids (and Azure names)
 _SAMPLING = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
-_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
-           "content_filter": "content_filter", "function_call": "tool_calls",
-           "model_length": "length", "eos_token": "stop", "stop_sequence": "stop",
-           "eos": "stop", "end_turn": "stop", "max_tokens": "length"}
+FINISH_REASONS = FinishReasons(
+    {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+     "content_filter": "content_filter", "function_call": "tool_calls",
+     "model_length": "length", "eos_token": "stop", "stop_sequence": "stop",
+     "eos": "stop", "end_turn": "stop", "max_tokens": "length"},
+    missing="stop",
+    failures={"error": (UpstreamError, "reported an error")})  # Mistral: generation failed
 
 Body = dict[str, Any]
+
+
+class OpenAISettings(Settings):
+    """An OpenAI-compatible deployment reads only the common fields."""
+
+
+class AzureSettings(OpenAISettings):
+    """Azure OpenAI also reads its ``api-version`` (default ``AZURE_DEFAULT_API_VERSION``)."""
+
+    api_version: str = ""
 
 
 # --- presets -------------------------------------------------------------------------------
@@ -233,9 +251,7 @@ class _Usage(msgspec.Struct):
     total_tokens: int | None = None
 
     def ours(self) -> Usage:
-        prompt, completion = self.prompt_tokens or 0, self.completion_tokens or 0
-        return Usage(prompt_tokens=prompt, completion_tokens=completion,
-                     total_tokens=self.total_tokens or prompt + completion)
+        return usage_of(self.prompt_tokens or 0, self.completion_tokens or 0, self.total_tokens)
 
 
 class _Function(msgspec.Struct):
@@ -310,60 +326,100 @@ def _text(content: str | list[Any] | None) -> str:
                    if isinstance(p, dict) and p.get("type", "text") == "text")
 
 
-def _finish(reason: str | None, has_tool_calls: bool) -> str:
-    if reason == "error":  # Mistral: the generation failed upstream
-        raise UpstreamError("upstream reported an error while generating")
-    mapped = _FINISH.get(reason or "stop", "stop")
-    # Some servers (Ollama, older vLLM) say "stop" after a tool call; the client needs to know.
-    return "tool_calls" if has_tool_calls and mapped == "stop" else mapped
-
-
 # --- the adapter ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _StreamState:
-    """What the stream translation remembers between upstream chunks."""
+class OpenAIStreamTranslator(ChunkStream):
+    """OpenAI-format stream events (each SSE ``data``) in, our chunks out."""
 
-    role_sent: bool = False
-    finished: bool = False
-    text: list[str] = field(default_factory=list)
-    calls: dict[int, list[str]] = field(default_factory=dict)  # our index -> [name, args]
-    ids: dict[str, int] = field(default_factory=dict)  # tool-call id -> our index
-    slots: dict[int, int] = field(default_factory=dict)  # upstream index -> our latest index
-    usage: Usage | None = None
+    def __init__(self, provider: str, request: ChatRequest, count_tokens: Callable[[str], int]):
+        super().__init__(provider, request, count_tokens)
+        self._ids: dict[str, int] = {}  # tool-call id -> our index
+        self._slots: dict[int, int] = {}  # upstream index -> our latest index
+
+    def feed(self, data: str) -> list[ChatCompletionChunk]:
+        data = data.strip()
+        if data == "[DONE]":
+            self.done = True
+        if self.done or not data:
+            return []
+        upstream = _decode_chunk(self.provider, data)
+        if upstream.error is not None:
+            detail = upstream.error.get("message", "") if isinstance(upstream.error, dict) \
+                else upstream.error
+            raise UpstreamError(f"{self.provider} upstream failed mid-stream: "
+                                f"{str(detail)[:300]}")
+        usage = upstream.usage or (upstream.x_groq.usage if upstream.x_groq else None)
+        if usage is not None:
+            self.usage = usage.ours()
+        out: list[ChatCompletionChunk] = []
+        for choice in upstream.choices[:1]:  # n == 1
+            delta = choice.delta or _Delta()
+            text = _text(delta.content)
+            if text or not self.text:
+                out.append(self.content(text))
+            for call in delta.tool_calls or []:
+                out.extend(self.tool_chunks(self._call_deltas(call)))
+            if choice.finish_reason is not None and self.finish_reason is None:
+                out.append(self.finish(FINISH_REASONS(choice.finish_reason, bool(self.tools),
+                                                      provider=self.provider)))
+        return out
+
+    def _call_deltas(self, call: _ToolCall) -> list[ToolCallDelta]:
+        """OpenAI-ordered pieces of one upstream tool-call delta.
+
+        Our indexes are our own (0, 1, ... in order of appearance): some servers (vLLM's
+        parsers, Mistral when it omits ``index``) send parallel calls all at index 0, told apart
+        only by their ids, and the OpenAI SDK would merge such calls into one."""
+        fn = call.function or _Function()
+        if call.id and call.id in self._ids:  # a later piece that repeats its call's id
+            index: int | None = self._ids[call.id]
+        elif call.id and fn.name:  # a new id with a name starts a call, whatever its index
+            index = None
+        elif call.index is not None:
+            index = self._slots.get(call.index)
+        else:  # neither id nor index: a continuation of the latest call
+            index = len(self.tools) - 1 if len(self.tools) else None
+        pieces = []
+        if index is None:
+            index, first = self.tools.start(fn.name or "", call.id)
+            self._slots[call.index if call.index is not None else index] = index
+            if call.id:
+                self._ids[call.id] = index
+            pieces.append(first)
+        return pieces + self.tools.extend(index, arguments_text(fn.arguments))
 
 
 class OpenAICompatProvider(SharedClientProvider):
     """One deployment on an upstream that speaks OpenAI's chat-completions format."""
 
-    def __init__(self, name: str, deployment: Deployment, ctx: ProviderContext):
+    def __init__(self, name: str, settings: OpenAISettings, ctx: ProviderContext):
         if name not in PRESETS:
-            raise ConfigError(f"unknown OpenAI-compatible provider {name!r}; "
-                              f"known: {', '.join(sorted(PRESETS))}")
+            raise config_error(name, f"unknown OpenAI-compatible provider; "
+                                     f"known: {', '.join(sorted(PRESETS))}")
         self.name = name
         self.preset = PRESETS[name]
-        self.deployment = deployment
+        self.settings = settings
         self._ctx = ctx
         self._count = ctx.count_tokens
-        base = (deployment.endpoint or self.preset.base_url).rstrip("/")
+        base = (settings.endpoint or self.preset.base_url).rstrip("/")
         if not base:
-            raise ConfigError(f"provider {name!r}: no endpoint; set the deployment's endpoint "
-                              "(the server's OpenAI base URL, e.g. http://localhost:8000/v1)")
+            raise config_error(name, "no endpoint; set the deployment's endpoint (the "
+                                     "server's OpenAI base URL, e.g. http://localhost:8000/v1)")
         self._base = base
         # Self-hosted servers get a key only when the deployment names one: an ambient
         # variable must never leak to an arbitrary endpoint.
-        key = resolve_api_key(deployment, self.preset.key_env,
-                              required=bool(self.preset.key_env or deployment.api_key_env))
+        key = resolve_api_key(settings, self.preset.key_env,
+                              required=bool(self.preset.key_env or settings.api_key_env))
         auth: dict[str, str] = {}
         if key:
             auth = {"api-key": key} if name == "azure" else {"Authorization": f"Bearer {key}"}
-        self._headers = {**auth, **deployment.headers}
+        self._headers = {**auth, **settings.headers}
 
     @classmethod
-    def from_deployment(cls, deployment: Deployment, ctx: ProviderContext,
-                        ) -> OpenAICompatProvider:
-        return cls(deployment.provider, deployment, ctx)
+    def from_settings(cls, settings: OpenAISettings, ctx: ProviderContext,
+                      ) -> OpenAICompatProvider:
+        return cls(settings.provider, settings, ctx)
 
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"OpenAICompatProvider({self.name!r}, endpoint={self._base!r})"
@@ -382,104 +438,28 @@ class OpenAICompatProvider(SharedClientProvider):
         if not upstream.choices:
             raise UpstreamError(f"{self.name} upstream answered with no choices")
         choice = upstream.choices[0]
-        calls = [ToolCall(id=c.id or _call_id(), function=FunctionCall(
+        calls = [ToolCall(id=c.id or call_id(), function=FunctionCall(
                      name=c.function.name or "", arguments=arguments_text(c.function.arguments)))
                  for c in choice.message.tool_calls or [] if c.function is not None]
         text = _text(choice.message.content)
         message = AssistantMessage(role="assistant", content=text if text or not calls else None,
                                    tool_calls=calls or None)
-        usage = upstream.usage.ours() if upstream.usage else self._estimate(
-            request, text, [(c.function.name, c.function.arguments) for c in calls])
+        usage = upstream.usage.ours() if upstream.usage else estimate_usage(
+            self._count, request, text, [(c.function.name, c.function.arguments) for c in calls])
+        finish = FINISH_REASONS(choice.finish_reason, bool(calls), provider=self.name)
         return ChatCompletion(
-            id=upstream.id or _completion_id(), created=int(time.time()), model=request.model,
-            choices=[Choice(index=0, message=message,
-                            finish_reason=_finish(choice.finish_reason, bool(calls)))],
-            usage=usage)
+            id=upstream.id or completion_id(), created=int(time.time()), model=request.model,
+            choices=[Choice(index=0, message=message, finish_reason=finish)], usage=usage)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
         url, params = self._url(request.model, "chat/completions")
-        body = self._body(request, stream=True)
-        state = _StreamState()
-        cid, created = _completion_id(), int(time.time())
-
-        def chunk(delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
-            return ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[
-                ChunkChoice(index=0, delta=delta, finish_reason=finish)])
-
-        async with open_stream(self._ctx.client(), self.name, url, body=body,
-                               headers=self._headers, params=params) as response:
-            async for event in sse_events(self.name, response):
-                data = event.data.strip()
-                if data == "[DONE]":
-                    break
-                if not data:
-                    continue
-                for delta, finish in self._translate(_decode_chunk(self.name, data), state):
-                    yield chunk(delta, finish)
-        if not state.finished:
-            raise UpstreamError(f"{self.name} upstream ended the stream before finishing")
-        usage = state.usage or self._estimate(
-            request, "".join(state.text), [(n, a) for n, a in state.calls.values()])
-        yield ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[],
-                                  usage=usage)
-
-    def _translate(self, upstream: _Chunk, state: _StreamState,
-                   ) -> list[tuple[Delta, str | None]]:
-        """Our deltas (and finish reason) for one upstream chunk."""
-        if upstream.error is not None:
-            detail = upstream.error.get("message", "") if isinstance(upstream.error, dict) \
-                else upstream.error
-            raise UpstreamError(f"{self.name} upstream failed mid-stream: {str(detail)[:300]}")
-        usage = upstream.usage or (upstream.x_groq.usage if upstream.x_groq else None)
-        if usage is not None:
-            state.usage = usage.ours()
-        out: list[tuple[Delta, str | None]] = []
-        for choice in upstream.choices[:1]:  # n == 1
-            delta = choice.delta or _Delta()
-            text = _text(delta.content)
-            if text or not state.role_sent:
-                state.text.append(text)
-                out.append((Delta(role=None if state.role_sent else "assistant",
-                                  content=text), None))
-                state.role_sent = True
-            for call in delta.tool_calls or []:
-                out.extend((Delta(tool_calls=[d]), None) for d in self._call_deltas(call, state))
-            if choice.finish_reason is not None and not state.finished:
-                state.finished = True
-                out.append((Delta(), _finish(choice.finish_reason, bool(state.calls))))
-        return out
-
-    @staticmethod
-    def _call_deltas(call: _ToolCall, state: _StreamState) -> list[ToolCallDelta]:
-        """OpenAI-ordered pieces of one upstream tool-call delta.
-
-        Our indexes are our own (0, 1, ... in order of appearance): some servers (vLLM's
-        parsers, Mistral when it omits ``index``) send parallel calls all at index 0, told apart
-        only by their ids, and the OpenAI SDK would merge such calls into one."""
-        fn = call.function or _Function()
-        if call.id and call.id in state.ids:  # a later piece that repeats its call's id
-            index: int | None = state.ids[call.id]
-        elif call.id and fn.name:  # a new id with a name starts a call, whatever its index
-            index = None
-        elif call.index is not None:
-            index = state.slots.get(call.index)
-        else:  # neither id nor index: a continuation of the latest call
-            index = max(state.calls, default=None)
-        pieces = []
-        if index is None:
-            index = len(state.calls)
-            state.calls[index] = [fn.name or "", ""]
-            state.slots[call.index if call.index is not None else index] = index
-            if call.id:
-                state.ids[call.id] = index
-            pieces.append(ToolCallDelta(index=index, id=call.id or _call_id(), type="function",
-                                        function=FunctionCallDelta(name=fn.name or "",
-                                                                   arguments="")))
-        args = arguments_text(fn.arguments)
-        if args:
-            state.calls[index][1] += args
-            pieces.append(ToolCallDelta(index=index, function=FunctionCallDelta(arguments=args)))
-        return pieces
+        translator = OpenAIStreamTranslator(self.name, request, self._count)
+        async with open_stream(self._ctx.client(), self.name, url,
+                               body=self._body(request, stream=True), headers=self._headers,
+                               params=params) as response:
+            events = (event.data async for event in sse_events(self.name, response))
+            async for chunk in relay(events, translator):
+                yield chunk
 
     # --- embeddings --------------------------------------------------------------------
 
@@ -488,7 +468,7 @@ class OpenAICompatProvider(SharedClientProvider):
         if not preset.embeddings:
             raise UpstreamRejected(f"{self.name} does not serve embeddings")
         texts = request.texts
-        body: Body = {"model": self.deployment.upstream_model(request.model), "input": texts}
+        body: Body = {"model": self.settings.upstream_model(request.model), "input": texts}
         if preset.embed_encoding:
             body["encoding_format"] = request.encoding_format
         if request.dimensions is not None:
@@ -521,9 +501,9 @@ class OpenAICompatProvider(SharedClientProvider):
     # --- helpers -----------------------------------------------------------------------
 
     def _url(self, catalog_name: str, operation: str) -> tuple[str, dict[str, str] | None]:
-        if self.name == "azure":
-            deployment = quote(self.deployment.upstream_model(catalog_name), safe="")
-            version = self.deployment.api_version or AZURE_DEFAULT_API_VERSION
+        if isinstance(self.settings, AzureSettings):
+            deployment = quote(self.settings.upstream_model(catalog_name), safe="")
+            version = self.settings.api_version or AZURE_DEFAULT_API_VERSION
             return (f"{self._base}/openai/deployments/{deployment}/{operation}",
                     {"api-version": version})
         return f"{self._base}/{operation}", None
@@ -532,7 +512,7 @@ class OpenAICompatProvider(SharedClientProvider):
         """The upstream request: ours re-encoded, with the preset's quirks applied."""
         preset = self.preset
         body: Body = msgspec.to_builtins(request)
-        model = self.deployment.upstream_model(request.model)
+        model = self.settings.upstream_model(request.model)
         body["model"] = model
         body.pop("stream", None)
         body.pop("stream_options", None)
@@ -565,15 +545,6 @@ class OpenAICompatProvider(SharedClientProvider):
             preset.adjust(body, request, model)
         return body
 
-    def _estimate(self, request: ChatRequest, text: str,
-                  calls: list[tuple[str | None, str | dict[str, Any] | None]]) -> Usage:
-        """Usage when the upstream sent none: our tokenizer plus OpenAI's message overhead."""
-        prompt = estimate_prompt_tokens(self._count, request)
-        completion = self._count(text) + sum(
-            self._count(f"{name or ''} {arguments_text(args)}") for name, args in calls)
-        return Usage(prompt_tokens=prompt, completion_tokens=completion,
-                     total_tokens=prompt + completion)
-
 
 def _decode_chunk(provider: str, data: str) -> _Chunk:
     try:
@@ -595,11 +566,3 @@ def _vector(value: list[float] | str, encoding_format: str) -> list[float] | str
         except ValueError:
             raise UpstreamError("upstream sent an undecodable base64 embedding") from None
     return encode_vector(value, encoding_format)
-
-
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
-
-
-def _call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"

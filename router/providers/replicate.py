@@ -70,24 +70,28 @@ from urllib.parse import quote, urlsplit
 
 import msgspec
 
-from router.config import ConfigError, Deployment
 from router.providers._base import (
     ProviderContext,
     ProviderError,
     SharedClientProvider,
     UpstreamError,
     UpstreamRejected,
-    resolve_api_key,
 )
 from router.providers._http import open_stream, send_json, sse_events
+from router.providers._kit import (
+    ChunkStream,
+    completion_id,
+    config_error,
+    resolve_api_key,
+    usage_of,
+)
+from router.providers._settings import Settings
 from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     Choice,
-    ChunkChoice,
-    Delta,
     Usage,
     has_images,
     message_text,
@@ -97,7 +101,7 @@ NAME = "replicate"
 DEFAULT_BASE_URL = "https://api.replicate.com"
 KEY_ENV = "REPLICATE_API_TOKEN"
 SYNC_WAIT_S = 60  # what ``Prefer: wait`` holds the request for (the API's maximum)
-_POLL_FIRST_S, _POLL_MAX_S = 0.25, 2.0
+POLL_FIRST_S, POLL_MAX_S = 0.25, 2.0  # waits between polls of a running prediction
 _CANCEL_TIMEOUT_S = 5.0
 _TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 
@@ -128,24 +132,24 @@ class _Prediction(msgspec.Struct):
     metrics: _Metrics | None = None
 
 
+class ReplicateSettings(Settings):
+    """Replicate reads only the common fields (``model`` must be ``owner/name``)."""
+
+
 class ReplicateProvider(SharedClientProvider):
     """One official Replicate language model, spoken to through predictions."""
 
-    def __init__(self, deployment: Deployment, ctx: ProviderContext):
-        self.deployment = deployment
+    def __init__(self, settings: ReplicateSettings, ctx: ProviderContext):
+        self.settings = settings
         self._ctx = ctx
         self._count: Callable[[str], int] = ctx.count_tokens
-        self._base = (deployment.endpoint or DEFAULT_BASE_URL).rstrip("/")
-        if deployment.model and _model_path(deployment.model) is None:
-            raise ConfigError(f"provider 'replicate': model {deployment.model!r} must be an "
-                              "official model id 'owner/name'")
-        self._auth = {"Authorization": f"Bearer {resolve_api_key(deployment, KEY_ENV)}",
-                      **deployment.headers}
+        self._base = (settings.endpoint or DEFAULT_BASE_URL).rstrip("/")
+        if settings.model and _model_path(settings.model) is None:
+            raise config_error(NAME, f"model {settings.model!r} must be an official model id "
+                                     "'owner/name'")
+        self._auth = {"Authorization": f"Bearer {resolve_api_key(settings, KEY_ENV)}",
+                      **settings.headers}
         self._cancels: set[asyncio.Task[None]] = set()
-
-    @classmethod
-    def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> ReplicateProvider:
-        return cls(deployment, ctx)
 
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"ReplicateProvider(endpoint={self._base!r})"
@@ -169,7 +173,7 @@ class ReplicateProvider(SharedClientProvider):
         usage = self._usage(model_input, prediction.metrics, text)
         message = AssistantMessage(role="assistant", content=text)
         return ChatCompletion(
-            id=f"chatcmpl-{prediction.id}", created=int(time.time()), model=request.model,
+            id=completion_id(prediction.id), created=int(time.time()), model=request.model,
             choices=[Choice(index=0, message=message,
                             finish_reason=_finish(request, usage.completion_tokens))],
             usage=usage)
@@ -179,29 +183,22 @@ class ReplicateProvider(SharedClientProvider):
         prediction = await self._create(request.model, {"input": model_input, "stream": True},
                                         wait=False)
         _raise_if_unsuccessful(prediction)
-        cid, created = f"chatcmpl-{prediction.id}", int(time.time())
-
-        def chunk(delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
-            return ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[
-                ChunkChoice(index=0, delta=delta, finish_reason=finish)])
-
-        pieces: list[str] = []
+        out = ChunkStream(NAME, request, self._count, id=completion_id(prediction.id))
         stream_url = prediction.urls.stream if prediction.urls else None
         ended = False
         try:  # a client gone mid-stream closes this generator at a yield: cancel upstream
-            yield chunk(Delta(role="assistant", content=""))
+            for chunk in out.role():
+                yield chunk
             if stream_url:
                 async with contextlib.aclosing(self._read_stream(stream_url)) as stream_pieces:
                     async for piece in stream_pieces:  # aclosing: our exit closes the stream
-                        pieces.append(piece)
-                        yield chunk(Delta(content=piece))
+                        yield out.content(piece)
                 ended = True
             else:  # the model cannot stream: wait for it and send the answer whole
                 prediction = await self._settle(prediction)
                 ended = True
                 _raise_if_unsuccessful(prediction)
-                pieces.append(_output_text(prediction.output))
-                yield chunk(Delta(content=pieces[0]))
+                yield out.content(_output_text(prediction.output))
         except _Ended:
             ended = True
             raise
@@ -209,15 +206,14 @@ class ReplicateProvider(SharedClientProvider):
             if not ended:
                 self._abandon(prediction)
         metrics = (await self._final_metrics(prediction)) if stream_url else prediction.metrics
-        usage = self._usage(model_input, metrics, "".join(pieces))
-        yield chunk(Delta(), _finish(request, usage.completion_tokens))
-        yield ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[],
-                                  usage=usage)
+        out.usage = self._usage(model_input, metrics, "".join(out.text))
+        yield out.finish(_finish(request, out.usage.completion_tokens))
+        yield out.usage_chunk()
 
     # --- the predictions API -------------------------------------------------------------
 
     async def _create(self, catalog_name: str, body: Body, *, wait: bool) -> _Prediction:
-        model = self.deployment.upstream_model(catalog_name)
+        model = self.settings.upstream_model(catalog_name)
         path = _model_path(model)
         if path is None:
             raise UpstreamError(f"replicate needs an official model id 'owner/name', not "
@@ -230,11 +226,11 @@ class ReplicateProvider(SharedClientProvider):
 
     async def _settle(self, prediction: _Prediction) -> _Prediction:
         """Poll ``urls.get`` until the prediction ends (whether or not it succeeded)."""
-        delay = _POLL_FIRST_S
+        delay = POLL_FIRST_S
         while prediction.status not in _TERMINAL:
             url = self._trusted(prediction.urls.get if prediction.urls else None, "get")
             await asyncio.sleep(delay)
-            delay = min(delay * 2, _POLL_MAX_S)
+            delay = min(delay * 2, POLL_MAX_S)
             prediction = _prediction(await send_json(self._ctx.client(), NAME, url,
                                                      headers=self._auth, method="GET"))
         return prediction
@@ -310,8 +306,7 @@ class ReplicateProvider(SharedClientProvider):
             prompt = self._count(model_input["prompt"]) + (self._count(system) if system else 0)
         if completion is None:
             completion = self._count(text)
-        p, c = round(prompt), round(completion)
-        return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+        return usage_of(prompt, completion)
 
 
 # --- translation ---------------------------------------------------------------------------

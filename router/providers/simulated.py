@@ -20,21 +20,20 @@ import hashlib
 import json
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 
+import msgspec
 import numpy as np
 
-from router.config import Deployment, SimulatedSettings
 from router.providers._base import ProviderContext, SharedClientProvider, UpstreamError
+from router.providers._kit import ChunkStream, completion_id, usage_of
+from router.providers._settings import Settings
 from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     Choice,
-    ChunkChoice,
-    Delta,
     Embedding,
     EmbeddingsRequest,
     EmbeddingsResponse,
@@ -54,6 +53,27 @@ _WORDS = tuple(_VOCABULARY.split())
 _EMBEDDING_DIM = 1536  # text-embedding-3-small's
 
 
+class SimulatedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How the in-process simulated provider behaves for one deployment (its ``simulated``)."""
+
+    ttft_ms: float = 0.0  # time to first token
+    tokens_per_s: float = 0.0  # 0: the rest of the answer arrives at once
+    failure_rate: float = 0.0  # share of calls that fail as an upstream error would
+    seed: int = 0  # failures are drawn from a seeded generator, so runs repeat
+
+    def __post_init__(self) -> None:
+        if self.ttft_ms < 0 or self.tokens_per_s < 0:
+            raise ValueError("ttft_ms and tokens_per_s must be >= 0")
+        if not 0.0 <= self.failure_rate <= 1.0:
+            raise ValueError("failure_rate must be in [0, 1]")
+
+
+class SimulatedDeploymentSettings(Settings):
+    """The simulated adapter's settings: the common fields and its ``simulated`` block."""
+
+    simulated: SimulatedSettings = SimulatedSettings()
+
+
 class SimulatedProvider(SharedClientProvider):
     """Deterministic synthetic answers with configurable latency and failures."""
 
@@ -65,8 +85,9 @@ class SimulatedProvider(SharedClientProvider):
         self._rng = random.Random(settings.seed)
 
     @classmethod
-    def from_deployment(cls, deployment: Deployment, ctx: ProviderContext) -> SimulatedProvider:
-        return cls(deployment.simulated, ctx.count_tokens, ctx.recorded_answer)
+    def from_settings(cls, settings: SimulatedDeploymentSettings,
+                      ctx: ProviderContext) -> SimulatedProvider:
+        return cls(settings.simulated, ctx.count_tokens, ctx.recorded_answer)
 
     async def complete(self, request: ChatRequest) -> ChatCompletion:
         self._maybe_fail()
@@ -77,7 +98,7 @@ class SimulatedProvider(SharedClientProvider):
             await asyncio.sleep(delay)
         message = AssistantMessage(role="assistant", content="".join(pieces))
         return ChatCompletion(
-            id=_new_id(), created=int(time.time()), model=request.model,
+            id=completion_id(), created=int(time.time()), model=request.model,
             choices=[Choice(index=0, message=message, finish_reason=finish)],
             usage=self._usage(request, len(pieces)),
         )
@@ -86,23 +107,18 @@ class SimulatedProvider(SharedClientProvider):
         self._maybe_fail()
         pieces, finish = self._answer(request)
         s = self.settings
-        cid, created = _new_id(), int(time.time())
-
-        def chunk(delta: Delta, finish_reason: str | None = None) -> ChatCompletionChunk:
-            choice = ChunkChoice(index=0, delta=delta, finish_reason=finish_reason)
-            return ChatCompletionChunk(id=cid, created=created, model=request.model,
-                                       choices=[choice])
-
+        out = ChunkStream("simulated", request, self._count)
         if s.ttft_ms:
             await asyncio.sleep(s.ttft_ms / 1e3)
-        yield chunk(Delta(role="assistant", content=""))
+        for chunk in out.role():
+            yield chunk
         for i, piece in enumerate(pieces):
             if s.tokens_per_s and i:
                 await asyncio.sleep(1.0 / s.tokens_per_s)
-            yield chunk(Delta(content=piece))
-        yield chunk(Delta(), finish)
-        yield ChatCompletionChunk(id=cid, created=created, model=request.model, choices=[],
-                                  usage=self._usage(request, len(pieces)))
+            yield out.content(piece)
+        yield out.finish(finish)
+        out.usage = self._usage(request, len(pieces))
+        yield out.usage_chunk()
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         """Deterministic unit vectors (seeded by model and text) of ``dimensions`` or 1536."""
@@ -146,10 +162,4 @@ class SimulatedProvider(SharedClientProvider):
         return pieces, "stop"
 
     def _usage(self, request: ChatRequest, completion_tokens: int) -> Usage:
-        prompt = estimate_prompt_tokens(self._count, request)
-        return Usage(prompt_tokens=prompt, completion_tokens=completion_tokens,
-                     total_tokens=prompt + completion_tokens)
-
-
-def _new_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+        return usage_of(estimate_prompt_tokens(self._count, request), completion_tokens)

@@ -105,7 +105,7 @@ def test_route_honours_capabilities_and_context(capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["route", "hi", "--route", "nope"], "unknown route 'nope'"),
+    (["route", "hi", "--route", "nope"], "The model `nope` does not exist"),
     (["eval", "routing", "--router", "/nonexistent", "--data", "routerbench"], "no router.json"),
     (["train", "--data", "routerbench", "--router", "forest", "--out", "/tmp/x"],
      "unknown router kind 'forest'"),

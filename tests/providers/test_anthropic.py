@@ -10,20 +10,24 @@ from typing import Any
 
 import anthropic
 import httpx
-import msgspec
 import pytest
 
 from router.config import ConfigError, Deployment
-from router.providers import PROVIDERS, ChatRequest, build_provider
-from router.providers._base import (
+from router.providers import (
+    PROVIDERS,
+    AnthropicProvider,
+    AnthropicSettings,
+    ChatRequest,
     ProviderContext,
     ProviderError,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamUnavailable,
+    build_provider,
 )
-from router.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
+from router.providers.anthropic import DEFAULT_MAX_TOKENS
+from tests.providers.harness import chat_request, collect, run
 from tests.upstreams import serve
 from tests.upstreams.anthropic import API_KEY, AnthropicSimulator
 
@@ -54,27 +58,15 @@ def deployment(url: str, **kw: Any) -> Deployment:
 def chat(messages: list[dict[str, Any]] | str, **kw: Any) -> ChatRequest:
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
-    return msgspec.convert({"model": "claude-catalog", "messages": messages, **kw}, ChatRequest)
-
-
-async def _with_provider(dep: Deployment, fn: Any) -> Any:
-    async with httpx.AsyncClient(timeout=10) as http:
-        provider = build_provider(dep, ProviderContext(count_tokens=lambda s: len(s.split()),
-                                                       http=http))
-        try:
-            return await fn(provider)
-        finally:
-            await provider.aclose()
+    return chat_request("claude-catalog", messages, **kw)
 
 
 def complete(url: str, request: ChatRequest, **kw: Any):
-    return asyncio.run(_with_provider(deployment(url, **kw), lambda p: p.complete(request)))
+    return run(deployment(url, **kw), lambda p: p.complete(request))
 
 
 def stream(url: str, request: ChatRequest, **kw: Any) -> list:
-    async def collect(p):
-        return [c async for c in p.stream(request)]
-    return asyncio.run(_with_provider(deployment(url, **kw), collect))
+    return run(deployment(url, **kw), lambda p: collect(p, request))
 
 
 def error_of(fn: Any, *args: Any) -> ProviderError:
@@ -88,7 +80,8 @@ def error_of(fn: Any, *args: Any) -> ProviderError:
 
 
 def test_registered_under_anthropic():
-    assert PROVIDERS["anthropic"] == AnthropicProvider.from_deployment
+    assert PROVIDERS["anthropic"].settings is AnthropicSettings
+    assert PROVIDERS["anthropic"].build == AnthropicProvider.from_settings
 
 
 def test_text_completion_headers_and_defaults(url, sim):
@@ -399,7 +392,7 @@ def test_error_event_mid_stream_raises_after_first_chunks(url):
             got.append(chunk)
 
     with pytest.raises(UpstreamUnavailable) as exc:
-        asyncio.run(_with_provider(deployment(url), consume))
+        run(deployment(url), consume)
     assert "Overloaded" in str(exc.value)
     assert got[0].choices[0].delta.role == "assistant"
     assert got[-1].choices[0].delta.content == "Echo: "
@@ -478,8 +471,7 @@ def test_stream_skips_thinking_and_unknown_events():
 def test_missing_key_is_a_config_error(monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
-        AnthropicProvider.from_deployment(Deployment(provider="anthropic"),
-                                          ProviderContext(count_tokens=len))
+        build_provider(Deployment(provider="anthropic"), ProviderContext(count_tokens=len))
 
 
 def test_key_from_environment_never_in_repr(monkeypatch):
@@ -487,7 +479,7 @@ def test_key_from_environment_never_in_repr(monkeypatch):
 
     async def check():
         async with httpx.AsyncClient() as http:
-            p = AnthropicProvider.from_deployment(
+            p = build_provider(
                 Deployment(provider="anthropic", api_key_env="MY_CLAUDE_KEY"),
                 ProviderContext(count_tokens=len, http=http))
             assert p._headers["x-api-key"] == "sk-ant-from-env-999"

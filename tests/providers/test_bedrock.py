@@ -18,8 +18,10 @@ from botocore.credentials import Credentials, RefreshableCredentials
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 
 from router.config import ConfigError, Deployment
-from router.providers import PROVIDERS
-from router.providers._base import (
+from router.providers import (
+    PROVIDERS,
+    BedrockProvider,
+    BedrockSettings,
     ProviderContext,
     ProviderError,
     UpstreamError,
@@ -28,8 +30,9 @@ from router.providers._base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from router.providers.bedrock import BedrockProvider
 from router.wire.openai import ChatCompletion, ChatCompletionChunk, ChatRequest
+from tests.providers import harness
+from tests.providers.harness import chat_request, words
 from tests.upstreams import serve
 from tests.upstreams.bedrock import SimState, create_app, encode_frame, event_frame
 
@@ -42,10 +45,6 @@ WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
 LOOKUP = {"type": "function", "function": {"name": "lookup"}}
-
-
-def words(s: str) -> int:
-    return len(s.split())
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +77,12 @@ def deployment(url: str, **kw: Any) -> Deployment:
 
 def run(dep: Deployment, fn: Callable[[BedrockProvider], Awaitable[Any]],
         http: Callable[[], httpx.AsyncClient] | None = None) -> Any:
-    async def main() -> Any:
-        async with (http or (lambda: httpx.AsyncClient(timeout=10)))() as client:
-            ctx = ProviderContext(count_tokens=words, http=client)
-            return await fn(BedrockProvider.from_deployment(dep, ctx))
-    return asyncio.run(main())
+    return harness.run(dep, fn, http=http)
 
 
 def chat(text: str = "hello world", **kw: Any) -> ChatRequest:
     messages = kw.pop("messages", [{"role": "user", "content": text}])
-    return msgspec.convert({"model": CATALOG, "messages": messages, **kw}, ChatRequest)
+    return chat_request(CATALOG, messages, **kw)
 
 
 def complete(dep: Deployment, request: ChatRequest, **kw: Any) -> ChatCompletion:
@@ -258,7 +253,8 @@ def test_default_endpoint_is_the_regional_runtime_host():
 
 
 def test_registered_as_bedrock():
-    assert PROVIDERS["bedrock"] == BedrockProvider.from_deployment
+    assert PROVIDERS["bedrock"].settings is BedrockSettings
+    assert PROVIDERS["bedrock"].build == BedrockProvider.from_settings
 
 
 # --- configuration -------------------------------------------------------------------------

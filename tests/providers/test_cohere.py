@@ -14,16 +14,20 @@ import numpy as np
 import pytest
 
 from router.config import ConfigError, Deployment
-from router.providers import PROVIDERS, build_provider
-from router.providers._base import (
+from router.providers import (
+    PROVIDERS,
+    CohereProvider,
     ProviderContext,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamUnavailable,
+    build_provider,
 )
-from router.providers.cohere import CohereProvider
 from router.wire.openai import ChatCompletionChunk, ChatRequest, EmbeddingsRequest
+from tests.providers import harness
+from tests.providers.harness import chat_request
+from tests.providers.harness import words as _words
 from tests.upstreams import serve
 from tests.upstreams.cohere import API_KEY, PREAMBLE_TOKENS, CohereSimulator
 
@@ -39,10 +43,6 @@ TIME = {"type": "function", "function": {
                                        "properties": {"zone": {"type": "string"}}}}}
 
 
-def _words(text: str) -> int:
-    return len(text.split())
-
-
 @pytest.fixture(scope="module")
 def sim() -> Any:
     simulator = CohereSimulator()
@@ -53,22 +53,13 @@ def sim() -> Any:
 
 def run(sim: Any, work: Callable[[CohereProvider], Awaitable[Any]], *,
         api_key: str = API_KEY, endpoint: str | None = None) -> Any:
-    async def main() -> Any:
-        async with httpx.AsyncClient() as http:
-            deployment = Deployment(provider="cohere", model=UPSTREAM, api_key=api_key,
-                                    endpoint=sim.url if endpoint is None else endpoint)
-            provider = CohereProvider.from_deployment(
-                deployment, ProviderContext(count_tokens=_words, http=http))
-            try:
-                return await work(provider)
-            finally:
-                await provider.aclose()
-
-    return asyncio.run(main())
+    deployment = Deployment(provider="cohere", model=UPSTREAM, api_key=api_key,
+                            endpoint=sim.url if endpoint is None else endpoint)
+    return harness.run(deployment, work)
 
 
 def req(*messages: dict[str, Any], **fields: Any) -> ChatRequest:
-    return msgspec.convert({"model": MODEL, "messages": list(messages), **fields}, ChatRequest)
+    return chat_request(MODEL, list(messages), **fields)
 
 
 def user(content: Any) -> dict[str, Any]:
@@ -309,7 +300,7 @@ def test_wrong_key_is_our_fault_and_never_echoed(sim: Any) -> None:
         complete(sim, req(user("hi")), api_key=secret)
     assert type(info.value) is UpstreamError
     assert "credentials" in str(info.value) and secret not in str(info.value)
-    assert secret not in repr(CohereProvider(
+    assert secret not in repr(build_provider(
         Deployment(provider="cohere", api_key=secret), ProviderContext(count_tokens=_words)))
 
 
@@ -323,15 +314,15 @@ def test_keys_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for env in ("CO_API_KEY", "COHERE_API_KEY"):
         monkeypatch.delenv(env, raising=False)
     with pytest.raises(ConfigError, match="CO_API_KEY or COHERE_API_KEY"):
-        CohereProvider(Deployment(provider="cohere"), ctx)
+        build_provider(Deployment(provider="cohere"), ctx)
     monkeypatch.setenv("COHERE_API_KEY", "from-cohere-var")
-    p = CohereProvider(Deployment(provider="cohere"), ctx)
+    p = build_provider(Deployment(provider="cohere"), ctx)
     assert p._headers["Authorization"] == "Bearer from-cohere-var"
     monkeypatch.setenv("CO_API_KEY", "from-co-var")
-    p = CohereProvider(Deployment(provider="cohere"), ctx)
+    p = build_provider(Deployment(provider="cohere"), ctx)
     assert p._headers["Authorization"] == "Bearer from-co-var"
     with pytest.raises(ConfigError, match="MY_COHERE"):
-        CohereProvider(Deployment(provider="cohere", api_key_env="MY_COHERE"), ctx)
+        build_provider(Deployment(provider="cohere", api_key_env="MY_COHERE"), ctx)
     assert isinstance(build_provider(Deployment(provider="cohere"), ctx), CohereProvider)
     assert "cohere" in PROVIDERS
 
@@ -343,7 +334,7 @@ def test_usage_estimated_when_absent() -> None:
 
     async def main() -> Any:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-            p = CohereProvider(Deployment(provider="cohere", api_key="k",
+            p = build_provider(Deployment(provider="cohere", api_key="k",
                                           endpoint="http://cohere.test"),
                                ProviderContext(count_tokens=_words, http=http))
             return await p.complete(req(user("one two")))

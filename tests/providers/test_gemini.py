@@ -14,21 +14,24 @@ import httpx
 import pytest
 
 from router.config import ConfigError, Deployment
-from router.providers import PROVIDERS
-from router.providers._base import (
+from router.providers import (
+    GeminiProvider,
     ProviderContext,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamUnavailable,
+    build_provider,
 )
-from router.providers.gemini import SKIP_SIGNATURE, GeminiProvider, VertexProvider
+from router.providers.gemini import SKIP_SIGNATURE
 from router.wire.openai import (
     EMBEDDINGS_DECODER,
     REQUEST_DECODER,
     ChatCompletionChunk,
     ChatRequest,
 )
+from tests.providers import harness
+from tests.providers.harness import collect
 from tests.upstreams import serve
 from tests.upstreams.gemini import GeminiSimulator
 
@@ -75,23 +78,11 @@ def user(text: str) -> list[dict]:
 
 def run(deployment: Deployment, fn: Callable[[Any], Awaitable[Any]]) -> Any:
     """``fn(provider)`` in a fresh event loop, with a provider built as the gateway builds it."""
-    async def main() -> Any:
-        async with httpx.AsyncClient() as http:
-            provider = PROVIDERS[deployment.provider](
-                deployment, ProviderContext(count_tokens=lambda t: len(t.split()), http=http))
-            try:
-                return await fn(provider)
-            finally:
-                await provider.aclose()
-    return asyncio.run(main())
+    return harness.run(deployment, fn)
 
 
 def complete(deployment: Deployment, **fields: Any):
     return run(deployment, lambda p: p.complete(chat(**fields)))
-
-
-async def collect(provider: Any, request: ChatRequest) -> list[ChatCompletionChunk]:
-    return [c async for c in provider.stream(request)]
 
 
 def stream(deployment: Deployment, **fields: Any) -> list[ChatCompletionChunk]:
@@ -475,7 +466,7 @@ def test_wrong_api_key_is_a_credentials_error_without_the_key(upstream):
     assert not isinstance(caught.value, UpstreamRejected)  # Google says 400; it is our key
     assert "credentials" in str(caught.value)
     assert "wrong-secret-123" not in str(caught.value)
-    assert "wrong-secret-123" not in repr(PROVIDERS["gemini"](bad, ProviderContext(len)))
+    assert "wrong-secret-123" not in repr(build_provider(bad, ProviderContext(len)))
 
 
 def test_expired_vertex_token_is_a_credentials_error(upstream):
@@ -494,14 +485,14 @@ def test_missing_key_is_a_config_error(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     ctx = ProviderContext(len)
     with pytest.raises(ConfigError, match="GEMINI_API_KEY"):
-        GeminiProvider.from_deployment(Deployment(provider="gemini"), ctx)
+        build_provider(Deployment(provider="gemini"), ctx)
     with pytest.raises(ConfigError, match="MY_KEY"):
-        GeminiProvider.from_deployment(Deployment(provider="gemini", api_key_env="MY_KEY"), ctx)
+        build_provider(Deployment(provider="gemini", api_key_env="MY_KEY"), ctx)
     with pytest.raises(ConfigError, match="GOOGLE_ACCESS_TOKEN"):
-        VertexProvider.from_deployment(Deployment(provider="vertex", project="p",
+        build_provider(Deployment(provider="vertex", project="p",
                                                   region="us-central1"), ctx)
     with pytest.raises(ConfigError, match="project and region"):
-        VertexProvider.from_deployment(Deployment(provider="vertex", api_key="t"), ctx)
+        build_provider(Deployment(provider="vertex", api_key="t"), ctx)
 
 
 def test_key_from_environment_with_google_api_key_fallback(monkeypatch, sim, upstream):
@@ -510,7 +501,7 @@ def test_key_from_environment_with_google_api_key_fallback(monkeypatch, sim, ups
     deployment = Deployment(provider="gemini", model="gemini-2.0-flash", endpoint=upstream[1])
     assert complete(deployment, messages=user("env")).choices[0].message.content == "Echo: env"
     monkeypatch.setenv("GEMINI_API_KEY", "preferred")
-    provider = GeminiProvider.from_deployment(deployment, ProviderContext(len))
+    provider = build_provider(deployment, ProviderContext(len))
     assert provider._headers["x-goog-api-key"] == "preferred"  # GEMINI_API_KEY wins
 
 
@@ -528,20 +519,20 @@ def test_vertex_paths_and_auth(sim, vertex):
 
 def test_default_urls():
     ctx = ProviderContext(len)
-    regional = VertexProvider.from_deployment(Deployment(
+    regional = build_provider(Deployment(
         provider="vertex", api_key="t", project="p1", region="europe-west4"), ctx)
     assert regional._model_url("gemini-2.5-pro", "generateContent") == (
         "https://europe-west4-aiplatform.googleapis.com/v1/projects/p1/locations/europe-west4/"
         "publishers/google/models/gemini-2.5-pro:generateContent")
-    world = VertexProvider.from_deployment(Deployment(
+    world = build_provider(Deployment(
         provider="vertex", api_key="t", project="p1", region="global"), ctx)
     assert world._model_url("gemini-2.5-pro", "predict").startswith(
         "https://aiplatform.googleapis.com/v1/projects/p1/locations/global/")
-    api = GeminiProvider.from_deployment(Deployment(provider="gemini", api_key="k"), ctx)
+    api = build_provider(Deployment(provider="gemini", api_key="k"), ctx)
     assert api._model_url("gemini-2.0-flash", "generateContent") == (
         "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:"
         "generateContent")
-    v1 = GeminiProvider.from_deployment(Deployment(provider="gemini", api_key="k",
+    v1 = build_provider(Deployment(provider="gemini", api_key="k",
                                                    api_version="v1"), ctx)
     assert v1._model_url("models/gemini-2.0-flash", "embedContent").endswith(
         "/v1/models/gemini-2.0-flash:embedContent")
@@ -648,7 +639,7 @@ def _mocked(body: bytes, fn: Callable[[Any], Awaitable[Any]]) -> Any:
         transport = httpx.MockTransport(lambda _req: httpx.Response(
             200, content=body, headers={"content-type": "text/event-stream"}))
         async with httpx.AsyncClient(transport=transport) as http:
-            provider = GeminiProvider.from_deployment(
+            provider = build_provider(
                 Deployment(provider="gemini", model="gemini-x", endpoint="http://g.test",
                            api_key="k"),
                 ProviderContext(count_tokens=lambda t: len(t.split()), http=http))

@@ -9,37 +9,38 @@ import struct
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import httpx
 import msgspec
 import openai
 import pytest
 
 from router.config import ConfigError, Deployment
-from router.providers._base import (
+from router.providers import (
     EmbeddingProvider,
+    OpenAICompatProvider,
+    OpenAISettings,
     Provider,
     ProviderContext,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamUnavailable,
+    build_provider,
 )
 from router.providers.openai_compat import (
     AZURE_DEFAULT_API_VERSION,
+    FINISH_REASONS,
     PRESETS,
-    OpenAICompatProvider,
-    _decode_chunk,
-    _finish,
-    _StreamState,
+    OpenAIStreamTranslator,
 )
 from router.wire.openai import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
-    ChunkChoice,
     EmbeddingsRequest,
     EmbeddingsResponse,
 )
+from tests.providers import harness
+from tests.providers.harness import chat_request, words
 from tests.upstreams import serve
 from tests.upstreams.openai_compat import SimState, create_app
 
@@ -55,10 +56,6 @@ HOSTED_ENV = {"openai": "OPENAI_API_KEY", "azure": "AZURE_OPENAI_API_KEY",
               "perplexity": "PERPLEXITY_API_KEY", "groq": "GROQ_API_KEY",
               "deepseek": "DEEPSEEK_API_KEY"}
 SELF_HOSTED = ("vllm", "tgi", "ollama", "openai-compatible")
-
-
-def words(s: str) -> int:
-    return len(s.split())
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +78,12 @@ def deployment(url: str, provider: str = "openai", **kw: Any) -> Deployment:
 
 def run(dep: Deployment, fn: Callable[[OpenAICompatProvider], Awaitable[Any]],
         count_tokens: Callable[[str], int] = words) -> Any:
-    async def main() -> Any:
-        async with httpx.AsyncClient(timeout=10) as http:
-            ctx = ProviderContext(count_tokens=count_tokens, http=http)
-            return await fn(OpenAICompatProvider.from_deployment(dep, ctx))
-    return asyncio.run(main())
+    return harness.run(dep, fn, count_tokens=count_tokens)
 
 
 def chat(text: str = "hello world", **kw: Any) -> ChatRequest:
     messages = kw.pop("messages", [{"role": "user", "content": text}])
-    return msgspec.convert({"model": CATALOG, "messages": messages, **kw}, ChatRequest)
+    return chat_request(CATALOG, messages, **kw)
 
 
 def complete(dep: Deployment, request: ChatRequest, **kw: Any) -> ChatCompletion:
@@ -372,7 +365,7 @@ def test_missing_key_is_a_config_error_naming_the_variable(monkeypatch, name, en
     monkeypatch.delenv(env, raising=False)
     dep = Deployment(provider=name, endpoint="https://example.invalid")
     with pytest.raises(ConfigError, match=env):
-        OpenAICompatProvider.from_deployment(dep, ProviderContext(count_tokens=words))
+        build_provider(dep, ProviderContext(count_tokens=words))
 
 
 def test_key_from_environment(monkeypatch, url):
@@ -384,7 +377,7 @@ def test_key_from_environment(monkeypatch, url):
 @pytest.mark.parametrize("name", [*SELF_HOSTED, "azure"])
 def test_self_hosted_and_azure_need_an_endpoint(name):
     with pytest.raises(ConfigError, match="endpoint"):
-        OpenAICompatProvider.from_deployment(Deployment(provider=name, api_key="k"),
+        build_provider(Deployment(provider=name, api_key="k"),
                                              ProviderContext(count_tokens=words))
 
 
@@ -404,7 +397,7 @@ def test_named_key_variable_must_exist(monkeypatch):
     monkeypatch.delenv("NOPE_KEY", raising=False)
     dep = Deployment(provider="vllm", endpoint="http://h/v1", api_key_env="NOPE_KEY")
     with pytest.raises(ConfigError, match="NOPE_KEY"):
-        OpenAICompatProvider.from_deployment(dep, ProviderContext(count_tokens=words))
+        build_provider(dep, ProviderContext(count_tokens=words))
 
 
 @pytest.mark.parametrize(("name", "base"), [
@@ -412,7 +405,7 @@ def test_named_key_variable_must_exist(monkeypatch):
     ("together", "https://api.together.xyz/v1"), ("perplexity", "https://api.perplexity.ai"),
     ("groq", "https://api.groq.com/openai/v1"), ("deepseek", "https://api.deepseek.com")])
 def test_default_endpoints(name, base):
-    provider = OpenAICompatProvider.from_deployment(
+    provider = build_provider(
         Deployment(provider=name, api_key="k"), ProviderContext(count_tokens=words))
     assert provider._url(CATALOG, "chat/completions") == (f"{base}/chat/completions", None)
 
@@ -420,8 +413,8 @@ def test_default_endpoints(name, base):
 def test_every_name_has_a_preset():
     assert set(PRESETS) == {*HOSTED_ENV, *SELF_HOSTED}
     with pytest.raises(ConfigError, match="unknown"):
-        OpenAICompatProvider.from_deployment(Deployment(provider="nope", api_key="k"),
-                                             ProviderContext(count_tokens=words))
+        OpenAICompatProvider("nope", OpenAISettings(provider="nope", api_key="k"),
+                             ProviderContext(count_tokens=words))
 
 
 # --- Azure ---------------------------------------------------------------------------------
@@ -544,19 +537,17 @@ def test_official_sdk_against_the_simulator(url):
     ("eos_token", False, "stop"), ("stop_sequence", False, "stop"), (None, False, "stop"),
     ("content_filter", False, "content_filter"), ("length", True, "length")])
 def test_finish_reasons_map_to_openai(reason, calls, ours):
-    assert _finish(reason, calls) == ours
+    assert FINISH_REASONS(reason, calls) == ours
 
 
 def test_mistral_error_finish_is_an_upstream_error():
     with pytest.raises(UpstreamError):
-        _finish("error", False)
+        FINISH_REASONS("error", False)
 
 
 def test_whole_tool_calls_in_one_delta_are_split_in_openai_order():
     # Mistral streams each call whole; Ollama may send arguments as an object and "stop"
-    provider = OpenAICompatProvider.from_deployment(
-        Deployment(provider="mistral", api_key="k"), ProviderContext(count_tokens=words))
-    state = _StreamState()
+    translator = OpenAIStreamTranslator("mistral", chat(), words)
     events = [
         '{"id":"x","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}',
         '{"id":"x","choices":[{"index":0,"delta":{"tool_calls":[{"id":"abc123def","function":'
@@ -564,23 +555,20 @@ def test_whole_tool_calls_in_one_delta_are_split_in_openai_order():
         '{"id":"x","choices":[{"index":0,"delta":{"tool_calls":[{"id":"zzz999yyy","function":'
         '{"name":"lookup","arguments":{"q":1}}}]},"finish_reason":"stop"}],'
         '"usage":{"prompt_tokens":5,"completion_tokens":9,"total_tokens":14}}']
-    out = [d for e in events for d in provider._translate(_decode_chunk("mistral", e), state)]
-    calls = [d.tool_calls[0] for d, _ in out if d.tool_calls]
+    out = [c.choices[0] for e in events for c in translator.feed(e)]
+    calls = [c.delta.tool_calls[0] for c in out if c.delta.tool_calls]
     assert [(c.index, c.id, c.function.name, c.function.arguments) for c in calls] == [
         (0, "abc123def", "get_weather", ""), (0, None, None, '{"city": "Oslo"}'),
         (1, "zzz999yyy", "lookup", ""), (1, None, None, '{"q": 1}')]
-    assert out[0][0].role == "assistant" and out[-1][1] == "tool_calls"
-    assert state.usage.total_tokens == 14
+    assert out[0].delta.role == "assistant" and out[-1].finish_reason == "tool_calls"
+    assert translator.usage.total_tokens == 14
 
 
 def test_groq_usage_in_x_groq_is_read():
-    provider = OpenAICompatProvider.from_deployment(
-        Deployment(provider="groq", api_key="k"), ProviderContext(count_tokens=words))
-    state = _StreamState()
-    provider._translate(_decode_chunk("groq", '{"choices":[{"delta":{},"finish_reason":"stop"}],'
-                                      '"x_groq":{"usage":{"prompt_tokens":2,'
-                                      '"completion_tokens":3}}}'), state)
-    assert (state.usage.prompt_tokens, state.usage.total_tokens) == (2, 5)
+    translator = OpenAIStreamTranslator("groq", chat(), words)
+    translator.feed('{"choices":[{"delta":{},"finish_reason":"stop"}],'
+                    '"x_groq":{"usage":{"prompt_tokens":2,"completion_tokens":3}}}')
+    assert (translator.usage.prompt_tokens, translator.usage.total_tokens) == (2, 5)
 
 
 def _sdk_assembled(chunks: list[ChatCompletionChunk]) -> list[tuple[str, str, str]]:
@@ -600,10 +588,7 @@ def _sdk_assembled(chunks: list[ChatCompletionChunk]) -> list[tuple[str, str, st
 def test_parallel_calls_sent_at_one_index_stay_apart():
     # vLLM's tool parsers and Mistral (which may omit `index`) send parallel calls all at
     # index 0, told apart only by their ids; the SDK must still see two calls.
-    provider = OpenAICompatProvider.from_deployment(
-        Deployment(provider="vllm", endpoint="http://vllm.test/v1"),
-        ProviderContext(count_tokens=words))
-    state = _StreamState()
+    translator = OpenAIStreamTranslator("vllm", chat(), words)
     events = [
         '{"choices":[{"delta":{"role":"assistant","content":""}}]}',
         '{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call-a","type":"function",'
@@ -615,9 +600,7 @@ def test_parallel_calls_sent_at_one_index_stay_apart():
         '{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":": \\"Oslo\\"}"}}'
         ']}}]}',
         '{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}']
-    chunks = [ChatCompletionChunk(id="c", created=0, model="m", choices=[
-        ChunkChoice(index=0, delta=d, finish_reason=f)])
-        for e in events for d, f in provider._translate(_decode_chunk("vllm", e), state)]
+    chunks = [c for e in events for c in translator.feed(e)]
     assert _sdk_assembled(chunks) == [("call-a", "add", '{"a": 1}'),
                                       ("call-b", "get_weather", '{"city": "Oslo"}')]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
@@ -626,10 +609,7 @@ def test_parallel_calls_sent_at_one_index_stay_apart():
 def test_repeated_ids_and_placeholder_ids_continue_their_call():
     # Some servers repeat the id (and name) on every piece, or send a placeholder id on
     # continuations: neither starts a new call.
-    provider = OpenAICompatProvider.from_deployment(
-        Deployment(provider="vllm", endpoint="http://vllm.test/v1"),
-        ProviderContext(count_tokens=words))
-    state = _StreamState()
+    translator = OpenAIStreamTranslator("vllm", chat(), words)
     events = [
         '{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"f",'
         '"arguments":"{\\"x\\""}}]}}]}',
@@ -638,7 +618,5 @@ def test_repeated_ids_and_placeholder_ids_continue_their_call():
         '{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"null","function":'
         '{"arguments":"}"}}]}}]}',
         '{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}']
-    chunks = [ChatCompletionChunk(id="c", created=0, model="m", choices=[
-        ChunkChoice(index=0, delta=d, finish_reason=f)])
-        for e in events for d, f in provider._translate(_decode_chunk("vllm", e), state)]
+    chunks = [c for e in events for c in translator.feed(e)]
     assert _sdk_assembled(chunks) == [("c1", "f", '{"x": 1}')]

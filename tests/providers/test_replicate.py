@@ -9,30 +9,29 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
 
 from router.config import ConfigError, Deployment
-from router.providers import PROVIDERS, build_provider
-from router.providers._base import (
+from router.providers import (
+    PROVIDERS,
     ProviderContext,
+    ReplicateProvider,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamUnavailable,
+    build_provider,
 )
-from router.providers.replicate import ReplicateProvider
 from router.wire.openai import ChatCompletionChunk, ChatRequest
+from tests.providers import harness
+from tests.providers.harness import chat_request
+from tests.providers.harness import words as _words
 from tests.upstreams import serve
 from tests.upstreams.replicate import API_TOKEN, ReplicateSimulator
 
 MODEL = "llama-3-8b"  # the catalog name
 UPSTREAM = "meta/meta-llama-3-8b-instruct"
 CREATE_PATH = f"/v1/models/{UPSTREAM}/predictions"
-
-
-def _words(text: str) -> int:
-    return len(text.split())
 
 
 @pytest.fixture(scope="module")
@@ -45,28 +44,18 @@ def sim() -> Any:
 
 @pytest.fixture(autouse=True)
 def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("router.providers.replicate._POLL_FIRST_S", 0.01)
+    monkeypatch.setattr("router.providers.replicate.POLL_FIRST_S", 0.01)
 
 
 def run(sim: Any, work: Callable[[ReplicateProvider], Awaitable[Any]], *,
         token: str = API_TOKEN, model: str = UPSTREAM,
         count: Callable[[str], int] = _words) -> Any:
-    async def main() -> Any:
-        async with httpx.AsyncClient() as http:
-            deployment = Deployment(provider="replicate", model=model, api_key=token,
-                                    endpoint=sim.url)
-            provider = ReplicateProvider.from_deployment(
-                deployment, ProviderContext(count_tokens=count, http=http))
-            try:
-                return await work(provider)
-            finally:
-                await provider.aclose()
-
-    return asyncio.run(main())
+    deployment = Deployment(provider="replicate", model=model, api_key=token, endpoint=sim.url)
+    return harness.run(deployment, work, count_tokens=count)
 
 
 def req(*messages: dict[str, Any], **fields: Any) -> ChatRequest:
-    return msgspec.convert({"model": MODEL, "messages": list(messages), **fields}, ChatRequest)
+    return chat_request(MODEL, list(messages), **fields)
 
 
 def user(content: Any) -> dict[str, Any]:
@@ -337,7 +326,7 @@ def test_wrong_token_is_our_fault_and_never_echoed(sim: Any) -> None:
         complete(sim, req(user("hi")), token=secret)
     assert type(info.value) is UpstreamError
     assert "credentials" in str(info.value) and secret not in str(info.value)
-    provider = ReplicateProvider(Deployment(provider="replicate", api_key=secret),
+    provider = build_provider(Deployment(provider="replicate", api_key=secret),
                                  ProviderContext(count_tokens=_words))
     assert secret not in repr(provider)
 
@@ -345,7 +334,7 @@ def test_wrong_token_is_our_fault_and_never_echoed(sim: Any) -> None:
 def test_model_ids_must_be_owner_and_name(sim: Any) -> None:
     ctx = ProviderContext(count_tokens=_words)
     with pytest.raises(ConfigError, match="owner/name"):
-        ReplicateProvider(Deployment(provider="replicate", model="meta/llama:abc123",
+        build_provider(Deployment(provider="replicate", model="meta/llama:abc123",
                                      api_key="k"), ctx)
     with pytest.raises(UpstreamError, match="owner/name"):
         complete(sim, req(user("hi")), model="")  # the catalog name is no Replicate id
@@ -355,7 +344,7 @@ def test_missing_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REPLICATE_API_TOKEN", raising=False)
     ctx = ProviderContext(count_tokens=_words)
     with pytest.raises(ConfigError, match="REPLICATE_API_TOKEN"):
-        ReplicateProvider(Deployment(provider="replicate"), ctx)
+        build_provider(Deployment(provider="replicate"), ctx)
     monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_env")
     provider = build_provider(Deployment(provider="replicate"), ctx)
     assert isinstance(provider, ReplicateProvider)

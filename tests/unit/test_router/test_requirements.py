@@ -77,6 +77,7 @@ def test_prompt_tokens_are_counted_in_pieces_and_abandoned_at_the_cap():
         count_prompt_tokens(count, [huge], limit=100_000)
     assert "100000" in str(err.value)
     assert sum(calls) == 4  # the first four pieces already passed the cap: no more were read
+    assert max(calls) == 1  # one piece per call: one core
 
 
 def test_routing_prompt_keeps_a_long_turns_head_and_tail():
