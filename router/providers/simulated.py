@@ -25,7 +25,12 @@ from collections.abc import AsyncIterator, Callable
 import msgspec
 import numpy as np
 
-from router.providers._base import ProviderContext, SharedClientProvider, UpstreamError
+from router.providers._base import (
+    ProviderContext,
+    SharedClientProvider,
+    UpstreamError,
+    UpstreamRejected,
+)
 from router.providers._kit import ChunkStream, completion_id, usage_of
 from router.providers._settings import Settings
 from router.wire.openai import (
@@ -51,6 +56,9 @@ _VOCABULARY = (
 )
 _WORDS = tuple(_VOCABULARY.split())
 _EMBEDDING_DIM = 1536  # text-embedding-3-small's
+# Like a real embeddings API, the simulator refuses lengths no model has (OpenAI's longest is
+# 3072): a client must not make it allocate whatever it names.
+MAX_EMBEDDING_DIM = 8192
 
 
 class SimulatedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -124,6 +132,8 @@ class SimulatedProvider(SharedClientProvider):
         """Deterministic unit vectors (seeded by model and text) of ``dimensions`` or 1536."""
         self._maybe_fail()
         dim = request.dimensions or _EMBEDDING_DIM
+        if dim > MAX_EMBEDDING_DIM:
+            raise UpstreamRejected(f"dimensions must be at most {MAX_EMBEDDING_DIM}")
         data, tokens = [], 0
         for i, text in enumerate(request.texts):
             seed = int.from_bytes(hashlib.sha256(f"{request.model}\0{text}".encode()).digest()[:8])

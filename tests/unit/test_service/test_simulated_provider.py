@@ -62,3 +62,14 @@ def test_failure_rate():
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="failure_rate"):
         SimulatedSettings(failure_rate=2.0)
+
+
+def test_simulated_embeddings_refuse_lengths_no_model_has():
+    from router.providers import UpstreamRejected
+    from router.wire.openai import EmbeddingsRequest
+
+    p = SimulatedProvider(SimulatedSettings(), len)
+    ok = asyncio.run(p.embed(EmbeddingsRequest(model="e", input="hi", dimensions=8192)))
+    assert len(ok.data[0].embedding) == 8192
+    with pytest.raises(UpstreamRejected):
+        asyncio.run(p.embed(EmbeddingsRequest(model="e", input="hi", dimensions=8193)))
