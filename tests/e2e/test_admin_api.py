@@ -139,3 +139,24 @@ def test_provider_in_use_cannot_be_deleted_and_keys_are_masked(config_file, engi
         assert r.status_code == 409 and "qwen-2.5-72b" in r.json()["error"]["message"]
         assert c.delete("/admin/models/qwen-2.5-72b", headers=KEY).status_code == 204
         assert c.delete("/admin/providers/sim-fast", headers=KEY).status_code == 204
+
+
+def test_header_secrets_and_url_user_info_are_masked_everywhere(config_file, engine):
+    """Admin answers, the deployments view and the log's deployment label show no secret."""
+    model = {"name": "masked", "input_price": 1, "output_price": 1, "context_window": 8000,
+             "deployments": [{"provider": "openai-compatible", "api_key": "sk-literal-123456",
+                              "endpoint": "https://bob:pw-secret-99@llm.internal/v1?key=qk-77777",
+                              "headers": {"x-custom-auth": "hdr-secret-42"}}]}
+    with TestClient(app_for(config_file, engine)) as c:
+        put = c.put("/admin/models/masked", json=model, headers=KEY)
+        assert put.status_code == 201, put.text
+        shown = [put.text, c.get("/admin/models/masked", headers=KEY).text,
+                 c.get("/admin/models", headers=KEY).text,
+                 c.get("/admin/deployments", headers=KEY).text]
+    for text in shown:
+        for secret in ("sk-literal-123456", "pw-secret-99", "qk-77777", "hdr-secret-42", "bob"):
+            assert secret not in text
+    assert "llm.internal" in shown[3]  # still says where it is
+    masked = put.json()["deployments"][0]
+    assert masked["headers"] == {"x-custom-auth": "***"}
+    assert masked["endpoint"] == "https://***@llm.internal/v1?key=***"
