@@ -209,7 +209,3 @@ class RoutingEngine:
         if route is not None and route.entry.max_prompt_tokens is not None:
             return route.entry.max_prompt_tokens
         return self.config.server.max_prompt_tokens
-
-    def needs_embedding(self, model: str) -> bool:
-        """Whether a request naming ``model`` is routed (and so needs its prompt embedded)."""
-        return self.target(model) in self.routes

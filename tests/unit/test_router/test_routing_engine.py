@@ -91,7 +91,6 @@ def test_pinned_models_take_the_same_path(engine):
 
 def test_targets_auto_routes_models_and_unknowns(engine):
     assert engine.target("auto") == "auto" and engine.target("big") == "big"
-    assert engine.needs_embedding("cheap") and not engine.needs_embedding("small")
     with pytest.raises(UnknownTarget, match="gpt-7"):
         engine.target("gpt-7")
 
