@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import httpx
 import msgspec
 from litestar import Litestar, Request, Response, Router, get, post
 from litestar.datastructures import State
@@ -30,6 +29,7 @@ from router.providers import (
     REQUEST_DECODER,
     ChatRequest,
     ProviderContext,
+    build_http_client,
     check_deployments,
     check_providers,
 )
@@ -246,10 +246,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
         # One decision before serving: lazy imports and first-run allocations in the encoder
         # and predictors would otherwise land on the first client's latency.
         await eng.adecide("warm up", batcher)
-        http = httpx.AsyncClient(timeout=httpx.Timeout(config.server.upstream_timeout_s,
-                                                       connect=10.0),
-                                 limits=httpx.Limits(max_connections=1000,
-                                                     max_keepalive_connections=100))
+        http = build_http_client(timeout_s=config.server.upstream_timeout_s)
         recorded = RecordedLookup()
         ctx = ProviderContext(count_tokens=eng.encoder.count_tokens, http=http,
                               recorded_answer=recorded)

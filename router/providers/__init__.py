@@ -21,6 +21,7 @@ from router.providers._base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from router.providers._client import build_http_client
 from router.providers.anthropic import AnthropicProvider
 from router.providers.bedrock import BedrockProvider
 from router.providers.cohere import CohereProvider
@@ -142,6 +143,7 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "Usage",
+    "build_http_client",
     "build_provider",
     "check_deployments",
     "check_providers",

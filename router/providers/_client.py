@@ -1,0 +1,46 @@
+"""The one HTTP client every adapter shares: httpx's API on aiohttp's connection pool and parser.
+
+``build_http_client`` is the only place the gateway's upstream client is made; the service
+calls it once in its lifespan and lends the client to every adapter (``ProviderContext.http``).
+
+Why aiohttp under httpx: with httpx's default transport (httpcore + h11, pure Python) the
+gateway lost throughput as connections grew. Under 32 concurrent clients against an immediate
+upstream, httpx/httpcore took ~70% of the event loop's CPU, most of it in the pool scanning
+every connection on every request (``_assign_requests_to_connections`` -> ``has_expired`` ->
+``is_socket_readable``) and h11's parsing. ``AiohttpTransport`` (``_aiohttp.py``) keeps the
+httpx API that the adapters and their tests use (requests, responses, streaming, exceptions)
+while aiohttp's connector pools connections in O(1) and parses with its C parser (figures in
+benchmarks/README.md, "Gateway overhead").
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import httpx
+
+Backend = Literal["aiohttp", "httpx"]
+
+
+def build_http_client(*, timeout_s: float, connect_timeout_s: float = 10.0,
+                      max_connections: int = 1000, keepalive_s: float = 5.0,
+                      backend: Backend = "aiohttp") -> httpx.AsyncClient:
+    """The gateway's shared upstream client.
+
+    ``timeout_s`` bounds each wait for upstream bytes (a deployment may pass its own per
+    call); ``max_connections`` caps open upstream connections across all deployments;
+    ``keepalive_s`` is how long an idle connection is kept for reuse. ``backend="httpx"``
+    gives httpx's own transport (for comparisons; the gateway uses the default).
+    """
+    timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+    limits = httpx.Limits(max_connections=max_connections,
+                          max_keepalive_connections=min(100, max_connections),
+                          keepalive_expiry=keepalive_s)
+    if backend == "httpx":
+        return httpx.AsyncClient(timeout=timeout, limits=limits)
+    # Imported here, not at module level: aiohttp costs ~0.2 s to import, which only a
+    # process that serves should pay (the CLI's other verbs import router.providers too).
+    from router.providers._aiohttp import AiohttpTransport
+
+    return httpx.AsyncClient(timeout=timeout, limits=limits,
+                             transport=AiohttpTransport(limits=limits))
