@@ -11,6 +11,11 @@ every connection on every request (``_assign_requests_to_connections`` -> ``has_
 httpx API that the adapters and their tests use (requests, responses, streaming, exceptions)
 while aiohttp's connector pools connections in O(1) and parses with its C parser (figures in
 benchmarks/README.md, "Gateway overhead").
+
+The client keeps no cookies (``_NoCookies``): one client serves every tenant and deployment,
+so a cookie one upstream sets must not go out with anyone else's request, and httpx's jar
+costs ~40 µs a response even when there is no cookie (it builds urllib request and response
+stand-ins to look for one). The transport drops ``Set-Cookie`` too.
 """
 
 from __future__ import annotations
@@ -20,6 +25,30 @@ from typing import Literal
 import httpx
 
 Backend = Literal["aiohttp", "httpx"]
+
+
+class _NoCookies(httpx.Cookies):
+    """A jar that stays empty: nothing is extracted from responses, so nothing is sent."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
+        raise TypeError("the gateway's upstream client keeps no cookies")
+
+
+class _GatewayClient(httpx.AsyncClient):
+    """httpx's client with no cookie jar (see the module docstring)."""
+
+    _no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, value: object) -> None:
+        raise TypeError("the gateway's upstream client keeps no cookies")
 
 
 def build_http_client(*, timeout_s: float, connect_timeout_s: float = 10.0,
@@ -37,10 +66,10 @@ def build_http_client(*, timeout_s: float, connect_timeout_s: float = 10.0,
                           max_keepalive_connections=min(100, max_connections),
                           keepalive_expiry=keepalive_s)
     if backend == "httpx":
-        return httpx.AsyncClient(timeout=timeout, limits=limits)
+        return _GatewayClient(timeout=timeout, limits=limits)
     # Imported here, not at module level: aiohttp costs ~0.2 s to import, which only a
     # process that serves should pay (the CLI's other verbs import router.providers too).
     from router.providers._aiohttp import AiohttpTransport
 
-    return httpx.AsyncClient(timeout=timeout, limits=limits,
-                             transport=AiohttpTransport(limits=limits))
+    return _GatewayClient(timeout=timeout, limits=limits,
+                          transport=AiohttpTransport(limits=limits))
