@@ -133,10 +133,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 proxy=self._proxy(request.url), server_hostname=request.extensions.get(
                     "sni_hostname"))
         headers = [(k, v) for k, v in response.raw_headers if k.lower() != b"set-cookie"]
+        stream: httpx.AsyncByteStream
+        if response.content.is_eof() and response.content.exception() is None:
+            # The whole body came with the headers (small JSON answers usually do): hand it
+            # over as bytes and free the connection now, sparing httpx's async read loop.
+            stream = httpx.ByteStream(response.content.read_nowait())
+            response.release()
+        else:
+            stream = _ResponseStream(response, request)
         return httpx.Response(
-            response.status, headers=headers, stream=_ResponseStream(response, request),
-            request=request, extensions={"http_version": b"HTTP/1.1",
-                                         "reason_phrase": (response.reason or "").encode()})
+            response.status, headers=headers, stream=stream, request=request,
+            extensions={"http_version": b"HTTP/1.1",
+                        "reason_phrase": (response.reason or "").encode()})
 
     async def aclose(self) -> None:
         if self._session is not None:
