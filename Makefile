@@ -37,10 +37,13 @@ test: setup
 lint: install
 	$(VENV)/bin/ruff check .
 
+# gateway_overhead's load tool is wrk (Debian's package; without it the script falls back to
+# its Python client); --peer litellm installs LiteLLM into .cache/peer-litellm on first use.
 bench: setup
 	$(PY) benchmarks/routing_quality.py --json benchmarks/out/routing_quality.json
 	$(PY) benchmarks/routing_latency.py --json benchmarks/out/routing_latency.json
-	$(PY) benchmarks/gateway_overhead.py --json benchmarks/out/gateway_overhead.json
+	command -v wrk >/dev/null || (apt-get install -y wrk || echo 'no wrk: Python load client')
+	$(PY) benchmarks/gateway_overhead.py --peer litellm --json benchmarks/out/gateway_overhead.json
 
 clean:
 	rm -rf $(VENV) models/encoders/*/ .cache

@@ -24,8 +24,10 @@ the soonest reopening: hammering a dead upstream only adds latency.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -41,6 +43,7 @@ from router.providers import (
     Provider,
     ProviderContext,
     ProviderError,
+    UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
@@ -48,6 +51,8 @@ from router.providers import (
     build_provider,
 )
 from router.secrets import Scrubber, deployment_secrets, mask_url
+
+log = logging.getLogger("contextforge.dispatch")
 
 T = TypeVar("T")
 FailureHook = Callable[["Upstream", str, ProviderError], None]
@@ -101,6 +106,17 @@ class Upstream:
     timeout_s: float
     calls: int = field(default=0)
     scrub: Scrubber = field(default_factory=lambda: Scrubber(()))
+
+    def unexpected(self, exc: Exception) -> ProviderError:
+        """An ``UpstreamError`` for anything but a ``ProviderError`` an adapter raised (a bug,
+        or the HTTP client refusing a request), logged with where it came from; the message
+        is scrubbed of this deployment's secrets, and the client sees the type alone."""
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        where = f" at {frame.filename}:{frame.lineno}" if frame else ""
+        log.error("deployment %s raised %s%s: %s", self.label, type(exc).__name__, where,
+                  self.scrub(str(exc)))
+        return UpstreamError(f"{self.deployment.provider} adapter failed "
+                             f"({type(exc).__name__})")
 
     def clean(self, exc: ProviderError) -> ProviderError:
         """``exc`` with this deployment's secrets masked in its message (it reaches clients
@@ -212,17 +228,20 @@ class Dispatcher:
                     self._failed(u, last)
                     continue
                 except ProviderError as exc:
-                    u.clean(exc)
-                    if self._on_failure is not None:
-                        self._on_failure(u, self.model, exc)
-                    if not exc.retryable:
-                        u.breaker.success()  # it answered: the request was at fault
-                        raise
-                    last = exc
-                    self._failed(u, exc)
-                    continue
-                u.breaker.success()
-                return result, u
+                    failure = exc
+                except Exception as exc:  # an adapter bug fails this deployment, not the client
+                    failure = u.unexpected(exc)
+                else:
+                    u.breaker.success()
+                    return result, u
+                u.clean(failure)
+                if self._on_failure is not None:
+                    self._on_failure(u, self.model, failure)
+                if not failure.retryable:
+                    u.breaker.success()  # it answered: the request was at fault
+                    raise failure
+                last = failure
+                self._failed(u, failure)
         if last is not None:
             raise last
         raise self._all_open()

@@ -11,6 +11,12 @@ DB-API drivers, so writes run on one writer thread: the request path only enqueu
 transaction. ``flush`` waits until everything enqueued so far is committed; ``close`` drains the
 queue, so a graceful shutdown loses nothing. A crash loses at most the rows of the last few
 milliseconds (the write window), never a committed one.
+
+The write window (``window_s``, 20 ms): after the first row of a batch, the writer collects
+more for up to that long (or until ``batch_max`` rows, or a ``flush``) before it commits. A
+commit per row costs SQLite ~4x the CPU per row of a commit per 64 rows, on a thread that
+shares the interpreter (and the two cores) with the event loop: under load, a row each
+commit added ~170 µs of gateway CPU per request (benchmarks/README.md, "Gateway overhead").
 """
 
 from __future__ import annotations
@@ -132,7 +138,8 @@ def _sqlite_path(dsn: str, base_dir: Path | None) -> Path:
 class TrafficLog:
     """The request log behind a DSN; thread-safe; writes off the caller's thread."""
 
-    def __init__(self, dsn: str, *, base_dir: Path | None = None, batch_max: int = 512):
+    def __init__(self, dsn: str, *, base_dir: Path | None = None, batch_max: int = 512,
+                 window_s: float = 0.02):
         self.dsn = dsn
         if dsn.startswith("sqlite:"):
             self.kind = "sqlite"
@@ -144,6 +151,7 @@ class TrafficLog:
             raise ValueError(f"traffic DSN {dsn!r}: use sqlite:///PATH or postgresql://...")
         self._mark = "?" if self.kind == "sqlite" else "%s"
         self._batch_max = batch_max
+        self._window_s = window_s
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards the reader connection
         self._reader = self._connect()
@@ -206,6 +214,7 @@ class TrafficLog:
             item = self._queue.get()
             batch: list[TrafficRecord] = []
             waiters: list[threading.Event] = []
+            deadline = time.monotonic() + self._window_s
             while True:
                 if item is _STOP:
                     stop = True
@@ -213,10 +222,13 @@ class TrafficLog:
                     waiters.append(item)
                 else:
                     batch.append(item)
-                if stop or len(batch) >= self._batch_max:
+                # A flush (or close) is waiting: commit now, not at the window's end.
+                if stop or waiters or len(batch) >= self._batch_max:
                     break
+                remaining = deadline - time.monotonic()
                 try:
-                    item = self._queue.get_nowait()
+                    item = (self._queue.get(timeout=remaining) if remaining > 0
+                            else self._queue.get_nowait())
                 except queue.Empty:
                     break
             if batch:

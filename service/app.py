@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -21,9 +20,8 @@ from router.config import Config
 from router.dispatch import build_dispatchers
 from router.embedding import MicroBatcher
 from router.engine import RoutingEngine
-from router.providers import ProviderContext
+from router.providers import ProviderContext, build_http_client
 from router.providers.recorded import RecordedAnswers
-from router.secrets import ScrubbingTransport
 from router.traffic import TrafficLog
 from router.validate import build_engine, check
 from service import openai_api, ops
@@ -43,15 +41,6 @@ def provide_gateway(state: State) -> Gateway:
     if gateway is None:  # only outside the lifespan: shutting down, or a host that skipped it
         raise NotReady("The gateway is not ready: the routing engine is not loaded.")
     return gateway
-
-
-def http_client(config: Config) -> httpx.AsyncClient:
-    """The one upstream connection pool every adapter borrows; error answers are scrubbed of
-    the request's credentials before any adapter reads them (``router.secrets``)."""
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-    return httpx.AsyncClient(
-        transport=ScrubbingTransport(httpx.AsyncHTTPTransport(limits=limits)),
-        timeout=httpx.Timeout(config.server.upstream_timeout_s, connect=10.0))
 
 
 class RecordedLookup:
@@ -105,7 +94,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
         # One decision before serving: lazy imports and first-run allocations in the encoder
         # and predictors would otherwise land on the first client's latency.
         await eng.adecide("warm up", batcher)
-        http = http_client(config)
+        http = build_http_client(timeout_s=config.server.upstream_timeout_s)
         recorded = RecordedLookup()
         ctx = ProviderContext(count_tokens=eng.encoder.count_tokens, http=http,
                               recorded_answer=recorded)

@@ -45,6 +45,7 @@ from router.providers._base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from router.providers._client import build_http_client
 from router.providers._kit import (
     MALFORMED,
     ChunkStream,
@@ -252,6 +253,7 @@ __all__ = [
     "Usage",
     "VertexProvider",
     "VertexSettings",
+    "build_http_client",
     "build_provider",
     "call_id",
     "check_deployments",

@@ -24,9 +24,11 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 import httpx
+import msgspec
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from router.providers._base import (
@@ -150,6 +152,42 @@ def error_for_exception(provider: str, exc: httpx.HTTPError) -> ProviderError:
     return UpstreamError(f"{provider} upstream call failed: {type(exc).__name__}")
 
 
+@lru_cache(maxsize=1024)
+def _parsed(url: str) -> httpx.URL:
+    # httpx parses a URL string on every call (~45 µs); adapters send to a handful of fixed
+    # URLs, so each is parsed once. (An ``httpx.URL`` is immutable.)
+    return httpx.URL(url)
+
+
+def _json_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """``headers`` with ``content-type: application/json`` unless they name a type."""
+    if headers is None:
+        return {"content-type": "application/json"}
+    if any(k.lower() == "content-type" for k in headers):
+        return dict(headers)
+    return {"content-type": "application/json", **headers}
+
+
+def _encode(body: Any) -> bytes:
+    # msgspec encodes ~3x faster than httpx's ``json=`` (stdlib json), to the same bytes
+    # (compact, UTF-8, not ASCII-escaped); a type msgspec does not know (a numpy scalar) goes
+    # the stdlib way, as before.
+    try:
+        return msgspec.json.encode(body)
+    except TypeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False).encode()
+
+
+def _decode(response: httpx.Response) -> Any:
+    # msgspec decodes UTF-8 JSON ~4x faster than ``response.json()``; anything else (another
+    # charset, a body that is not JSON) goes the standard way, which raises ValueError.
+    try:
+        return msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        return response.json()
+
+
 async def send_json(client: httpx.AsyncClient, provider: str, url: str, *,
                     body: Any = None, headers: Mapping[str, str] | None = None,
                     method: str = "POST", timeout: float | None = None,
@@ -157,9 +195,11 @@ async def send_json(client: httpx.AsyncClient, provider: str, url: str, *,
                     content: bytes | None = None) -> Any:
     """One JSON call; the decoded JSON answer, or the mapped ``ProviderError``.
     ``content`` sends pre-encoded bytes instead of ``body`` (a signed body must go as is)."""
+    if content is None and body is not None:
+        content, headers = _encode(body), _json_headers(headers)
     try:
         response = await client.request(
-            method, url, json=body, content=content, headers=headers, params=params,
+            method, _parsed(url), content=content, headers=headers, params=params,
             timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
     except httpx.HTTPError as exc:
         raise error_for_exception(provider, exc) from None
@@ -167,7 +207,7 @@ async def send_json(client: httpx.AsyncClient, provider: str, url: str, *,
         raise error_for_status(provider, response.status_code, response.content,
                                response.headers)
     try:
-        return response.json()
+        return _decode(response)
     except ValueError:
         raise UpstreamError(f"{provider} upstream answered {response.status_code} with a "
                             "body that is not JSON") from None
@@ -184,8 +224,10 @@ async def open_stream(client: httpx.AsyncClient, provider: str, url: str, *,
     """A streaming call whose status has been checked: error statuses raise the mapped
     ``ProviderError`` (after reading the small error body) before the caller reads events.
     ``method`` is GET for upstreams that stream from a URL of their own (Replicate)."""
+    if content is None and body is not None:
+        content, headers = _encode(body), _json_headers(headers)
     request = client.build_request(
-        method, url, json=body, content=content, headers=headers, params=params,
+        method, _parsed(url), content=content, headers=headers, params=params,
         timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
     try:
         response = await client.send(request, stream=True)

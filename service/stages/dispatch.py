@@ -123,10 +123,11 @@ async def _relay(ex: Exchange, first: ChatCompletionChunk | None,
                 ex.usage = chunk.usage
             yield msgspec.structs.replace(chunk, id=ex.id)
             chunk = await _next(chunks, upstream.timeout_s)
-    except ProviderError as exc:
-        upstream.clean(exc)
-        ex.status, ex.error = exc.status, f"mid-stream: {exc}"
-        raise from_provider_error(exc) from exc
+    except Exception as exc:
+        failure = (upstream.clean(exc) if isinstance(exc, ProviderError)
+                   else upstream.unexpected(exc))
+        ex.status, ex.error = failure.status, f"mid-stream: {failure}"
+        raise from_provider_error(failure) from exc
     except BaseException:
         ex.status, ex.error = CLIENT_GONE, CANCELLED
         raise

@@ -178,3 +178,18 @@ def test_stream_fails_over_before_the_first_chunk():
     for _ in range(10):
         assert asyncio.run(run()) == (["b", "!"], "b")
     assert a.calls >= 1
+
+
+def test_an_adapter_bug_fails_over_and_ends_as_a_502_naming_its_type(caplog):
+    """Anything but a ProviderError from an adapter is that deployment's failure: the next
+    deployment answers; when none does, the client gets a 502 naming the type only."""
+    buggy = Fake("a", [ValueError("the HTTP client refused the request")])
+    d = dispatcher(buggy, Fake("b"))
+    d.order = lambda: list(d.upstreams)  # a first
+    completion, upstream = asyncio.run(d.complete(REQUEST))
+    assert upstream.label == "b" and completion.choices[0].message.content == "b"
+    only = dispatcher(Fake("a", [KeyError("k")] * 3), max_attempts=3)
+    with pytest.raises(UpstreamError) as err:
+        asyncio.run(only.complete(REQUEST))
+    assert err.value.status == 502 and "adapter failed (KeyError)" in str(err.value)
+    assert "ValueError" in caplog.text

@@ -74,3 +74,30 @@ def test_a_200_that_is_not_an_event_stream_is_an_upstream_error():
                     pass
 
     asyncio.run(run())
+
+
+def test_json_bodies_go_compact_utf8_with_their_content_type():
+    seen: list[httpx.Request] = []
+
+    def echo(request):
+        seen.append(request)
+        # An upstream that answers in another charset still decodes.
+        return httpx.Response(200, content='{"t": "é"}'.encode("utf-16"),
+                              headers={"content-type": "application/json; charset=utf-16"})
+
+    async def run():
+        import numpy as np
+
+        async with client(echo) as c:
+            await send_json(c, "p", "http://x/v1", body={"t": "é", "n": [1, 2.5, None]},
+                            headers={"x-key": "k"})
+            await send_json(c, "p", "http://x/v1", body={"f": np.float64(0.5)},
+                            headers={"Content-Type": "application/json; charset=utf-8"})
+            return await send_json(c, "p", "http://x/v1", body={})
+
+    assert asyncio.run(run()) == {"t": "é"}
+    assert seen[0].content == '{"t":"é","n":[1,2.5,null]}'.encode()
+    assert seen[0].headers["content-type"] == "application/json"
+    assert seen[0].headers["x-key"] == "k"
+    assert seen[1].content == b'{"f":0.5}'  # numpy scalars go the stdlib way
+    assert seen[1].headers.get_list("content-type") == ["application/json; charset=utf-8"]

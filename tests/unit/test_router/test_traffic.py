@@ -116,3 +116,21 @@ def test_write_after_close_is_refused(tmp_path):
     log.close()
     with pytest.raises(RuntimeError, match="closed"):
         log.write(record(0))
+
+
+def test_rows_within_the_write_window_commit_together_and_flush_does_not_wait(tmp_path):
+    log = TrafficLog(f"sqlite:///{tmp_path / 'w.db'}", window_s=0.3)
+    batches: list[int] = []
+    insert = log._insert
+    log._insert = lambda batch: (batches.append(len(batch)), insert(batch))  # type: ignore
+    try:
+        for i in range(10):
+            log.write(record(i))
+        time.sleep(0.6)  # the window closes: one commit for the ten rows
+        assert batches == [10] and log.count() == 10
+        log.write(record(10))
+        t0 = time.perf_counter()
+        log.flush()  # a waiting flush commits at once, not at the window's end
+        assert time.perf_counter() - t0 < 0.25 and log.count() == 11
+    finally:
+        log.close()

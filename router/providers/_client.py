@@ -1,0 +1,82 @@
+"""The one HTTP client every adapter shares: httpx's API on aiohttp's connection pool and parser.
+
+``build_http_client`` is the only place the gateway's upstream client is made; the service
+calls it once in its lifespan and lends the client to every adapter (``ProviderContext.http``).
+
+Why aiohttp under httpx: with httpx's default transport (httpcore + h11, pure Python) the
+gateway lost throughput as connections grew. Under 32 concurrent clients against an immediate
+upstream, httpx/httpcore took ~70% of the event loop's CPU, most of it in the pool scanning
+every connection on every request (``_assign_requests_to_connections`` -> ``has_expired`` ->
+``is_socket_readable``) and h11's parsing. ``AiohttpTransport`` (``_aiohttp.py``) keeps the
+httpx API that the adapters and their tests use (requests, responses, streaming, exceptions)
+while aiohttp's connector pools connections in O(1) and parses with its C parser (figures in
+benchmarks/README.md, "Gateway overhead").
+
+Error answers pass through ``router.secrets.ScrubbingTransport``: an upstream that echoes the
+request cannot hand a client the deployment's credentials.
+
+The client keeps no cookies (``_NoCookies``): one client serves every tenant and deployment,
+so a cookie one upstream sets must not go out with anyone else's request, and httpx's jar
+costs ~40 µs a response even when there is no cookie (it builds urllib request and response
+stand-ins to look for one). The transport drops ``Set-Cookie`` too.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import httpx
+
+from router.secrets import ScrubbingTransport
+
+Backend = Literal["aiohttp", "httpx"]
+
+
+class _NoCookies(httpx.Cookies):
+    """A jar that stays empty: nothing is extracted from responses, so nothing is sent."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
+        raise TypeError("the gateway's upstream client keeps no cookies")
+
+
+class _GatewayClient(httpx.AsyncClient):
+    """httpx's client with no cookie jar (see the module docstring)."""
+
+    _no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, value: object) -> None:
+        raise TypeError("the gateway's upstream client keeps no cookies")
+
+
+def build_http_client(*, timeout_s: float, connect_timeout_s: float = 10.0,
+                      max_connections: int = 1000, keepalive_s: float = 5.0,
+                      backend: Backend = "aiohttp") -> httpx.AsyncClient:
+    """The gateway's shared upstream client.
+
+    ``timeout_s`` bounds each wait for upstream bytes (a deployment may pass its own per
+    call); ``max_connections`` caps open upstream connections across all deployments;
+    ``keepalive_s`` is how long an idle connection is kept for reuse. ``backend="httpx"``
+    gives httpx's own transport (for comparisons; the gateway uses the default).
+    """
+    timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+    limits = httpx.Limits(max_connections=max_connections,
+                          max_keepalive_connections=min(100, max_connections),
+                          keepalive_expiry=keepalive_s)
+    if backend == "httpx":
+        inner: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(limits=limits)
+    else:
+        # Imported here, not at module level: aiohttp costs ~0.2 s to import, which only a
+        # process that serves should pay (the CLI's other verbs import router.providers too).
+        from router.providers._aiohttp import AiohttpTransport
+
+        inner = AiohttpTransport(limits=limits)
+    # Error answers lose every credential their request carried before an adapter reads them.
+    return _GatewayClient(timeout=timeout, limits=limits, transport=ScrubbingTransport(inner))
