@@ -13,8 +13,8 @@ exchange from their wire format, run it, and format ``result`` / ``chunks``.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -82,7 +82,7 @@ class Exchange:
     def __post_init__(self) -> None:
         if not self.id:
             prefix = "chatcmpl-" if self.kind == "chat" else "emb-"
-            self.id = f"{prefix}{uuid.uuid4().hex}"
+            self.id = prefix + os.urandom(16).hex()  # uuid4's randomness at a third of its cost
 
     @property
     def stream(self) -> bool:

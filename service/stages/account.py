@@ -50,7 +50,7 @@ class Account:
         if ex.model is None:
             return
         if ex.kind == "chat":
-            gw.metrics.cache.labels(ex.cache).inc()
+            gw.metrics.child(gw.metrics.cache, ex.cache).inc()
         elapsed = time.perf_counter() - ex.started
         ex.cost_usd = cost_usd(ex)
         self._count(ex, gw, elapsed)
@@ -63,19 +63,19 @@ class Account:
         m, model, u = gw.metrics, ex.model.name, ex.usage
         provider = ("local" if ex.local else
                     ex.upstream.deployment.provider if ex.upstream else "none")
-        m.requests.labels(ex.kind, provider, model, str(ex.status)).inc()
-        m.latency.labels(ex.kind, model).observe(elapsed)
+        m.child(m.requests, ex.kind, provider, model, str(ex.status)).inc()
+        m.child(m.latency, ex.kind, model).observe(elapsed)
         if u is not None and ex.status == 200:
-            m.tokens.labels(ex.tenant, model, "input").inc(u.prompt_tokens)
-            m.cost.labels(ex.tenant, model).inc(ex.cost_usd)
+            m.child(m.tokens, ex.tenant, model, "input").inc(u.prompt_tokens)
+            m.child(m.cost, ex.tenant, model).inc(ex.cost_usd)
             if not isinstance(u, EmbeddingUsage):
-                m.tokens.labels(ex.tenant, model, "output").inc(u.completion_tokens)
+                m.child(m.tokens, ex.tenant, model, "output").inc(u.completion_tokens)
                 if ex.ttft_ms is not None:
                     gen_s = elapsed - ex.ttft_ms / 1e3
                     if gen_s > 0 and u.completion_tokens:
-                        m.tokens_per_s.labels(model).observe(u.completion_tokens / gen_s)
+                        m.child(m.tokens_per_s, model).observe(u.completion_tokens / gen_s)
         if ex.ttft_ms is not None:
-            m.ttft.labels(model).observe(ex.ttft_ms / 1e3)
+            m.child(m.ttft, model).observe(ex.ttft_ms / 1e3)
 
 
 def record(ex: Exchange, gw: Gateway, elapsed: float) -> TrafficRecord:

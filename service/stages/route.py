@@ -75,7 +75,7 @@ class Route:
         ex.route = decision.route
         if decision.route != PINNED:
             ex.decision = decision
-            gw.metrics.decisions.labels(decision.route, decision.model).inc()
+            gw.metrics.child(gw.metrics.decisions, decision.route, decision.model).inc()
             gw.metrics.decision_time.observe(time.perf_counter() - ex.started)
         ex.request = msgspec.structs.replace(request, model=decision.model)
 
