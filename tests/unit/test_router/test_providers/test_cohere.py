@@ -25,9 +25,9 @@ from router.providers import (
     build_provider,
 )
 from router.wire.openai import ChatCompletionChunk, ChatRequest, EmbeddingsRequest
-from tests.providers import harness
-from tests.providers.harness import chat_request
-from tests.providers.harness import words as _words
+from tests.unit.test_router.test_providers import harness
+from tests.unit.test_router.test_providers.harness import chat_request
+from tests.unit.test_router.test_providers.harness import words as _words
 from tests.upstreams import serve
 from tests.upstreams.cohere import API_KEY, PREAMBLE_TOKENS, CohereSimulator
 

@@ -30,8 +30,8 @@ from router.wire.openai import (
     ChatCompletionChunk,
     ChatRequest,
 )
-from tests.providers import harness
-from tests.providers.harness import collect
+from tests.unit.test_router.test_providers import harness
+from tests.unit.test_router.test_providers.harness import collect
 from tests.upstreams import serve
 from tests.upstreams.gemini import GeminiSimulator
 

@@ -39,8 +39,8 @@ from router.wire.openai import (
     EmbeddingsRequest,
     EmbeddingsResponse,
 )
-from tests.providers import harness
-from tests.providers.harness import chat_request, words
+from tests.unit.test_router.test_providers import harness
+from tests.unit.test_router.test_providers.harness import chat_request, words
 from tests.upstreams import serve
 from tests.upstreams.openai_compat import SimState, create_app
 

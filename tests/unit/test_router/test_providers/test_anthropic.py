@@ -27,7 +27,7 @@ from router.providers import (
     build_provider,
 )
 from router.providers.anthropic import DEFAULT_MAX_TOKENS
-from tests.providers.harness import chat_request, collect, run
+from tests.unit.test_router.test_providers.harness import chat_request, collect, run
 from tests.upstreams import serve
 from tests.upstreams.anthropic import API_KEY, AnthropicSimulator
 

@@ -31,8 +31,8 @@ from router.providers import (
     UpstreamUnavailable,
 )
 from router.wire.openai import ChatCompletion, ChatCompletionChunk, ChatRequest
-from tests.providers import harness
-from tests.providers.harness import chat_request, words
+from tests.unit.test_router.test_providers import harness
+from tests.unit.test_router.test_providers.harness import chat_request, words
 from tests.upstreams import serve
 from tests.upstreams.bedrock import SimState, create_app, encode_frame, event_frame
 

@@ -29,7 +29,7 @@ from router.providers import (
     resolve_deployment,
     usage_of,
 )
-from tests.providers.harness import chat_request, collect, run, words
+from tests.unit.test_router.test_providers.harness import chat_request, collect, run, words
 
 PUBLIC = {
     "EMBEDDINGS_DECODER", "ENCODER", "MALFORMED", "PROVIDERS", "REQUEST_DECODER", "Adapter",
