@@ -25,7 +25,8 @@ finish reasons, usage estimates and its stream translator::
 
 The config's ``Deployment`` and ``ProviderEntry`` gain ``region`` from that row (see
 ``_settings``); ``check_providers`` rejects a field an adapter does not read, naming its path.
-``tests/unit/test_router/test_providers/test_registry.py`` registers such an adapter and routes a call to it.
+``tests/unit/test_router/test_providers/test_registry.py`` registers such an adapter and
+routes a call to it.
 """
 
 from __future__ import annotations
