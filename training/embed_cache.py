@@ -32,7 +32,8 @@ class _Encoder(Protocol):
                        batch_size: int = 64) -> np.ndarray: ...
 
 
-def _key(text: str) -> bytes:
+def cache_key(text: str) -> bytes:
+    """A text's row key in a cache file (16 bytes of BLAKE2b)."""
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
@@ -81,7 +82,7 @@ def embed_cached(encoder: _Encoder, texts: Sequence[str], cache_dir: Path | None
         with np.load(path, allow_pickle=False) as npz:
             keys, vectors = npz["keys"], npz["vectors"]
     where = {k: i for i, k in enumerate(keys.tolist())}
-    wanted = [_key(t) for t in texts]
+    wanted = [cache_key(t) for t in texts]
     missing: dict[bytes, str] = {}
     for k, t in zip(wanted, texts, strict=True):
         if k not in where and k not in missing:

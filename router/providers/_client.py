@@ -7,7 +7,7 @@ Why aiohttp under httpx: with httpx's default transport (httpcore + h11, pure Py
 gateway lost throughput as connections grew. Under 32 concurrent clients against an immediate
 upstream, httpx/httpcore took ~70% of the event loop's CPU, most of it in the pool scanning
 every connection on every request (``_assign_requests_to_connections`` -> ``has_expired`` ->
-``is_socket_readable``) and h11's parsing. ``AiohttpTransport`` (``_aiohttp.py``) keeps the
+``is_socket_readable``) and h11's parsing. ``AiohttpTransport`` (``aiohttp_transport.py``) keeps the
 httpx API that the adapters and their tests use (requests, responses, streaming, exceptions)
 while aiohttp's connector pools connections in O(1) and parses with its C parser (figures in
 benchmarks/README.md, "Gateway overhead").
@@ -75,7 +75,7 @@ def build_http_client(*, timeout_s: float, connect_timeout_s: float = 10.0,
     else:
         # Imported here, not at module level: aiohttp costs ~0.2 s to import, which only a
         # process that serves should pay (the CLI's other verbs import router.providers too).
-        from router.providers._aiohttp import AiohttpTransport
+        from router.providers.aiohttp_transport import AiohttpTransport
 
         inner = AiohttpTransport(limits=limits)
     # Error answers lose every credential their request carried before an adapter reads them.

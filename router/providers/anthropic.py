@@ -65,7 +65,6 @@ from router.providers._base import (
     UpstreamError,
     UpstreamRejected,
 )
-from router.providers._http import error_for_status, open_stream, send_json, sse_events
 from router.providers._kit import (
     MALFORMED,
     ChunkStream,
@@ -75,6 +74,7 @@ from router.providers._kit import (
     usage_of,
 )
 from router.providers._settings import Settings
+from router.providers.http_io import error_for_status, open_stream, send_json, sse_events
 from router.wire import anthropic as aw
 from router.wire.openai import (
     AssistantMessage,

@@ -58,7 +58,7 @@ botocore's ``EventStreamBuffer``: ``contentBlockStart`` (a ``toolUse`` start: id
 ``throttlingException`` -> ``UpstreamRateLimited``; ``modelStreamErrorException``,
 ``internalServerException``, ``serviceUnavailableException`` -> ``UpstreamUnavailable``;
 ``validationException`` -> ``UpstreamRejected``; others -> ``UpstreamError``. Error answers
-before the stream (``{"message"}`` bodies named by ``x-amzn-ErrorType``) map in ``_http``.
+before the stream (``{"message"}`` bodies named by ``x-amzn-ErrorType``) map in ``http_io``.
 
 Docs used:
 - https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html
@@ -101,7 +101,6 @@ from router.providers._base import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from router.providers._http import error_for_exception, open_stream, send_json
 from router.providers._kit import (
     MALFORMED,
     ChunkStream,
@@ -114,6 +113,7 @@ from router.providers._kit import (
     usage_of,
 )
 from router.providers._settings import Settings
+from router.providers.http_io import error_for_exception, open_stream, send_json
 from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,

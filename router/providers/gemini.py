@@ -89,7 +89,6 @@ from router.providers._base import (
     UpstreamRejected,
 )
 from router.providers._gemini_schema import Incompatible, gemini_schema
-from router.providers._http import error_for_status, open_stream, send_json, sse_events
 from router.providers._kit import (
     MALFORMED,
     ChunkStream,
@@ -103,6 +102,7 @@ from router.providers._kit import (
     usage_of,
 )
 from router.providers._settings import Settings
+from router.providers.http_io import error_for_status, open_stream, send_json, sse_events
 from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,

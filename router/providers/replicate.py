@@ -77,7 +77,6 @@ from router.providers._base import (
     UpstreamError,
     UpstreamRejected,
 )
-from router.providers._http import open_stream, send_json, sse_events
 from router.providers._kit import (
     ChunkStream,
     completion_id,
@@ -86,6 +85,7 @@ from router.providers._kit import (
     usage_of,
 )
 from router.providers._settings import Settings
+from router.providers.http_io import open_stream, send_json, sse_events
 from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,

@@ -1,6 +1,6 @@
 import numpy as np
 
-from training.embed_cache import _key, embed_cached
+from training.embed_cache import cache_key, embed_cached
 
 
 class _FakeEncoder:
@@ -50,7 +50,7 @@ def test_unreadable_or_foreign_wider_files_mean_encoding_not_errors(tmp_path):
     enc = _FakeEncoder()
     sha = enc.sha256[:16]
     (tmp_path / f"{sha}-l2-l3.npz").write_bytes(b"")  # truncated by a crash
-    np.savez(tmp_path / f"{sha}-l2-l4.npz", keys=np.array([_key("a")], dtype="S16"),
+    np.savez(tmp_path / f"{sha}-l2-l4.npz", keys=np.array([cache_key("a")], dtype="S16"),
              vectors=np.zeros((1, 3)))  # the wrong width for two layers
     (tmp_path / f"{sha}-l 2.npz").write_bytes(b"")  # not a name the cache writes
     np.testing.assert_array_equal(embed_cached(enc, ["a"], tmp_path, layers=(2,)),

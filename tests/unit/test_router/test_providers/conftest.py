@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from router.providers._aiohttp import AiohttpTransport
+from router.providers.aiohttp_transport import AiohttpTransport
 
 _AsyncClient = httpx.AsyncClient
 _LIMITS = httpx.Limits()  # httpx's defaults

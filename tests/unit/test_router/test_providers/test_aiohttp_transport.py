@@ -18,8 +18,8 @@ from router.providers import (
     UpstreamUnavailable,
     build_http_client,
 )
-from router.providers._aiohttp import _proxy_for
-from router.providers._http import open_stream, send_json, sse_events
+from router.providers.aiohttp_transport import proxy_for
+from router.providers.http_io import open_stream, send_json, sse_events
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -217,4 +217,4 @@ def test_streams_closed_early_or_cancelled_give_their_connection_back() -> None:
 ])
 def test_environment_proxies_honour_no_proxy(host: str, expected: str | None) -> None:
     proxies = (("https", "http://proxy:3128"), ("no", "internal.example"))
-    assert _proxy_for(proxies, "https", host) == expected
+    assert proxy_for(proxies, "https", host) == expected

@@ -14,7 +14,7 @@ from router.providers import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from router.providers._http import error_for_status, open_stream, send_json, sse_events
+from router.providers.http_io import error_for_status, open_stream, send_json, sse_events
 
 
 @pytest.mark.parametrize("status, kind", [

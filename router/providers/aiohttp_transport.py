@@ -114,7 +114,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _proxy(self, url: httpx.URL) -> str | None:
         if not self._proxies:
             return None
-        return _proxy_for(tuple(sorted(self._proxies.items())), url.scheme, url.host)
+        return proxy_for(tuple(sorted(self._proxies.items())), url.scheme, url.host)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._session is None:
@@ -158,7 +158,7 @@ async def _chunks(stream: httpx.AsyncByteStream) -> AsyncIterator[bytes]:
 
 
 @lru_cache(maxsize=256)
-def _proxy_for(proxies: tuple[tuple[str, str], ...], scheme: str, host: str) -> str | None:
+def proxy_for(proxies: tuple[tuple[str, str], ...], scheme: str, host: str) -> str | None:
     """The environment's proxy for this scheme and host (``NO_PROXY`` honoured), or None."""
     table = dict(proxies)
     if urllib.request.proxy_bypass_environment(host, table):
