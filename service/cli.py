@@ -116,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"trained {args.router or 'default kind'} router on {table.name} -> {out}")
     results = []
     if (table.splits == "test").any():
-        results.append(evaluate_routing(load_router(out), table, split="test"))
+        results.append(evaluate_routing(load_router(out), table, split="test", encoder=encoder))
     write_card(out, results)
     for r in results:
         print(f"test: AIQ {r['router']['aiq']:.4f} (single-model hull {r['zero_router_aiq']:.4f}),"
@@ -127,8 +127,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval_routing(args: argparse.Namespace) -> int:
     from eval.routing import evaluate_routing
     from router.artifact import load_router
+    from training.encoders import encoder_for
 
-    result = evaluate_routing(load_router(args.router), args.data, split=args.split)
+    router = load_router(args.router)
+    result = evaluate_routing(router, args.data, split=args.split,
+                              encoder=encoder_for(router, args.encoder))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     if args.plot:
@@ -195,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test")
     s.add_argument("--json")
     s.add_argument("--plot")
+    s.add_argument("--encoder", help="the router's encoder, when not a built one under "
+                   "models/encoders/ (an encoder folder)")
     s.set_defaults(func=cmd_eval_routing)
     return p
 

@@ -49,9 +49,10 @@ def load_choice(choice: str | None = None) -> RoutingEncoder:
     return load_encoder(encoder_folder(choice))
 
 
-def encoder_for(router: TrainedRouter) -> RoutingEncoder:
-    """The encoder ``router`` was trained on, found by its id and checked against its spec
-    (``TrainedRouter.check_encoder``: same table for a static one)."""
-    encoder = load_choice(router.spec.encoder.id)
+def encoder_for(router: TrainedRouter, choice: str | None = None) -> RoutingEncoder:
+    """The encoder ``router`` was trained on: ``choice`` (see ``encoder_folder``), by default
+    found by the id in its spec; checked against the spec (``TrainedRouter.check_encoder``:
+    same id, and the same table for a static one)."""
+    encoder = load_choice(choice or router.spec.encoder.id)
     router.check_encoder(encoder)
     return encoder
