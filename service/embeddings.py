@@ -1,7 +1,8 @@
 """``POST /v1/embeddings``: the local MiniLM encoder as a model, or a provider's embeddings.
 
-``model`` is the router's encoder id (``all-MiniLM-L6-v2``, 384-d, free, in-process: the same
-vectors the router and the semantic cache use; texts past 256 tokens keep their head and tail)
+``model`` is the text encoder's id (``engine.text_encoder``, ``all-MiniLM-L6-v2``, 384-d, free,
+in-process: the vectors the semantic cache uses, and the router too unless it reads a static
+table; texts past 256 tokens keep their head and tail)
 or a catalog model with the ``embeddings`` capability, dispatched to its deployments like a
 chat model. Embedding requests are not routed: there is no quality trade-off to make.
 """
@@ -35,7 +36,10 @@ async def create_embeddings(gateway: Gateway, request: EmbeddingsRequest,
     """The vectors and the response headers (request id, model, cost)."""
     started = time.perf_counter()
     request_id = f"emb-{uuid.uuid4().hex}"
-    encoder = gateway.engine.encoder
+    engine = gateway.engine
+    # With a static routing table the transformer loads on first use: off the event loop.
+    encoder = (engine.text_encoder if engine.text.loaded
+               else await asyncio.to_thread(lambda: engine.text_encoder))
     if request.model == encoder.id:
         response = await _local(gateway, request)
         cost, deployment = 0.0, "local"
@@ -66,7 +70,7 @@ async def create_embeddings(gateway: Gateway, request: EmbeddingsRequest,
 
 
 async def _local(gateway: Gateway, request: EmbeddingsRequest) -> EmbeddingsResponse:
-    encoder = gateway.engine.encoder
+    encoder = gateway.engine.text_encoder
     texts = request.texts
     if request.dimensions is not None and request.dimensions != encoder.dim:
         raise BadRequest(f"{encoder.id} returns {encoder.dim} dimensions; it cannot shorten "
@@ -74,7 +78,7 @@ async def _local(gateway: Gateway, request: EmbeddingsRequest) -> EmbeddingsResp
     if len(texts) > MAX_LOCAL_TEXTS:
         raise BadRequest(f"at most {MAX_LOCAL_TEXTS} texts per request to {encoder.id}",
                          param="input")
-    if len(texts) == 1:
+    if len(texts) == 1 and encoder is gateway.engine.encoder:
         # The batcher encodes what the router reads: the sentence embedding comes first.
         vectors = [(await gateway.batcher.encode(texts[0]))[: encoder.dim]]
     else:  # a batch is one encoder call already; off the event loop

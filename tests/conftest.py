@@ -56,3 +56,57 @@ def build_tiny_static(folder, *, dim=8, seed=0, max_seq_length=512):
 def tiny_static(tmp_path):
     """A tiny static encoder folder (see ``build_tiny_static``)."""
     return build_tiny_static(tmp_path / "tiny-static")
+
+
+TOPICS = ["integrals in calculus", "python list comprehension", "french grammar",
+          "chess openings", "tax law", "quantum physics", "baking bread", "sql joins"]
+
+
+def topics_table():
+    """A two-model routing table: 'strong' is right everywhere, 'weak' only on even topics."""
+    import numpy as np
+
+    from training.table import RoutingTable
+
+    prompts = [f"Question {i}: explain {TOPICS[i % 8]} with an example." for i in range(80)]
+    weak = np.array([float(i % 8 % 2 == 0) for i in range(80)])
+    scores = np.stack([np.ones(80), weak], axis=1)
+    costs = np.tile([0.01, 0.001], (80, 1))
+    return RoutingTable(name="topics", prompts=prompts, models=["strong", "weak"],
+                        scores=scores, costs=costs, splits=np.array(["train"] * 80),
+                        tasks=np.array(["t"] * 80))
+
+
+def two_model_config(tmp_path, encoder, text, router):
+    """A config routing between 'big' and 'small' (standing in for 'strong' and 'weak') with
+    the routing encoder folder ``encoder``, text encoder ``text`` and router folder ``router``."""
+    import json
+
+    from router.config import load_config
+
+    (tmp_path / "cf.yaml").write_text(json.dumps({
+        "encoder": {"path": str(encoder), "text_path": str(text)},
+        "router": {"path": str(router)},
+        "models": [
+            {"name": "big", "input_price": 10, "output_price": 30, "context_window": 8000,
+             "stands_in_for": "strong"},
+            {"name": "small", "input_price": 0.1, "output_price": 0.3, "context_window": 8000,
+             "stands_in_for": "weak"}],
+        "routes": [{"name": "auto"}]}))
+    return load_config(tmp_path / "cf.yaml")
+
+
+@pytest.fixture(scope="session")
+def static_router(tmp_path_factory):
+    """(table folder, router folder): a knn router (quick to fit) trained on a tiny static
+    table. Shared: a test that changes the table works on a copy."""
+    from router.encoders import load_encoder
+    from training.fit import train_router
+
+    base = tmp_path_factory.mktemp("static")
+    folder = build_tiny_static(base / "tiny-static")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONTEXTFORGE_EMBED_CACHE", str(base / "emb"))
+        out = train_router(topics_table(), base / "router", kind="knn",
+                           encoder=load_encoder(folder), calibrate=False)
+    return folder, out

@@ -6,66 +6,25 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import build_tiny_static
+from conftest import build_tiny_static, topics_table, two_model_config
 
 from router.artifact import ArtifactError, load_router
-from router.config import ConfigError, load_config
+from router.config import ConfigError
 from router.encoders import load_encoder
 from router.engine import RoutingEngine
 from training.fit import train_router
-from training.table import RoutingTable
-
-TOPICS = ["integrals in calculus", "python list comprehension", "french grammar",
-          "chess openings", "tax law", "quantum physics", "baking bread", "sql joins"]
-
-
-def _table() -> RoutingTable:
-    """'strong' is right everywhere, 'weak' only on even topics."""
-    prompts = [f"Question {i}: explain {TOPICS[i % 8]} with an example." for i in range(80)]
-    weak = np.array([float(i % 8 % 2 == 0) for i in range(80)])
-    scores = np.stack([np.ones(80), weak], axis=1)
-    costs = np.tile([0.01, 0.001], (80, 1))
-    return RoutingTable(name="topics", prompts=prompts, models=["strong", "weak"],
-                        scores=scores, costs=costs, splits=np.array(["train"] * 80),
-                        tasks=np.array(["t"] * 80))
-
-
-def _config(tmp_path, encoder, text, router):
-    (tmp_path / "cf.yaml").write_text(json.dumps({
-        "encoder": {"path": str(encoder), "text_path": str(text)},
-        "router": {"path": str(router)},
-        "models": [
-            {"name": "big", "input_price": 10, "output_price": 30, "context_window": 8000,
-             "stands_in_for": "strong"},
-            {"name": "small", "input_price": 0.1, "output_price": 0.3, "context_window": 8000,
-             "stands_in_for": "weak"}],
-        "routes": [{"name": "auto"}]}))
-    return load_config(tmp_path / "cf.yaml")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A knn router (quick to fit) trained on a tiny static table; a fresh copy of the table
-    folder per test, since one test rebuilds it."""
-    base = tmp_path_factory.mktemp("static")
-    folder = build_tiny_static(base / "tiny-static")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CONTEXTFORGE_EMBED_CACHE", str(base / "emb"))
-        out = train_router(_table(), base / "router", kind="knn",
-                           encoder=load_encoder(folder), calibrate=False)
-    return folder, out
 
 
 @pytest.fixture()
-def trained_copy(trained, tmp_path):
-    folder, out = trained
+def trained_copy(static_router, tmp_path):
+    folder, out = static_router
     copy = tmp_path / "tiny-static"
     shutil.copytree(folder, copy)
     return copy, out
 
 
-def test_training_records_the_static_encoder_and_reads_no_layers(trained):
-    folder, out = trained
+def test_training_records_the_static_encoder_and_reads_no_layers(static_router):
+    folder, out = static_router
     spec = json.loads((out / "router.json").read_text())
     table_sha = json.loads((folder / "encoder.json").read_text())["sha256"]["table"]
     assert spec["encoder"] == {"id": "tiny-static", "sha256": table_sha}
@@ -73,14 +32,14 @@ def test_training_records_the_static_encoder_and_reads_no_layers(trained):
     with np.load(out / "weights.npz") as w:
         assert w["x"].shape == (80, 8 + 5)  # the table's 8 dimensions, 5 surface features
     with pytest.raises(ValueError, match="no inner layers"):
-        train_router(_table(), out.parent / "r2", kind="knn",
+        train_router(topics_table(), out.parent / "r2", kind="knn",
                      encoder=load_encoder(folder), layers=(2, 3))
 
 
 def test_engine_routes_on_the_table_and_serves_the_transformer_as_text_encoder(
-        tmp_path, trained, encoder_dir):
-    folder, out = trained
-    engine = RoutingEngine.from_config(_config(tmp_path, folder, encoder_dir, out))
+        tmp_path, static_router, encoder_dir):
+    folder, out = static_router
+    engine = RoutingEngine.from_config(two_model_config(tmp_path, folder, encoder_dir, out))
     d = engine.decide("Question 99: explain tax law with an example.")
     assert d.encoder == "tiny-static" and d.model in {"big", "small"}
     assert d.input_tokens == engine.encoder.count_tokens(
@@ -97,21 +56,23 @@ def test_a_router_trained_on_another_table_is_refused(tmp_path, trained_copy, en
     folder, out = trained_copy
     build_tiny_static(folder, seed=1)  # "this machine's distillation came out different"
     with pytest.raises(ConfigError, match="table sha256"):
-        RoutingEngine.from_config(_config(tmp_path, folder, encoder_dir, out))
+        RoutingEngine.from_config(two_model_config(tmp_path, folder, encoder_dir, out))
     with pytest.raises(ArtifactError, match="contextforge setup --retrain"):
         load_router(out).check_encoder(load_encoder(folder))
 
 
-def test_text_path_must_be_a_built_transformer(tmp_path, trained):
-    folder, out = trained
+def test_text_path_must_be_a_built_transformer(tmp_path, static_router):
+    folder, out = static_router
     with pytest.raises(ConfigError, match=r"encoder.text_path: .* static encoder"):
-        RoutingEngine.from_config(_config(tmp_path, folder, folder, out))
+        RoutingEngine.from_config(two_model_config(tmp_path, folder, folder, out))
     with pytest.raises(ConfigError, match=r"encoder.text_path: .*contextforge setup"):
-        RoutingEngine.from_config(_config(tmp_path, folder, tmp_path / "none", out))
+        RoutingEngine.from_config(
+            two_model_config(tmp_path, folder, tmp_path / "none", out))
 
 
 def test_an_onnx_router_is_its_own_text_encoder(tmp_path, encoder, encoder_dir, embed_cache):
-    out = train_router(_table(), tmp_path / "router", kind="knn", encoder=encoder,
+    out = train_router(topics_table(), tmp_path / "router", kind="knn", encoder=encoder,
                        layers=(), calibrate=False)
-    engine = RoutingEngine.from_config(_config(tmp_path, encoder_dir, encoder_dir, out))
+    engine = RoutingEngine.from_config(
+        two_model_config(tmp_path, encoder_dir, encoder_dir, out))
     assert engine.text.loaded and engine.text_encoder is engine.encoder
