@@ -12,6 +12,10 @@ Because the fp32 encoder is bound by arithmetic, the figure follows the host. So
 reports the host's floor: the encoder graph's weight matmuls for this prompt (FLOPs read off
 the ONNX file) timed one after another with numpy's BLAS at the same shapes, and numpy's
 sgemm throughput on a large square product.
+
+With a static routing encoder (``encoder.path`` a token table, ``router.static_encoder``) the
+decision is a lookup: there is no onnxruntime pool to spin, and the floor printed is the
+transformer's (``encoder.text_path``), for comparison.
 """
 
 from __future__ import annotations
