@@ -28,10 +28,10 @@ from eval.experiment import (
     task_prior,
 )
 from eval.routing import eval_rows, summarize
-from router.embedding import Encoder
+from router.encoders import RoutingEncoder
 from training.data import load
-from training.export_encoder import ensure_encoder
-from training.fit import DEFAULT_KIND, DEFAULT_LAYERS, LAYERS_HELP, parse_layers
+from training.encoders import ENCODER_HELP, load_choice
+from training.fit import DEFAULT_KIND, LAYERS_HELP, parse_layers
 
 KINDS = ["knn", "linear", "mlp", "mf", "ensemble", "taskmix"]
 
@@ -85,7 +85,7 @@ def cascade_rows(table) -> dict:
 
 
 def run_split(name: str, train, test, encoder, kinds, prior: bool = True, surface: bool = True,
-              layers: tuple[int, ...] = DEFAULT_LAYERS) -> dict:
+              layers: tuple[int, ...] | None = None) -> dict:
     f = features(train, test, encoder, surface=surface, layers=layers)
     pc = predicted_costs(train, f)
     out = {}
@@ -104,8 +104,8 @@ def run_split(name: str, train, test, encoder, kinds, prior: bool = True, surfac
     return out
 
 
-def bench(datasets: list[str], kinds: list[str], encoder: Encoder, surface: bool = True,
-          layers: tuple[int, ...] = DEFAULT_LAYERS) -> dict:
+def bench(datasets: list[str], kinds: list[str], encoder: RoutingEncoder,
+          surface: bool = True, layers: tuple[int, ...] | None = None) -> dict:
     results: dict = {}
     for name in datasets:
         table = load(name)
@@ -126,6 +126,7 @@ def bench(datasets: list[str], kinds: list[str], encoder: Encoder, surface: bool
         main = DEFAULT_KIND if DEFAULT_KIND in kinds else kinds[0]
         first = next(iter(splits))
         results[name] = {"dataset": name, "split": first, "router_kind": main,
+                         "encoder": encoder.id,
                          **splits[first][main], "routers": splits}
     return results
 
@@ -166,12 +167,14 @@ def main() -> None:
     p.add_argument("--data", default="routerbench,routerdc,routellm-mmlu,routellm-gsm8k")
     p.add_argument("--no-surface", action="store_true",
                    help="embeddings only: leave out the surface features (router.features)")
-    p.add_argument("--layers", default=",".join(map(str, DEFAULT_LAYERS)), help=LAYERS_HELP)
+    p.add_argument("--layers", help=LAYERS_HELP + "; none for a static encoder")
+    p.add_argument("--encoder", help=ENCODER_HELP)
     args = p.parse_args()
-    encoder = Encoder.load(ensure_encoder())
+    encoder = load_choice(args.encoder)
     t0 = time.perf_counter()
+    layers = None if args.layers is None else parse_layers(args.layers)
     results = bench(args.data.split(","), args.kinds.split(","), encoder,
-                    surface=not args.no_surface, layers=parse_layers(args.layers))
+                    surface=not args.no_surface, layers=layers)
     print_table(results)
     print(f"total {time.perf_counter() - t0:.1f} s")
     if args.json:

@@ -23,11 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from eval.experiment import cross_val_predict  # noqa: E402
 from eval.routing import summarize  # noqa: E402
-from router.embedding import Encoder  # noqa: E402
 from training.data import load  # noqa: E402
-from training.export_encoder import ensure_encoder  # noqa: E402
+from training.encoders import ENCODER_HELP, load_choice  # noqa: E402
 from training.fit import (  # noqa: E402
-    DEFAULT_LAYERS,
     LAYERS_HELP,
     parse_layers,
     training_rows,
@@ -40,18 +38,19 @@ def main() -> int:
     ap.add_argument("--kinds", default="knn,linear,mlp,mf,ensemble,taskmix")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-surface", action="store_true", help="embeddings only")
-    ap.add_argument("--layers", default=",".join(map(str, DEFAULT_LAYERS)), help=LAYERS_HELP)
+    ap.add_argument("--layers", help=LAYERS_HELP + "; none for a static encoder")
+    ap.add_argument("--encoder", help=ENCODER_HELP)
     args = ap.parse_args()
-    encoder = Encoder.load(ensure_encoder())
+    encoder = load_choice(args.encoder)
     table = training_rows(load(args.data))
     # Rows with a missing score cannot be scored out of fold.
     table = table.select(~np.isnan(table.scores).any(axis=1))
     out = {}
-    print(f"{args.data}: {len(table)} train rows, 5-fold CV")
+    print(f"{args.data}: {len(table)} train rows, 5-fold CV, encoder {encoder.id}")
     for kind in args.kinds.split(","):
         t0 = time.perf_counter()
         q, c = cross_val_predict(kind, table, encoder, surface=not args.no_surface,
-                                 layers=parse_layers(args.layers))
+                                 layers=None if args.layers is None else parse_layers(args.layers))
         s = summarize(table, q, c, per_task=False)
         out[kind] = {"aiq": s["router"]["aiq"], "zero_router_aiq": s["zero_router_aiq"],
                      "apgr": s.get("apgr"),
@@ -65,8 +64,8 @@ def main() -> int:
     print(f"best by CV AIQ: {best}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"data": args.data, "kinds": out, "best": best},
-                                        indent=2))
+        args.json.write_text(json.dumps({"data": args.data, "encoder": encoder.id, "kinds": out,
+                                         "best": best}, indent=2))
     return 0
 
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.base import clone
 
-from router.embedding import Encoder
+from router.encoders import RoutingEncoder
 from router.features import SurfaceScaler
 from router.text import learn_boilerplate, routing_text
 from training.data import count_tokens
 from training.embed_cache import embed_cached
 from training.estimators import ESTIMATORS, fit_with_tasks
-from training.fit import DEFAULT_LAYERS, fit_cost_model
+from training.fit import default_layers, fit_cost_model
 from training.table import RoutingTable
 
 
@@ -33,11 +33,12 @@ class Features:
     tokens_test: np.ndarray
 
 
-def features(train: RoutingTable, test: RoutingTable, encoder: Encoder, *,
-             surface: bool = True, layers: Sequence[int] = DEFAULT_LAYERS) -> Features:
+def features(train: RoutingTable, test: RoutingTable, encoder: RoutingEncoder, *,
+             surface: bool = True, layers: Sequence[int] | None = None) -> Features:
     """What a router trained on ``train`` reads for both tables: embeddings of the routing
-    texts (with the mean hidden states of ``layers``), with the surface features scaled on the
-    train rows when ``surface``."""
+    texts (with the mean hidden states of ``layers``; ``None``: the encoder's default), with
+    the surface features scaled on the train rows when ``surface``."""
+    layers = default_layers(encoder) if layers is None else tuple(layers)
     boilerplate = learn_boilerplate(train.prompts)
     texts_train = [routing_text(p, boilerplate) for p in train.prompts]
     scaler = SurfaceScaler.fit(train.prompts, texts_train) if surface else None
@@ -79,8 +80,8 @@ def task_prior(train: RoutingTable, test: RoutingTable) -> np.ndarray:
     return out
 
 
-def cross_val_predict(kind: str, table: RoutingTable, encoder: Encoder, folds: int = 5,
-                      seed: int = 0, surface: bool = True, layers: Sequence[int] = DEFAULT_LAYERS
+def cross_val_predict(kind: str, table: RoutingTable, encoder: RoutingEncoder, folds: int = 5,
+                      seed: int = 0, surface: bool = True, layers: Sequence[int] | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold predicted quality and cost for every row (fixed seed-``seed`` folds)."""
     assign = np.random.default_rng(seed).permutation(len(table)) % folds

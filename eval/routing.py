@@ -9,10 +9,10 @@ import numpy as np
 
 from eval import metrics
 from router.artifact import TrainedRouter
-from router.embedding import Encoder
+from router.encoders import RoutingEncoder
 from training.data import count_tokens, load
 from training.embed_cache import embed_cached
-from training.fit import DEFAULT_ENCODER
+from training.encoders import encoder_for
 from training.table import RoutingTable
 
 
@@ -79,7 +79,7 @@ def two_model_metrics(scores: np.ndarray, costs: np.ndarray, pred_q: np.ndarray
     }
 
 
-def predict_rows(router: TrainedRouter, rows: RoutingTable, encoder: Encoder
+def predict_rows(router: TrainedRouter, rows: RoutingTable, encoder: RoutingEncoder
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The router's predicted quality and cost for each row."""
     x = embed_cached(encoder, router.routing_texts(rows.prompts), layers=router.layers)
@@ -88,14 +88,16 @@ def predict_rows(router: TrainedRouter, rows: RoutingTable, encoder: Encoder
 
 
 def evaluate_routing(router: TrainedRouter, data: str | RoutingTable, *, split: str = "test",
-                     encoder: Encoder | None = None, per_task: bool = True) -> dict[str, Any]:
-    """Evaluate ``router`` on ``data``'s ``split``; returns the ``eval routing --json`` dict."""
+                     encoder: RoutingEncoder | None = None, per_task: bool = True
+                     ) -> dict[str, Any]:
+    """Evaluate ``router`` on ``data``'s ``split``; returns the ``eval routing --json`` dict.
+    ``encoder``: default, the one the router was trained on (``training.encoders``)."""
     table = load(data) if isinstance(data, str) else data
     if table.models != router.models:
         raise ValueError(f"router {router.spec.name!r} predicts {router.models}, "
                          f"{table.name} has {table.models}")
     rows = eval_rows(table, split)
-    encoder = encoder or Encoder.load(DEFAULT_ENCODER)
+    encoder = encoder or encoder_for(router)
     pred_q, pred_c = predict_rows(router, rows, encoder)
     result = {"dataset": table.name, "split": split, "router_name": router.spec.name,
               "router_kind": router.spec.kind, "cost_source": table.cost_source}

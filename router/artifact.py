@@ -17,8 +17,9 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
@@ -33,6 +34,9 @@ FORMAT_VERSION = 3
 
 
 class EncoderRef(msgspec.Struct, frozen=True):
+    """The encoder a router reads: its id and the sha256 of its model file (ONNX) or table
+    (static; checked on load, see ``TrainedRouter.check_encoder``)."""
+
     id: str
     sha256: str
 
@@ -69,6 +73,18 @@ class RouterSpec(msgspec.Struct, frozen=True):
     format_version: int = FORMAT_VERSION
 
 
+class EncoderLike(Protocol):
+    """What ``TrainedRouter.check_encoder`` reads of an encoder (``router.encoders``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    def check_layers(self, layers: Sequence[int]) -> None: ...
+
+
 class ArtifactError(ValueError):
     """A router folder is missing, unreadable or inconsistent."""
 
@@ -95,6 +111,26 @@ class TrainedRouter:
     def layers(self) -> tuple[int, ...]:
         """Encoder layers whose mean hidden states the router reads (``encode_routing``)."""
         return tuple(self.spec.layers)
+
+    def check_encoder(self, encoder: EncoderLike) -> None:
+        """Raise ``ArtifactError`` unless ``encoder`` is the one this router was trained on:
+        the same id, for a static table the same sha256 (it is rebuilt on each machine, so the
+        file could differ from the router's), and the inner layers the router reads."""
+        ref, name = self.spec.encoder, self.spec.name
+        if ref.id != encoder.id:
+            raise ArtifactError(f"router {name!r} was trained on encoder {ref.id!r}, "
+                                f"not {encoder.id!r}")
+        if getattr(encoder, "kind", "onnx") == "static" and ref.sha256 != encoder.sha256:
+            raise ArtifactError(
+                f"router {name!r} was trained on encoder {ref.id!r} with table sha256 "
+                f"{ref.sha256[:12]}..., but the table here has {encoder.sha256[:12]}...: this "
+                "machine's distillation came out different. Retrain the router on this table "
+                "(`contextforge setup --retrain` for the default router, else "
+                f"`contextforge train --encoder {ref.id} ...`)")
+        try:
+            encoder.check_layers(self.layers)
+        except ValueError as exc:
+            raise ArtifactError(f"router {name!r}: {exc}") from None
 
     def routing_texts(self, prompts: list[str]) -> list[str]:
         """What gets embedded for each prompt (boilerplate learned at fit time removed)."""

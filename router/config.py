@@ -64,7 +64,13 @@ class RouteEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class EncoderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The encoders (``router.encoders``): ``path`` is what routers read, an ONNX transformer
+    or a static token table (its ``encoder.json`` says which); ``text_path`` is the transformer
+    whose vectors ``/v1/embeddings`` serves and the semantic cache compares, loaded on first
+    use when it is not ``path``. ``quantized``, ``threads`` and ``spin`` apply to ONNX ones."""
+
     path: str = "models/encoders/all-MiniLM-L6-v2"
+    text_path: str = "models/encoders/all-MiniLM-L6-v2"
     quantized: bool = False
     threads: int = 2
     # Busy-wait in onnxruntime's threads: lower latency per lone encode, less CPU for the

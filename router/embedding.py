@@ -41,6 +41,7 @@ class _Manifest(msgspec.Struct, frozen=True):
     source: str = ""
     source_sha256: str | None = None
     layers: int = 0  # hidden-state means the graph outputs (embeddings + each layer); 0: none
+    kind: str = "onnx"  # "static": a token table, router.static_encoder
 
 
 def truncate_middle(ids: Sequence[int], budget: int, head: int = DEFAULT_HEAD_TOKENS) -> list[int]:
@@ -63,6 +64,8 @@ def _special_tokens(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
 
 class Encoder:
     """A sentence encoder exported to ONNX. Thread-safe: onnxruntime sessions are."""
+
+    kind = "onnx"
 
     def __init__(
         self,
@@ -111,6 +114,9 @@ class Encoder:
             manifest = msgspec.json.decode(manifest_file.read_bytes(), type=_Manifest)
         except msgspec.ValidationError as exc:
             raise ValueError(f"{manifest_file}: {exc}") from exc
+        if manifest.kind != "onnx":
+            raise ValueError(f"{path}: a {manifest.kind} encoder, not an ONNX one; load it with "
+                             "router.embedding.load_encoder")
         variant, model = ("int8", "model.int8.onnx") if quantized else ("fp32", "model.onnx")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads

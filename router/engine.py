@@ -15,10 +15,17 @@ from collections.abc import Collection
 import msgspec
 import numpy as np
 
-from router.artifact import TrainedRouter, load_router
+from router.artifact import ArtifactError, TrainedRouter, load_router
 from router.catalog import Catalog
 from router.config import Config, ConfigError, ModelEntry, RouteEntry
 from router.embedding import Encoder, MicroBatcher
+from router.encoders import (
+    LazyEncoder,
+    RoutingEncoder,
+    check_text_encoder,
+    load_encoder,
+    text_encoder_slot,
+)
 from router.policy import NoEligibleModel, PolicySpec, calibrate_threshold, choose
 from router.requirements import Requirements, excluded_because
 
@@ -71,11 +78,15 @@ class _Route:
 class RoutingEngine:
     """Routing decisions for prompts, explained candidate by candidate."""
 
-    def __init__(self, config: Config, encoder: Encoder, router: TrainedRouter):
+    def __init__(self, config: Config, encoder: RoutingEncoder, router: TrainedRouter,
+                 text: LazyEncoder | None = None):
+        """``encoder`` is what ``router`` reads; ``text`` holds the transformer behind
+        ``text_encoder`` (pass another engine's ``text`` to share one loaded copy)."""
         self.config = config
         self.catalog = Catalog(config.models)
         self.encoder = encoder
         self.router = router
+        self.text = text or text_encoder_slot(config, encoder)
         self.routes: dict[str, _Route] = {}
         for i, entry in enumerate(config.routes):
             names = entry.candidates or [m.name for m in config.models if m.stands_in_for]
@@ -92,18 +103,21 @@ class RoutingEngine:
     def from_config(cls, config: Config) -> RoutingEngine:
         """Load the encoder and router the config names."""
         enc = config.encoder
-        encoder = Encoder.load(config.resolve(enc.path), quantized=enc.quantized, spin=enc.spin,
+        encoder = load_encoder(config.resolve(enc.path), quantized=enc.quantized, spin=enc.spin,
                                threads=enc.threads)
+        check_text_encoder(config)
         router = load_router(config.resolve(config.router.path))
-        if router.spec.encoder.id != encoder.id:
-            raise ConfigError(f"router {router.spec.name!r} was trained on encoder "
-                              f"{router.spec.encoder.id!r}, the config loads {encoder.id!r}")
         try:
-            encoder.check_layers(router.layers)
-        except ValueError as exc:
-            raise ConfigError(f"router {router.spec.name!r} at {config.resolve(config.router.path)}"
-                              f": {exc}") from None
+            router.check_encoder(encoder)
+        except ArtifactError as exc:
+            raise ConfigError(f"{config.resolve(config.router.path)}: {exc}") from None
         return cls(config, encoder, router)
+
+    @property
+    def text_encoder(self) -> Encoder:
+        """The transformer (``encoder.text_path``) for ``/v1/embeddings`` and anything else
+        that needs its vectors, never the static routing table; loaded on first use."""
+        return self.text.get()
 
     def embed(self, prompt: str) -> np.ndarray:
         """What the router reads for ``prompt``: ``Encoder.encode_routing`` of its routing text

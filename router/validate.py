@@ -32,12 +32,13 @@ def check(config: Config) -> None:
 
 
 def build_engine(config: Config, *, like: RoutingEngine | None = None) -> RoutingEngine:
-    """Every step, and the engine that serves ``config``: ``like``'s encoder and router when
-    given (a reconfiguration), else loaded from the files the config names."""
+    """Every step, and the engine that serves ``config``: ``like``'s encoders and router when
+    given (a reconfiguration: the loaded transformer is shared too), else loaded from the
+    files the config names."""
     check(config)
     if like is None:
         return RoutingEngine.from_config(config)
-    return RoutingEngine(config, like.encoder, like.router)
+    return RoutingEngine(config, like.encoder, like.router, text=like.text)
 
 
 __all__ = ["ConfigError", "build_engine", "check"]

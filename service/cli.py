@@ -24,20 +24,25 @@ def _out(obj) -> None:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
+    from router.artifact import load_router
+    from training.encoders import encoder_folder, encoder_for
     from training.export_encoder import ensure_encoder
 
-    path = ensure_encoder()
-    print(f"encoder: {path}")
+    # The transformer is always built: /v1/embeddings serves it whatever routing reads.
+    print(f"encoder: {ensure_encoder()}", flush=True)
     if not (DEFAULT_ROUTER / "router.json").exists() or args.retrain:
         from eval.card import write_card
         from eval.routing import evaluate_routing
-        from router.artifact import load_router
         from training.fit import train_router
 
         print(f"training the default router into {DEFAULT_ROUTER} ...", flush=True)
         train_router("routerbench", DEFAULT_ROUTER, name="default")
         router = load_router(DEFAULT_ROUTER)
         write_card(DEFAULT_ROUTER, [evaluate_routing(router, "routerbench", split="test")])
+    router = load_router(DEFAULT_ROUTER)
+    # Builds the routing encoder the router reads if missing, and refuses a different table.
+    encoder_for(router)
+    print(f"routing encoder: {encoder_folder(router.spec.encoder.id)}")
     print(f"router: {DEFAULT_ROUTER}")
     return 0
 
@@ -100,16 +105,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from eval.routing import evaluate_routing
     from router.artifact import load_router
     from training.data import load
-    from training.fit import DEFAULT_LAYERS, parse_layers, train_router
+    from training.encoders import load_choice
+    from training.fit import parse_layers, train_router
 
-    layers = DEFAULT_LAYERS if args.layers is None else parse_layers(args.layers)
+    layers = None if args.layers is None else parse_layers(args.layers)
+    encoder = load_choice(args.encoder)
     table = load(args.data)
-    out = train_router(table, Path(args.out), kind=args.router,
+    out = train_router(table, Path(args.out), kind=args.router, encoder=encoder,
                        surface=not args.no_surface, layers=layers)
     print(f"trained {args.router or 'default kind'} router on {table.name} -> {out}")
     results = []
     if (table.splits == "test").any():
-        results.append(evaluate_routing(load_router(out), table, split="test"))
+        results.append(evaluate_routing(load_router(out), table, split="test", encoder=encoder))
     write_card(out, results)
     for r in results:
         print(f"test: AIQ {r['router']['aiq']:.4f} (single-model hull {r['zero_router_aiq']:.4f}),"
@@ -120,8 +127,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval_routing(args: argparse.Namespace) -> int:
     from eval.routing import evaluate_routing
     from router.artifact import load_router
+    from training.encoders import encoder_for
 
-    result = evaluate_routing(load_router(args.router), args.data, split=args.split)
+    router = load_router(args.router)
+    result = evaluate_routing(router, args.data, split=args.split,
+                              encoder=encoder_for(router, args.encoder))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     if args.plot:
@@ -177,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Not training.fit.LAYERS_HELP: importing training here would load sklearn for every verb.
     s.add_argument("--layers", help="encoder layers whose mean hidden states the router reads "
                    "beside the embedding: comma-separated, or 'none' (default: the shipped "
-                   "choice, training.fit.DEFAULT_LAYERS)")
+                   "choice, training.fit.DEFAULT_LAYERS, for a transformer; none for static)")
+    s.add_argument("--encoder", help="what the router reads: minilm, static, a built encoder's "
+                   "id or folder (default: the shipped choice, training.encoders)")
     s.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate routers").add_subparsers(dest="what", required=True)
@@ -187,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test")
     s.add_argument("--json")
     s.add_argument("--plot")
+    s.add_argument("--encoder", help="the router's encoder, when not a built one under "
+                   "models/encoders/ (an encoder folder)")
     s.set_defaults(func=cmd_eval_routing)
     return p
 

@@ -2,6 +2,8 @@ import os
 
 import pytest
 
+from tests.static_tables import build_tiny_static, topics_table
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -26,3 +28,25 @@ def embed_cache(tmp_path, monkeypatch):
     """A private embedding cache so tests never read or write the benchmarks' one."""
     monkeypatch.setenv("CONTEXTFORGE_EMBED_CACHE", str(tmp_path / "emb"))
     return tmp_path / "emb"
+
+
+@pytest.fixture()
+def tiny_static(tmp_path):
+    """A tiny static encoder folder (see ``build_tiny_static``)."""
+    return build_tiny_static(tmp_path / "tiny-static")
+
+
+@pytest.fixture(scope="session")
+def static_router(tmp_path_factory):
+    """(table folder, router folder): a knn router (quick to fit) trained on a tiny static
+    table. Shared: a test that changes the table works on a copy."""
+    from router.encoders import load_encoder
+    from training.fit import train_router
+
+    base = tmp_path_factory.mktemp("static")
+    folder = build_tiny_static(base / "tiny-static")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONTEXTFORGE_EMBED_CACHE", str(base / "emb"))
+        out = train_router(topics_table(), base / "router", kind="knn",
+                           encoder=load_encoder(folder), calibrate=False)
+    return folder, out

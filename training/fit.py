@@ -1,10 +1,10 @@
 """Fit a router from a routing table and write its artifact folder.
 
 ``train_router`` is what ``contextforge train`` runs: load the data, learn the boilerplate to
-strip, embed (cached; with the inner layers of ``DEFAULT_LAYERS``, see
-``Encoder.encode_routing``), append the surface features (``router.features``), fit the estimator on
-the ``train`` split, fit the per-model cost model, compute out-of-fold predictions for threshold
-calibration, and save.
+strip, embed (cached; the encoder ``training.encoders`` names, with the inner layers of
+``DEFAULT_LAYERS`` for a transformer, see ``Encoder.encode_routing``), append the surface
+features (``router.features``), fit the estimator on the ``train`` split, fit the per-model
+cost model, compute out-of-fold predictions for threshold calibration, and save.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import numpy as np
 from sklearn.base import clone
 
 from router.artifact import CostModel, DataRef, EncoderRef, RouterSpec, save_router
-from router.embedding import Encoder
+from router.encoders import RoutingEncoder
 from router.features import SurfaceScaler
 from router.text import learn_boilerplate, routing_text
 from training.data import count_tokens, load
 from training.embed_cache import embed_cached
+from training.encoders import load_choice
 from training.estimators import (
     ESTIMATORS,
     EnsembleRouter,
@@ -49,8 +50,12 @@ def parse_layers(text: str) -> tuple[int, ...]:
     except ValueError:
         raise ValueError(f"--layers {text!r}: give comma-separated layer numbers, e.g. 2,3,4, "
                          "or 'none'") from None
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_ENCODER = REPO / "models" / "encoders" / "all-MiniLM-L6-v2"
+
+
+def default_layers(encoder: RoutingEncoder) -> tuple[int, ...]:
+    """``DEFAULT_LAYERS`` for a transformer; none for a static table, which has no layers."""
+    return DEFAULT_LAYERS if encoder.kind == "onnx" else ()
+
 
 
 def table_sha256(table: RoutingTable) -> str:
@@ -113,17 +118,18 @@ def train_router(
     out: Path,
     *,
     kind: str | None = None,
-    encoder: Encoder | None = None,
+    encoder: RoutingEncoder | None = None,
     name: str | None = None,
     calibrate: bool = True,
     surface: bool = True,
-    layers: Sequence[int] = DEFAULT_LAYERS,
+    layers: Sequence[int] | None = None,
 ) -> Path:
     """Train a router of ``kind`` on ``data`` (a built-in name, a file path or a table).
 
-    ``surface``: the router reads surface features (length, numbers, script) beside the
-    embedding; ``layers``: the encoder layers whose mean hidden states it reads too (``()``:
-    the sentence embedding alone)."""
+    ``encoder``: what it reads (default: ``training.encoders.DEFAULT_ENCODER``), recorded in
+    its spec by id and sha256. ``surface``: it reads surface features (length, numbers,
+    script) beside the embedding; ``layers``: the encoder layers whose mean hidden states it
+    reads too (``()``: the sentence embedding alone; ``None``: ``default_layers``)."""
     kind = kind or DEFAULT_KIND
     if kind not in ESTIMATORS:
         raise ValueError(f"unknown router kind {kind!r}; known: {', '.join(ESTIMATORS)}")
@@ -131,7 +137,9 @@ def train_router(
     train = training_rows(table)
     if len(train) < 10:
         raise ValueError(f"{table.name}: {len(train)} training rows; need at least 10")
-    encoder = encoder or Encoder.load(DEFAULT_ENCODER)
+    encoder = encoder or load_choice()
+    layers = default_layers(encoder) if layers is None else tuple(layers)
+    encoder.check_layers(layers)
     boilerplate = learn_boilerplate(train.prompts)
     texts = [routing_text(p, boilerplate) for p in train.prompts]
     x = embed_cached(encoder, texts, layers=layers)

@@ -136,12 +136,12 @@ async def _relay(ex: Exchange, first: ChatCompletionChunk | None,
 
 
 async def _local_embeddings(ex: Exchange, request: EmbeddingsRequest, gw: Gateway) -> None:
-    encoder = gw.engine.encoder
+    encoder = gw.engine.text_encoder  # loaded by the route stage
     texts = request.texts
     if len(texts) > MAX_LOCAL_TEXTS:
         raise BadRequest(f"at most {MAX_LOCAL_TEXTS} texts per request to {encoder.id}",
                          param="input")
-    if len(texts) == 1:
+    if len(texts) == 1 and encoder is gw.engine.encoder:
         # The batcher encodes what the router reads: the sentence embedding comes first.
         vectors = [(await gw.batcher.encode(texts[0]))[: encoder.dim]]
     else:  # a batch is one encoder call already; off the event loop

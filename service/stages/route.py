@@ -49,7 +49,7 @@ class Route:
 
     async def enter(self, ex: Exchange, gw: Gateway) -> None:
         if isinstance(ex.request, EmbeddingsRequest):
-            self._embeddings(ex, ex.request, gw)
+            await self._embeddings(ex, ex.request, gw)
             return
         request = ex.request
         assert isinstance(request, ChatRequest)
@@ -83,8 +83,12 @@ class Route:
         return None
 
     @staticmethod
-    def _embeddings(ex: Exchange, request: EmbeddingsRequest, gw: Gateway) -> None:
-        encoder = gw.engine.encoder
+    async def _embeddings(ex: Exchange, request: EmbeddingsRequest, gw: Gateway) -> None:
+        engine = gw.engine
+        # /v1/embeddings serves the transformer, whatever routing reads; with a static routing
+        # table it loads on first use, off the event loop.
+        encoder = (engine.text_encoder if engine.text.loaded
+                   else await asyncio.to_thread(lambda: engine.text_encoder))
         if request.model == encoder.id:
             model, ex.local = local_model(encoder), True
             if request.dimensions is not None and request.dimensions != encoder.dim:

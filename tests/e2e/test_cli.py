@@ -137,3 +137,29 @@ def test_route_shows_a_pinned_model_the_way_the_gateway_serves_it(capsys):
     assert d["route"] == "none" and d["mode"] == "pinned" and d["model"] == "gpt-4o"
     assert main(["route", "hi", "--route", "gpt-4o", "--require", "embeddings"]) == 2
     assert "it lacks embeddings" in capsys.readouterr().err
+
+
+def test_train_on_a_static_encoder_records_it_and_refuses_layers(tmp_path, capsys, embed_cache,
+                                                                  tiny_static):
+    data = _write_data(tmp_path / "mine.jsonl")
+    out = tmp_path / "router"
+    assert main(["train", "--data", str(data), "--router", "knn", "--out", str(out),
+                 "--encoder", str(tiny_static)]) == 0
+    spec = json.loads((out / "router.json").read_text())
+    manifest = json.loads((tiny_static / "encoder.json").read_text())
+    assert spec["encoder"] == {"id": "tiny-static", "sha256": manifest["sha256"]["table"]}
+    assert spec["layers"] == []  # a table has no inner layers: none by default
+    card = json.loads((out / "card.json").read_text())
+    assert card["evaluations"][0]["n"] == 20  # evaluated on the encoder it was trained on
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "bad"),
+                 "--encoder", str(tiny_static), "--layers", "2"]) == 2
+    assert "no inner layers" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "bad"),
+                 "--encoder", "nonsense"]) == 2
+    assert "not minilm, static" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    # eval routing finds a built encoder by the router's id, another one by --encoder
+    assert main(["eval", "routing", "--router", str(out), "--data", str(data)]) == 2
+    assert "'tiny-static'" in capsys.readouterr().err
+    assert main(["eval", "routing", "--router", str(out), "--data", str(data),
+                 "--encoder", str(tiny_static)]) == 0
