@@ -115,10 +115,12 @@ def running(argv: list[str], health_url: str, log: Path, **popen):
             proc.wait()
 
 
-def bench_config(tmp: Path, upstream_port: int) -> Path:
-    cfg = yaml.safe_load((ROOT / "contextforge.yaml").read_text())
-    for key in ("encoder", "router"):
-        cfg[key]["path"] = str(ROOT / cfg[key]["path"])
+def bench_config(tmp: Path, upstream_port: int, base: Path = ROOT / "contextforge.yaml") -> Path:
+    """``base`` (the shipped config by default) with every model on the immediate upstream."""
+    cfg = yaml.safe_load(base.read_text())
+    for key, field in (("encoder", "path"), ("encoder", "text_path"), ("router", "path")):
+        if field in cfg.get(key, {}):
+            cfg[key][field] = str(base.resolve().parent / cfg[key][field])
     cfg["providers"] = [{"name": "immediate", "type": "openai-compatible",
                          "endpoint": f"http://127.0.0.1:{upstream_port}/v1"}]
     cfg["default_deployment"] = {"provider": "immediate"}
@@ -256,7 +258,7 @@ def run_ours(args: argparse.Namespace, load: Load, tmp: Path, up: int,
              env: dict[str, str]) -> dict[str, float]:
     port = free_port()
     argv = [sys.executable, "-m", "service.cli", "serve", "--config",
-            str(bench_config(tmp, up)), "--port", str(port)]
+            str(bench_config(tmp, up, args.config)), "--port", str(port)]
     with running(argv, f"http://127.0.0.1:{port}/healthz", tmp / "gateway.log", cwd=ROOT,
                  env=env) as (proc, start_s):
         out = design_keys(measure(load, up, port, "auto", args.connections, args.n))
@@ -287,6 +289,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=300, help="streamed requests per side")
     ap.add_argument("--load", choices=["wrk", "python"], default="wrk" if have_wrk() else "python")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--config", type=Path, default=ROOT / "contextforge.yaml",
+                    help="the gateway's config to start from (e.g. one routing on the static "
+                         "encoder); its models are all deployed on the immediate upstream")
     args = ap.parse_args()
 
     load = Load(args.load, args.seconds, args.warmup)

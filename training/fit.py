@@ -102,14 +102,14 @@ def out_of_fold(estimator, x: np.ndarray, y: np.ndarray, folds: int = 5, seed: i
     return out
 
 
-def _frozen_hyperparameters(est):
+def frozen_hyperparameters(est):
     """A copy of a fitted estimator whose CV-chosen settings are fixed (cheap to refit)."""
     if isinstance(est, LinearRouter):
         return clone(est).set_params(cs=(est.c_,))
     if isinstance(est, KnnRouter):
         return clone(est).set_params(ks=(est.k_,), temperatures=(est.temperature_,))
     if isinstance(est, EnsembleRouter):
-        return clone(est).set_params(members=[_frozen_hyperparameters(m) for m in est.members_])
+        return clone(est).set_params(members=[frozen_hyperparameters(m) for m in est.members_])
     return clone(est)
 
 
@@ -150,7 +150,7 @@ def train_router(
     est = fit_with_tasks(ESTIMATORS[kind](), x, y, train.tasks)
     calibration = None
     if calibrate:
-        oof = out_of_fold(_frozen_hyperparameters(est), x, y, tasks=train.tasks)
+        oof = out_of_fold(frozen_hyperparameters(est), x, y, tasks=train.tasks)
         keep = np.random.default_rng(0).permutation(len(x))[:2000]
         calibration = oof[np.sort(keep)]
     tokens = count_tokens(train.prompts)

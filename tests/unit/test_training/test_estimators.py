@@ -134,9 +134,9 @@ def test_knn_folders_saved_before_unit_rows_keep_their_raw_inner_product(tmp_pat
 
 
 def test_calibration_refits_knn_with_its_chosen_neighbourhood():
-    from training.fit import _frozen_hyperparameters
+    from training.fit import frozen_hyperparameters
 
     x, y = _data(n=300)
     knn = ESTIMATORS["knn"]().fit(x, y)
-    frozen = _frozen_hyperparameters(knn)
+    frozen = frozen_hyperparameters(knn)
     assert (frozen.ks, frozen.temperatures) == ((knn.k_,), (knn.temperature_,))
