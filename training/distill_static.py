@@ -66,7 +66,7 @@ def _token_vectors(source: str, ids: np.ndarray, cls_id: int, sep_id: int) -> np
     return np.nan_to_num(out)
 
 
-def _pca(x: np.ndarray, k: int) -> np.ndarray:
+def pca_scores(x: np.ndarray, k: int) -> np.ndarray:
     """Scores on the top ``k`` principal components, each signed so that its largest-magnitude
     score is positive (model2vec's convention: eigenvector signs are otherwise arbitrary)."""
     xc = x - x.mean(axis=0)
@@ -106,7 +106,7 @@ def build_table(source: str, pca_dims: int = DEFAULT_PCA_DIMS) -> tuple[np.ndarr
         "model"]["vocab"]
     kept = np.array(sorted(i for t, i in vocab.items() if not _LEFT_OUT.fullmatch(t)))
     x = _token_vectors(source, kept, vocab["[CLS]"], vocab["[SEP]"])
-    rows = _pca(x, pca_dims) * sif_weights(len(kept))[:, None]
+    rows = pca_scores(x, pca_dims) * sif_weights(len(kept))[:, None]
     table = np.zeros((max(vocab.values()) + 1, pca_dims), dtype=np.float16)
     table[kept] = rows.astype(np.float16)  # numpy rounds float64 to float16 directly
     return table, rounding_margin(rows)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from training.distill_static import _pca, rounding_margin, sif_weights, static_name
+from training.distill_static import pca_scores, rounding_margin, sif_weights, static_name
 from training.encoders import ENCODERS_DIR, encoder_folder
 
 
@@ -19,7 +19,7 @@ def test_sif_weights_discount_frequent_early_tokens():
 def test_pca_scores_are_ordered_uncorrelated_and_signed():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((500, 6)) * [5, 1, 3, 0.5, 2, 0.1]
-    s = _pca(x, 3)
+    s = pca_scores(x, 3)
     var = s.var(axis=0)
     assert np.all(np.diff(var) < 0)  # largest variance first
     np.testing.assert_allclose(var, [25, 9, 4], rtol=0.2)
@@ -27,7 +27,8 @@ def test_pca_scores_are_ordered_uncorrelated_and_signed():
     assert np.abs(cov - np.diag(np.diag(cov))).max() < 1e-9
     peak = np.abs(s).argmax(axis=0)
     assert np.all(s[peak, range(3)] > 0)  # signs fixed, not left to LAPACK
-    np.testing.assert_array_equal(_pca(-x, 3), _pca(x, 3))  # hence sign-free of the input
+    # hence sign-free of the input
+    np.testing.assert_array_equal(pca_scores(-x, 3), pca_scores(x, 3))
 
 
 def test_rounding_margin_measures_distance_to_a_float16_boundary():
