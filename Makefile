@@ -44,6 +44,7 @@ bench: setup
 	$(PY) benchmarks/routing_latency.py --json benchmarks/out/routing_latency.json
 	command -v wrk >/dev/null || (apt-get install -y wrk || echo 'no wrk: Python load client')
 	$(PY) benchmarks/gateway_overhead.py --peer litellm --json benchmarks/out/gateway_overhead.json
+	$(PY) benchmarks/hostile_load.py --json benchmarks/out/hostile_load.json
 
 clean:
 	rm -rf $(VENV) models/encoders/*/ .cache

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _http_load import Connection, post  # noqa: E402
-from gateway_overhead import free_port, rss_mib, wait_healthy  # noqa: E402
+from gateway_overhead import free_port, tree_rss_mib, wait_healthy  # noqa: E402
 
 KEY = "sk-bench-master"
 MODEL_PUT = {"name": "bench-model", "input_price": 1.0, "output_price": 2.0,
@@ -52,7 +52,7 @@ def big_body() -> bytes:
 
 def maximal_prompt(url: str, pid: int) -> dict[str, float]:
     body = big_body()
-    rss_before = rss_mib(pid)
+    rss_before = tree_rss_mib(pid)
     out: dict[str, float] = {}
 
     def send() -> None:
@@ -73,7 +73,7 @@ def maximal_prompt(url: str, pid: int) -> dict[str, float]:
     worker.join()
     return {**out, "big_body_mb": len(body) / 1e6, "big_healthz_max_ms": max(waits) * 1e3,
             "big_healthz_p50_ms": float(np.median(waits)) * 1e3,
-            "rss_before_mib": rss_before, "rss_after_mib": rss_mib(pid)}
+            "rss_before_mib": rss_before, "rss_after_mib": tree_rss_mib(pid)}
 
 
 async def chat_times(port: int, seconds: float) -> tuple[float, float, float]:
@@ -123,9 +123,9 @@ def main() -> int:
     root = Path(args.root).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = yaml.safe_load((root / "contextforge.yaml").read_text())
-        for section, key in (("encoder", "path"), ("router", "path")):
-            cfg.setdefault(section, {})
-            cfg[section][key] = str(root / cfg[section].get(key, f"models/{section}s/default"))
+        for section, key in (("encoder", "path"), ("encoder", "text_path"), ("router", "path")):
+            if key in cfg.get(section, {}):  # relative to the checkout, not the scratch folder
+                cfg[section][key] = str(root / cfg[section][key])
         port = free_port()
         cfg["server"] = {**cfg.get("server", {}), "port": port, "master_key": KEY}
         cfg["traffic"] = {**cfg.get("traffic", {}), "dsn": f"sqlite:///{tmp}/t.sqlite3"}
