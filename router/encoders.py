@@ -64,7 +64,8 @@ def encoder_kind(path: str | Path) -> str:
     """``onnx`` or ``static``: the ``kind`` in a built encoder folder's ``encoder.json``."""
     manifest_file = Path(path) / "encoder.json"
     if not manifest_file.exists():
-        raise FileNotFoundError(f"{path}: no encoder.json; build it with `contextforge setup`")
+        raise FileNotFoundError(f"{path}: no encoder.json; build it with `contextforge setup "
+                                "--config FILE` (FILE: the config whose router reads it)")
     try:
         raw = msgspec.json.decode(manifest_file.read_bytes())
     except msgspec.DecodeError as exc:

@@ -84,8 +84,8 @@ class StaticEncoder:
         path = Path(path)
         manifest_file = path / "encoder.json"
         if not manifest_file.exists():
-            raise FileNotFoundError(f"{path}: no encoder.json; build it with `contextforge setup`"
-                                    " or `python -m training.distill_static`")
+            raise FileNotFoundError(f"{path}: no encoder.json; build it with `contextforge setup "
+                                    "--config FILE` or `python -m training.distill_static`")
         try:
             manifest = msgspec.json.decode(manifest_file.read_bytes(), type=StaticManifest)
         except msgspec.ValidationError as exc:

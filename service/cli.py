@@ -39,11 +39,17 @@ def cmd_setup(args: argparse.Namespace) -> int:
         train_router("routerbench", DEFAULT_ROUTER, name="default")
         router = load_router(DEFAULT_ROUTER)
         write_card(DEFAULT_ROUTER, [evaluate_routing(router, "routerbench", split="test")])
-    router = load_router(DEFAULT_ROUTER)
-    # Builds the routing encoder the router reads if missing, and refuses a different table.
-    encoder_for(router)
-    print(f"routing encoder: {encoder_folder(router.spec.encoder.id)}")
-    print(f"router: {DEFAULT_ROUTER}")
+    folders = [DEFAULT_ROUTER]
+    if args.config:  # the config's own router too (e.g. one trained on the static table)
+        from router.overlay import load_effective_config
+
+        cfg = load_effective_config(args.config)
+        folders.append(cfg.resolve(cfg.router.path))
+    for folder in dict.fromkeys(folders):
+        router = load_router(folder)
+        # Builds the routing encoder the router reads if missing; refuses a different table.
+        encoder_for(router)
+        print(f"router: {folder} (reads {encoder_folder(router.spec.encoder.id)})")
     return 0
 
 
@@ -154,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("setup", help="build the encoder and default router if missing")
     s.add_argument("--retrain", action="store_true", help="retrain the default router")
+    s.add_argument("--config", help="also build the encoder this config's router reads")
     s.set_defaults(func=cmd_setup)
 
     s = sub.add_parser("validate", help="check a config file and the artifacts it names")
