@@ -62,7 +62,22 @@ def _special_tokens(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
     raise ValueError("tokenizer template does not wrap the text in special tokens")
 
 
-class Encoder:
+class TokenCounting:
+    """Token counts over an encoder's own tokenizer (``self._tokenizer``), never truncated:
+    what context windows, prices and the prompt cap are checked against."""
+
+    _tokenizer: Tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text``, without special tokens and without truncation."""
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def count_tokens_batch(self, texts: list[str]) -> list[int]:
+        """``count_tokens`` of each text, in one tokenizer call (parallel, GIL released)."""
+        return [len(e.ids) for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+class Encoder(TokenCounting):
     """A sentence encoder exported to ONNX. Thread-safe: onnxruntime sessions are."""
 
     kind = "onnx"
@@ -158,14 +173,6 @@ class Encoder:
     def max_tokens(self) -> int:
         """Tokens the model reads per text, special tokens included."""
         return self._manifest.max_seq_length
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens in ``text``, without special tokens and without truncation."""
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
-
-    def count_tokens_batch(self, texts: list[str]) -> list[int]:
-        """``count_tokens`` of each text, in one tokenizer call (parallel, GIL released)."""
-        return [len(e.ids) for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """The ids the model sees per text: special tokens around the head-and-tail cut."""

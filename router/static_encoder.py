@@ -27,7 +27,7 @@ import msgspec
 import numpy as np
 from tokenizers import Tokenizer
 
-from router.embedding import DEFAULT_HEAD_TOKENS, truncate_middle
+from router.embedding import DEFAULT_HEAD_TOKENS, TokenCounting, truncate_middle
 
 KIND = "static"
 
@@ -53,7 +53,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class StaticEncoder:
+class StaticEncoder(TokenCounting):
     """Mean of per-token rows of a distilled table; thread-safe (read-only arrays)."""
 
     kind = KIND
@@ -133,14 +133,6 @@ class StaticEncoder:
         if list(layers):
             raise ValueError(f"encoder {self.id!r} is static (a token table): it has no inner "
                              f"layers, not {list(layers)}; train with `--layers none`")
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens in ``text``, without special tokens and without truncation."""
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
-
-    def count_tokens_batch(self, texts: list[str]) -> list[int]:
-        """``count_tokens`` of each text, in one tokenizer call."""
-        return [len(e.ids) for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """The table rows each text reads: its ids without ``[UNK]``, head-and-tail cut."""
