@@ -14,6 +14,7 @@ import httpx
 import msgspec
 
 from router.providers import (
+    ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     Deployment,
@@ -43,6 +44,16 @@ def run(deployment: Deployment, work: Callable[[Any], Awaitable[Any]], *,
             finally:
                 await provider.aclose()
     return asyncio.run(main())
+
+
+def complete(deployment: Deployment, request: ChatRequest, **kw: Any) -> ChatCompletion:
+    """The adapter's whole answer to ``request`` (``kw``: as ``run`` takes them)."""
+    return run(deployment, lambda p: p.complete(request), **kw)
+
+
+def stream(deployment: Deployment, request: ChatRequest, **kw: Any) -> list[ChatCompletionChunk]:
+    """Every chunk of the adapter's stream for ``request`` (``kw``: as ``run`` takes them)."""
+    return run(deployment, lambda p: collect(p, request), **kw)
 
 
 async def collect(provider: Provider, request: ChatRequest) -> list[ChatCompletionChunk]:

@@ -30,9 +30,9 @@ from router.providers import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from router.wire.openai import ChatCompletion, ChatCompletionChunk, ChatRequest
+from router.wire.openai import ChatCompletionChunk, ChatRequest
 from tests.unit.test_router.test_providers import harness
-from tests.unit.test_router.test_providers.harness import chat_request, words
+from tests.unit.test_router.test_providers.harness import chat_request, complete, stream, words
 from tests.upstreams import serve
 from tests.upstreams.bedrock import SimState, create_app, encode_frame, event_frame
 
@@ -83,16 +83,6 @@ def run(dep: Deployment, fn: Callable[[BedrockProvider], Awaitable[Any]],
 def chat(text: str = "hello world", **kw: Any) -> ChatRequest:
     messages = kw.pop("messages", [{"role": "user", "content": text}])
     return chat_request(CATALOG, messages, **kw)
-
-
-def complete(dep: Deployment, request: ChatRequest, **kw: Any) -> ChatCompletion:
-    return run(dep, lambda p: p.complete(request), **kw)
-
-
-def stream(dep: Deployment, request: ChatRequest, **kw: Any) -> list[ChatCompletionChunk]:
-    async def collect(p: BedrockProvider) -> list[ChatCompletionChunk]:
-        return [c async for c in p.stream(request)]
-    return run(dep, collect, **kw)
 
 
 def stream_until_error(dep: Deployment, request: ChatRequest,

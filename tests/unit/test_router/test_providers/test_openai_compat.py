@@ -33,14 +33,13 @@ from router.providers.openai_compat import (
     OpenAIStreamTranslator,
 )
 from router.wire.openai import (
-    ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     EmbeddingsRequest,
     EmbeddingsResponse,
 )
 from tests.unit.test_router.test_providers import harness
-from tests.unit.test_router.test_providers.harness import chat_request, words
+from tests.unit.test_router.test_providers.harness import chat_request, complete, stream, words
 from tests.upstreams import serve
 from tests.upstreams.openai_compat import SimState, create_app
 
@@ -84,16 +83,6 @@ def run(dep: Deployment, fn: Callable[[OpenAICompatProvider], Awaitable[Any]],
 def chat(text: str = "hello world", **kw: Any) -> ChatRequest:
     messages = kw.pop("messages", [{"role": "user", "content": text}])
     return chat_request(CATALOG, messages, **kw)
-
-
-def complete(dep: Deployment, request: ChatRequest, **kw: Any) -> ChatCompletion:
-    return run(dep, lambda p: p.complete(request), **kw)
-
-
-def stream(dep: Deployment, request: ChatRequest, **kw: Any) -> list[ChatCompletionChunk]:
-    async def collect(p: OpenAICompatProvider) -> list[ChatCompletionChunk]:
-        return [c async for c in p.stream(request)]
-    return run(dep, collect, **kw)
 
 
 def embed(dep: Deployment, **body: Any) -> EmbeddingsResponse:
