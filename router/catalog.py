@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from router.config import ModelEntry
 
@@ -34,3 +34,17 @@ class Catalog:
         """The model's typical answer length, capped by the request's ``max_tokens``."""
         n = model.expected_output_tokens
         return min(n, max_output_tokens) if max_output_tokens else n
+
+
+def prediction_column(router_models: Sequence[str], model: str,
+                      stands_in_for: str | None) -> int | None:
+    """The router column that predicts ``model``: its own when the router learned it (from data
+    or traffic that names it), else its stand-in's; None when the router knows neither.
+
+    One rule for the gateway (``RoutingEngine``) and offline replays (``eval ab``), so a router
+    is judged on the predictions it would serve."""
+    if model in router_models:
+        return list(router_models).index(model)
+    if stands_in_for is not None and stands_in_for in router_models:
+        return list(router_models).index(stands_in_for)
+    return None

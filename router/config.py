@@ -44,7 +44,9 @@ class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     input_price: Price
     output_price: Price
     context_window: Tokens
-    stands_in_for: str | None = None  # the router's data model whose predictions it borrows
+    # The router's data model whose predictions it borrows while the router has no column of
+    # its own for this model (before it is retrained on traffic or collected data naming it).
+    stands_in_for: str | None = None
     capabilities: list[str] = []
     aliases: list[str] = []
     expected_output_tokens: Tokens = 256

@@ -1,8 +1,10 @@
 """One routing decision: embed the prompt, predict each candidate's quality, price it, choose.
 
 ``RoutingEngine`` ties the config's catalog and routes to the trained router and the encoder.
-Catalog models borrow predicted quality from the router's data model they stand in for (the
-shipped router learned from public evaluation data whose models predate the catalog's); cost
+A catalog model is predicted by the router's own column for it when the router learned it
+(trained on data or traffic naming it), else it borrows the column of the data model it stands
+in for (the shipped router learned from public evaluation data whose models predate the
+catalog's); ``CandidateView.stands_in_for`` is set only when it borrows. Cost
 comes from the catalog's prices, the prompt's counted tokens and the model's expected answer
 length.
 """
@@ -16,7 +18,7 @@ import msgspec
 import numpy as np
 
 from router.artifact import ArtifactError, TrainedRouter, load_router
-from router.catalog import Catalog
+from router.catalog import Catalog, prediction_column
 from router.config import Config, ConfigError, ModelEntry, RouteEntry
 from router.embedding import Encoder, MicroBatcher
 from router.encoders import (
@@ -63,7 +65,11 @@ class _Route:
     def __init__(self, entry: RouteEntry, models: list[ModelEntry], router: TrainedRouter):
         self.entry = entry
         self.models = models
-        self.columns = np.array([router.models.index(m.stands_in_for) for m in models])
+        columns = [prediction_column(router.models, m.name, m.stands_in_for) for m in models]
+        self.columns = np.array(columns)
+        # Only models that borrow a column show their stand-in in decisions.
+        self.borrows = [m.stands_in_for if m.name not in router.models else None
+                        for m in models]
         self.strong: int | None = None
         self.threshold: float | None = None
         if entry.policy.mode == "strong_share":
@@ -89,14 +95,22 @@ class RoutingEngine:
         self.text = text or text_encoder_slot(config, encoder)
         self.routes: dict[str, _Route] = {}
         for i, entry in enumerate(config.routes):
-            names = entry.candidates or [m.name for m in config.models if m.stands_in_for]
+            names = entry.candidates or [
+                m.name for m in config.models
+                if prediction_column(router.models, m.name, m.stands_in_for) is not None]
+            if not names:
+                raise ConfigError(
+                    f"routes[{i}]: route {entry.name!r} has no candidates: no catalog model has a "
+                    f"column in router {router.spec.name!r} or a `stands_in_for` it knows "
+                    f"({', '.join(router.models)})")
             models = [self.catalog.get(n) for n in names]
             for j, m in enumerate(models):
-                if m.stands_in_for not in router.models:
+                if prediction_column(router.models, m.name, m.stands_in_for) is None:
                     raise ConfigError(
-                        f"routes[{i}].candidates[{j}]: model {m.name!r} stands in for "
-                        f"{m.stands_in_for!r}, which router {router.spec.name!r} does not know; "
-                        f"its models: {', '.join(router.models)}")
+                        f"routes[{i}].candidates[{j}]: router {router.spec.name!r} has no column "
+                        f"for model {m.name!r} and it stands in for {m.stands_in_for!r}, which "
+                        f"the router does not know either; its models: "
+                        f"{', '.join(router.models)}")
             self.routes[entry.name] = _Route(entry, models, router)
 
     @classmethod
@@ -167,8 +181,8 @@ class RoutingEngine:
         eligible = np.array([w is None for w in why])
         i, reason = choose(quality, cost, eligible, spec, strong=r.strong, threshold=r.threshold)
         views = [
-            CandidateView(m.name, m.stands_in_for, round(float(q), 4), float(c), w is None, w)
-            for m, q, c, w in zip(r.models, quality, cost, why, strict=True)
+            CandidateView(m.name, b, round(float(q), 4), float(c), w is None, w)
+            for m, b, q, c, w in zip(r.models, r.borrows, quality, cost, why, strict=True)
         ]
         return Decision(
             route=name, model=r.models[i].name, mode=spec.mode, reason=reason, input_tokens=n_in,
@@ -214,7 +228,8 @@ class RoutingEngine:
                                 Catalog.expected_output_tokens(m, needs.max_output_tokens))
         return Decision(route=PINNED, model=m.name, mode="pinned", reason="named by the caller",
                         input_tokens=input_tokens, candidates=[CandidateView(
-                            m.name, m.stands_in_for, None, cost, True)],
+                            m.name, None if m.name in self.router.models else m.stands_in_for,
+                            None, cost, True)],
                         router=self.router.spec.name, encoder=self.encoder.id, elapsed_ms=0.0)
 
     def prompt_limit(self, target: str) -> int:

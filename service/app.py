@@ -44,7 +44,9 @@ def provide_gateway(state: State) -> Gateway:
 
 
 class RecordedLookup:
-    """(catalog model, prompt) -> the recorded answer of the data model it stands in for.
+    """(model, prompt) -> a recorded answer: ``model`` is a data model (a deployment's
+    ``answers_as``) or a catalog model, which answers as itself when the data has it, else as
+    the data model it stands in for.
 
     The index loads in the background after start-up (a few hundred ms of CSV parsing that a
     first healthy answer need not wait for), and only when a deployment is simulated; until
@@ -65,9 +67,12 @@ class RecordedLookup:
         return asyncio.get_running_loop().create_task(load())
 
     def __call__(self, model: str, prompt: str) -> str | None:
-        if self.gateway is None or model not in self.gateway.catalog:
+        if self.gateway is None:
             return None
-        return self.answers.answer(self.gateway.catalog.get(model).stands_in_for, prompt)
+        if model in self.gateway.catalog:
+            entry = self.gateway.catalog.get(model)
+            model = entry.name if self.answers.knows(entry.name) else entry.stands_in_for
+        return self.answers.answer(model, prompt)
 
 
 def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litestar:

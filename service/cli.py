@@ -101,8 +101,9 @@ def cmd_route(args: argparse.Namespace) -> int:
             mark = "*" if c.model == d.model else " "
             note = "" if c.eligible else f"  [excluded: {c.excluded_because}]"
             quality = "   -  " if c.predicted_quality is None else f"{c.predicted_quality:.3f}"
+            source = f"as {c.stands_in_for}" if c.stands_in_for else "learned"
             print(f"   {mark} {c.model:<22} q={quality}  "
-                  f"${c.estimated_cost_usd:.6f}  (as {c.stands_in_for}){note}")
+                  f"${c.estimated_cost_usd:.6f}  ({source}){note}")
     return 0
 
 

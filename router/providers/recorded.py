@@ -1,7 +1,8 @@
 """Recorded answers: what each RouterBench model really answered, keyed by its prompt.
 
 The simulated provider answers a prompt from the shipped data with that data model's real
-recorded answer (a catalog model answers as the data model it ``stands_in_for``), so a demo
+recorded answer (a deployment's ``simulated.answers_as``, else the catalog model's own name or
+its ``stands_in_for``), so a demo
 or an offline replay through the gateway shows real answers, and scores, for those prompts.
 
 RouterBench's CSVs hold each prompt and each model's answer as Python list literals (one item
@@ -43,6 +44,7 @@ class RecordedAnswers:
 
     def __init__(self, answers: dict[str, dict[str, str]] | None = None):
         self._answers = answers or {}
+        self._models: set[str] | None = None
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -65,6 +67,12 @@ class RecordedAnswers:
                             per_model[column[: -len(_SUFFIX)]] = "\n".join(_turns(cell)).strip()
         log.info("recorded answers: %d prompts from %s", len(answers), folder)
         return cls(answers)
+
+    def knows(self, data_model: str) -> bool:
+        """Whether any prompt has a recorded answer of ``data_model``."""
+        if self._models is None:
+            self._models = {m for per in self._answers.values() for m in per}
+        return data_model in self._models
 
     def answer(self, data_model: str | None, prompt: str) -> str | None:
         if data_model is None:

@@ -1,7 +1,8 @@
 """An in-process provider, so the default config serves requests with no API keys.
 
 When the last user message is a prompt of the shipped data (RouterBench), the answer is what
-the model this catalog model stands in for really answered there (``recorded.py``). Otherwise
+a data model really answered there (``recorded.py``): the deployment's ``answers_as``, else the
+catalog model itself when the data has it, else the model it stands in for. Otherwise
 it is synthetic but deterministic: the same model and prompt always give the same words,
 streamed or not, so clients and tests can compare; its length (12 to 60 words) is derived from
 a hash of the prompt. Either is capped by the request's ``max_tokens`` (then ``finish_reason``
@@ -68,6 +69,11 @@ class SimulatedSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     tokens_per_s: float = 0.0  # 0: the rest of the answer arrives at once
     failure_rate: float = 0.0  # share of calls that fail as an upstream error would
     seed: int = 0  # failures are drawn from a seeded generator, so runs repeat
+    # The data model whose recorded answers this deployment returns (default: the catalog
+    # model's own name when the data has it, else its ``stands_in_for``). Separate from the
+    # router's stand-in so a simulated catalog can answer as one model while the router still
+    # borrows another's predictions: the closed-loop scenario (benchmarks/closed_loop.py).
+    answers_as: str | None = None
 
     def __post_init__(self) -> None:
         if self.ttft_ms < 0 or self.tokens_per_s < 0:
@@ -152,7 +158,8 @@ class SimulatedProvider(SharedClientProvider):
         """The answer as streamed pieces (one per token) and its finish reason."""
         last_user = next((message_text(m) for m in reversed(request.messages)
                           if m.role == "user"), "")
-        text = self._recorded(request.model, last_user) if self._recorded else None
+        as_model = self.settings.answers_as or request.model
+        text = self._recorded(as_model, last_user) if self._recorded else None
         if not text:
             digest = hashlib.sha256(f"{request.model}\0{last_user}".encode()).digest()
             n = 12 + digest[0] % 49

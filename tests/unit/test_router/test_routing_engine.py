@@ -103,6 +103,22 @@ def test_prompt_limits_per_route_and_server(engine):
 
 def test_a_stand_in_the_router_does_not_know_is_a_config_error():
     cfg = Config(models=[model("x", "unknown-data-model", 1.0)],
-                 routes=[RouteEntry(name="auto")])
+                 routes=[RouteEntry(name="auto", candidates=["x"])])
     with pytest.raises(ConfigError, match=r"routes\[0\]\.candidates\[0\]"):
         RoutingEngine(cfg, FakeEncoder(), FakeRouter({"strong": 0.9}))
+    # Without explicit candidates, a route nobody can be predicted for is refused too.
+    cfg = Config(models=[model("x", "unknown-data-model", 1.0)], routes=[RouteEntry(name="auto")])
+    with pytest.raises(ConfigError, match=r"routes\[0\]: route 'auto' has no candidates"):
+        RoutingEngine(cfg, FakeEncoder(), FakeRouter({"strong": 0.9}))
+
+
+def test_a_model_the_router_learned_uses_its_own_column_not_its_stand_in():
+    # After retraining on traffic, the router has a column named by the catalog model itself:
+    # that column predicts it, and the decision no longer shows a stand-in.
+    router = FakeRouter({"strong": 0.9, "weak": 0.4, "x": 0.7})
+    cfg = Config(models=[model("x", "strong", 1.0), model("y", "strong", 1.0)],
+                 routes=[RouteEntry(name="auto")])
+    d = RoutingEngine(cfg, FakeEncoder(), router).decide("hello")
+    by = {c.model: c for c in d.candidates}
+    assert (by["x"].predicted_quality, by["x"].stands_in_for) == (0.7, None)
+    assert (by["y"].predicted_quality, by["y"].stands_in_for) == (0.9, "strong")

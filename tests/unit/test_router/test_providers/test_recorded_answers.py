@@ -59,3 +59,14 @@ def test_simulated_provider_prefers_the_recorded_answer():
     assert ask("big", "Capital?") == "Canberra, of course."
     assert ask("small", "Capital?").startswith("[simulated small]")
     assert ask("big", "Capital?", max_tokens=1) == "Canberra,"
+
+
+def test_a_deployment_answers_as_its_answers_as_model_not_the_requested_one():
+    # The closed-loop scenario: the router borrows one model's predictions (stands_in_for)
+    # while the deployment answers as another (simulated.answers_as).
+    def recorded(model: str, prompt: str) -> str | None:
+        return {"yi": "B", "big": "A"}.get(model)
+
+    p = SimulatedProvider(SimulatedSettings(answers_as="yi"), lambda t: len(t.split()), recorded)
+    req = ChatRequest(model="big", messages=[Message(role="user", content="Which?")])
+    assert asyncio.run(p.complete(req)).choices[0].message.content == "B"
