@@ -15,7 +15,7 @@ import msgspec
 import yaml
 
 from router.errors import ConfigError as ConfigError
-from router.policy import PolicySpec
+from router.policy import Exploration, PolicySpec
 
 # Deployments and named providers are the providers' schema: the common fields plus each
 # adapter's own settings (see router/providers/_settings.py); resolved here per model.
@@ -60,9 +60,11 @@ PromptTokens = Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
 
 class RouteEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
-    candidates: list[str] = []  # empty: every catalog model with a stand-in
+    # Empty: every catalog model the router can predict (its own column or a stand-in's).
+    candidates: list[str] = []
     policy: PolicySpec = PolicySpec()
     max_prompt_tokens: PromptTokens | None = None  # None: server.max_prompt_tokens
+    exploration: Exploration = Exploration()  # off by default (rate 0)
 
 
 class EncoderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -141,6 +143,8 @@ class TrafficConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     dsn: str = "sqlite:///var/traffic.sqlite3"
     log_prompts: bool = True  # the routing prompt's text
     log_embeddings: bool = True  # its 384-d embedding (1.5 KB a row)
+    # The answer's text and tool calls, so `contextforge eval score` can score it later.
+    log_answers: bool = True
 
     def __post_init__(self) -> None:
         if not self.dsn.startswith(("sqlite:", "postgresql://", "postgres://")):

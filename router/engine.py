@@ -11,6 +11,7 @@ length.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Collection
 
@@ -28,7 +29,14 @@ from router.encoders import (
     load_encoder,
     text_encoder_slot,
 )
-from router.policy import NoEligibleModel, PolicySpec, calibrate_threshold, choose
+from router.policy import (
+    NoEligibleModel,
+    PolicySpec,
+    calibrate_threshold,
+    choose,
+    describe,
+    explore,
+)
 from router.requirements import Requirements, excluded_because
 
 PINNED = "none"  # a Decision's route when the caller named a concrete model
@@ -53,6 +61,11 @@ class Decision(msgspec.Struct, frozen=True):
     router: str
     encoder: str
     elapsed_ms: float
+    policy: str = ""  # ``router.policy.describe`` of the policy that decided
+    # The probability that this decision's policy, exploration included, picked ``model``
+    # for this request (1.0 when it does not explore): what off-policy estimates divide by.
+    propensity: float = 1.0
+    explored: bool = False  # the exploration draw, not the policy, picked ``model``
 
 
 class UnknownTarget(KeyError):
@@ -94,6 +107,7 @@ class RoutingEngine:
         self.router = router
         self.text = text or text_encoder_slot(config, encoder)
         self.routes: dict[str, _Route] = {}
+        self._rngs: dict[str, random.Random] = {}
         for i, entry in enumerate(config.routes):
             names = entry.candidates or [
                 m.name for m in config.models
@@ -112,6 +126,7 @@ class RoutingEngine:
                         f"the router does not know either; its models: "
                         f"{', '.join(router.models)}")
             self.routes[entry.name] = _Route(entry, models, router)
+            self._rngs[entry.name] = random.Random(entry.exploration.seed)
 
     @classmethod
     def from_config(cls, config: Config) -> RoutingEngine:
@@ -156,12 +171,14 @@ class RoutingEngine:
         policy: PolicySpec | None = None,
         embedding: np.ndarray | None = None,
         input_tokens: int | None = None,
+        exploring: bool = False,
     ) -> Decision:
         """Choose a model for ``prompt`` on ``route`` (default: the config's default route).
 
         ``input_tokens``: what the chosen model will read, when more than ``prompt`` (a whole
         conversation of which ``prompt`` is the routing text); costs and context windows are
-        checked against it. Default: ``prompt``'s own token count."""
+        checked against it. Default: ``prompt``'s own token count. ``exploring``: apply the
+        route's exploration (served traffic does; explanations and replays do not)."""
         t0 = time.perf_counter()
         name = route or self.config.default_route
         if name not in self.routes:
@@ -180,6 +197,15 @@ class RoutingEngine:
         why = [excluded_because(m, needs, n_in, allowed) for m in r.models]
         eligible = np.array([w is None for w in why])
         i, reason = choose(quality, cost, eligible, spec, strong=r.strong, threshold=r.threshold)
+        propensity, explored = 1.0, False
+        if exploring and r.entry.exploration.rate > 0:
+            best = i
+            i, propensity = explore(best, quality, eligible, r.entry.exploration,
+                                    self._rngs[name])
+            if i != best:
+                explored = True
+                reason = (f"exploring (rate {r.entry.exploration.rate:g}) instead of "
+                          f"{r.models[best].name}: {reason}")
         views = [
             CandidateView(m.name, b, round(float(q), 4), float(c), w is None, w)
             for m, b, q, c, w in zip(r.models, r.borrows, quality, cost, why, strict=True)
@@ -187,7 +213,8 @@ class RoutingEngine:
         return Decision(
             route=name, model=r.models[i].name, mode=spec.mode, reason=reason, input_tokens=n_in,
             candidates=views, router=self.router.spec.name, encoder=self.encoder.id,
-            elapsed_ms=round((time.perf_counter() - t0) * 1e3, 3),
+            elapsed_ms=round((time.perf_counter() - t0) * 1e3, 3), policy=describe(spec),
+            propensity=propensity, explored=explored,
         )
 
     def target(self, model: str) -> str:
@@ -203,7 +230,7 @@ class RoutingEngine:
 
     def select(self, model: str, prompt: str, *, needs: Requirements, input_tokens: int,
                embedding: np.ndarray | None = None, policy: PolicySpec | None = None,
-               allowed: Collection[str] | None = None) -> Decision:
+               allowed: Collection[str] | None = None, exploring: bool = False) -> Decision:
         """The decision for a request naming ``model``: routed when it names a route (or
         ``auto``), pinned when it names a catalog model; the gateway and ``contextforge route``
         both come here. ``NoEligibleModel`` when nothing can serve the request (for a pinned
@@ -213,7 +240,8 @@ class RoutingEngine:
             try:
                 return self.decide(prompt, route=name, required=needs.capabilities,
                                    allowed=allowed, max_output_tokens=needs.max_output_tokens,
-                                   policy=policy, embedding=embedding, input_tokens=input_tokens)
+                                   policy=policy, embedding=embedding, input_tokens=input_tokens,
+                                   exploring=exploring)
             except NoEligibleModel:
                 caps = ", ".join(sorted(needs.capabilities)) or "no special capabilities"
                 raise NoEligibleModel(
@@ -227,6 +255,7 @@ class RoutingEngine:
         cost = Catalog.cost_usd(m, input_tokens,
                                 Catalog.expected_output_tokens(m, needs.max_output_tokens))
         return Decision(route=PINNED, model=m.name, mode="pinned", reason="named by the caller",
+                        policy="pinned",
                         input_tokens=input_tokens, candidates=[CandidateView(
                             m.name, None if m.name in self.router.models else m.stands_in_for,
                             None, cost, True)],

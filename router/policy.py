@@ -16,6 +16,7 @@ saying why. Modes:
 
 from __future__ import annotations
 
+import random
 from typing import Literal
 
 import msgspec
@@ -43,6 +44,45 @@ class PolicySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("max_cost_usd must be >= 0")
         if not 0.0 <= self.strong_share <= 1.0:
             raise ValueError("strong_share must be in [0, 1]")
+
+
+class Exploration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A route's exploration: with probability ``rate`` the choice is drawn uniformly among the
+    eligible candidates predicted within ``margin`` quality of the policy's own choice (which
+    is one of them). Without it, logged traffic only shows the models the router already
+    picks; with it, every log row records the probability its model was picked (``explore``),
+    which off-policy estimates and retraining need."""
+
+    rate: float = 0.0
+    margin: float = 0.05
+    seed: int | None = None  # a fixed seed repeats the draws (tests, replays)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError("rate must be in [0, 1]")
+        if not 0.0 <= self.margin <= 1.0:
+            raise ValueError("margin must be in [0, 1] (a difference of predicted quality)")
+
+
+def explore(chosen: int, quality: np.ndarray, eligible: np.ndarray, spec: Exploration,
+            rng: random.Random) -> tuple[int, float]:
+    """The exploring choice and its propensity: the probability that this policy, exploration
+    included, picks that candidate for this request (1.0 when the route does not explore)."""
+    if spec.rate <= 0.0:
+        return chosen, 1.0
+    q = np.asarray(quality, float)
+    pool = np.flatnonzero(np.asarray(eligible, bool) & (q >= q[chosen] - spec.margin))
+    pick = int(pool[rng.randrange(len(pool))]) if rng.random() < spec.rate else chosen
+    share = spec.rate / len(pool)
+    return pick, share + (1.0 - spec.rate if pick == chosen else 0.0)
+
+
+def describe(spec: PolicySpec) -> str:
+    """The policy as one short, stable string for the traffic log: its mode and the one
+    setting that mode reads (``tradeoff(willingness_to_pay=0.02)``)."""
+    setting = {"tradeoff": "willingness_to_pay", "target_quality": "target_quality",
+               "max_cost": "max_cost_usd", "strong_share": "strong_share"}[spec.mode]
+    return f"{spec.mode}({setting}={getattr(spec, setting):g})"
 
 
 class NoEligibleModel(ValueError):

@@ -1,8 +1,13 @@
 """The traffic log: one row per request, and users' feedback on them.
 
 What retraining reads: each request's prompt (the text the router embedded), its embedding,
-every candidate's predicted quality and estimated cost, the chosen model, what it cost and how
-it went; ``feedback`` rows attach ratings to request ids.
+every candidate's predicted quality and estimated cost, the chosen model, the router version
+and policy that chose it and the probability it did (``propensity``), the answer, what it cost
+and how it went; ``feedback`` rows attach users' ratings to request ids, and ``scores`` rows
+attach scorers' verdicts (``contextforge eval score``), one per (request, scorer).
+
+Older logs are upgraded in place when opened (``_upgrade``: columns added, never dropped), so a
+log written by an earlier version keeps its rows and gains the new columns as NULL.
 
 Two backends behind one class, chosen by DSN: ``sqlite:///path`` (the default; WAL, nothing to
 run) and ``postgresql://...`` (psycopg 3; shared by several gateway replicas). Both are plain
@@ -26,7 +31,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +43,16 @@ log = logging.getLogger("contextforge.traffic")
 _COLUMNS = (
     "id", "ts", "tenant", "user_id", "route", "model", "deployment", "cache", "input_tokens",
     "output_tokens", "cost_usd", "latency_ms", "ttft_ms", "status", "error", "stream",
-    "candidates", "router", "encoder", "prompt", "embedding",
+    "candidates", "router", "encoder", "prompt", "embedding", "policy", "propensity", "answer",
+    "tool_calls", "arm",
+)
+# Columns added after the first schema: (name, SQL type with {float}/{blob} placeholders).
+_ADDED = (
+    ("policy", "TEXT"),
+    ("propensity", "{float}"),
+    ("answer", "TEXT"),
+    ("tool_calls", "TEXT"),
+    ("arm", "TEXT"),
 )
 
 _SCHEMA = """
@@ -74,6 +88,15 @@ CREATE TABLE IF NOT EXISTS feedback (
     comment TEXT
 );
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
+CREATE TABLE IF NOT EXISTS scores (
+    request_id TEXT NOT NULL,
+    scorer TEXT NOT NULL,
+    score DOUBLE PRECISION,
+    detail TEXT,
+    cost_usd DOUBLE PRECISION,
+    ts DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (request_id, scorer)
+);
 """
 
 
@@ -109,6 +132,23 @@ class TrafficRecord(msgspec.Struct, frozen=True, kw_only=True):
     encoder: str | None = None
     prompt: str | None = None
     embedding: np.ndarray | None = None  # float32, L2-normalised
+    policy: str | None = None  # router.policy.describe of the deciding policy
+    propensity: float | None = None  # P(this model | prompt) under the logging policy
+    answer: str | None = None  # the answer's text (traffic.log_answers)
+    tool_calls: str | None = None  # its tool calls, a JSON list of {id, name, arguments}
+    arm: str | None = None  # the online A/B arm (router version) that decided
+
+
+class ScoreRow(msgspec.Struct, frozen=True):
+    """One scorer's verdict on one logged answer; ``score`` None: the scorer could not score
+    it (e.g. a judge's unparseable reply), recorded so a rerun does not ask again."""
+
+    request_id: str
+    scorer: str
+    score: float | None
+    detail: str = ""
+    cost_usd: float = 0.0  # what scoring cost (a judge's calls)
+    ts: float = 0.0
 
 
 class Feedback(msgspec.Struct, frozen=True):
@@ -181,6 +221,31 @@ class TrafficLog:
             if statement.strip():
                 conn.execute(statement)
         conn.commit()
+        self._upgrade(conn)
+
+    def _upgrade(self, conn: Any) -> None:
+        """Add the columns a log from an earlier version lacks (idempotent; replicas starting
+        together may race, so PostgreSQL uses IF NOT EXISTS and SQLite re-checks)."""
+        sql_types = {"float": "DOUBLE PRECISION",
+                     "blob": "BLOB" if self.kind == "sqlite" else "BYTEA"}
+        if self.kind == "sqlite":
+            have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+        else:
+            have = {row[0] for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'requests' AND table_schema = current_schema()")}
+        for name, sql_type in _ADDED:
+            if name in have:
+                continue
+            guard = "IF NOT EXISTS " if self.kind == "postgresql" else ""
+            try:
+                conn.execute(f"ALTER TABLE requests ADD COLUMN {guard}{name} "
+                             f"{sql_type.format(**sql_types)}")
+                conn.commit()
+            except sqlite3.OperationalError as exc:  # another process added it first
+                conn.rollback()
+                if "duplicate column" not in str(exc):
+                    raise
 
     # --- writing -------------------------------------------------------------------------
 
@@ -272,7 +337,8 @@ class TrafficLog:
         candidates = _CANDIDATES.encode(r.candidates).decode() if r.candidates else None
         return (r.id, r.ts, r.tenant, r.user_id, r.route, r.model, r.deployment, r.cache,
                 r.input_tokens, r.output_tokens, r.cost_usd, r.latency_ms, r.ttft_ms, r.status,
-                r.error, int(r.stream), candidates, r.router, r.encoder, r.prompt, emb)
+                r.error, int(r.stream), candidates, r.router, r.encoder, r.prompt, emb,
+                r.policy, r.propensity, r.answer, r.tool_calls, r.arm)
 
     # --- feedback and reading ------------------------------------------------------------
 
@@ -325,6 +391,92 @@ class TrafficLog:
                 "ORDER BY ts", params).fetchall()
             self._reader.rollback()  # end the read transaction (PostgreSQL holds one open)
         return [Feedback(*row) for row in rows]
+
+    # --- reading in batches (scoring, retraining) ----------------------------------------
+
+    def batches(self, *, since: float | None = None, until: float | None = None,
+                unscored_by: str | None = None, scored_by: str | None = None,
+                answered: bool = False, batch_size: int = 1000,
+                ) -> Iterator[list[tuple[TrafficRecord, float | None]]]:
+        """Logged requests oldest first, ``batch_size`` at a time, each with its score.
+
+        ``unscored_by``: only rows that scorer has not scored yet (what ``eval score`` reads:
+        a rerun, or a run resumed after an interruption, skips what is done). ``scored_by``:
+        only rows it scored with a value, paired with that value (what retraining reads).
+        ``answered``: only successful requests with a logged answer. Reads on a connection of
+        its own — on PostgreSQL a server-side cursor, so millions of rows stream through
+        bounded memory — while other connections write scores beside them."""
+        m, where, params = self._mark, [], []
+        if since is not None:
+            where.append(f"r.ts >= {m}")
+            params.append(since)
+        if until is not None:
+            where.append(f"r.ts < {m}")
+            params.append(until)
+        if answered:
+            where.append("r.status = 200 AND (r.answer IS NOT NULL OR r.tool_calls IS NOT NULL)")
+        join, score = "", "NULL"
+        if unscored_by is not None:
+            where.append(f"NOT EXISTS (SELECT 1 FROM scores s WHERE s.request_id = r.id "
+                         f"AND s.scorer = {m})")
+            params.append(unscored_by)
+        if scored_by is not None:
+            join = f" JOIN scores s ON s.request_id = r.id AND s.scorer = {m}"
+            params.insert(0, scored_by)
+            where.append("s.score IS NOT NULL")
+            score = "s.score"
+        cols = ", ".join(f"r.{c}" for c in _COLUMNS)
+        sql = (f"SELECT {cols}, {score} FROM requests r{join}"
+               f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY r.ts, r.id")
+        conn = self._connect()
+        try:
+            if self.kind == "postgresql":
+                cur = conn.cursor(name="contextforge_batches")  # server-side
+                cur.itersize = batch_size
+            else:
+                cur = conn.cursor()
+            try:
+                cur.execute(sql, params)
+                while rows := cur.fetchmany(batch_size):
+                    yield [(self._record(row[:-1]), row[-1]) for row in rows]
+            finally:
+                cur.close()
+        finally:
+            conn.close()
+
+    def write_scores(self, rows: Sequence[ScoreRow]) -> int:
+        """Record scorers' verdicts in one transaction; a (request, scorer) pair already
+        scored is kept as it was (idempotent reruns). Returns how many were new."""
+        if not rows:
+            return 0
+        m = self._mark
+        sql = (f"INSERT INTO scores (request_id, scorer, score, detail, cost_usd, ts) VALUES "
+               f"({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (request_id, scorer) DO NOTHING")
+        values = [(r.request_id, r.scorer, r.score, r.detail, r.cost_usd, r.ts or time.time())
+                  for r in rows]
+        with self._lock:
+            cur = self._reader.cursor()
+            cur.executemany(sql, values)  # rowcount: the rows inserted, conflicts excluded
+            self._reader.commit()
+        return max(int(cur.rowcount), 0)
+
+    def scores(self, request_id: str | None = None, scorer: str | None = None
+               ) -> list[ScoreRow]:
+        """Recorded verdicts, oldest first (filtered by request and/or scorer)."""
+        m, where, params = self._mark, [], []
+        if request_id is not None:
+            where.append(f"request_id = {m}")
+            params.append(request_id)
+        if scorer is not None:
+            where.append(f"scorer = {m}")
+            params.append(scorer)
+        tail = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._lock:
+            rows = self._reader.execute(
+                "SELECT request_id, scorer, score, detail, cost_usd, ts FROM scores"
+                f"{tail} ORDER BY ts, request_id", params).fetchall()
+            self._reader.rollback()
+        return [ScoreRow(*row) for row in rows]
 
     def count(self) -> int:
         with self._lock:

@@ -37,6 +37,7 @@ from service.errors import to_api_error
 
 if TYPE_CHECKING:
     from router.dispatch import Upstream
+    from service.answer import Answer
     from service.gateway import Gateway
 
 Kind = Literal["chat", "embeddings"]
@@ -73,6 +74,7 @@ class Exchange:
     result: ChatCompletion | EmbeddingsResponse | None = None
     chunks: AsyncIterator[ChatCompletionChunk] | None = None
     usage: Usage | EmbeddingUsage | None = None
+    answer: Answer | None = None  # kept for the log when ``traffic.log_answers``
     status: int = 200
     error: str | None = None
     cache: str = "bypass"

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from router.catalog import Catalog
+from router.engine import PINNED
 from router.requirements import routing_prompt
 from router.traffic import CandidateLog, TrafficRecord
 from router.wire.openai import ChatRequest, EmbeddingUsage
@@ -101,7 +102,21 @@ def record(ex: Exchange, gw: Gateway, elapsed: float) -> TrafficRecord:
         # stay comparable across routers that read different encoder layers.
         embedding=(ex.embedding[: gw.engine.encoder.dim]
                    if cfg.log_embeddings and ex.embedding is not None else None),
+        policy=d.policy if d else ("pinned" if chat and ex.route == PINNED else None),
+        propensity=_propensity(ex) if chat else None,
+        answer=ex.answer.text if ex.answer is not None else None,
+        tool_calls=ex.answer.tool_calls_json if ex.answer is not None else None,
     )
+
+
+def _propensity(ex: Exchange) -> float | None:
+    """The probability the logging policy picked the answering model: the decision's (1.0
+    for a model the caller named). None after a fallback: the model that answered was picked
+    because another failed, not by the policy, so the row is no bandit sample (its outcome
+    still teaches retraining about that model)."""
+    if ex.tried:
+        return None
+    return ex.decision.propensity if ex.decision is not None else 1.0
 
 
 def _logged_prompt(ex: Exchange) -> str | None:

@@ -29,6 +29,7 @@ from router.wire.openai import (
     EmbeddingUsage,
     encode_vector,
 )
+from service.answer import Answer
 from service.errors import BadRequest, from_provider_error
 from service.pipeline import CANCELLED, CLIENT_GONE, Exchange
 
@@ -62,12 +63,17 @@ class Dispatch:
             except ProviderError as exc:
                 if not _fall_back(ex, gw, exc):
                     raise
+        keep = gw.traffic is not None and gw.traffic_config.log_answers
         if ex.stream:
             ex.ttft_ms = (time.perf_counter() - ex.started) * 1e3
+            if keep:
+                ex.answer = Answer()
             ex.chunks = _relay(ex, first, rest, ex.upstream)
         else:
             ex.result = msgspec.structs.replace(completion, id=ex.id)
             ex.usage = completion.usage
+            if keep:
+                ex.answer = Answer.of(completion)
 
     def leave(self, ex: Exchange, gw: Gateway) -> None:
         return None
@@ -117,10 +123,12 @@ async def _relay(ex: Exchange, first: ChatCompletionChunk | None,
                  upstream: Upstream) -> AsyncIterator[ChatCompletionChunk]:
     """The upstream's chunks under the gateway's request id, noting usage and how it ended."""
     try:
-        chunk = first
+        chunk, answer = first, ex.answer
         while chunk is not None:
             if chunk.usage is not None:
                 ex.usage = chunk.usage
+            if answer is not None:
+                answer.add(chunk)
             yield msgspec.structs.replace(chunk, id=ex.id)
             chunk = await _next(chunks, upstream.timeout_s)
     except Exception as exc:

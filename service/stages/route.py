@@ -69,7 +69,7 @@ class Route:
             prompt = routing_prompt(request)
             emb = await gw.batcher.encode(engine.router.routing_texts([prompt])[0])
         decision = engine.select(target, prompt or "", needs=needs, input_tokens=n_in,
-                                 embedding=emb)
+                                 embedding=emb, exploring=True)
         ex.needs, ex.input_tokens, ex.prompt, ex.embedding = needs, n_in, prompt, emb
         ex.model = engine.catalog.get(decision.model)
         ex.route = decision.route

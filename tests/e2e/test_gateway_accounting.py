@@ -76,6 +76,45 @@ def test_every_request_is_logged_with_its_decision(tmp_path, engine):
     crow = logged[concrete.headers["x-contextforge-request-id"]]
     assert crow.route == "none" and crow.candidates is None and crow.embedding is None
 
+    # The answers are kept for scoring, streamed or not; with the deciding policy and the
+    # propensity (1.0: the default routes do not explore; a named model is the caller's).
+    assert row.answer == r.json()["choices"][0]["message"]["content"]
+    streamed = "".join(msgspec.json.decode(e)["choices"][0]["delta"].get("content") or ""
+                       for e in events if msgspec.json.decode(e)["choices"])
+    assert srow.answer == streamed and streamed
+    assert (row.policy, row.propensity) == ("tradeoff(willingness_to_pay=0.02)", 1.0)
+    assert row.router == engine.router.spec.name
+    assert (crow.policy, crow.propensity, crow.answer) == (
+        "pinned", 1.0, concrete.json()["choices"][0]["message"]["content"])
+
+
+def test_answers_are_not_kept_when_log_answers_is_off(tmp_path, engine):
+    with TestClient(create_app(configured(tmp_path, log_answers=False), engine=engine)) as c:
+        assert c.post("/v1/chat/completions", json=BODY).status_code == 200
+    (row,) = rows(tmp_path)[0].values()
+    assert row.answer is None and row.tool_calls is None and row.propensity == 1.0
+
+
+def test_an_exploring_route_logs_the_probability_of_each_choice(tmp_path):
+    from router.policy import Exploration
+
+    cfg = configured(tmp_path)
+    auto = next(r for r in cfg.routes if r.name == "auto")
+    exploring = msgspec.structs.replace(
+        auto, exploration=Exploration(rate=0.5, margin=1.0, seed=7))
+    cfg = msgspec.structs.replace(cfg, routes=[exploring if r.name == "auto" else r
+                                               for r in cfg.routes])
+    with TestClient(create_app(cfg)) as c:
+        for _ in range(40):
+            assert c.post("/v1/chat/completions", json=BODY).status_code == 200
+    logged = list(rows(tmp_path)[0].values())
+    n = len(logged[0].candidates)  # margin 1.0: every eligible candidate may be drawn
+    greedy = max(set(r.model for r in logged), key=[r.model for r in logged].count)
+    for r in logged:
+        expected = 0.5 / n + (0.5 if r.model == greedy else 0.0)
+        assert r.propensity == pytest.approx(expected)
+    assert len({r.model for r in logged}) > 3  # exploration reached other models
+
 
 def test_failed_requests_are_logged_with_their_error(tmp_path, engine):
     cfg = configured(tmp_path)

@@ -134,3 +134,69 @@ def test_rows_within_the_write_window_commit_together_and_flush_does_not_wait(tm
         assert time.perf_counter() - t0 < 0.25 and log.count() == 11
     finally:
         log.close()
+
+
+def test_answers_policy_and_propensity_round_trip(dsn):
+    log = TrafficLog(dsn)
+    try:
+        log.write(record(1, answer="C", tool_calls='[{"id": "t", "name": "f"}]',
+                         policy="tradeoff(willingness_to_pay=0.02)", propensity=0.25, arm="v2"))
+        log.flush()
+        (got,) = log.records()
+        assert (got.answer, got.tool_calls, got.policy, got.propensity, got.arm) == (
+            "C", '[{"id": "t", "name": "f"}]', "tradeoff(willingness_to_pay=0.02)", 0.25, "v2")
+    finally:
+        log.close()
+
+
+def test_scores_are_written_once_per_request_and_scorer(dsn):
+    from router.traffic import ScoreRow
+
+    log = TrafficLog(dsn)
+    try:
+        for i in range(4):
+            log.write(record(i, answer=f"answer {i}"))
+        log.flush()
+        first = [ScoreRow(f"req-{i}", "reference", 1.0, "ok") for i in range(2)]
+        assert log.write_scores(first) == 2
+        # A rerun that scores an overlapping set adds only the new pairs; the old stay as-is.
+        again = [ScoreRow(f"req-{i}", "reference", 0.0, "changed") for i in range(3)]
+        assert log.write_scores(again) == 1
+        assert [(s.request_id, s.score) for s in log.scores(scorer="reference")] == [
+            ("req-0", 1.0), ("req-1", 1.0), ("req-2", 0.0)]
+        assert log.write_scores([ScoreRow("req-0", "judge", None, "unparseable")]) == 1
+
+        unscored = [r.id for batch in log.batches(unscored_by="reference", batch_size=1)
+                    for r, _ in batch]
+        assert unscored == ["req-3"]
+        scored = [(r.id, s) for batch in log.batches(scored_by="reference", batch_size=2)
+                  for r, s in batch]
+        assert scored == [("req-0", 1.0), ("req-1", 1.0), ("req-2", 0.0)]
+        # A judge's None (could not score) counts as done, but is no training value.
+        assert [r.id for b in log.batches(unscored_by="judge") for r, _ in b] == [
+            "req-1", "req-2", "req-3"]
+        assert list(log.batches(scored_by="judge")) == []
+        assert [r.id for b in log.batches(since=1002.0) for r, _ in b] == ["req-2", "req-3"]
+    finally:
+        log.close()
+
+
+def test_a_log_from_an_earlier_version_gains_the_new_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE requests (id TEXT PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, "
+                 "tenant TEXT, user_id TEXT, route TEXT, model TEXT, deployment TEXT, "
+                 "cache TEXT, input_tokens INTEGER, output_tokens INTEGER, cost_usd DOUBLE "
+                 "PRECISION, latency_ms DOUBLE PRECISION, ttft_ms DOUBLE PRECISION, status "
+                 "INTEGER NOT NULL, error TEXT, stream INTEGER NOT NULL DEFAULT 0, candidates "
+                 "TEXT, router TEXT, encoder TEXT, prompt TEXT, embedding BLOB)")
+    conn.execute("INSERT INTO requests (id, ts, status, prompt) VALUES ('old-1', 1.0, 200, 'p')")
+    conn.commit()
+    conn.close()
+    for _ in range(2):  # opening twice is idempotent
+        log = TrafficLog(f"sqlite:///{path}")
+        (old,) = log.records()
+        assert (old.id, old.prompt, old.answer, old.propensity) == ("old-1", "p", None, None)
+        log.close()
