@@ -24,8 +24,11 @@ def _summary(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_card(path: Path, results: list[dict[str, Any]]) -> None:
-    """Write the card of the router at ``path`` with its evaluation ``results``."""
+def write_card(path: Path, results: list[dict[str, Any]],
+               traffic: dict[str, Any] | None = None) -> None:
+    """Write the card of the router at ``path`` with its evaluation ``results``; ``traffic``:
+    what a router trained from logs learned from (``training.from_logs``: the data window,
+    rows, scorer, method, and which catalog models have columns or keep stand-ins)."""
     path = Path(path)
     router = load_router(path)
     spec = router.spec
@@ -40,6 +43,8 @@ def write_card(path: Path, results: list[dict[str, Any]]) -> None:
         "created": spec.created,
         "evaluations": [_summary(r) for r in results],
     }
+    if traffic is not None:
+        card["traffic"] = traffic
     (path / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     lines = [
         f"# Router `{spec.name}`", "",
@@ -49,8 +54,10 @@ def write_card(path: Path, results: list[dict[str, Any]]) -> None:
         f"(data sha256 {spec.data.sha256[:16]}...)",
         f"- models: {', '.join(f'`{m}`' for m in spec.models)}",
         f"- boilerplate paragraphs stripped before embedding: {len(spec.boilerplate)}", "",
-        "## Evaluation (held-out rows only)", "",
     ]
+    if traffic is not None:
+        lines += _traffic_lines(traffic)
+    lines += ["## Evaluation (held-out rows only)", ""]
     if not results:
         lines.append("No held-out split in the training data: not evaluated.")
     for r in results:
@@ -71,3 +78,26 @@ def write_card(path: Path, results: list[dict[str, Any]]) -> None:
             lines += [f"APGR {_fmt(r['apgr'])}, CPT(50%) {_fmt(r['cpt50'])}, "
                       f"CPT(80%) {_fmt(r['cpt80'])}", ""]
     (path / "CARD.md").write_text("\n".join(lines) + "\n")
+
+
+def _traffic_lines(t: dict[str, Any]) -> list[str]:
+    w = t["window"]
+    lines = [
+        "## Learned from traffic", "",
+        f"- log `{w['dsn']}`, scorer `{w['scorer']}`: {w['rows_read']} scored rows "
+        f"from {w['first']} to {w['last']}"
+        + (f" ({w['skipped_no_prompt']} without a logged prompt, skipped)"
+           if w["skipped_no_prompt"] else ""),
+        f"- method: {t['method']}",
+        "- observations per model: "
+        + ", ".join(f"`{m}` {n}" for m, n in w["observations"].items()),
+    ]
+    if t.get("base"):
+        lines.append(f"- stacked on the training rows of `{t['base']}`")
+    if t.get("learned") is not None:
+        lines.append("- catalog models with their own column: "
+                     + (", ".join(f"`{m}`" for m in t["learned"]) or "none"))
+        lines.append("- catalog models that keep a stand-in: "
+                     + (", ".join(f"`{m}` (as `{s}`)" for m, s in t["stand_ins"].items())
+                        or "none"))
+    return [*lines, ""]

@@ -105,6 +105,29 @@ def evaluate_routing(router: TrainedRouter, data: str | RoutingTable, *, split: 
     return result
 
 
+def evaluate_on(router: TrainedRouter, data: str | RoutingTable, *, split: str = "test",
+                encoder: RoutingEncoder | None = None) -> dict[str, Any]:
+    """``evaluate_routing`` over the models ``data`` and ``router`` share, for a router that
+    predicts more models than the data holds (one trained on a dataset plus traffic)."""
+    table = load(data) if isinstance(data, str) else data
+    shared = [m for m in table.models if m in router.models]
+    if len(shared) < 2:
+        raise ValueError(f"router {router.spec.name!r} and {table.name} share fewer than two "
+                         f"models: {shared}")
+    keep = [table.models.index(m) for m in shared]
+    cols = [router.models.index(m) for m in shared]
+    table = RoutingTable(name=table.name, prompts=table.prompts, models=shared,
+                         scores=table.scores[:, keep], costs=table.costs[:, keep],
+                         tasks=table.tasks, splits=table.splits, cost_source=table.cost_source)
+    rows = eval_rows(table, split)
+    encoder = encoder or encoder_for(router)
+    pred_q, pred_c = predict_rows(router, rows, encoder)
+    result = {"dataset": table.name, "split": split, "router_name": router.spec.name,
+              "router_kind": router.spec.kind, "cost_source": table.cost_source}
+    result.update(summarize(rows, pred_q[:, cols], pred_c[:, cols], per_task=True))
+    return result
+
+
 def summarize(rows: RoutingTable, pred_q: np.ndarray, pred_c: np.ndarray, *,
               per_task: bool = True) -> dict[str, Any]:
     """:func:`curve_summary` of all rows, plus one per task when there are several."""

@@ -108,6 +108,10 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.from_logs:
+        return cmd_train_from_logs(args)
+    if args.since or args.base:
+        raise SystemExit("--since and --base go with --from-logs")
     from eval.card import write_card
     from eval.routing import evaluate_routing
     from router.artifact import load_router
@@ -128,6 +132,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     for r in results:
         print(f"test: AIQ {r['router']['aiq']:.4f} (single-model hull {r['zero_router_aiq']:.4f}),"
               f" best single {r['best_single']['model']} {r['best_single']['quality']:.4f}")
+    return 0
+
+
+def cmd_train_from_logs(args: argparse.Namespace) -> int:
+    from eval.card import write_card
+    from router.artifact import load_router
+    from router.catalog import prediction_column
+    from router.traffic import TrafficLog
+    from training.data import load
+    from training.encoders import load_choice
+    from training.fit import parse_layers, train_router
+    from training.from_logs import METHOD, parse_since, table_from_logs
+
+    base = load(args.base) if args.base else None
+    log = TrafficLog(args.from_logs, base_dir=Path.cwd())
+    try:
+        table, window = table_from_logs(log, scorer=args.scorer, since=parse_since(args.since),
+                                        base=base)
+    finally:
+        log.close()
+    layers = None if args.layers is None else parse_layers(args.layers)
+    encoder = load_choice(args.encoder)
+    out = train_router(table, Path(args.out), kind=args.router, encoder=encoder,
+                       surface=not args.no_surface, layers=layers)
+    router = load_router(out)
+    traffic = {"window": window.as_dict(), "method": METHOD, "base": args.base}
+    if args.config:  # which catalog models this router predicts itself, which borrow
+        from router.overlay import load_effective_config
+
+        cfg = load_effective_config(args.config)
+        chat = [m for m in cfg.models if "embeddings" not in m.capabilities]
+        traffic["learned"] = [m.name for m in chat if m.name in router.models]
+        traffic["stand_ins"] = {
+            m.name: m.stands_in_for for m in chat if m.name not in router.models
+            and prediction_column(router.models, m.name, m.stands_in_for) is not None}
+    results = []
+    if base is not None and (base.splits == "test").any():
+        from eval.routing import evaluate_on
+
+        results.append(evaluate_on(router, base, split="test", encoder=encoder))
+    write_card(out, results, traffic=traffic)
+    print(f"trained {router.spec.kind} router on {window.rows_read} scored log rows"
+          f"{f' + {args.base}' if args.base else ''} -> {out}")
+    print("observations: " + ", ".join(f"{m} {n}" for m, n in window.observations.items()))
+    for r in results:
+        print(f"{r['dataset']} test (its own models): AIQ {r['router']['aiq']:.4f}")
     return 0
 
 
@@ -186,7 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_route)
 
     s = sub.add_parser("train", help="fit a router and write its folder")
-    s.add_argument("--data", required=True, help="built-in name or a JSONL/CSV path")
+    source = s.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="built-in name or a JSONL/CSV path")
+    source.add_argument("--from-logs", metavar="DSN",
+                        help="scored traffic: the traffic log's DSN (see `eval score`)")
+    s.add_argument("--since", help="with --from-logs: rows from this date or time (ISO 8601)")
+    s.add_argument("--base", help="with --from-logs: a dataset whose training rows the "
+                   "traffic is stacked on (built-in name or path)")
+    s.add_argument("--scorer", default="reference",
+                   help="with --from-logs: whose scores to learn from (default: reference)")
+    s.add_argument("--config", help="with --from-logs: the catalog, so the card says which "
+                   "models got their own column and which keep a stand-in")
     s.add_argument("--router", help="kind: knn, linear, mlp, mf, ensemble, taskmix "
                    "(default: the shipped kind, taskmix)")
     s.add_argument("--out", required=True)

@@ -56,3 +56,30 @@ def test_strong_share_threshold_sends_the_calibrated_share():
 def test_policy_spec_rejects_out_of_range_values(field, value):
     with pytest.raises(ValueError, match=field):
         PolicySpec(**{field: value})
+
+
+def test_exploration_draws_within_the_margin_with_the_stated_propensities():
+    import random
+
+    from router.policy import Exploration, explore
+
+    q = np.array([0.9, 0.88, 0.5, 0.89])
+    eligible = np.array([True, True, True, False])
+    spec = Exploration(rate=0.3, margin=0.05)
+    rng, counts, props = random.Random(1), np.zeros(4), {}
+    for _ in range(20_000):
+        i, p = explore(0, q, eligible, spec, rng)
+        counts[i] += 1
+        props[i] = p
+    # Pool: 0 and 1 (within 0.05 of the choice and eligible); never 2 (too far) or 3.
+    assert counts[2] == counts[3] == 0
+    assert props == pytest.approx({0: 0.7 + 0.15, 1: 0.15})
+    assert counts[1] / counts.sum() == pytest.approx(0.15, abs=0.01)
+    assert explore(0, q, eligible, Exploration(), rng) == (0, 1.0)
+
+
+def test_policies_describe_themselves_for_the_log():
+    from router.policy import describe
+
+    spec = PolicySpec(mode="max_cost", max_cost_usd=0.002)
+    assert describe(spec) == "max_cost(max_cost_usd=0.002)"
