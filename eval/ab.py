@@ -59,7 +59,7 @@ def prediction_columns(router_models: Sequence[str], models: Sequence[str],
     if missing:
         hint = ("their catalog stand-ins are not router models either" if stands_in else
                 "pass --config with a catalog whose models name a `stands_in_for`")
-        raise ValueError(f"the router has no column for {', '.join(missing)} ({hint}); "
+        raise ValueError(f"no column for {', '.join(missing)} ({hint}); "
                          f"it predicts {', '.join(router_models)}")
     return [int(c) for c in cols if c is not None]
 
@@ -76,7 +76,10 @@ def replay(router: TrainedRouter, models: Sequence[str], fallback_cost: np.ndarr
     the caller's plain mean cost of each model (the data's training rows, or the log), as they
     do when there are no prompts to count tokens of.
     """
-    cols = prediction_columns(router.models, models, stands_in)
+    try:
+        cols = prediction_columns(router.models, models, stands_in)
+    except ValueError as exc:
+        raise ValueError(f"router {router.spec.name!r} ({router.path}): {exc}") from None
     if prompts is not None:
         encoder = encoder or encoder_for(router)
         x = embed_cached(encoder, router.routing_texts(list(prompts)), layers=router.layers)
@@ -244,7 +247,8 @@ def ab_on_logs(a: TrainedRouter, b: TrainedRouter, bandit: ope.LoggedBandit, *,
 def render_markdown(result: Mapping[str, Any]) -> str:
     """A short Markdown summary of an ``eval ab`` result: A vs B vs their difference."""
     a, b = result["a"], result["b"]
-    names = f"A: `{a['router']}` ({a['path']}), B: `{b['router']}` ({b['path']})"
+    names = ", ".join(f"{side}: `{r['router']}`" + (f" ({r['path']})" if r.get("path") else "")
+                      for side, r in (("A", a), ("B", b)))
     if result["mode"] == "data":
         where = f"{result['dataset']} [{result['split']}]"
     else:

@@ -83,7 +83,7 @@ def test_eval_ab_without_stand_ins_names_the_models_a_router_lacks(tmp_path, cap
     data, a, b = two_routers
     assert main(["eval", "ab", "--a", str(a), "--b", str(b), "--data", str(data)]) == 2
     err = capsys.readouterr().err
-    assert "no column for mid" in err and "--config" in err
+    assert f"router 'a' ({a}): no column for mid" in err and "--config" in err
 
 
 def test_eval_ab_of_a_router_with_itself_differs_by_exactly_zero(tmp_path, capsys,
