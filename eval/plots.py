@@ -58,6 +58,18 @@ def plot_routing(result: dict, path: str | Path) -> Path:
     return out
 
 
+def plot_ab(result: dict, path: str | Path) -> Path:
+    """Write the PNG of an ``eval ab`` result on labelled data: both routers' cost-quality
+    curves over the single models, the zero-router hull and the oracle (``plot_routing``)."""
+    a, b = result["a"], result["b"]
+    title = (f"{result.get('dataset', 'A/B')} | A {a['router']} AIQ {a['aiq']:.3f} | "
+             f"B {b['router']} AIQ {b['aiq']:.3f}")
+    return plot_routing({"dataset": title, "single": result.get("single", {}),
+                         "oracle": result["oracle"],
+                         "extra_curves": {f"A: {a['router']}": a["curve"],
+                                          f"B: {b['router']}": b["curve"]}}, path)
+
+
 def _draw_singles(ax, single: dict) -> list[float]:
     """Single models as labelled points and their hull as a dashed line; returns their costs."""
     if not single:

@@ -1,9 +1,9 @@
 """The ``contextforge`` command line.
 
 Verbs (DESIGN.md fixes their names and flags): ``serve``, ``route``, ``train``,
-``eval routing``, plus ``setup`` (build the encoder and the default router when missing) and
-``validate`` (check a config file). Heavy imports happen inside each verb so ``route`` never
-imports torch.
+``eval routing``, ``eval ab``, plus ``setup`` (build the encoder and the default router when
+missing) and ``validate`` (check a config file). Heavy imports happen inside each verb so
+``route`` never imports torch.
 """
 
 from __future__ import annotations
@@ -205,6 +205,40 @@ def cmd_eval_routing(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_ab(args: argparse.Namespace) -> int:
+    from eval.ab import ab_on_data, render_markdown
+    from router.artifact import load_router
+
+    if args.bootstrap < 1:
+        raise ValueError("--bootstrap: give at least 1 resample")
+    if args.willingness_to_pay is not None and args.willingness_to_pay <= 0:
+        raise ValueError("--willingness-to-pay must be > 0 (USD per request per quality unit)")
+    stands_in = None
+    if args.config:
+        from router.overlay import load_effective_config
+
+        # The catalog's stand-ins, read as the gateway reads them (overlay applied).
+        stands_in = {m.name: m.stands_in_for for m in load_effective_config(args.config).models}
+    a, b = load_router(args.a), load_router(args.b)
+    if args.logs:
+        raise ValueError("eval ab --logs: reading scored traffic from the log is not wired yet; "
+                         "use --data, or eval.ab.ab_on_logs on an eval.ope.LoggedBandit")
+    result = ab_on_data(a, b, args.data, split=args.split, stands_in=stands_in,
+                        replicates=args.bootstrap, seed=args.seed,
+                        willingness_to_pay=args.willingness_to_pay)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    markdown = render_markdown(result)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown)
+    if args.plot:
+        from eval.plots import plot_ab
+
+        plot_ab(result, args.plot)
+    print(markdown, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="contextforge", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -270,6 +304,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--encoder", help="the router's encoder, when not a built one under "
                    "models/encoders/ (an encoder folder)")
     s.set_defaults(func=cmd_eval_routing)
+
+    s = ev.add_parser("ab", help="offline A/B of two routers: replayed on labelled data, or "
+                      "estimated off-policy from logged traffic")
+    s.add_argument("--a", required=True, help="router folder A (the incumbent)")
+    s.add_argument("--b", required=True, help="router folder B (the candidate)")
+    source = s.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="built-in name or a JSONL/CSV path")
+    source.add_argument("--logs", help="traffic log DSN (scored rows)")
+    s.add_argument("--split", default="test")
+    s.add_argument("--config", help="a config whose catalog's stands_in_for maps models a "
+                   "router has no column for")
+    s.add_argument("--willingness-to-pay", type=float, help="USD per request per quality "
+                   "unit of the compared tradeoff (default: the curve's first point, as eval "
+                   "routing reports)")
+    s.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json")
+    s.add_argument("--markdown")
+    s.add_argument("--plot")
+    s.set_defaults(func=cmd_eval_ab)
     return p
 
 
