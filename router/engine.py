@@ -108,6 +108,15 @@ class RoutingEngine:
         self.text = text or text_encoder_slot(config, encoder)
         self.routes: dict[str, _Route] = {}
         self._rngs: dict[str, random.Random] = {}
+        for k, m in enumerate(config.models):
+            # A stand-in names a data model the router must know (a typo would silently
+            # drop the model from every route); a model the router learned needs none.
+            if (m.stands_in_for is not None
+                    and prediction_column(router.models, m.name, m.stands_in_for) is None):
+                raise ConfigError(
+                    f"models[{k}].stands_in_for: model {m.name!r} stands in for "
+                    f"{m.stands_in_for!r}, which router {router.spec.name!r} does not know; "
+                    f"its models: {', '.join(router.models)}")
         for i, entry in enumerate(config.routes):
             names = entry.candidates or [
                 m.name for m in config.models

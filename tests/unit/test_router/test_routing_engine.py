@@ -104,10 +104,15 @@ def test_prompt_limits_per_route_and_server(engine):
 def test_a_stand_in_the_router_does_not_know_is_a_config_error():
     cfg = Config(models=[model("x", "unknown-data-model", 1.0)],
                  routes=[RouteEntry(name="auto", candidates=["x"])])
+    with pytest.raises(ConfigError, match=r"models\[0\]\.stands_in_for: .*'unknown-data"):
+        RoutingEngine(cfg, FakeEncoder(), FakeRouter({"strong": 0.9}))
+    # A model with neither a column nor a stand-in cannot be a route's candidate, and a route
+    # with no candidates at all is refused.
+    plain = ModelEntry(name="x", input_price=1, output_price=1, context_window=100)
+    cfg = Config(models=[plain], routes=[RouteEntry(name="auto", candidates=["x"])])
     with pytest.raises(ConfigError, match=r"routes\[0\]\.candidates\[0\]"):
         RoutingEngine(cfg, FakeEncoder(), FakeRouter({"strong": 0.9}))
-    # Without explicit candidates, a route nobody can be predicted for is refused too.
-    cfg = Config(models=[model("x", "unknown-data-model", 1.0)], routes=[RouteEntry(name="auto")])
+    cfg = Config(models=[plain], routes=[RouteEntry(name="auto")])
     with pytest.raises(ConfigError, match=r"routes\[0\]: route 'auto' has no candidates"):
         RoutingEngine(cfg, FakeEncoder(), FakeRouter({"strong": 0.9}))
 
