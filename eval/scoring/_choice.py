@@ -26,7 +26,7 @@ _WORDS = r"(?i:option|choice|letter)"
 _PICK = (r"(?:" + _WORDS + r"\s+)?[(\[]?([A-Z])(?![\w'’])[)\]]?"
          r"(?:\s*(?i:or|and|/|,|&)\s*(?:" + _WORDS + r"\s+)?[(\[]?([A-Z])(?![\w'’]))?")
 _PHRASE = re.compile(
-    r"(?:\b(?i:(?:final|correct|right|best)\s+)?(?i:answer|option|choice)s?"
+    r"(?:\b(?i:(?:final|correct|right|best)\s+)?(?i:answer|option|choice)"
     r"\s*(?:(?i:is|would\s+be|should\s+be|will\s+be)\s*[:=\-–—]?|[:=\-–—])\s*(?i:the\s+)?"
     r"|\b(?i:I(?:\s+would|\s+will|['’]d|['’]ll)?\s+(?:choose|pick|select|go\s+with|think|"
     r"believe)(?:\s+it['’]s|\s+it\s+is)?)\s+)"

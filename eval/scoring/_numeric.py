@@ -27,6 +27,7 @@ _PHRASE = re.compile(r"(?i:answer)\s*(?:(?i:is|would\s+be|will\s+be|should\s+be)
                      r"(?i:approximately\s+|about\s+|roughly\s+)?" + _NUMBER)
 _LATEX_FRAC = re.compile(r"\\d?frac\{([^{}]*)\}\{([^{}]*)\}")
 _LATEX_ESCAPE = re.compile(r"\\([$%,])")
+_CALCULATOR = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations: "$<<9*2=18>>18"
 
 
 class Number(msgspec.Struct, frozen=True):
@@ -78,6 +79,7 @@ def numeric(answer: str, reference: str, *, rel_tol: float = 1e-6,
 
 
 def _clean(text: str) -> str:
+    text = _CALCULATOR.sub("", text)
     text = _LATEX_FRAC.sub(r"\1/\2", text)
     return _LATEX_ESCAPE.sub(r"\1", text)
 

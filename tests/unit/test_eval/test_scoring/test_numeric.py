@@ -29,6 +29,12 @@ def test_final_number(answer, value, how):
     assert got is not None and got.value == value and found_how == how
 
 
+def test_calculator_annotations_are_not_numbers():
+    # Mixtral's GSM8K style: "90 - 144 = -<<90-144=-54>>54 miles", then prose
+    text = "he is now 90 - 144 = -<<90-144=-54>>54 miles from his house"
+    assert extract_number(text)[0].value == -54
+
+
 def test_the_last_answer_phrase_wins_over_earlier_ones():
     text = "The answer is 12 for the first part. Adding 6 more, the answer is 18. Check: 3 * 6."
     assert extract_number(text)[0].value == 18
