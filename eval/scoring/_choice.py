@@ -33,7 +33,7 @@ _PHRASE = re.compile(
     + _PICK)
 _ALTERNATIVES = re.compile(r"(?<![\w'’])[(\[]?([A-Z])[)\]]?\s*(?i:or|and|/|&)\s*(?:"
                            + _WORDS + r"\s+)?[(\[]?([A-Z])(?![\w'’])")
-# A letter that opens the answer and is followed by a delimiter, a line break or an option word.
+# A letter opening the answer, then a delimiter, a line break or a parenthesis: "D (because".
 _LEADING = re.compile(r"(?:" + _WORDS + r"\s+)?[(\[]?([A-Z])(?:[)\]]|[.:,]|\s*[-–—]\s|\s*\n|\s+\()")
 _LEADING_WORD = re.compile(r"([A-Z])\s+\S")
 _OPTION_FORM = re.compile(r"(?:(?<![\w'’])\(([A-Z])\)|(?<![\w'’(])([A-Z])\)|" + _WORDS
@@ -48,9 +48,9 @@ def extract_choice(answer: str, letters: str = "ABCD",
     """The letter the answer picks (or None) and how it was read.
 
     ``letters`` are the allowed option letters; ``choices`` maps them to the option texts, so an
-    answer that restates an option instead of naming its letter still counts. A letter outside
-    ``letters`` is returned as read (the caller decides); two letters offered as alternatives
-    give ``(None, "ambiguous: ...")``.
+    answer that restates an option instead of naming its letter still counts. A bare letter
+    outside ``letters`` is returned as read (the caller decides); two letters offered as
+    alternatives give ``(None, "ambiguous: ...")``.
     """
     text = _MARKUP.sub("", answer).strip().strip("\"'“”").strip()
     if not text:
