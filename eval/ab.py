@@ -25,6 +25,7 @@ from eval.routing import eval_rows
 from router.artifact import TrainedRouter
 from router.catalog import prediction_column
 from router.encoders import RoutingEncoder
+from router.traffic import TrafficLog
 from training.data import count_tokens, load
 from training.embed_cache import embed_cached
 from training.encoders import encoder_for
@@ -197,6 +198,18 @@ def _encoders(routers: Sequence[TrainedRouter],
 
 
 # ---- logged traffic -----------------------------------------------------------------------------
+
+
+def bandit_from_log(log: TrafficLog, *, scorer: str = "reference",
+                    since: float | None = None) -> ope.LoggedBandit:
+    """The log's scored, answered rows as bandit feedback (batched reads; see
+    ``TrafficLog.batches``). Rows without a propensity (answered after a fallback) are no
+    bandit samples and are left out; a model the caller named has propensity 1.0."""
+    rows = ({"prompt": r.prompt, "embedding": r.embedding, "model": r.model,
+             "propensity": r.propensity, "score": score, "cost_usd": r.cost_usd}
+            for batch in log.batches(scored_by=scorer, since=since, answered=True)
+            for r, score in batch if r.propensity is not None)
+    return ope.bandit_from_rows(rows)
 
 
 def ab_on_logs(a: TrainedRouter, b: TrainedRouter, bandit: ope.LoggedBandit, *,

@@ -129,7 +129,7 @@ def score_references(log: TrafficLog, references: Mapping[str, Reference], *,
 def score_feedback(log: TrafficLog, *, since: float | None = None, batch_size: int = 500,
                    progress: Callable[[int], None] | None = None) -> ScoreRun:
     """The ``feedback`` scorer: each rated row's mean rating."""
-    from eval.scoring import score_feedback as verdict
+    from eval.scoring import feedback as verdict
 
     run = ScoreRun("feedback")
     ratings: dict[str, list[float]] = {}
@@ -138,8 +138,8 @@ def score_feedback(log: TrafficLog, *, since: float | None = None, batch_size: i
     for rows in _batches(log, "feedback", since, batch_size):
         now, verdicts = time.time(), []
         for r in rows:
-            if r.id in ratings:
-                s = verdict(ratings[r.id])
+            s = verdict(ratings[r.id]) if r.id in ratings else None
+            if s is not None:
                 verdicts.append(ScoreRow(r.id, "feedback", s.value, s.detail, 0.0, now))
         _record(run, log, rows, verdicts)
         if progress:
@@ -173,6 +173,34 @@ async def score_with_judge(log: TrafficLog, judge: Callable[[TrafficRecord], Any
         if progress:
             progress(len(rows))
     return run
+
+
+def gateway_judge(client: Any, base_url: str, model: str, *, scorer: str,
+                  reference_model: str | None = None, api_key: str | None = None,
+                  ) -> Callable[[TrafficRecord], Any]:
+    """``score_with_judge``'s ``judge`` for ``judge`` (absolute 1-10) or ``pairwise`` (against
+    ``reference_model``'s answer to the same prompt, asked through the gateway too): the judge
+    model is called through the gateway at ``base_url``, so its cost is accounted like any
+    request's, and each verdict records it."""
+    from eval.scoring import Judge, judge_absolute, judge_pairwise
+
+    judge = Judge(client, base_url, model, api_key=api_key)
+    if scorer == "pairwise" and not reference_model:
+        raise SystemExit("--scorer pairwise needs --reference-model (the answer to compare with)")
+
+    async def verdict(r: TrafficRecord) -> tuple[float | None, str, float] | None:
+        if r.prompt is None:
+            return None
+        answer = r.answer or r.tool_calls or ""
+        if scorer == "judge":
+            s = await judge_absolute(judge, r.prompt, answer)
+            return s.value, s.detail, s.cost_usd
+        assert reference_model is not None
+        ref = await Judge(client, base_url, reference_model, api_key=api_key).ask(r.prompt)
+        s = await judge_pairwise(judge, r.prompt, answer, ref.text)
+        return s.value, f"{s.detail} (reference {reference_model})", s.cost_usd + ref.cost_usd
+
+    return verdict
 
 
 def executor_for(spec: str | None) -> Executor | None:

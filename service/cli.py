@@ -9,6 +9,8 @@ missing) and ``validate`` (check a config file). Heavy imports happen inside eac
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -205,6 +207,56 @@ def cmd_eval_routing(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_score(args: argparse.Namespace) -> int:
+    from eval import score_logs
+    from router.traffic import TrafficLog
+    from training.from_logs import parse_since
+
+    since = parse_since(args.since)
+    log = TrafficLog(args.logs, base_dir=Path.cwd())
+    try:
+        with _progress(args.scorer) as tick:
+            if args.scorer == "reference":
+                from eval.pack import load_references
+
+                refs = load_references(args.references)
+                executor = score_logs.executor_for(args.executor)
+                run = score_logs.score_references(log, refs, since=since, executor=executor,
+                                                  progress=tick)
+            elif args.scorer == "feedback":
+                run = score_logs.score_feedback(log, since=since, progress=tick)
+            else:
+                if not args.judge:
+                    raise ValueError(f"--scorer {args.scorer} needs --judge MODEL")
+                run = asyncio.run(_judge_run(args, log, since, tick))
+    finally:
+        log.close()
+    _out(run.summary())
+    return 0
+
+
+async def _judge_run(args: argparse.Namespace, log, since: float | None, tick):
+    import httpx
+
+    from eval import score_logs
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        judge = score_logs.gateway_judge(client, args.gateway, args.judge, scorer=args.scorer,
+                                         reference_model=args.reference_model,
+                                         api_key=args.api_key)
+        return await score_logs.score_with_judge(log, judge, scorer=args.scorer, since=since,
+                                                 concurrency=args.concurrency, progress=tick)
+
+
+@contextlib.contextmanager
+def _progress(what: str):
+    """A progress bar on stderr (rows read), off when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    with tqdm(desc=f"scoring ({what})", unit="row", disable=not sys.stderr.isatty()) as bar:
+        yield bar.update
+
+
 def cmd_eval_ab(args: argparse.Namespace) -> int:
     from eval.ab import ab_on_data, render_markdown
     from router.artifact import load_router
@@ -221,11 +273,31 @@ def cmd_eval_ab(args: argparse.Namespace) -> int:
         stands_in = {m.name: m.stands_in_for for m in load_effective_config(args.config).models}
     a, b = load_router(args.a), load_router(args.b)
     if args.logs:
-        raise ValueError("eval ab --logs: reading scored traffic from the log is not wired yet; "
-                         "use --data, or eval.ab.ab_on_logs on an eval.ope.LoggedBandit")
-    result = ab_on_data(a, b, args.data, split=args.split, stands_in=stands_in,
-                        replicates=args.bootstrap, seed=args.seed,
-                        willingness_to_pay=args.willingness_to_pay)
+        if args.plot:
+            raise ValueError("--plot draws cost-quality curves, which --logs has none of: "
+                             "omit it")
+        from eval.ab import ab_on_logs, bandit_from_log
+        from router.policy import PolicySpec
+        from router.traffic import TrafficLog
+
+        wtp = args.willingness_to_pay
+        if wtp is None and args.config:
+            from router.overlay import load_effective_config
+
+            cfg = load_effective_config(args.config)
+            route = next(r for r in cfg.routes if r.name == cfg.default_route)
+            wtp = route.policy.willingness_to_pay
+        log = TrafficLog(args.logs, base_dir=Path.cwd())
+        try:
+            bandit = bandit_from_log(log, scorer=args.scorer)
+        finally:
+            log.close()
+        result = ab_on_logs(a, b, bandit, willingness_to_pay=wtp or PolicySpec().willingness_to_pay,
+                            stands_in=stands_in, replicates=args.bootstrap, seed=args.seed)
+    else:
+        result = ab_on_data(a, b, args.data, split=args.split, stands_in=stands_in,
+                            replicates=args.bootstrap, seed=args.seed,
+                            willingness_to_pay=args.willingness_to_pay)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     markdown = render_markdown(result)
@@ -320,10 +392,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "routing reports)")
     s.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--scorer", default="reference",
+                   help="with --logs: whose scores are the rewards (default: reference)")
     s.add_argument("--json")
     s.add_argument("--markdown")
     s.add_argument("--plot")
     s.set_defaults(func=cmd_eval_ab)
+
+    s = ev.add_parser("score", help="score logged answers; verdicts are written beside their "
+                      "rows, each (request, scorer) once, so reruns and resumed runs repeat "
+                      "nothing")
+    s.add_argument("--logs", required=True, help="traffic log DSN")
+    s.add_argument("--since", help="rows from this date or time (ISO 8601)")
+    s.add_argument("--scorer", default="reference",
+                   choices=["reference", "feedback", "judge", "pairwise"])
+    s.add_argument("--references", help="reference: a labelled prompt pack (JSONL, .gz ok) "
+                   "whose prompts the logged ones are matched to (default: the shipped pack)")
+    s.add_argument("--gateway", default="http://127.0.0.1:8000",
+                   help="judge/pairwise: the gateway the judge is called through")
+    s.add_argument("--judge", help="judge/pairwise: the judge model (a catalog model)")
+    s.add_argument("--reference-model", help="pairwise: the model whose answer is compared")
+    s.add_argument("--api-key", help="judge/pairwise: the gateway's key, if it has one")
+    s.add_argument("--concurrency", type=int, default=8, help="judge calls at a time")
+    s.add_argument("--executor", help="reference: where batches are scored: local (default), "
+                   "processes[:N], or dask://HOST:PORT")
+    s.set_defaults(func=cmd_eval_score)
     return p
 
 
