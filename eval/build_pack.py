@@ -23,6 +23,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -153,14 +154,15 @@ def candidates(sources: Iterable[tuple[str, str]] = SOURCES, data_dir: Path = DA
 
 def stratified(by_task: Mapping[str, Sequence[PackRow]], per_task: int = PER_TASK,
                seed: int = SEED) -> list[PackRow]:
-    """``per_task`` rows of each task (all of a smaller one), drawn with a seeded generator and
-    kept in their data order, tasks in the order given."""
+    """``per_task`` rows of each task (all of a smaller one), drawn with a seeded generator,
+    each task's in data order, the tasks interleaved: any prefix of the pack (``collect
+    --limit``, a run the spend cap stopped) covers every task alike."""
     rng = np.random.default_rng(seed)
-    out: list[PackRow] = []
+    drawn = []
     for rows in by_task.values():
         take = np.sort(rng.choice(len(rows), min(per_task, len(rows)), replace=False))
-        out.extend(rows[i] for i in take)
-    return out
+        drawn.append([rows[i] for i in take])
+    return [r for group in zip_longest(*drawn) for r in group if r is not None]
 
 
 def main(argv: list[str] | None = None) -> int:

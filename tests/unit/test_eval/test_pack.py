@@ -123,10 +123,11 @@ def _row(i: int, task: str) -> PackRow:
                    reference=PackReference(kind="choice", answer="A", choices={"A": "a"}))
 
 
-def test_stratified_sampling_is_seeded_per_task_and_keeps_data_order():
+def test_stratified_sampling_is_seeded_interleaved_and_keeps_data_order():
     by_task = {"a": [_row(i, "a") for i in range(50)], "b": [_row(i, "b") for i in range(8)]}
     rows = stratified(by_task, per_task=10, seed=3)
     assert Counter(r.task for r in rows) == {"a": 10, "b": 8}
+    assert [r.task for r in rows[:6]] == ["a", "b"] * 3  # any prefix covers both tasks
     ids = [int(r.id.split("/")[1]) for r in rows if r.task == "a"]
     assert ids == sorted(ids)
     assert stratified(by_task, per_task=10, seed=3) == rows
@@ -198,6 +199,7 @@ def test_the_shipped_starter_pack():
     rows = read_pack("starter")
     assert 250 <= len(rows) <= 350
     assert Counter(r.task for r in rows) == {"arc_challenge": 150, "winogrande": 150}
+    assert Counter(r.task for r in rows[:20]) == {"arc_challenge": 10, "winogrande": 10}
     assert all(r.source and r.source.file.endswith("_train.csv.gz") for r in rows)
     assert all(r.reference.kind == "choice" and r.reference.answer in r.reference.choices
                for r in rows)
