@@ -1,8 +1,8 @@
 """The ``contextforge`` command line.
 
 Verbs (DESIGN.md fixes their names and flags): ``serve``, ``route``, ``train``,
-``eval routing``, ``eval ab``, plus ``setup`` (build the encoder and the default router when
-missing) and ``validate`` (check a config file). Heavy imports happen inside each verb so
+``eval routing``, ``eval ab``, ``eval score``, ``collect``, plus ``setup`` (build the encoder
+and the default router when missing) and ``validate`` (check a config file). Heavy imports happen inside each verb so
 ``route`` never imports torch.
 """
 
@@ -311,6 +311,56 @@ def cmd_eval_ab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from eval.collect import CollectError, collect, read_collected
+    from eval.pack import answered_as, compare_recorded, read_pack, source_models
+
+    pack = read_pack(args.pack)[: args.limit]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    api_key = args.api_key or os.environ.get("CONTEXTFORGE_API_KEY")
+    try:
+        report = asyncio.run(collect(pack, models, args.out, gateway=args.gateway,
+                                     api_key=api_key, max_usd=args.max_usd,
+                                     concurrency=args.concurrency,
+                                     progress=sys.stderr.isatty()))
+    except CollectError as exc:  # the gateway is unreachable or refuses the key
+        print(f"contextforge collect: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # rows are flushed as they complete: nothing is lost
+        print(f"\ninterrupted: rerun the same command to resume {args.out}", file=sys.stderr)
+        return 130
+    print(f"{args.out}: {report.written} rows written this run ({report.rows_in_file} in the "
+          f"file), ${report.spent_usd:.4f} spent (${report.file_spent_usd:.4f} in the file)")
+    if report.skipped or report.errors:
+        print(f"  {report.skipped} pairs refused by the gateway (4xx), {report.errors} failed "
+              f"after retries: see {args.out}.errors.jsonl")
+    for model, mean in report.mean_score.items():
+        print(f"  {model:<28} mean score {mean:.3f}")
+    if report.stopped_at_cap:
+        print(f"stopped at the spend cap: ${report.file_spent_usd:.4f} of --max-usd "
+              f"{args.max_usd} spent on this file, the next pair is estimated at "
+              f"${report.next_estimate_usd:.6f}; {report.remaining} pairs remain: rerun with a "
+              "higher --max-usd to resume", file=sys.stderr)
+    elif report.remaining:
+        print(f"{report.remaining} pairs remain (failed this run): a rerun resumes them",
+              file=sys.stderr)
+    if args.compare_recorded:
+        from router.overlay import load_effective_config
+
+        mapping = answered_as(load_effective_config(args.config), models,
+                              source_models(pack))
+        agreement = compare_recorded(read_collected(args.out), pack, mapping)
+        print(f"recorded outcomes: {agreement.agreed}/{agreement.compared} agree "
+              f"({agreement.rate:.2%}); {agreement.not_compared} rows not compared")
+        for d in agreement.disagreements:
+            print(f"  {d.pack_id} {d.model} (as {d.data_model}): recorded {d.recorded:g}, "
+                  f"scored {d.score:g}: {d.detail}")
+    return 1 if report.stopped_at_cap or report.remaining else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="contextforge", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -365,6 +415,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--encoder", help="what the router reads: minilm, static, a built encoder's "
                    "id or folder (default: the shipped choice, training.encoders)")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("collect", help="a labelled prompt pack through the gateway to your "
+                       "deployments, scored: a dataset for train --data")
+    s.add_argument("--pack", required=True, help="a shipped pack (starter) or a pack file")
+    s.add_argument("--models", required=True, help="catalog models, comma-separated")
+    s.add_argument("--out", required=True, help="JSONL to write (a rerun resumes it)")
+    s.add_argument("--max-usd", type=float, help="stop before the file's spend (its rows' "
+                   "costs, the estimates of requests in flight and of the next one) would "
+                   "exceed this")
+    s.add_argument("--gateway", default="http://127.0.0.1:8000", help="the running gateway "
+                   "(default: %(default)s)")
+    s.add_argument("--api-key", help="the gateway's key (default: $CONTEXTFORGE_API_KEY)")
+    s.add_argument("--concurrency", type=int, default=8, help="requests at a time "
+                   "(default: %(default)s)")
+    s.add_argument("--limit", type=int, help="only the pack's first N prompts")
+    s.add_argument("--compare-recorded", action="store_true", help="compare the scores with "
+                   "the outcomes the pack's source data recorded for the data model each "
+                   "model's simulated deployments answer as (read from --config)")
+    s.add_argument("--config", help="the gateway's config, for --compare-recorded")
+    s.set_defaults(func=cmd_collect)
 
     ev = sub.add_parser("eval", help="evaluate routers").add_subparsers(dest="what", required=True)
     s = ev.add_parser("routing", help="cost-quality evaluation of a router")

@@ -30,6 +30,16 @@ from service.errors import APIError, Conflict, ModelNotFound, decode_body, error
 from service.gateway import Gateway
 
 
+class Pricing(msgspec.Struct, frozen=True):
+    """A catalog model's list prices (USD per million tokens) and the answer length the
+    gateway's cost estimates assume, so clients (``contextforge collect``) can budget before
+    they call; OpenAI clients ignore the field."""
+
+    input_per_million: float
+    output_per_million: float
+    expected_output_tokens: int
+
+
 class ModelCard(msgspec.Struct, frozen=True):
     id: str
     kind: str  # "model" or "route": a route name is a valid ``model`` too
@@ -40,6 +50,7 @@ class ModelCard(msgspec.Struct, frozen=True):
     context_window: int | None = None
     aliases: list[str] = []
     candidates: list[str] = []
+    pricing: Pricing | None = None  # catalog models; a route's cost depends on its choice
 
 
 class ModelList(msgspec.Struct, frozen=True):
@@ -109,7 +120,8 @@ async def embeddings(request: Request[Any, Any, Any], gateway: Gateway) -> Respo
 def model_cards(engine: RoutingEngine) -> list[ModelCard]:
     """Every valid ``model`` value: catalog models, routes, and ``auto``."""
     cards = [ModelCard(id=m.name, kind="model", capabilities=list(m.capabilities),
-                       context_window=m.context_window, aliases=list(m.aliases))
+                       context_window=m.context_window, aliases=list(m.aliases),
+                       pricing=Pricing(m.input_price, m.output_price, m.expected_output_tokens))
              for m in engine.catalog.models]
     routes = {name: r.models for name, r in engine.routes.items()}
     routes.setdefault("auto", engine.routes[engine.config.default_route].models)
