@@ -242,8 +242,6 @@ def load_references(name_or_path: str | os.PathLike[str] | None = None,
                     ) -> dict[str, Reference]:
     """A pack's references keyed as ``eval score`` matches logged prompts (whitespace
     collapsed; ``eval.score_logs.reference_key``); default: the shipped ``starter`` pack."""
-    import msgspec
-
     from eval.score_logs import reference_key
     from eval.scoring import Reference
 

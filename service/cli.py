@@ -2,8 +2,8 @@
 
 Verbs (DESIGN.md fixes their names and flags): ``serve``, ``route``, ``train``,
 ``eval routing``, ``eval ab``, ``eval score``, ``collect``, plus ``setup`` (build the encoder
-and the default router when missing) and ``validate`` (check a config file). Heavy imports happen inside each verb so
-``route`` never imports torch.
+and the default router when missing) and ``validate`` (check a config file). Heavy imports
+happen inside each verb so ``route`` never imports torch.
 """
 
 from __future__ import annotations
