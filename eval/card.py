@@ -94,6 +94,9 @@ def _traffic_lines(t: dict[str, Any]) -> list[str]:
     ]
     if t.get("base"):
         lines.append(f"- stacked on the training rows of `{t['base']}`")
+    for model, tasks in w.get("prior_kept", {}).items():
+        lines.append(f"- `{model}` kept its stand-in's outcomes on tasks the traffic did not "
+                     "show it: " + ", ".join(f"`{k}` (as `{s}`)" for k, s in tasks.items()))
     if t.get("learned") is not None:
         lines.append("- catalog models with their own column: "
                      + (", ".join(f"`{m}`" for m in t["learned"]) or "none"))

@@ -148,10 +148,16 @@ def cmd_train_from_logs(args: argparse.Namespace) -> int:
     from training.from_logs import METHOD, parse_since, table_from_logs
 
     base = load(args.base) if args.base else None
+    cfg = None
+    if args.config:  # the catalog: stand-ins kept where traffic is silent; the card's columns
+        from router.overlay import load_effective_config
+
+        cfg = load_effective_config(args.config)
     log = TrafficLog(args.from_logs, base_dir=Path.cwd())
     try:
-        table, window = table_from_logs(log, scorer=args.scorer, since=parse_since(args.since),
-                                        base=base)
+        table, window = table_from_logs(
+            log, scorer=args.scorer, since=parse_since(args.since), base=base,
+            stand_ins={m.name: m.stands_in_for for m in cfg.models} if cfg else None)
     finally:
         log.close()
     layers = None if args.layers is None else parse_layers(args.layers)
@@ -160,10 +166,7 @@ def cmd_train_from_logs(args: argparse.Namespace) -> int:
                        surface=not args.no_surface, layers=layers)
     router = load_router(out)
     traffic = {"window": window.as_dict(), "method": METHOD, "base": args.base}
-    if args.config:  # which catalog models this router predicts itself, which borrow
-        from router.overlay import load_effective_config
-
-        cfg = load_effective_config(args.config)
+    if cfg is not None:  # which catalog models this router predicts itself, which borrow
         chat = [m for m in cfg.models if "embeddings" not in m.capabilities]
         traffic["learned"] = [m.name for m in chat if m.name in router.models]
         traffic["stand_ins"] = {

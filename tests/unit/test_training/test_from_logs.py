@@ -79,9 +79,10 @@ def test_train_from_logs_gives_new_catalog_models_their_own_column(tmp_path, mon
                                                                    tiny_static):
     monkeypatch.setenv("CONTEXTFORGE_EMBED_CACHE", str(tmp_path / "emb"))
     # "fresh" is right on the odd topics only (the base's "weak" on the even ones): the
-    # router must learn that from traffic rather than keep a stand-in's prediction.
+    # router must learn that from traffic (on the base's prompts, so of its task) rather than
+    # keep a stand-in's prediction.
     rows = [(f"Question {i}: explain {TOPICS[i % 8]} with an example.", "fresh",
-             float(i % 8 % 2 == 1), 0.001) for i in range(100, 148)]
+             float(i % 8 % 2 == 1), 0.001) for i in range(48)]
     dsn, log = logged(tmp_path, rows)
     log.close()
     cfg = tmp_path / "catalog.yaml"
@@ -106,6 +107,7 @@ def test_train_from_logs_gives_new_catalog_models_their_own_column(tmp_path, mon
     assert card["traffic"]["learned"] == ["fresh"]
     assert card["traffic"]["stand_ins"] == {"other": "weak"}
     assert card["traffic"]["window"]["observations"] == {"fresh": len(rows)}
+    assert card["traffic"]["window"]["prior_kept"] == {}
     assert "masked per-model regression" in (out / "CARD.md").read_text()
 
 
@@ -119,3 +121,26 @@ def _base_file(tmp_path):
                 f.write(json.dumps({"prompt": p, "model": m, "score": table.scores[i, j],
                                     "cost": table.costs[i, j], "split": "train"}) + "\n")
     return path
+
+
+def test_a_task_the_traffic_never_showed_a_model_keeps_its_stand_ins_outcomes(tmp_path):
+    from training.from_logs import MIN_TASK_OBSERVATIONS
+    from training.table import RoutingTable
+
+    base = RoutingTable(
+        name="base", prompts=[f"quiz {i}" for i in range(4)] + [f"code {i}" for i in range(4)],
+        models=["old"], scores=np.array([[1.0], [0.0], [1.0], [0.0]] * 2),
+        costs=np.full((8, 1), 0.01), tasks=np.array(["quiz"] * 4 + ["code"] * 4),
+        splits=np.array(["train"] * 8))
+    # "new" is seen on quiz prompts often enough to learn them, never on code.
+    rows = [(f"quiz {i % 4}", "new", 1.0, 0.002) for i in range(MIN_TASK_OBSERVATIONS)]
+    _, log = logged(tmp_path, rows)
+    table, window = table_from_logs(log, base=base, stand_ins={"new": "old"})
+    log.close()
+    new = table.models.index("new")
+    code = np.flatnonzero(table.tasks == "code")
+    assert np.array_equal(table.scores[code, new], table.scores[code, 0])  # the prior stays
+    assert np.isnan(table.costs[code, new]).all()  # the stand-in's bills are not its prices
+    quiz_base = np.flatnonzero((table.tasks == "quiz") & (np.arange(len(table)) < 8))
+    assert np.isnan(table.scores[quiz_base, new]).all()  # learned from traffic instead
+    assert window.prior_kept == {"new": {"code": "old"}}
