@@ -290,9 +290,10 @@ def cmd_eval_ab(args: argparse.Namespace) -> int:
             cfg = load_effective_config(args.config)
             route = next(r for r in cfg.routes if r.name == cfg.default_route)
             wtp = route.policy.willingness_to_pay
+        since = _after_training(args, (args.a, args.b))
         log = TrafficLog(args.logs, base_dir=Path.cwd())
         try:
-            bandit = bandit_from_log(log, scorer=args.scorer)
+            bandit = bandit_from_log(log, scorer=args.scorer, since=since)
         finally:
             log.close()
         result = ab_on_logs(a, b, bandit, willingness_to_pay=wtp or PolicySpec().willingness_to_pay,
@@ -312,6 +313,32 @@ def cmd_eval_ab(args: argparse.Namespace) -> int:
         plot_ab(result, args.plot)
     print(markdown, end="")
     return 0
+
+
+def _after_training(args: argparse.Namespace, folders) -> float | None:
+    """``eval ab --logs``'s window: ``--since``, else the rows after every compared router's
+    traffic training window (a router judged on rows it learned from looks better than it
+    is: it remembers which explored answers were right)."""
+    import datetime as dt
+
+    from training.from_logs import parse_since
+
+    if args.since:
+        return parse_since(args.since)
+    ends = []
+    for folder in folders:
+        card = Path(folder) / "card.json"
+        last = (json.loads(card.read_text()).get("traffic", {}).get("window", {}).get("last")
+                if card.exists() else None)
+        if last:
+            ends.append(dt.datetime.fromisoformat(last).timestamp())
+    if not ends:
+        return None
+    since = max(ends) + 1e-3
+    when = dt.datetime.fromtimestamp(since, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    print(f"estimating on rows logged after {when} UTC, when the routers' training traffic "
+          "ends (--since to change)", file=sys.stderr)
+    return since
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -467,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--scorer", default="reference",
                    help="with --logs: whose scores are the rewards (default: reference)")
+    s.add_argument("--since", help="with --logs: rows from this date or time (default: after "
+                   "the routers' training traffic, from their cards)")
     s.add_argument("--json")
     s.add_argument("--markdown")
     s.add_argument("--plot")

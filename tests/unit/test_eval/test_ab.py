@@ -150,3 +150,38 @@ def test_markdown_names_both_routers_and_the_difference():
     assert "A: incumbent" in text and "B: candidate" in text
     assert f"{got['diff']['quality']['estimate']:+.4f}" in text
     assert "B predicts by stand-ins: dear as cheap." in text
+
+
+def test_the_log_becomes_bandit_feedback_of_its_scored_policy_rows(tmp_path):
+    from router.traffic import ScoreRow, TrafficLog, TrafficRecord
+
+    log = TrafficLog(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    for i, propensity in enumerate([0.5, 1.0, None, 0.25]):
+        log.write(TrafficRecord(id=f"r{i}", ts=10.0 + i, status=200, model=f"m{i % 2}",
+                                prompt=f"p{i}", answer="x", cost_usd=0.1 * i,
+                                propensity=propensity))
+    log.flush()
+    log.write_scores([ScoreRow(f"r{i}", "reference", float(i % 2)) for i in (0, 1, 2)])
+    bandit = ab.bandit_from_log(log)
+    # r2 answered after a fallback (no propensity): no bandit sample; r3 is unscored.
+    assert bandit.models == ["m0", "m1"] and list(bandit.propensities) == [0.5, 1.0]
+    assert list(bandit.rewards) == [0.0, 1.0] and bandit.prompts == ["p0", "p1"]
+    assert len(ab.bandit_from_log(log, since=11.0)) == 1
+    log.close()
+
+
+def test_logs_mode_estimates_only_after_the_routers_training_traffic(tmp_path, capsys):
+    import argparse
+    import json
+
+    from service.cli import _after_training
+
+    for name, last in (("a", None), ("b", "1970-01-01T00:01:40+00:00")):
+        (tmp_path / name).mkdir()
+        card = {"traffic": {"window": {"last": last}}} if last else {}
+        (tmp_path / name / "card.json").write_text(json.dumps(card))
+    args = argparse.Namespace(since=None)
+    assert _after_training(args, [tmp_path / "a", tmp_path / "b"]) == pytest.approx(100.001)
+    assert "after 1970-01-01 00:01:40 UTC" in capsys.readouterr().err
+    assert _after_training(args, [tmp_path / "a"]) is None
+    assert _after_training(argparse.Namespace(since="1970-01-02"), [tmp_path / "b"]) == 86400
