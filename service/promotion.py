@@ -43,6 +43,7 @@ class RouterRegistryWatch:
         self.gateway = gateway
         self.registry = registry
         self._stamp: object = _UNSEEN
+        self._started = False  # the first sync (start-up) is no promotion
 
     @property
     def serving(self) -> str:
@@ -61,6 +62,12 @@ class RouterRegistryWatch:
         stamp = await asyncio.to_thread(self.registry.stamp)
         if stamp == self._stamp:
             return False
+        try:
+            return await self._sync(stamp)
+        finally:
+            self._started = True
+
+    async def _sync(self, stamp: object) -> bool:
         self._stamp = stamp
         try:
             state = await asyncio.to_thread(self.registry.read)
@@ -102,6 +109,9 @@ class RouterRegistryWatch:
     def _use(self, engine: RoutingEngine) -> None:
         before = self.serving
         self.gateway.use_engine(engine)
+        if not self._started:
+            log.info("router %s serving (the registry's live version)", self.serving)
+            return
         self.gateway.metrics.child(self.gateway.metrics.router_swaps, "swapped").inc()
         log.info("router %s now serving (was %s)", self.serving, before)
 

@@ -198,6 +198,33 @@ def test_cli_promotion_reaches_a_running_gateway_within_a_poll(config_file, caps
     assert table[3].split()[:4] == ["b", "retired", "knn", "2"]
 
 
+def test_a_version_reading_other_encoder_layers_swaps_its_batcher_too(tmp_path, config_file,
+                                                                      encoder_dir, encoder):
+    """Routing on the transformer: ``a`` reads inner layers beside the embedding, ``b`` the
+    embedding alone, so each swap also switches the micro-batcher that encodes for it."""
+    from training.fit import train_router
+
+    routers = tmp_path / "routers"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONTEXTFORGE_EMBED_CACHE", str(tmp_path / "emb"))
+        for name, layers in (("a", None), ("b", ())):
+            shutil.rmtree(routers / name)
+            train_router(topics_table(), routers / name, kind="knn", encoder=encoder,
+                         calibrate=False, layers=layers)
+    raw = json.loads(config_file.read_text())
+    raw["encoder"]["path"] = str(encoder_dir)
+    config_file.write_text(json.dumps(raw))
+    with TestClient(create_app(load_config(config_file))) as c:
+        assert c.get("/admin/routers", headers=KEY).json()["serving"] == "a"
+        for version in ("b", "a", "b"):
+            assert c.post(f"/admin/routers/{version}/promote", headers=KEY).status_code == 200
+            assert routed(c)[0] == version
+            local = c.post("/v1/embeddings", json={"model": encoder.id, "input": EVEN_TOPIC})
+            assert local.status_code == 200
+            np.testing.assert_allclose(local.json()["data"][0]["embedding"],
+                                       encoder.encode([EVEN_TOPIC])[0], atol=1e-5)
+
+
 def test_start_up_serves_the_recorded_live_version(config_file):
     config = load_config(config_file)
     Registry.for_config(config).promote("b")
