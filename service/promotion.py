@@ -51,6 +51,8 @@ class RouterRegistryWatch:
         return self.gateway.engine.router.spec.name
 
     def _serves(self, folder: Path) -> bool:
+        """Whether the router serving is ``folder``'s, under its name (resolving paths touches
+        the disk: call it off the event loop)."""
         router = self.gateway.engine.router
         return (router.path is not None and Path(router.path).resolve() == folder.resolve()
                 and router.spec.name == folder.name)
@@ -76,7 +78,7 @@ class RouterRegistryWatch:
             return False
         async with self.gateway.changes:
             folder = self.registry.live_path(state)
-            if self._serves(folder):
+            if await asyncio.to_thread(self._serves, folder):
                 return False
             try:
                 await self._swap(folder)
@@ -91,8 +93,8 @@ class RouterRegistryWatch:
         """Make ``version`` live here and in the registry (the admin API): ``UnknownVersion``,
         ``ArtifactError`` or ``ConfigError`` when it cannot serve, and then nothing changed."""
         async with self.gateway.changes:
-            folder = self.registry.path(version)
-            router = await asyncio.to_thread(self.registry.load, version)
+            folder = await asyncio.to_thread(self.registry.path, version)
+            router = await asyncio.to_thread(load_version, folder, version)
             engine = await self.gateway.prepare_router(
                 router, serving_config(self.gateway.config, self.registry, folder))
             state = await asyncio.to_thread(self.registry.mark_live, version)
@@ -110,7 +112,7 @@ class RouterRegistryWatch:
         before = self.serving
         self.gateway.use_engine(engine)
         if not self._started:
-            log.info("router %s serving (the registry's live version)", self.serving)
+            log.info("router %s serving (%s)", self.serving, engine.router.path)
             return
         self.gateway.metrics.child(self.gateway.metrics.router_swaps, "swapped").inc()
         log.info("router %s now serving (was %s)", self.serving, before)
