@@ -83,7 +83,15 @@ class EncoderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The router a gateway serves, and the registry of versions it follows
+    (``router.registry``): its live version, when one is recorded, serves instead of ``path``."""
+
     path: str = "models/routers/default"
+    # The folder of router versions and registry.json; "" is the folder that holds ``path``.
+    registry: str = ""
+    # How often a running gateway checks registry.json for a new live version; 0: never (the
+    # admin API's promotions still apply at once to the gateway that receives them).
+    poll_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 2.0
 
 
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -17,6 +17,7 @@ Every step reports all of its problems, each naming its path, in one ``ConfigErr
 
 from __future__ import annotations
 
+from router.artifact import ArtifactError, TrainedRouter
 from router.config import Config, ConfigError, check_config, check_server
 from router.engine import RoutingEngine
 from router.providers import check_deployments, check_providers
@@ -31,14 +32,25 @@ def check(config: Config) -> None:
     check_deployments(config)
 
 
-def build_engine(config: Config, *, like: RoutingEngine | None = None) -> RoutingEngine:
+def build_engine(config: Config, *, like: RoutingEngine | None = None,
+                 router: TrainedRouter | None = None) -> RoutingEngine:
     """Every step, and the engine that serves ``config``: ``like``'s encoders and router when
     given (a reconfiguration: the loaded transformer is shared too), else loaded from the
-    files the config names."""
+    files the config names. ``router`` (with ``like``) serves instead of ``like``'s: a
+    promotion, refused (``ConfigError``) unless it reads ``like``'s encoder."""
     check(config)
     if like is None:
+        if router is not None:
+            raise TypeError("build_engine: a router to swap in needs the engine it replaces")
         return RoutingEngine.from_config(config)
-    return RoutingEngine(config, like.encoder, like.router, text=like.text)
+    if router is None:
+        router = like.router
+    else:
+        try:
+            router.check_encoder(like.encoder)
+        except ArtifactError as exc:
+            raise ConfigError(f"{router.path}: {exc}") from None
+    return RoutingEngine(config, like.encoder, router, text=like.text)
 
 
 __all__ = ["ConfigError", "build_engine", "check"]

@@ -3,6 +3,9 @@
 ``/admin/models[/{name}]`` and ``/admin/providers[/{name}]``: GET lists or shows, PUT adds or
 replaces (the body is the entry as the config file writes it, in JSON), DELETE removes.
 ``GET /admin/deployments`` shows every deployment's health (circuit breaker, calls).
+``GET /admin/routers`` lists the router registry's versions; ``POST
+/admin/routers/{version}/promote`` makes one live, here at once and in the registry that every
+replica follows (``service.promotion``).
 
 A change is validated by building everything it needs (routing engine, adapters) before the
 gateway switches to it, then persisted to the overlay file (``router.overlay``) so a restart
@@ -17,14 +20,17 @@ import asyncio
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, Router, delete, get, put
+from litestar import Request, Response, Router, delete, get, post, put
 
+from router.artifact import ArtifactError
 from router.config import Config, ConfigError, ModelEntry, ProviderEntry, ServerConfig
 from router.overlay import overlay_path, read_overlay, write_overlay
+from router.registry import RegistryError, UnknownVersion
 from router.secrets import mask_url
 from service.auth import admin_guard
 from service.errors import APIError, BadRequest, Conflict, ModelNotFound, decode_body
 from service.gateway import Gateway
+from service.promotion import RouterRegistryWatch
 
 
 class Invalid(APIError):
@@ -185,8 +191,37 @@ async def deployments(gateway: Gateway) -> Response[bytes]:
     return _json({"data": out})
 
 
+@get("/routers")
+async def list_routers(routers: RouterRegistryWatch) -> Response[bytes]:
+    """The registry's router versions with their state and card figures, and which one this
+    process serves."""
+    registry = routers.registry
+    listed = await asyncio.to_thread(registry.list)
+    live = await asyncio.to_thread(registry.live)
+    return _json({"live": live, "serving": routers.serving, "registry": str(registry.folder),
+                  "data": listed})
+
+
+@post("/routers/{version:str}/promote")
+async def promote_router(version: str, routers: RouterRegistryWatch) -> Response[bytes]:
+    """Make ``version`` live: this process serves it from the next request on, and the
+    registry records it for every replica that follows it. 404 for an unknown version, 422
+    (with the reason) for one that does not load or cannot serve this config."""
+    try:
+        await routers.promote(version)
+    except UnknownVersion as exc:
+        raise NotFound(exc.args[0], param="version") from None
+    except (ArtifactError, ConfigError) as exc:
+        raise Invalid(f"router version {version!r} cannot serve: {exc}") from None
+    except RegistryError as exc:
+        raise Conflict(str(exc)) from None
+    listed = await asyncio.to_thread(routers.registry.list)
+    return _json(next(v for v in listed if v.version == version))
+
+
 def admin_router(server: ServerConfig) -> Router:
     return Router(path="/admin", guards=[admin_guard(server)], route_handlers=[
         list_models, show_model, put_model, delete_model,
         list_providers, put_provider, delete_provider, deployments,
+        list_routers, promote_router,
     ])

@@ -2,8 +2,10 @@
 
 ``create_app(config)`` validates the config and builds the app; the routing engine (encoder +
 router), the micro-batcher, the HTTP client and the providers are opened in the lifespan, so
-importing this module or building the app costs nothing. Handlers receive the ``Gateway`` by
-dependency injection; ``service.errors`` maps every failure to the client's error shape.
+importing this module or building the app costs nothing. The lifespan also puts the router
+registry's live version in service and follows the registry while serving
+(``service.promotion``). Handlers receive the ``Gateway`` by dependency injection;
+``service.errors`` maps every failure to the client's error shape.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from router.embedding import MicroBatcher
 from router.engine import RoutingEngine
 from router.providers import ProviderContext, build_http_client
 from router.providers.recorded import RecordedAnswers
+from router.registry import Registry
 from router.traffic import TrafficLog
 from router.validate import build_engine, check
 from service import openai_api, ops
@@ -32,6 +35,7 @@ from service.errors import NotReady, handle_exception
 from service.gateway import Gateway
 from service.metrics import Metrics
 from service.openapi import openapi_handler
+from service.promotion import RouterRegistryWatch
 from service.timeouts import BodyTimeout
 
 
@@ -41,6 +45,14 @@ def provide_gateway(state: State) -> Gateway:
     if gateway is None:  # only outside the lifespan: shutting down, or a host that skipped it
         raise NotReady("The gateway is not ready: the routing engine is not loaded.")
     return gateway
+
+
+def provide_routers(state: State) -> RouterRegistryWatch:
+    """The router registry the gateway follows (``routers: RouterRegistryWatch``)."""
+    routers = state.get("routers")
+    if routers is None:
+        raise NotReady("The gateway is not ready: the routing engine is not loaded.")
+    return routers
 
 
 class RecordedLookup:
@@ -112,15 +124,27 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
         gateway = Gateway(eng, batcher, dispatchers, metrics=metrics, ctx=ctx, traffic=traffic,
                           traffic_config=config.traffic)
         recorded.gateway = gateway
+        # The registry's live version serves when one is recorded (router.path otherwise, and
+        # whenever the live one cannot serve); then the gateway follows the registry.
+        routers = RouterRegistryWatch(gateway, Registry.for_config(config))
+        await routers.sync()
+        following = None
+        if config.router.poll_s > 0:
+            following = asyncio.get_running_loop().create_task(
+                routers.follow(config.router.poll_s))
         loading = recorded.start(config)
-        app.state.gateway = gateway
+        app.state.gateway, app.state.routers = gateway, routers
         try:
             yield
         finally:
-            app.state.gateway = None
-            if loading is not None:
-                loading.cancel()
-            await batcher.close()
+            app.state.gateway = app.state.routers = None
+            for task in (loading, following):
+                if task is not None:
+                    task.cancel()
+            if following is not None:
+                # A swap in progress holds gateway.changes; let the cancellation land first.
+                await asyncio.gather(following, return_exceptions=True)
+            await gateway.close_batchers()
             for d in gateway.dispatchers.values():
                 for u in d.upstreams:
                     await u.provider.aclose()
@@ -136,12 +160,13 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
     return Litestar(
         route_handlers=[api, scrape, admin_router(config.server), ops.healthz, ops.readyz,
                         openapi_handler],
-        dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False)},
+        dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False),
+                      "routers": Provide(provide_routers, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
         middleware=[BodyTimeout.middleware(config.server.body_timeout_s)],
         request_max_body_size=config.server.max_body_bytes,
-        state=State({"gateway": None}),
+        state=State({"gateway": None, "routers": None}),
         openapi_config=None,
         debug=False,
     )

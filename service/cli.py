@@ -1,9 +1,10 @@
 """The ``contextforge`` command line.
 
 Verbs (DESIGN.md fixes their names and flags): ``serve``, ``route``, ``train``,
-``eval routing``, ``eval ab``, ``eval score``, ``collect``, plus ``setup`` (build the encoder
-and the default router when missing) and ``validate`` (check a config file). Heavy imports
-happen inside each verb so ``route`` never imports torch.
+``eval routing``, ``eval ab``, ``eval score``, ``collect``, ``models list|promote`` (the
+router registry), plus ``setup`` (build the encoder and the default router when missing) and
+``validate`` (check a config file). Heavy imports happen inside each verb so ``route`` never
+imports torch.
 """
 
 from __future__ import annotations
@@ -389,6 +390,55 @@ def cmd_collect(args: argparse.Namespace) -> int:
             print(f"  {d.pack_id} {d.model} (as {d.data_model}): recorded {d.recorded:g}, "
                   f"scored {d.score:g}: {d.detail}")
     return 1 if report.stopped_at_cap or report.remaining else 0
+def _aiq(card) -> str:
+    return "-" if card is None or card.aiq is None else f"{card.aiq:.4f}"
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from router.overlay import load_effective_config
+    from router.registry import Registry
+
+    registry = Registry.for_config(load_effective_config(args.config))
+    versions, live = registry.list(), registry.live()
+    if args.json:
+        _out({"registry": str(registry.folder), "live": live, "data": versions})
+        return 0
+    print(f"registry {registry.folder}: " + (f"live {live}" if live else
+          f"no version live; serving router.path {registry.default}"))
+    rows = [("VERSION", "STATE", "KIND", "MODELS", "DATA", "CREATED", "AIQ")]
+    for v in versions:
+        data = f"{v.data} ({v.rows} rows)" if v.data else "-"
+        rows.append((v.version, v.state, v.kind or f"error: {v.error}", str(v.models), data,
+                     v.created[:10] or "-", _aiq(v.card)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    from router.engine import RoutingEngine
+    from router.overlay import load_effective_config
+    from router.registry import Registry, serving_config
+
+    config = load_effective_config(args.config)
+    registry = Registry.for_config(config)
+
+    def serves(router, folder: Path) -> None:
+        # The router's part of the validation pipeline (router.validate, step 6): the encoder
+        # it reads and a column for every route's candidates. Not the deployments' keys: this
+        # may run where they are not set, and the gateways checked them when they started.
+        RoutingEngine.from_config(serving_config(config, registry, folder))
+
+    before = registry.live()
+    registry.promote(args.version, serves)
+    poll = config.router.poll_s
+    print(f"{args.version} is live (was {before or 'router.path'}); recorded in "
+          f"{registry.file}")
+    print(f"running gateways that follow it switch within {poll:g} s, without a restart"
+          if poll > 0 else "router.poll_s is 0: running gateways switch on a restart or "
+          "through POST /admin/routers/VERSION/promote")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -519,6 +569,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--executor", help="reference: where batches are scored: local (default), "
                    "processes[:N], or dask://HOST:PORT")
     s.set_defaults(func=cmd_eval_score)
+    models = sub.add_parser("models", help="the router registry: versions and the live one")
+    mv = models.add_subparsers(dest="what", required=True)
+    s = mv.add_parser("list", help="router versions with their state and card figures")
+    s.add_argument("--config")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_models_list)
+    s = mv.add_parser("promote", help="make a router version live (running gateways follow)")
+    s.add_argument("version")
+    s.add_argument("--config")
+    s.set_defaults(func=cmd_models_promote)
     return p
 
 

@@ -4,13 +4,15 @@ and the one list of stages every request goes through.
 ``Gateway.chat`` and ``Gateway.embeddings`` run an ``Exchange`` through ``STAGES``
 (``service.pipeline``); the front ends (``service.openai_api``, ``service.anthropic_api``)
 parse their wire format before and format the outcome after. ``reconfigure`` swaps in a new
-catalog, routes and deployments after building them off the event loop.
+catalog, routes and deployments after building them off the event loop; ``prepare_router`` and
+``use_engine`` do the same for a promoted router (``service.promotion``).
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from router.artifact import TrainedRouter
 from router.catalog import Catalog
 from router.config import Config, TrafficConfig
 from router.dispatch import Dispatcher, build_dispatchers
@@ -45,9 +47,14 @@ class Gateway:
         self.traffic = traffic
         self.traffic_config = traffic_config or TrafficConfig()
         self.pipeline = Pipeline(stages)
-        # The admin API makes one change at a time: each builds on the config the one before
-        # left.
+        # The admin API and router promotions make one change at a time: each builds on the
+        # engine the one before left.
         self.changes = asyncio.Lock()
+        # One batcher per set of encoder layers a served router reads (usually one). A router
+        # swap that changes the layers switches batchers; the old one stays open until
+        # shutdown, for requests that already queued on it.
+        self._batchers = {engine.router.layers: batcher}
+        metrics.serving_router(engine.router.spec.name)
 
     @property
     def config(self) -> Config:
@@ -77,6 +84,8 @@ class Gateway:
         if ex.kind == "chat":
             headers["x-contextforge-route"] = ex.route
             headers["x-contextforge-cache"] = ex.cache
+        if ex.decision is not None:  # routed: which router version decided
+            headers["x-contextforge-router"] = ex.decision.router
         return headers
 
     async def reconfigure(self, config: Config) -> None:
@@ -93,3 +102,37 @@ class Gateway:
         engine = build_engine(config, like=self.engine)
         return engine, build_dispatchers(config, self.ctx, self.metrics.upstream_failure,
                                          reuse=self.dispatchers)
+
+    async def prepare_router(self, router: TrainedRouter, config: Config) -> RoutingEngine:
+        """The engine that serves ``router`` with ``config`` (which names its folder), built and
+        warmed off the event loop; nothing serves it until ``use_engine``. ``ConfigError`` when
+        it does not read the serving encoder or lacks a column the routes need. Hold
+        ``changes`` from here to ``use_engine``."""
+        engine = await asyncio.to_thread(build_engine, config, like=self.engine, router=router)
+        if engine.routes:
+            # The first prediction allocates (lazy imports, first-run buffers): not on a client.
+            text = engine.router.routing_texts(["warm up"])[0]
+            emb = await self.batcher_for(engine.router.layers).encode(text)
+            await asyncio.to_thread(engine.decide, "warm up", embedding=emb)
+        return engine
+
+    def use_engine(self, engine: RoutingEngine) -> None:
+        """Serve ``engine`` from the next request on. One synchronous step, so a request sees
+        the old engine and batcher or the new ones, never a mix; requests already routed keep
+        the engine they started with."""
+        self.engine, self.batcher = engine, self.batcher_for(engine.router.layers)
+        self.metrics.serving_router(engine.router.spec.name)
+
+    def batcher_for(self, layers: tuple[int, ...]) -> MicroBatcher:
+        """The micro-batcher that encodes what a router reading ``layers`` needs."""
+        found = self._batchers.get(layers)
+        if found is None:
+            found = self._batchers[layers] = MicroBatcher(
+                self.engine.encoder, max_wait_ms=self.config.server.batch_wait_ms,
+                layers=layers)
+        return found
+
+    async def close_batchers(self) -> None:
+        """Stop every micro-batcher (at shutdown), after what is queued."""
+        for batcher in self._batchers.values():
+            await batcher.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from router.dispatch import Upstream
@@ -57,6 +57,13 @@ class Metrics:
                                        buckets=_DECISION, registry=r)
         self.cache = Counter("contextforge_cache_requests", "Cache outcomes", ["outcome"],
                              registry=r)
+        self.router_live = Gauge("contextforge_router_live",
+                                 "1 for the router version this process routes with",
+                                 ["version"], registry=r)
+        self.router_swaps = Counter("contextforge_router_swaps",
+                                    "Router promotions this process applied or refused",
+                                    ["outcome"], registry=r)
+        self._router_version: str | None = None
 
         # labels() takes a lock and builds a key on every call (~2.6 µs); the label sets are
         # bounded, so each child is looked up once and kept.
@@ -73,6 +80,13 @@ class Metrics:
     def upstream_failure(self, upstream: Upstream, model: str, exc: ProviderError) -> None:
         """The dispatcher's hook: one failed attempt at one deployment."""
         self.upstream_errors.labels(upstream.deployment.provider, model, str(exc.status)).inc()
+
+    def serving_router(self, version: str) -> None:
+        """The router version now serving (one series at a time: the old one is removed)."""
+        if self._router_version is not None and self._router_version != version:
+            self.router_live.remove(self._router_version)
+        self.router_live.labels(version).set(1)
+        self._router_version = version
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,6 +15,7 @@ import msgspec
 from litestar import Response, get
 
 from router.config import ModelEntry, ProviderEntry
+from router.registry import VersionInfo
 from router.wire import anthropic as aw
 from router.wire.openai import ChatCompletion, ChatRequest, EmbeddingsRequest, EmbeddingsResponse
 from service.errors import ErrorBody
@@ -46,6 +47,11 @@ OPERATIONS: list[tuple[str, str, str, Any, tuple[int, Any], str]] = [
     ("delete", "/admin/providers/{name}", "Remove a named provider", None, (204, None),
      "admin"),
     ("get", "/admin/deployments", "Deployment health", None, (200, None), "admin"),
+    ("get", "/admin/routers", "Router versions in the registry, with state and card figures",
+     None, (200, None), "admin"),
+    ("post", "/admin/routers/{version}/promote",
+     "Make a router version live, here at once and for every replica following the registry",
+     None, (200, VersionInfo), "admin"),
     ("get", "/healthz", "Liveness", None, (200, None), "open"),
     ("get", "/readyz", "Readiness", None, (200, None), "open"),
 ]

@@ -30,6 +30,8 @@ def base_url(tmp_path_factory):
     cfg = msgspec.structs.replace(
         cfg, traffic=msgspec.structs.replace(cfg.traffic, dsn=f"sqlite:///{tmp / 't.sqlite3'}"),
         admin=msgspec.structs.replace(cfg.admin, state_path=str(tmp / "admin.json")),
+        # An empty registry: a fuzzed promotion can never write into the repository's one.
+        router=msgspec.structs.replace(cfg.router, registry=str(tmp / "routers")),
         server=msgspec.structs.replace(cfg.server, master_key=KEY))
     with gateway(cfg, RoutingEngine.from_config(cfg)) as url:
         yield url
