@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 import yaml
@@ -58,6 +58,17 @@ class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 PromptTokens = Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
 
 
+class Split(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Online A/B on a route: ``share`` of its traffic is decided by router ``version`` (a
+    version of the registry, see ``router.registry``) instead of the live router. Who goes
+    where is a stable hash of the route and the user (the request's ``user``, else its
+    tenant) or the tenant (``by``), so one user always meets the same arm."""
+
+    version: Annotated[str, msgspec.Meta(min_length=1)]
+    share: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.5
+    by: Literal["user", "tenant"] = "user"
+
+
 class RouteEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     # Empty: every catalog model the router can predict (its own column or a stand-in's).
@@ -65,6 +76,7 @@ class RouteEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     policy: PolicySpec = PolicySpec()
     max_prompt_tokens: PromptTokens | None = None  # None: server.max_prompt_tokens
     exploration: Exploration = Exploration()  # off by default (rate 0)
+    split: Split | None = None  # online A/B against another router version
 
 
 class EncoderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -11,9 +11,10 @@ length.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import msgspec
 import numpy as np
@@ -66,23 +67,42 @@ class Decision(msgspec.Struct, frozen=True):
     # for this request (1.0 when it does not explore): what off-policy estimates divide by.
     propensity: float = 1.0
     explored: bool = False  # the exploration draw, not the policy, picked ``model``
+    arm: str | None = None  # a split route's arm: "a" (the live router) or "b" (the split's)
 
 
 class UnknownTarget(KeyError):
     """A ``model`` value that is no catalog model, alias, route or ``auto``."""
 
 
-class _Route:
-    """A route resolved against the catalog and router once, at start-up."""
+class _Columns:
+    """Which of a router's columns predict a route's candidates."""
 
-    def __init__(self, entry: RouteEntry, models: list[ModelEntry], router: TrainedRouter):
-        self.entry = entry
-        self.models = models
-        columns = [prediction_column(router.models, m.name, m.stands_in_for) for m in models]
-        self.columns = np.array(columns)
+    def __init__(self, models: list[ModelEntry], router: TrainedRouter):
+        self.router = router
+        self.columns = np.array([prediction_column(router.models, m.name, m.stands_in_for)
+                                 for m in models])
         # Only models that borrow a column show their stand-in in decisions.
         self.borrows = [m.stands_in_for if m.name not in router.models else None
                         for m in models]
+
+
+def arm_of(route: str, key: str, share: float) -> str:
+    """A split route's arm for ``key`` (a user or tenant): "b" for ``share`` of keys, by a
+    stable hash, so one key always meets the same arm and routes split independently."""
+    digest = hashlib.blake2b(f"{route}\0{key}".encode(), digest_size=8).digest()
+    return "b" if int.from_bytes(digest) / 2**64 < share else "a"
+
+
+class _Route:
+    """A route resolved against the catalog and router once, at start-up."""
+
+    def __init__(self, entry: RouteEntry, models: list[ModelEntry], router: TrainedRouter,
+                 split: TrainedRouter | None = None):
+        self.entry = entry
+        self.models = models
+        main = _Columns(models, router)
+        self.columns, self.borrows = main.columns, main.borrows
+        self.arms = {"a": main, "b": _Columns(models, split)} if split is not None else None
         self.strong: int | None = None
         self.threshold: float | None = None
         if entry.policy.mode == "strong_share":
@@ -98,10 +118,13 @@ class RoutingEngine:
     """Routing decisions for prompts, explained candidate by candidate."""
 
     def __init__(self, config: Config, encoder: RoutingEncoder, router: TrainedRouter,
-                 text: LazyEncoder | None = None):
+                 text: LazyEncoder | None = None,
+                 arms: Mapping[str, TrainedRouter] | None = None):
         """``encoder`` is what ``router`` reads; ``text`` holds the transformer behind
-        ``text_encoder`` (pass another engine's ``text`` to share one loaded copy)."""
+        ``text_encoder`` (pass another engine's ``text`` to share one loaded copy); ``arms``
+        the router versions that split routes name (``load_arms``)."""
         self.config = config
+        self.arms = dict(arms or {})
         self.catalog = Catalog(config.models)
         self.encoder = encoder
         self.router = router
@@ -121,6 +144,9 @@ class RoutingEngine:
             names = entry.candidates or [
                 m.name for m in config.models
                 if prediction_column(router.models, m.name, m.stands_in_for) is not None]
+            split = None
+            if entry.split is not None:
+                split = self._split_router(i, entry, router, encoder)
             if not names:
                 raise ConfigError(
                     f"routes[{i}]: route {entry.name!r} has no candidates: no catalog model has a "
@@ -128,14 +154,31 @@ class RoutingEngine:
                     f"({', '.join(router.models)})")
             models = [self.catalog.get(n) for n in names]
             for j, m in enumerate(models):
-                if prediction_column(router.models, m.name, m.stands_in_for) is None:
-                    raise ConfigError(
-                        f"routes[{i}].candidates[{j}]: router {router.spec.name!r} has no column "
-                        f"for model {m.name!r} and it stands in for {m.stands_in_for!r}, which "
-                        f"the router does not know either; its models: "
-                        f"{', '.join(router.models)}")
-            self.routes[entry.name] = _Route(entry, models, router)
+                for r in (router, split) if split is not None else (router,):
+                    if prediction_column(r.models, m.name, m.stands_in_for) is None:
+                        raise ConfigError(
+                            f"routes[{i}].candidates[{j}]: router {r.spec.name!r} has no "
+                            f"column for model {m.name!r} and it stands in for "
+                            f"{m.stands_in_for!r}, which the router does not know either; "
+                            f"its models: {', '.join(r.models)}")
+            self.routes[entry.name] = _Route(entry, models, router, split)
             self._rngs[entry.name] = random.Random(entry.exploration.seed)
+
+    def _split_router(self, i: int, entry: RouteEntry, router: TrainedRouter,
+                      encoder: RoutingEncoder) -> TrainedRouter:
+        """The router a split route's arm "b" reads: loaded (``load_arms``), on the same
+        encoder and layers as the live one, so one embedding serves both arms."""
+        assert entry.split is not None
+        split = self.arms.get(entry.split.version)
+        if split is None:
+            raise ConfigError(f"routes[{i}].split.version: router version "
+                              f"{entry.split.version!r} is not loaded")
+        if split.layers != router.layers or split.spec.encoder.id != encoder.id:
+            raise ConfigError(
+                f"routes[{i}].split.version: {entry.split.version!r} reads encoder "
+                f"{split.spec.encoder.id!r} layers {split.layers}, the live router "
+                f"{encoder.id!r} layers {router.layers}: both arms must read the same")
+        return split
 
     @classmethod
     def from_config(cls, config: Config) -> RoutingEngine:
@@ -149,7 +192,7 @@ class RoutingEngine:
             router.check_encoder(encoder)
         except ArtifactError as exc:
             raise ConfigError(f"{config.resolve(config.router.path)}: {exc}") from None
-        return cls(config, encoder, router)
+        return cls(config, encoder, router, arms=load_arms(config, encoder))
 
     @property
     def text_encoder(self) -> Encoder:
@@ -181,13 +224,15 @@ class RoutingEngine:
         embedding: np.ndarray | None = None,
         input_tokens: int | None = None,
         exploring: bool = False,
+        arm_key: str | None = None,
     ) -> Decision:
         """Choose a model for ``prompt`` on ``route`` (default: the config's default route).
 
         ``input_tokens``: what the chosen model will read, when more than ``prompt`` (a whole
         conversation of which ``prompt`` is the routing text); costs and context windows are
         checked against it. Default: ``prompt``'s own token count. ``exploring``: apply the
-        route's exploration (served traffic does; explanations and replays do not)."""
+        route's exploration (served traffic does; explanations and replays do not).
+        ``arm_key``: who asks (a user or tenant), for a split route's arm."""
         t0 = time.perf_counter()
         name = route or self.config.default_route
         if name not in self.routes:
@@ -196,7 +241,12 @@ class RoutingEngine:
         spec = policy or r.entry.policy
         if embedding is None:
             embedding = self.embed(prompt)
-        quality = self.router.predict(embedding[None, :], [prompt])[0, r.columns]
+        arm, predictor, columns, borrows = None, self.router, r.columns, r.borrows
+        if r.arms is not None and r.entry.split is not None:
+            arm = arm_of(name, arm_key or "", r.entry.split.share)
+            chosen = r.arms[arm]
+            predictor, columns, borrows = chosen.router, chosen.columns, chosen.borrows
+        quality = predictor.predict(embedding[None, :], [prompt])[0, columns]
         n_in = self.encoder.count_tokens(prompt) if input_tokens is None else input_tokens
         cost = np.array([
             Catalog.cost_usd(m, n_in, Catalog.expected_output_tokens(m, max_output_tokens))
@@ -217,13 +267,13 @@ class RoutingEngine:
                           f"{r.models[best].name}: {reason}")
         views = [
             CandidateView(m.name, b, round(float(q), 4), float(c), w is None, w)
-            for m, b, q, c, w in zip(r.models, r.borrows, quality, cost, why, strict=True)
+            for m, b, q, c, w in zip(r.models, borrows, quality, cost, why, strict=True)
         ]
         return Decision(
             route=name, model=r.models[i].name, mode=spec.mode, reason=reason, input_tokens=n_in,
-            candidates=views, router=self.router.spec.name, encoder=self.encoder.id,
+            candidates=views, router=predictor.spec.name, encoder=self.encoder.id,
             elapsed_ms=round((time.perf_counter() - t0) * 1e3, 3), policy=describe(spec),
-            propensity=propensity, explored=explored,
+            propensity=propensity, explored=explored, arm=arm,
         )
 
     def target(self, model: str) -> str:
@@ -239,7 +289,8 @@ class RoutingEngine:
 
     def select(self, model: str, prompt: str, *, needs: Requirements, input_tokens: int,
                embedding: np.ndarray | None = None, policy: PolicySpec | None = None,
-               allowed: Collection[str] | None = None, exploring: bool = False) -> Decision:
+               allowed: Collection[str] | None = None, exploring: bool = False,
+               arm_key: str | None = None) -> Decision:
         """The decision for a request naming ``model``: routed when it names a route (or
         ``auto``), pinned when it names a catalog model; the gateway and ``contextforge route``
         both come here. ``NoEligibleModel`` when nothing can serve the request (for a pinned
@@ -250,7 +301,7 @@ class RoutingEngine:
                 return self.decide(prompt, route=name, required=needs.capabilities,
                                    allowed=allowed, max_output_tokens=needs.max_output_tokens,
                                    policy=policy, embedding=embedding, input_tokens=input_tokens,
-                                   exploring=exploring)
+                                   exploring=exploring, arm_key=arm_key)
             except NoEligibleModel:
                 caps = ", ".join(sorted(needs.capabilities)) or "no special capabilities"
                 raise NoEligibleModel(
@@ -276,3 +327,31 @@ class RoutingEngine:
         if route is not None and route.entry.max_prompt_tokens is not None:
             return route.entry.max_prompt_tokens
         return self.config.server.max_prompt_tokens
+
+
+def load_arms(config: Config, encoder: RoutingEncoder,
+              loaded: Mapping[str, TrainedRouter] | None = None) -> dict[str, TrainedRouter]:
+    """The router versions that ``config``'s split routes name, from its registry (reusing
+    ``loaded`` ones), each checked to read ``encoder``."""
+    from router.registry import Registry, load_version
+
+    versions = {r.split.version for r in config.routes if r.split is not None}
+    if not versions:
+        return {}
+    registry = Registry.for_config(config)
+    arms = {}
+    for i, route in enumerate(config.routes):
+        if route.split is None or route.split.version in arms:
+            continue
+        version = route.split.version
+        if loaded is not None and version in loaded:
+            arms[version] = loaded[version]
+            continue
+        try:
+            router = load_version(registry.path(version), version)
+            router.check_encoder(encoder)
+        except (ArtifactError, LookupError) as exc:
+            why = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise ConfigError(f"routes[{i}].split.version: {why}") from None
+        arms[version] = router
+    return arms

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from router.artifact import ArtifactError, TrainedRouter
 from router.config import Config, ConfigError, check_config, check_server
-from router.engine import RoutingEngine
+from router.engine import RoutingEngine, load_arms
 from router.providers import check_deployments, check_providers
 
 
@@ -50,7 +50,8 @@ def build_engine(config: Config, *, like: RoutingEngine | None = None,
             router.check_encoder(like.encoder)
         except ArtifactError as exc:
             raise ConfigError(f"{router.path}: {exc}") from None
-    return RoutingEngine(config, like.encoder, router, text=like.text)
+    return RoutingEngine(config, like.encoder, router, text=like.text,
+                         arms=load_arms(config, like.encoder, like.arms))
 
 
 __all__ = ["ConfigError", "build_engine", "check"]

@@ -78,10 +78,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_route(args: argparse.Namespace) -> int:
     from router.overlay import load_effective_config
+    from router.registry import Registry, load_version, serving_config
     from router.requirements import Requirements
     from router.validate import build_engine
 
-    engine = build_engine(load_effective_config(args.config))
+    config = load_effective_config(args.config)
+    engine = build_engine(config)
+    # Explain what the gateways serve: the registry's live version when one is recorded.
+    registry = Registry.for_config(config)
+    live = registry.live_path()
+    if live.resolve() != config.resolve(config.router.path).resolve():
+        engine = build_engine(serving_config(config, registry, live), like=engine,
+                              router=load_version(live, live.name))
     target = engine.target(args.route or "auto")
     policy = None
     if args.mode and target in engine.routes:

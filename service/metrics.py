@@ -57,6 +57,15 @@ class Metrics:
                                        buckets=_DECISION, registry=r)
         self.cache = Counter("contextforge_cache_requests", "Cache outcomes", ["outcome"],
                              registry=r)
+        # Online A/B: each arm of a route's split, by the router version that decided it.
+        self.arm_requests = Counter("contextforge_route_arm_requests",
+                                    "Routed requests per A/B arm, by outcome",
+                                    ["route", "arm", "router", "status"], registry=r)
+        self.arm_cost = Counter("contextforge_route_arm_cost_usd", "Spend in USD per A/B arm",
+                                ["route", "arm", "router"], registry=r)
+        self.arm_latency = Histogram("contextforge_route_arm_latency_seconds",
+                                     "Request latency per A/B arm", ["route", "arm"],
+                                     buckets=_LATENCY, registry=r)
         self.router_live = Gauge("contextforge_router_live",
                                  "1 for the router version this process routes with",
                                  ["version"], registry=r)

@@ -77,6 +77,12 @@ class Account:
                         m.child(m.tokens_per_s, model).observe(u.completion_tokens / gen_s)
         if ex.ttft_ms is not None:
             m.child(m.ttft, model).observe(ex.ttft_ms / 1e3)
+        d = ex.decision
+        if d is not None and d.arm is not None:
+            m.child(m.arm_requests, d.route, d.arm, d.router, str(ex.status)).inc()
+            m.child(m.arm_latency, d.route, d.arm).observe(elapsed)
+            if ex.status == 200:
+                m.child(m.arm_cost, d.route, d.arm, d.router).inc(ex.cost_usd)
 
 
 def record(ex: Exchange, gw: Gateway, elapsed: float) -> TrafficRecord:
@@ -106,6 +112,7 @@ def record(ex: Exchange, gw: Gateway, elapsed: float) -> TrafficRecord:
         propensity=_propensity(ex) if chat else None,
         answer=ex.answer.text if ex.answer is not None else None,
         tool_calls=ex.answer.tool_calls_json if ex.answer is not None else None,
+        arm=d.arm if d else None,
     )
 
 

@@ -32,6 +32,7 @@ from router.wire.openai import (
 from service.answer import Answer
 from service.errors import BadRequest, from_provider_error
 from service.pipeline import CANCELLED, CLIENT_GONE, Exchange
+from service.stages.route import arm_key
 
 if TYPE_CHECKING:
     from router.dispatch import Upstream
@@ -95,7 +96,7 @@ def _fall_back(ex: Exchange, gw: Gateway, exc: ProviderError) -> bool:
     try:
         decision = engine.select(d.route, ex.prompt or "", needs=ex.needs,
                                  input_tokens=ex.input_tokens, embedding=ex.embedding,
-                                 allowed=allowed)
+                                 allowed=allowed, arm_key=arm_key(ex, engine, d.route))
     except NoEligibleModel:
         return False
     log.warning("%s failed (%s); falling back to %s", ex.model.name, exc.status, decision.model)

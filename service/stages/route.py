@@ -31,6 +31,7 @@ from service.pipeline import Exchange
 
 if TYPE_CHECKING:
     from router.embedding import Encoder
+    from router.engine import RoutingEngine
     from service.gateway import Gateway
 
 EMBEDDINGS_ROUTE = "embeddings"
@@ -67,9 +68,13 @@ class Route:
         prompt = emb = None
         if target in engine.routes:
             prompt = routing_prompt(request)
-            emb = await gw.batcher.encode(engine.router.routing_texts([prompt])[0])
+            # The batcher of this engine's router: a promotion may have swapped the gateway's
+            # engine (and the layers it reads) while the prompt was being counted.
+            batcher = gw.batcher_for(tuple(engine.router.layers))
+            emb = await batcher.encode(engine.router.routing_texts([prompt])[0])
         decision = engine.select(target, prompt or "", needs=needs, input_tokens=n_in,
-                                 embedding=emb, exploring=True)
+                                 embedding=emb, exploring=True,
+                                 arm_key=arm_key(ex, engine, target))
         ex.needs, ex.input_tokens, ex.prompt, ex.embedding = needs, n_in, prompt, emb
         ex.model = engine.catalog.get(decision.model)
         ex.route = decision.route
@@ -110,3 +115,13 @@ class Route:
                                 "capability (see GET /v1/models)", param="model")
         ex.model, ex.route = model, EMBEDDINGS_ROUTE
         ex.request = msgspec.structs.replace(request, model=model.name)
+
+
+def arm_key(ex: Exchange, engine: RoutingEngine, target: str) -> str | None:
+    """Who a split route's arm is drawn for: the request's ``user`` (else its tenant), or the
+    tenant, as the route's ``split.by`` says."""
+    route = engine.routes.get(target)
+    if route is None or route.entry.split is None:
+        return None
+    user = getattr(ex.request, "user", None)
+    return ex.tenant if route.entry.split.by == "tenant" or not user else f"user:{user}"

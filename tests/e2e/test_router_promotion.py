@@ -312,3 +312,47 @@ def test_promotion_under_steady_load_fails_no_request(config_file):
     assert versions[0] == versions[-1] == "a" and "b" in versions
     # Every promotion was served (requests sent around a swap may land on either side).
     assert sum(versions[i - 1] != v for i, v in enumerate(versions) if i) >= 4
+
+
+def test_a_split_route_sends_a_stable_share_of_users_to_another_version(config_file):
+    """Online A/B: route auto splits half its users to version b; each user always meets
+    the same arm, and the arms are counted in the log and in /metrics."""
+    cfg = json.loads(config_file.read_text())
+    cfg["routes"] = [{"name": "auto", "split": {"version": "b", "share": 0.5}}]
+    config_file.write_text(json.dumps(cfg))
+    config = load_config(config_file)
+    users = [f"user-{i}" for i in range(24)]
+    with TestClient(create_app(config)) as client:
+        seen: dict[str, set[tuple[str, str]]] = {}
+        for _ in range(2):
+            for user in users:
+                r = client.post("/v1/chat/completions", json={**CHAT, "user": user})
+                assert r.status_code == 200
+                seen.setdefault(user, set()).add((r.headers["x-contextforge-router"],
+                                                  r.headers["x-contextforge-model"]))
+        metrics = client.get("/metrics").text
+    assert all(len(v) == 1 for v in seen.values())  # stable per user
+    arms = {next(iter(v)) for v in seen.values()}
+    assert arms == {("a", "small"), ("b", "big")}  # each version decides its arm
+    n_b = sum(next(iter(v))[0] == "b" for v in seen.values())
+    assert 4 <= n_b <= 20  # about half of 24 users
+    log = TrafficLog(config.traffic.dsn, base_dir=config.resolve("."))
+    try:
+        rows = log.records()
+    finally:
+        log.close()
+    assert {(r.arm, r.router) for r in rows} == {("a", "a"), ("b", "b")}
+    assert (f'contextforge_route_arm_requests_total{{arm="b",route="auto",router="b",'
+            f'status="200"}} {2.0 * n_b}') in metrics
+
+
+def test_a_split_naming_an_unknown_version_is_a_config_error(config_file):
+    from router.config import ConfigError
+    from router.validate import build_engine
+
+    cfg = json.loads(config_file.read_text())
+    cfg["routes"] = [{"name": "auto", "split": {"version": "nope"}}]
+    config_file.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.split\.version: no router version "
+                                          r"'nope'"):
+        build_engine(load_config(config_file))

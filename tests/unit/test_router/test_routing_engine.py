@@ -127,3 +127,16 @@ def test_a_model_the_router_learned_uses_its_own_column_not_its_stand_in():
     by = {c.model: c for c in d.candidates}
     assert (by["x"].predicted_quality, by["x"].stands_in_for) == (0.7, None)
     assert (by["y"].predicted_quality, by["y"].stands_in_for) == (0.9, "strong")
+
+
+def test_arms_are_a_stable_hash_of_route_and_key_in_the_given_share():
+    from router.engine import arm_of
+
+    keys = [f"user-{i}" for i in range(4000)]
+    b = [arm_of("auto", k, 0.2) == "b" for k in keys]
+    assert abs(sum(b) / len(keys) - 0.2) < 0.02
+    assert b == [arm_of("auto", k, 0.2) == "b" for k in keys]  # stable
+    other = [arm_of("quality-first", k, 0.2) == "b" for k in keys]
+    assert other != b  # routes split independently
+    assert {arm_of("auto", k, 0.0) for k in keys} == {"a"}
+    assert {arm_of("auto", k, 1.0) for k in keys} == {"b"}

@@ -98,7 +98,37 @@ def test_eval_ab_of_a_router_with_itself_differs_by_exactly_zero(tmp_path, capsy
                for k in ("quality", "cost", "aiq"))
 
 
-def test_eval_ab_on_logs_says_it_is_not_wired_yet(tmp_path, capsys, two_routers):
+def test_eval_ab_on_logs_estimates_both_routers_from_scored_traffic(tmp_path, capsys,
+                                                                   two_routers):
+    from router.traffic import ScoreRow, TrafficLog, TrafficRecord
+
     _, a, b = two_routers
-    assert main(["eval", "ab", "--a", str(a), "--b", str(b), "--logs", "traffic.db"]) == 2
-    assert "not wired yet" in capsys.readouterr().err
+    log = TrafficLog(f"sqlite:///{tmp_path / 'traffic.sqlite3'}")
+    models = ["strong", "weak", "mid"]
+    for i in range(90):  # uniform logging over three models
+        model = models[i % 3]
+        right = {"strong": True, "weak": i % 8 % 2 == 0, "mid": i % 8 != 7}[model]
+        log.write(TrafficRecord(id=f"r{i}", ts=1000.0 + i, status=200, model=model,
+                                prompt=f"Question {i}: explain {TOPICS[i % 8]} with an example.",
+                                answer="x", cost_usd={"strong": 0.01, "weak": 0.001,
+                                                      "mid": 0.004}[model],
+                                propensity=1 / 3))
+        log.flush()
+        log.write_scores([ScoreRow(f"r{i}", "reference", float(right))])
+    dsn = log.dsn
+    log.close()
+    out = tmp_path / "logs.json"
+    assert main(["eval", "ab", "--a", str(a), "--b", str(b), "--logs", dsn, "--config",
+                 str(_config(tmp_path)), "--willingness-to-pay", "1.0", "--bootstrap", "50",
+                 "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["mode"] == "logs" and got["n"] == 90 and got["models"] == sorted(models)
+    assert got["logging"]["quality"]["estimate"] == pytest.approx(
+        sum(1 for i in range(90) if {"strong": True, "weak": i % 8 % 2 == 0,
+                                     "mid": i % 8 != 7}[models[i % 3]]) / 90)
+    assert {"ips", "snips", "dr"} <= set(got["a"]) and {"ips", "snips", "dr"} <= set(got["b"])
+    assert "logged traffic" in capsys.readouterr().out
+    # No curves to draw from logs: a clear refusal.
+    assert main(["eval", "ab", "--a", str(a), "--b", str(b), "--logs", dsn, "--plot",
+                 str(tmp_path / "x.png")]) == 2
+    assert "--plot" in capsys.readouterr().err
