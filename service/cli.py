@@ -121,23 +121,29 @@ def cmd_route(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.from_logs:
         return cmd_train_from_logs(args)
-    if args.since or args.base:
-        raise SystemExit("--since and --base go with --from-logs")
+    if args.since:
+        raise SystemExit("--since goes with --from-logs")
     from eval.card import write_card
-    from eval.routing import evaluate_routing
+    from eval.routing import evaluate_on, evaluate_routing
     from router.artifact import load_router
     from training.data import load
     from training.encoders import load_choice
     from training.fit import parse_layers, train_router
+    from training.table import stack
 
     layers = None if args.layers is None else parse_layers(args.layers)
     encoder = load_choice(args.encoder)
     table = load(args.data)
-    out = train_router(table, Path(args.out), kind=args.router, encoder=encoder,
+    base = load(args.base) if args.base else None
+    fitted = stack(base, table) if base is not None else table
+    out = train_router(fitted, Path(args.out), kind=args.router, encoder=encoder,
                        surface=not args.no_surface, layers=layers)
-    print(f"trained {args.router or 'default kind'} router on {table.name} -> {out}")
+    print(f"trained {args.router or 'default kind'} router on {fitted.name} -> {out}")
     results = []
-    if (table.splits == "test").any():
+    if base is not None:  # the data's models beside the base's: judged on what is held out
+        for held in (t for t in (table, base) if (t.splits == "test").any()):
+            results.append(evaluate_on(load_router(out), held, split="test", encoder=encoder))
+    elif (table.splits == "test").any():
         results.append(evaluate_routing(load_router(out), table, split="test", encoder=encoder))
     write_card(out, results)
     for r in results:
@@ -485,8 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--from-logs", metavar="DSN",
                         help="scored traffic: the traffic log's DSN (see `eval score`)")
     s.add_argument("--since", help="with --from-logs: rows from this date or time (ISO 8601)")
-    s.add_argument("--base", help="with --from-logs: a dataset whose training rows the "
-                   "traffic is stacked on (built-in name or path)")
+    s.add_argument("--base", help="a dataset whose training rows the data (or the traffic) "
+                   "is stacked on, so the router keeps its models' columns for the catalog's "
+                   "stand-ins (built-in name or path)")
     s.add_argument("--scorer", default="reference",
                    help="with --from-logs: whose scores to learn from (default: reference)")
     s.add_argument("--config", help="with --from-logs: the catalog, so the card says which "

@@ -70,3 +70,25 @@ def _rows_of(value, idx: np.ndarray, n: int):
     ):
         return {k: [v[i] for i in idx] for k, v in value.items()}
     return value
+
+
+def stack(base: RoutingTable, extra: RoutingTable) -> RoutingTable:
+    """``extra``'s rows under ``base``'s training rows (its ``train`` split, or all), over the
+    union of their models (NaN where a row's source did not observe a model): a dataset of a
+    user's own models that keeps the base's columns, which the catalog's stand-ins read."""
+    rows = base.split("train") if (base.splits == "train").any() else base
+    models = list(rows.models) + [m for m in extra.models if m not in rows.models]
+
+    def widen(t: RoutingTable, block: np.ndarray) -> np.ndarray:
+        out = np.full((len(t), len(models)), np.nan)
+        out[:, [models.index(m) for m in t.models]] = block
+        return out
+
+    return RoutingTable(
+        name=f"{rows.name}+{extra.name}", prompts=[*rows.prompts, *extra.prompts],
+        models=models,
+        scores=np.vstack([widen(rows, rows.scores), widen(extra, extra.scores)]),
+        costs=np.vstack([widen(rows, rows.costs), widen(extra, extra.costs)]),
+        tasks=np.concatenate([rows.tasks.astype(str), extra.tasks.astype(str)]),
+        splits=np.concatenate([rows.splits.astype(str), extra.splits.astype(str)]),
+        cost_source=rows.cost_source if rows.cost_source == extra.cost_source else "mixed")
