@@ -28,7 +28,9 @@
    +7 points, measured). So the estimate is cross-fitted: the logged prompts are split into
    ``--folds`` parts by a hash, and each part is estimated, and replayed, with the router
    retrained without that part's rows (the same recipe; the base data stays in every fit).
-7. **Promotion under load** (``benchmarks/promotion_load.py``): the retrained version promoted
+7. **Collect**: the shipped pack through the same gateway to all 11 models (``collect``, the
+   real reference scorer), compared with the outcomes the data recorded for them.
+8. **Promotion under load** (``benchmarks/promotion_load.py``): the retrained version promoted
    while 100 requests/s flow; ``failed_during_promotion``.
 
 Costs in the catalog: one blended USD/token price per model fitted on the train rows (its
@@ -217,11 +219,35 @@ def in_sample(retrained, start, bandit, args, stand_in, rb, train) -> dict[str, 
     return {"dr": est["b"]["dr"]["quality"]["estimate"], "replay": float(np.mean(truth))}
 
 
-def promote_under_load(work: Path, config: Path, start: Path, retrained: Path) -> dict:
-    """``benchmarks/promotion_load.py``'s drive on this catalog: v1 (start) and v2 (retrained)
-    in a registry, 20 s at 100 requests/s, the live version changing every 4 s (admin API and
-    CLI alternately)."""
+PACK_PROBE = "Write a function to find the intersection of two arrays."
+
+
+def collect_phase(url: str, work: Path, models: list[str]) -> dict:
+    """``contextforge collect`` of the shipped pack to all 11 models through the gateway, the
+    real reference scorer, and the agreement with the outcomes the data recorded for the
+    model each deployment answers as (its own)."""
+    from eval.collect import collect, read_collected
+    from eval.pack import compare_recorded, read_pack
+
+    pack = read_pack("starter")
+    out = work / "collected.jsonl"
+    asyncio.run(collect(pack, models, out, gateway=url, concurrency=16))
+    got = compare_recorded(read_collected(out), pack, {m: m for m in models})
+    return {"compared": got.compared, "agreed": got.agreed, "rate": got.rate,
+            "not_compared": got.not_compared,
+            "disagreements": [{"pack_id": d.pack_id, "model": d.model, "recorded": d.recorded,
+                               "score": d.score, "detail": d.detail}
+                              for d in got.disagreements]}
+
+
+def promote_under_load(work: Path, config: Path, start: Path, retrained: Path,
+                       models: list[str]) -> tuple[dict, dict]:
+    """The collect phase, then ``benchmarks/promotion_load.py``'s drive on this catalog: v1
+    (start) and v2 (retrained) in a registry, 20 s at 100 requests/s, the live version
+    changing every 4 s (admin API and CLI alternately)."""
     from promotion_load import KEY, drive, summarise
+
+    from router.providers.recorded import RecordedAnswers
 
     routers = work / "registry"
     shutil.copytree(start, routers / "v1")
@@ -241,11 +267,16 @@ def promote_under_load(work: Path, config: Path, start: Path, retrained: Path) -
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(f"{url}/readyz", server)
+        first = models[0]
+        recorded_ready(url, PACK_PROBE, first, RecordedAnswers.load().answer(first, PACK_PROBE))
+        agreement = collect_phase(url, work, models)
+        log(f"collect: {agreement['agreed']}/{agreement['compared']} (prompt, model) rows "
+            "agree with the recorded outcomes")
         results, promotions = asyncio.run(drive(url, path, settings))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
-    return summarise(results, promotions, settings)
+    return summarise(results, promotions, settings), agreement
 
 
 def main() -> int:
@@ -344,10 +375,12 @@ def main() -> int:
     log(f"cross-fitted off-policy estimate vs replay: {cross}")
     cross["in_sample"] = in_sample(b, a, bandit, args, stand_in, rb, train)
 
-    promotion = {"failed_during_promotion": None}
+    promotion, agreement = {"failed_during_promotion": None}, None
     if not args.skip_promotion:
-        log("promoting the retrained router back and forth under 100 requests/s")
-        promotion = promote_under_load(work, config, start, retrained)
+        log("collect, then the retrained router promoted back and forth under 100 requests/s "
+            "(a gateway with a traffic log of its own)")
+        promotion, agreement = promote_under_load(work, config, start, retrained,
+                                                  [m["name"] for m in models])
         log(f"promotion: {promotion}")
 
     result = {
@@ -371,6 +404,7 @@ def main() -> int:
         "ope_in_sample": cross["in_sample"],
         "quality_before_after": [before_after["a"]["quality"], before_after["b"]["quality"]],
         "failed_during_promotion": promotion["failed_during_promotion"],
+        "collect_agreement": agreement,
         "promotion": promotion,
         "timings_s": {"train_start_and_full": round(train_s, 1), "serve": round(serve_s, 1)},
     }
@@ -385,6 +419,12 @@ def main() -> int:
           f"(SNIPS {result['ope_snips']:.4f}, IPS {result['ope_ips']:.4f}); replay "
           f"{result['replay_quality']:.4f}  ({result['ope_rows']} rows, cross-fitted)")
     print(f"{'failed during promotion':<40} {result['failed_during_promotion']}")
+    if agreement is not None:
+        print(f"{'collect vs recorded outcomes':<40} {agreement['agreed']}/"
+              f"{agreement['compared']} agree ({agreement['rate']:.2%})")
+        for d in agreement["disagreements"]:
+            print(f"    {d['pack_id']} {d['model']}: recorded {d['recorded']:g}, scored "
+                  f"{d['score']:g}: {d['detail']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
