@@ -3,6 +3,7 @@ header deadline, lifespan), for tests that need real sockets."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -36,3 +37,39 @@ def gateway(config, engine) -> Iterator[str]:
         server.should_exit = True
         thread.join(config.server.drain_timeout_s + 15)
         sock.close()
+
+
+# Where a failure inside the served app is logged. uvicorn's logging set-up stops "uvicorn.*"
+# records at their own handler and Litestar's replaces the root's, so pytest's caplog sees
+# none of them: tests that assert "no traceback" listen on these loggers directly.
+APP_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi", "litestar", "contextforge")
+
+
+class Lines(logging.Handler):
+    """Every record the app's loggers emit, formatted with its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@contextmanager
+def app_logs() -> Iterator[Lines]:
+    """The records of ``APP_LOGGERS`` while the block runs."""
+    lines = Lines()
+    loggers = [logging.getLogger(name) for name in APP_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(lines)
+    try:
+        yield lines
+    finally:
+        for logger in loggers:
+            logger.removeHandler(lines)

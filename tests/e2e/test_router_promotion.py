@@ -28,7 +28,7 @@ from router.registry import Registry
 from router.traffic import TrafficLog
 from service import cli
 from service.app import create_app
-from tests.e2e.gateway_server import gateway
+from tests.e2e.gateway_server import Lines, gateway
 from tests.static_tables import build_tiny_static, topics_table
 
 KEY = {"authorization": "Bearer admin-s3cret"}
@@ -82,22 +82,6 @@ def config_file(tmp_path, trained, encoder_dir):
              "stands_in_for": "weak"}],
         "routes": [{"name": "auto"}]}))
     return path
-
-
-class Lines(logging.Handler):
-    """The lines one logger writes (the app's logging set-up replaces the root's handlers, so
-    pytest's caplog sees nothing from inside the gateway)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 @pytest.fixture()
