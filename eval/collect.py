@@ -22,18 +22,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO, Literal, NamedTuple, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 import httpx
 import msgspec
 
+from eval.gateway_client import CollectError, GatewayClient, PairFailed, Price
 from eval.pack import PackReference, PackRow
-from router.wire.openai import ChatCompletion
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
-COST_HEADER = "x-contextforge-cost-usd"
 PROMPT_OVERHEAD_TOKENS = 6  # OpenAI's chat framing of one user message (router.wire.openai)
-MAX_RETRY_AFTER_S = 30.0
 
 
 class ScoreLike(Protocol):
@@ -99,10 +97,6 @@ class CollectReport(msgspec.Struct):
     mean_score: dict[str, float]  # per model, over the file
     stopped_at_cap: bool = False
     next_estimate_usd: float = 0.0  # the pair that would have exceeded the cap
-
-
-class CollectError(RuntimeError):
-    """A run that cannot go on (the gateway refuses the key, an out file that is not ours)."""
 
 
 class _Seen(msgspec.Struct):
@@ -201,121 +195,6 @@ class Ledger:
         return {m: s[0] / s[1] for m, s in sorted(self._sums.items())}
 
 
-class Price(msgspec.Struct, frozen=True):
-    """A catalog model's ``pricing`` in ``/v1/models``: USD per million tokens."""
-
-    input_per_million: float
-    output_per_million: float
-    expected_output_tokens: int
-
-    def estimate(self, input_tokens: int) -> float:
-        return (input_tokens * self.input_per_million
-                + self.expected_output_tokens * self.output_per_million) / 1e6
-
-
-class _Card(msgspec.Struct):
-    id: str
-    kind: str = "model"
-    aliases: list[str] = []
-    pricing: Price | None = None  # a gateway before pricing was exposed has none
-
-
-class _ModelList(msgspec.Struct):
-    data: list[_Card]
-
-
-_MODELS = msgspec.json.Decoder(_ModelList)
-_COMPLETION = msgspec.json.Decoder(ChatCompletion)
-
-
-class Answer(NamedTuple):
-    text: str
-    cost: float
-    input_tokens: int
-    output_tokens: int
-
-
-class _PairFailed(Exception):
-    def __init__(self, kind: Literal["skipped", "error"], status: int | None, message: str):
-        super().__init__(message)
-        self.kind, self.status = kind, status
-
-
-def _error_text(r: httpx.Response) -> str:
-    try:
-        return str(r.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return r.text[:300]
-
-
-class GatewayClient:
-    """The gateway's OpenAI API as collect uses it: model prices, one pinned answer."""
-
-    def __init__(self, http: httpx.AsyncClient, *, attempts: int = 4, backoff_s: float = 0.5):
-        self.http, self.attempts, self.backoff_s = http, attempts, backoff_s
-
-    async def prices(self, models: Sequence[str]) -> dict[str, Price | None]:
-        """Each model's price from ``GET /v1/models`` (None when the gateway exposes none);
-        ``ValueError`` naming an unknown model or a route."""
-        r = await self.http.get("/v1/models")
-        if r.status_code in (401, 403):
-            raise CollectError(f"the gateway refused the key ({r.status_code}): give --api-key")
-        r.raise_for_status()
-        listed = [c for c in _MODELS.decode(r.content).data if c.kind == "model"]
-        cards = {key: c for c in listed for key in (c.id, *c.aliases)}
-        unknown = [m for m in models if m not in cards]
-        if unknown:
-            known = ", ".join(sorted(c.id for c in listed))
-            raise ValueError(f"--models: {', '.join(map(repr, unknown))}: not a catalog model "
-                             f"of the gateway (a route is not one either); known: {known}")
-        return {m: cards[m].pricing for m in models}
-
-    async def ask(self, model: str, prompt: str) -> Answer:
-        """The model's answer; 4xx raises at once, 5xx / 408 / 429 / connection errors are
-        retried with backoff (after the gateway's own retries), then raise."""
-        body = {"model": model, "temperature": 0,
-                "messages": [{"role": "user", "content": prompt}]}
-        last: tuple[int | None, str] = (None, "")
-        for attempt in range(self.attempts):
-            wait = self.backoff_s * 2 ** attempt
-            try:
-                r = await self.http.post("/v1/chat/completions", json=body)
-            except httpx.TransportError as exc:
-                last = (None, f"{type(exc).__name__}: {exc}")
-            else:
-                if r.status_code == 200:
-                    try:
-                        return self._answer(r)
-                    except (msgspec.DecodeError, ValueError) as exc:
-                        raise _PairFailed("error", 200, f"unreadable answer: {exc}") from exc
-                if r.status_code in (401, 403):
-                    raise CollectError(f"the gateway refused the key ({r.status_code}): "
-                                       f"{_error_text(r)}")
-                last = (r.status_code, _error_text(r))
-                if r.status_code < 500 and r.status_code not in (408, 429):
-                    raise _PairFailed("skipped", *last)
-                wait = max(wait, self._retry_after(r))
-            if attempt + 1 < self.attempts:
-                await asyncio.sleep(wait)
-        raise _PairFailed("error", last[0], f"after {self.attempts} attempts: {last[1]}")
-
-    @staticmethod
-    def _retry_after(r: httpx.Response) -> float:
-        try:
-            return min(float(r.headers.get("retry-after", 0)), MAX_RETRY_AFTER_S)
-        except ValueError:
-            return 0.0
-
-    @staticmethod
-    def _answer(r: httpx.Response) -> Answer:
-        done = _COMPLETION.decode(r.content)
-        usage = done.usage
-        return Answer(text=(done.choices[0].message.content or "") if done.choices else "",
-                      cost=float(r.headers.get(COST_HEADER, 0.0)),
-                      input_tokens=usage.prompt_tokens if usage else 0,
-                      output_tokens=usage.completion_tokens if usage else 0)
-
-
 class _Run:
     """One run's shared state: spend so far, estimates in flight, what this run did."""
 
@@ -337,7 +216,7 @@ class _Run:
             try:
                 score = await self.scorer(answer.text, row.reference)
             except Exception as exc:  # this pair's failure, never a 0 score
-                raise _PairFailed("error", None, f"scoring failed: {type(exc).__name__}: "
+                raise PairFailed("error", None, f"scoring failed: {type(exc).__name__}: "
                                   f"{exc}") from exc
             self.ledger.add(CollectedRow(
                 prompt=row.prompt, model=model, score=float(score.value), cost=answer.cost,
@@ -345,7 +224,7 @@ class _Run:
                 task=row.task, pack_id=row.id, detail=score.detail, answer=answer.text))
             self.written += 1
             self.spent_usd += answer.cost
-        except _PairFailed as exc:
+        except PairFailed as exc:
             self._fail(FailedPair(row.id, model, exc.kind, exc.status, str(exc)))
         except CollectError as exc:
             self.fatal = exc
