@@ -340,3 +340,15 @@ def test_a_split_naming_an_unknown_version_is_a_config_error(config_file):
     with pytest.raises(ConfigError, match=r"routes\[0\]\.split\.version: no router version "
                                           r"'nope'"):
         build_engine(load_config(config_file))
+
+
+def test_route_explains_the_live_version(config_file, capsys):
+    """`contextforge route` shows what the gateways serve: the registry's live version."""
+    config = load_config(config_file)
+    assert cli.main(["route", "--config", str(config_file), "--json", EVEN_TOPIC]) == 0
+    before = json.loads(capsys.readouterr().out)
+    Registry.for_config(config).promote("b")
+    assert cli.main(["route", "--config", str(config_file), "--json", EVEN_TOPIC]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert (before["router"], before["model"]) == ("a", "small")
+    assert (after["router"], after["model"]) == ("b", "big")
