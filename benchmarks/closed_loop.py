@@ -1,6 +1,6 @@
 """The closed loop on a catalog with models the router has never seen (issue 13's scenario).
 
-    python benchmarks/closed_loop.py [--json FILE] [--work DIR] [--passes 4] [--rate 0.5]
+    python benchmarks/closed_loop.py [--json FILE] [--work DIR] [--passes 20] [--rate 0.5]
                                      [--margin 1.0] [--kind taskmix] [--wtp 0.05]
 
 1. **Start**: a router of ``--kind`` trained on every RouterBench *train* prompt, but with the
@@ -19,6 +19,8 @@
 5. **Offline A/B** on the RouterBench *test* split (``eval.ab.ab_on_data``; the start router
    read through the catalog's stand-ins): ``aiq_before``, ``aiq_after``, their paired
    bootstrap CI, and ``aiq_full_info`` of the same kind trained with all 11 models' outcomes.
+   Every router decides with the catalog's prices, as the gateway does (``eval ab --config``);
+   the same figures with each router's own cost model are under ``decision_costs``.
 6. **Off-policy vs replay**: the retrained router's quality on the logged (scored) rows,
    estimated from the log alone (doubly robust; SNIPS and IPS beside it) and measured by
    replaying its choices on the same prompts against the recorded outcomes, at the route's
@@ -162,7 +164,8 @@ def recorded_ready(url: str, prompt: str, model: str, expected: str, timeout: fl
     raise RuntimeError("the simulated provider never answered from the recorded data")
 
 
-def cross_fitted(table, n_base: int, bandit, kind: str, work: Path, args, stand_in, rb, train):
+def cross_fitted(table, n_base: int, bandit, kind: str, work: Path, args, stand_in, rb, train,
+                 prices):
     """The retrained router's quality on the logged rows, estimated off-policy and replayed,
     each fold of logged prompts by a router retrained without that fold's log rows."""
     import hashlib
@@ -190,7 +193,7 @@ def cross_fitted(table, n_base: int, bandit, kind: str, work: Path, args, stand_
                            name=f"fold{k}", calibrate=False)
         rows = np.flatnonzero(row_fold == k)
         r = replay(load_router(out), models, fallback,
-                   prompts=[bandit.prompts[i] for i in rows])
+                   prompts=[bandit.prompts[i] for i in rows], prices=prices)
         target[rows] = tradeoff_picks(r.quality, r.cost, [1.0 / args.wtp])[0]
         q_hat[rows], c_hat[rows] = r.quality, r.cost
     truth = np.array([outcome[" ".join(p.split())][rb.models.index(models[t])]
@@ -203,15 +206,33 @@ def cross_fitted(table, n_base: int, bandit, kind: str, work: Path, args, stand_
             "replay_quality": float(truth.mean())}
 
 
-def in_sample(retrained, start, bandit, args, stand_in, rb, train) -> dict[str, float]:
+def per_task(a, b, f, rb, stand_in, prices) -> dict[str, dict[str, float]]:
+    """AIQ before, after and with full information on each task's test rows."""
+    from eval.ab import ab_on_data
+
+    out = {}
+    for task in sorted(set(rb.tasks.tolist())):
+        rows = rb.select(rb.tasks == task)
+        pair = ab_on_data(a, b, rows, split="test", stands_in=stand_in, replicates=10,
+                          prices=prices)
+        full = ab_on_data(a, f, rows, split="test", stands_in=stand_in, replicates=10,
+                          prices=prices)
+        out[task] = {"before": pair["a"]["aiq"], "after": pair["b"]["aiq"],
+                     "full_info": full["b"]["aiq"]}
+    return out
+
+
+def in_sample(retrained, start, bandit, args, stand_in, rb, train, prices
+              ) -> dict[str, float]:
     """The same comparison for the router retrained on every logged row, judged on them."""
     from eval.ab import ab_on_logs, replay, tradeoff_picks
     from training.from_logs import prompt_key
 
     est = ab_on_logs(start, retrained, bandit, willingness_to_pay=args.wtp,
-                     stands_in=stand_in, replicates=100)
+                     stands_in=stand_in, replicates=100, prices=prices)
     models = sorted(set(bandit.models))
-    r = replay(retrained, models, np.zeros(len(models)), prompts=bandit.prompts)
+    r = replay(retrained, models, np.zeros(len(models)), prompts=bandit.prompts,
+               prices=prices)
     picks = tradeoff_picks(r.quality, r.cost, [1.0 / args.wtp])[0]
     outcome = {prompt_key(p): train.scores[i] for i, p in enumerate(train.prompts)}
     truth = [outcome[" ".join(p.split())][rb.models.index(models[k])]
@@ -283,7 +304,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
     ap.add_argument("--work", default=str(ROOT / ".cache" / "closed_loop"))
-    ap.add_argument("--passes", type=int, default=6)
+    ap.add_argument("--passes", type=int, default=20)
     ap.add_argument("--folds", type=int, default=5, help="cross-fitting folds (off-policy)")
     ap.add_argument("--rate", type=float, default=0.5)
     ap.add_argument("--margin", type=float, default=1.0)
@@ -293,7 +314,7 @@ def main() -> int:
     ap.add_argument("--skip-promotion", action="store_true")
     args = ap.parse_args()
 
-    from eval.ab import ab_on_data, bandit_from_log
+    from eval.ab import Price, ab_on_data, bandit_from_log
     from eval.build_pack import candidates
     from eval.pack import load_references, write_pack
     from eval.score_logs import score_references
@@ -364,16 +385,31 @@ def main() -> int:
                              calibrate=False)
 
     a, b, f = load_router(start), load_router(retrained), load_router(full)
-    before_after = ab_on_data(a, b, rb, split="test", stands_in=stand_in,
-                              replicates=args.bootstrap)
-    full_info = ab_on_data(a, f, rb, split="test", stands_in=stand_in, replicates=100)
-    aiq_before, aiq_after = before_after["a"]["aiq"], before_after["b"]["aiq"]
-    aiq_full = full_info["b"]["aiq"]
-    gap = (aiq_after - aiq_before) / (aiq_full - aiq_before)
+    # The routers decide with the catalog's prices, as the gateway does (eval ab --config);
+    # the figures with each router's own cost model are kept beside them.
+    prices = {m["name"]: Price(m["input_price"], m["output_price"],
+                               m["expected_output_tokens"]) for m in models}
+    by_cost_model = {}
+    for decide, p in (("catalog", prices), ("router_cost_models", None)):
+        pair = ab_on_data(a, b, rb, split="test", stands_in=stand_in,
+                          replicates=args.bootstrap, prices=p)
+        full_info = ab_on_data(a, f, rb, split="test", stands_in=stand_in, replicates=100,
+                               prices=p)
+        got = {"aiq_before": pair["a"]["aiq"], "aiq_after": pair["b"]["aiq"],
+               "aiq_full_info": full_info["b"]["aiq"], "aiq_diff_ci95": pair["diff"]["aiq"]["ci95"],
+               "quality_before_after": [pair["a"]["quality"], pair["b"]["quality"]],
+               "per_task": per_task(a, b, f, rb, stand_in, p)}
+        got["gap_recovered"] = ((got["aiq_after"] - got["aiq_before"])
+                                / (got["aiq_full_info"] - got["aiq_before"]))
+        by_cost_model[decide] = got
+    head = by_cost_model["catalog"]
+    aiq_before, aiq_after = head["aiq_before"], head["aiq_after"]
+    aiq_full, gap = head["aiq_full_info"], head["gap_recovered"]
 
-    cross = cross_fitted(table, len(base5), bandit, kind, work, args, stand_in, rb, train)
+    cross = cross_fitted(table, len(base5), bandit, kind, work, args, stand_in, rb, train,
+                         prices)
     log(f"cross-fitted off-policy estimate vs replay: {cross}")
-    cross["in_sample"] = in_sample(b, a, bandit, args, stand_in, rb, train)
+    cross["in_sample"] = in_sample(b, a, bandit, args, stand_in, rb, train, prices)
 
     promotion, agreement = {"failed_during_promotion": None}, None
     if not args.skip_promotion:
@@ -393,7 +429,7 @@ def main() -> int:
         "aiq_after": aiq_after,
         "aiq_full_info": aiq_full,
         "gap_recovered": gap,
-        "aiq_diff_ci95": before_after["diff"]["aiq"]["ci95"],
+        "aiq_diff_ci95": head["aiq_diff_ci95"],
         "ope_quality": cross["dr"]["estimate"],
         "ope_quality_ci95": cross["dr"]["ci95"],
         "ope_snips": cross["snips"]["estimate"],
@@ -402,7 +438,7 @@ def main() -> int:
         "ope_rows": cross["n"],
         "ope_matches": cross["agreement"],
         "ope_in_sample": cross["in_sample"],
-        "quality_before_after": [before_after["a"]["quality"], before_after["b"]["quality"]],
+        "decision_costs": by_cost_model,
         "failed_during_promotion": promotion["failed_during_promotion"],
         "collect_agreement": agreement,
         "promotion": promotion,
@@ -415,6 +451,13 @@ def main() -> int:
     print(f"{'AIQ after - before (95% CI)':<40} {aiq_after - aiq_before:+.4f} "
           f"[{ci[0]:+.4f}, {ci[1]:+.4f}]")
     print(f"{'gap recovered':<40} {gap:.1%}")
+    other = by_cost_model["router_cost_models"]
+    print(f"{'  (decisions on router cost models)':<40} before {other['aiq_before']:.4f}  after "
+          f"{other['aiq_after']:.4f}  full {other['aiq_full_info']:.4f}  gap "
+          f"{other['gap_recovered']:.1%}")
+    for task, v in head["per_task"].items():
+        print(f"{'  ' + task:<40} before {v['before']:.4f}  after {v['after']:.4f}  full "
+              f"{v['full_info']:.4f}")
     print(f"{'retrained quality on the log':<40} off-policy DR {result['ope_quality']:.4f} "
           f"(SNIPS {result['ope_snips']:.4f}, IPS {result['ope_ips']:.4f}); replay "
           f"{result['replay_quality']:.4f}  ({result['ope_rows']} rows, cross-fitted)")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -65,17 +65,37 @@ def prediction_columns(router_models: Sequence[str], models: Sequence[str],
     return [int(c) for c in cols if c is not None]
 
 
+class Price(NamedTuple):
+    """A catalog model's prices (USD per million tokens) and expected answer length: what the
+    gateway's decisions read (``router.catalog.Catalog.cost_usd``)."""
+
+    input: float
+    output: float
+    expected_output_tokens: int
+
+
+def catalog_prices(models) -> dict[str, Price]:
+    """``Price`` of each catalog ``ModelEntry`` (a config's ``models``)."""
+    return {m.name: Price(m.input_price, m.output_price, m.expected_output_tokens)
+            for m in models}
+
+
 def replay(router: TrainedRouter, models: Sequence[str], fallback_cost: np.ndarray, *,
            prompts: Sequence[str] | None = None, embeddings: np.ndarray | None = None,
            stands_in: Mapping[str, str | None] | None = None,
-           encoder: RoutingEncoder | None = None) -> Replay:
+           encoder: RoutingEncoder | None = None,
+           prices: Mapping[str, Price] | None = None) -> Replay:
     """``router``'s predictions for ``models`` on ``prompts`` (embedded with ``encoder``, by
     default the router's own), or on ready ``embeddings`` when the prompts are unknown.
 
-    Cost: the router's cost model for models it has its own column for. A borrowed column's
-    cost model prices the stand-in, not the model, so those models get ``fallback_cost`` (m,),
-    the caller's plain mean cost of each model (the data's training rows, or the log), as they
-    do when there are no prompts to count tokens of.
+    Cost, as the router decides with it: with ``prices`` (a catalog's), what the gateway's own
+    decisions use for those models, the prompt's tokens and the expected answer at the
+    catalog's prices, for every router alike (a router's cost model is fitted on whatever its
+    training rows billed, e.g. only short multiple-choice answers of a model learned from
+    traffic, and the gateway never reads it). Otherwise the router's cost model for models it
+    has its own column for; a borrowed column's cost model prices the stand-in, not the model,
+    so those models get ``fallback_cost`` (m,), the caller's plain mean cost of each model (the
+    data's training rows, or the log), as they do when there are no prompts to count tokens of.
     """
     try:
         cols = prediction_columns(router.models, models, stands_in)
@@ -93,10 +113,16 @@ def replay(router: TrainedRouter, models: Sequence[str], fallback_cost: np.ndarr
         raise ValueError("replay: give the prompts or their embeddings")
     own = np.array([m in router.models for m in models]) & ~np.isnan(own_cost).all(axis=0)
     fallback = np.broadcast_to(np.asarray(fallback_cost, dtype=float), own_cost.shape)
+    cost = np.where(own, own_cost, fallback)
+    if prices and prompts is not None:
+        tokens = count_tokens(list(prompts)).astype(np.float64)
+        for j, m in enumerate(models):
+            if m in prices:
+                p = prices[m]
+                cost[:, j] = (tokens * p.input + p.expected_output_tokens * p.output) / 1e6
     borrowed = {m: router.models[c] for m, c in zip(models, cols, strict=True)
                 if m not in router.models}
-    return Replay(router, q[:, cols].astype(np.float64), np.where(own, own_cost, fallback),
-                  borrowed)
+    return Replay(router, q[:, cols].astype(np.float64), cost, borrowed)
 
 
 def tradeoff_picks(pred_quality: np.ndarray, pred_cost: np.ndarray,
@@ -159,8 +185,10 @@ def compare_on_table(scores: np.ndarray, costs: np.ndarray, a: Replay, b: Replay
 def ab_on_data(a: TrainedRouter, b: TrainedRouter, data: str | RoutingTable, *,
                split: str = "test", stands_in: Mapping[str, str | None] | None = None,
                replicates: int = 1000, seed: int = 0, willingness_to_pay: float | None = None,
-               encoders: Mapping[str, RoutingEncoder] | None = None) -> dict[str, Any]:
+               encoders: Mapping[str, RoutingEncoder] | None = None,
+               prices: Mapping[str, Price] | None = None) -> dict[str, Any]:
     """Replay routers ``a`` and ``b`` on ``data``'s ``split``; the ``eval ab --json`` dict.
+    ``prices``: a catalog's, so both decide with the costs the gateway would (``replay``).
 
     ``stands_in``: data model -> the model whose router column predicts it when a router has
     none of its own (a catalog's ``stands_in_for``); without it each router must predict every
@@ -173,12 +201,13 @@ def ab_on_data(a: TrainedRouter, b: TrainedRouter, data: str | RoutingTable, *,
         fallback = np.nanmean(training_rows(table).costs, axis=0)
     enc = _encoders((a, b), encoders)
     ra, rb = (replay(r, rows.models, fallback, prompts=rows.prompts, stands_in=stands_in,
-                     encoder=enc[r.spec.encoder.id]) for r in (a, b))
+                     encoder=enc[r.spec.encoder.id], prices=prices) for r in (a, b))
     single = metrics.single_models(rows.scores, rows.costs, rows.models)
     points = np.array([[v["cost"], v["quality"]] for v in single.values()])
     oq, oc = metrics.oracle(rows.scores, rows.costs)
     return {"mode": "data", "dataset": table.name, "split": split, "models": rows.models,
             "cost_source": table.cost_source,
+            "decision_costs": "catalog prices" if prices else "router cost models",
             **compare_on_table(rows.scores, rows.costs, ra, rb, replicates=replicates,
                                seed=seed, willingness_to_pay=willingness_to_pay),
             "single": single, "oracle": {"quality": oq, "cost": oc},
@@ -215,9 +244,10 @@ def bandit_from_log(log: TrafficLog, *, scorer: str = "reference",
 def ab_on_logs(a: TrainedRouter, b: TrainedRouter, bandit: ope.LoggedBandit, *,
                willingness_to_pay: float, stands_in: Mapping[str, str | None] | None = None,
                replicates: int = 1000, seed: int = 0,
-               encoders: Mapping[str, RoutingEncoder] | None = None) -> dict[str, Any]:
+               encoders: Mapping[str, RoutingEncoder] | None = None,
+               prices: Mapping[str, Price] | None = None) -> dict[str, Any]:
     """Off-policy estimates of ``a`` and ``b`` on logged bandit feedback; the ``eval ab
-    --logs --json`` dict.
+    --logs --json`` dict (``prices``: as in ``replay``).
 
     Each router chooses among the logged models by the gateway's tradeoff at
     ``willingness_to_pay``; its predicted quality and cost are the reward models of DR.
@@ -237,7 +267,7 @@ def ab_on_logs(a: TrainedRouter, b: TrainedRouter, bandit: ope.LoggedBandit, *,
     parts = {}
     for name, router in (("a", a), ("b", b)):
         r = replay(router, models, fallback, prompts=prompts, embeddings=bandit.embeddings,
-                   stands_in=stands_in, encoder=enc.get(router.spec.encoder.id))
+                   stands_in=stands_in, encoder=enc.get(router.spec.encoder.id), prices=prices)
         target = tradeoff_picks(r.quality, r.cost, [1.0 / willingness_to_pay])[0]
         sides[name] = {**r.describe(), **ope.evaluate_target(
             target, logged, bandit.propensities, bandit.rewards, bandit.costs, r.quality,

@@ -276,19 +276,22 @@ def _progress(what: str):
 
 
 def cmd_eval_ab(args: argparse.Namespace) -> int:
-    from eval.ab import ab_on_data, render_markdown
+    from eval.ab import ab_on_data, catalog_prices, render_markdown
     from router.artifact import load_router
 
     if args.bootstrap < 1:
         raise ValueError("--bootstrap: give at least 1 resample")
     if args.willingness_to_pay is not None and args.willingness_to_pay <= 0:
         raise ValueError("--willingness-to-pay must be > 0 (USD per request per quality unit)")
-    stands_in = None
+    stands_in, prices = None, None
     if args.config:
         from router.overlay import load_effective_config
 
         # The catalog's stand-ins, read as the gateway reads them (overlay applied).
-        stands_in = {m.name: m.stands_in_for for m in load_effective_config(args.config).models}
+        catalog = load_effective_config(args.config).models
+        stands_in = {m.name: m.stands_in_for for m in catalog}
+        # Both routers decide with the costs the gateway would: the catalog's prices.
+        prices = catalog_prices(catalog)
     a, b = load_router(args.a), load_router(args.b)
     if args.logs:
         if args.plot:
@@ -312,11 +315,12 @@ def cmd_eval_ab(args: argparse.Namespace) -> int:
         finally:
             log.close()
         result = ab_on_logs(a, b, bandit, willingness_to_pay=wtp or PolicySpec().willingness_to_pay,
-                            stands_in=stands_in, replicates=args.bootstrap, seed=args.seed)
+                            stands_in=stands_in, replicates=args.bootstrap, seed=args.seed,
+                            prices=prices)
     else:
         result = ab_on_data(a, b, args.data, split=args.split, stands_in=stands_in,
                             replicates=args.bootstrap, seed=args.seed,
-                            willingness_to_pay=args.willingness_to_pay)
+                            willingness_to_pay=args.willingness_to_pay, prices=prices)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     markdown = render_markdown(result)
@@ -551,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--logs", help="traffic log DSN (scored rows)")
     s.add_argument("--split", default="test")
     s.add_argument("--config", help="a config whose catalog's stands_in_for maps models a "
-                   "router has no column for")
+                   "router has no column for, and whose prices both routers decide with (as "
+                   "the gateway does)")
     s.add_argument("--willingness-to-pay", type=float, help="USD per request per quality "
                    "unit of the compared tradeoff (default: the curve's first point, as eval "
                    "routing reports)")

@@ -185,3 +185,18 @@ def test_logs_mode_estimates_only_after_the_routers_training_traffic(tmp_path, c
     assert "after 1970-01-01 00:01:40 UTC" in capsys.readouterr().err
     assert _after_training(args, [tmp_path / "a"]) is None
     assert _after_training(argparse.Namespace(since="1970-01-02"), [tmp_path / "b"]) == 86400
+
+
+def test_with_catalog_prices_every_router_decides_on_the_gateways_costs(tiny, embed_cache):
+    from training.data import count_tokens
+
+    router, encoder = tiny
+    prompts = [f"Question {i}: explain {TOPICS[i % 8]} with an example." for i in range(4)]
+    prices = {"strong": ab.Price(2.0, 8.0, 10), "mid": ab.Price(1.0, 1.0, 100)}
+    r = ab.replay(router, ["strong", "weak", "mid"], np.array([9.0, 9.0, 9.0]),
+                  prompts=prompts, stands_in={"mid": "weak"}, encoder=encoder, prices=prices)
+    tokens = count_tokens(prompts)
+    np.testing.assert_allclose(r.cost[:, 0], (tokens * 2.0 + 10 * 8.0) / 1e6)  # own column
+    np.testing.assert_allclose(r.cost[:, 2], (tokens * 1.0 + 100 * 1.0) / 1e6)  # borrowed
+    own = ab.replay(router, ["weak"], np.array([9.0]), prompts=prompts, encoder=encoder)
+    np.testing.assert_array_equal(r.cost[:, 1], own.cost[:, 0])  # unpriced: its cost model

@@ -41,9 +41,13 @@ def two_routers(tmp_path, monkeypatch, embed_cache):
 
 
 def _config(tmp_path):
-    models = [{"name": m, "input_price": 1, "output_price": 1, "context_window": 8000}
-              for m in ("strong", "weak")]
-    models.append({"name": "mid", "input_price": 1, "output_price": 1, "context_window": 8000,
+    # Prices in the data's proportions (USD per 1M prompt tokens; answers priced at 0): the
+    # routers decide with these, as the gateway would.
+    price = {"strong": 1000, "weak": 100, "mid": 400}
+    models = [{"name": m, "input_price": price[m], "output_price": 0, "context_window": 8000,
+               "expected_output_tokens": 1} for m in ("strong", "weak")]
+    models.append({"name": "mid", "input_price": price["mid"], "output_price": 0,
+                   "context_window": 8000, "expected_output_tokens": 1,
                    "stands_in_for": "weak"})
     (tmp_path / "cf.yaml").write_text(json.dumps({"models": models}))
     return tmp_path / "cf.yaml"
@@ -64,6 +68,7 @@ def test_eval_ab_on_data_writes_json_markdown_and_plot(tmp_path, capsys, two_rou
     for side in ("a", "b"):
         assert set(r[side]) >= {"router", "quality", "cost", "aiq", "curve"}
     assert r["a"]["stand_ins"] == {"mid": "weak"} and r["b"]["stand_ins"] == {}
+    assert r["decision_costs"] == "catalog prices"
     for key in ("quality", "cost", "aiq"):
         d = r["diff"][key]
         assert d["estimate"] == pytest.approx(r["b"][key] - r["a"][key])
