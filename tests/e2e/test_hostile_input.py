@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from typing import Any
 
 import httpx
 import msgspec
@@ -44,11 +45,13 @@ def test_a_maximal_prompt_is_refused_without_stalling_health_checks(tmp_path, en
     assert len(body) < 8 * 1024 * 1024
     with gateway(configured(tmp_path), engine) as url, httpx.Client(base_url=url) as c:
         c.get("/healthz")
-        result: dict[str, httpx.Response] = {}
+        result: dict[str, Any] = {}
 
         def big() -> None:
+            t0 = time.perf_counter()
             result["r"] = httpx.post(f"{url}/v1/chat/completions", content=body,
                                      headers={"content-type": "application/json"}, timeout=60)
+            result["s"] = time.perf_counter() - t0
 
         worker = threading.Thread(target=big)
         worker.start()
@@ -64,7 +67,11 @@ def test_a_maximal_prompt_is_refused_without_stalling_health_checks(tmp_path, en
     err = r.json()["error"]
     assert err["code"] == "context_length_exceeded" and err["param"] == "messages"
     assert "262144" in err["message"]
-    assert len(waits) > 5 and max(waits) < 0.1, f"/healthz waited up to {max(waits):.3f} s"
+    # Counting on the event loop would hold one /healthz for most of the big request's time;
+    # off the loop, no wait comes near it (a ratio within this run: hosts differ in speed).
+    elapsed = result["s"]
+    assert len(waits) > 5 and max(waits) < elapsed / 4, (
+        f"/healthz waited up to {max(waits):.3f} s of the big request's {elapsed:.3f} s")
 
 
 def test_a_route_caps_its_prompts_below_the_server(tmp_path, engine):
