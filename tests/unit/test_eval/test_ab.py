@@ -174,7 +174,7 @@ def test_logs_mode_estimates_only_after_the_routers_training_traffic(tmp_path, c
     import argparse
     import json
 
-    from service.cli import _after_training
+    from service.cli_loop import _after_training
 
     for name, last in (("a", None), ("b", "1970-01-01T00:01:40+00:00")):
         (tmp_path / name).mkdir()
