@@ -155,6 +155,20 @@ class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("backoff_ms and cooldown_s must be >= 0")
 
 
+class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The response cache (``router.cache``). Off by default while it is being built: the
+    exact tier works; the semantic tier, persistence and the Redis tier are to come."""
+
+    enabled: bool = False
+    ttl_s: Annotated[float, msgspec.Meta(gt=0, le=365 * 86400)] = 3600.0
+    max_entries: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 100_000
+    max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024 * 1024
+    # Who an entry is shared with: every user of the tenant, or only the same ``user``.
+    scope: Literal["tenant", "user"] = "tenant"
+    # Keep only temperature-0 requests unless a request opts in (``cache.store``).
+    deterministic_only: bool = True
+
+
 class TrafficConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The traffic log: one row per request (what retraining reads)."""
 
@@ -182,6 +196,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     admin: AdminConfig = AdminConfig()
     server: ServerConfig = ServerConfig()
     traffic: TrafficConfig = TrafficConfig()
+    cache: CacheConfig = CacheConfig()
     dispatch: DispatchConfig = DispatchConfig()
     # Serves every model that lists no deployments: the default config runs without API keys.
     default_deployment: Deployment = Deployment(provider="simulated")

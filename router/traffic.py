@@ -44,7 +44,7 @@ _COLUMNS = (
     "id", "ts", "tenant", "user_id", "route", "model", "deployment", "cache", "input_tokens",
     "output_tokens", "cost_usd", "latency_ms", "ttft_ms", "status", "error", "stream",
     "candidates", "router", "encoder", "prompt", "embedding", "policy", "propensity", "answer",
-    "tool_calls", "arm",
+    "tool_calls", "arm", "cache_entry",
 )
 # Columns added after the first schema: (name, SQL type with {float}/{blob} placeholders).
 _ADDED = (
@@ -53,6 +53,7 @@ _ADDED = (
     ("answer", "TEXT"),
     ("tool_calls", "TEXT"),
     ("arm", "TEXT"),
+    ("cache_entry", "TEXT"),
 )
 
 _SCHEMA = """
@@ -137,6 +138,7 @@ class TrafficRecord(msgspec.Struct, frozen=True, kw_only=True):
     answer: str | None = None  # the answer's text (traffic.log_answers)
     tool_calls: str | None = None  # its tool calls, a JSON list of {id, name, arguments}
     arm: str | None = None  # the online A/B arm (router version) that decided
+    cache_entry: str | None = None  # the cache entry that answered a hit
 
 
 class ScoreRow(msgspec.Struct, frozen=True):
@@ -338,7 +340,7 @@ class TrafficLog:
         return (r.id, r.ts, r.tenant, r.user_id, r.route, r.model, r.deployment, r.cache,
                 r.input_tokens, r.output_tokens, r.cost_usd, r.latency_ms, r.ttft_ms, r.status,
                 r.error, int(r.stream), candidates, r.router, r.encoder, r.prompt, emb,
-                r.policy, r.propensity, r.answer, r.tool_calls, r.arm)
+                r.policy, r.propensity, r.answer, r.tool_calls, r.arm, r.cache_entry)
 
     # --- feedback and reading ------------------------------------------------------------
 

@@ -11,9 +11,10 @@ from router.wire.openai import ChatCompletion, ChatCompletionChunk
 class Answer:
     """The answer's text and tool calls, gathered as it arrives."""
 
-    __slots__ = ("calls", "parts")
+    __slots__ = ("calls", "finish_reason", "parts")
 
     def __init__(self) -> None:
+        self.finish_reason: str | None = None
         self.parts: list[str] = []
         self.calls: dict[int, dict[str, str]] = {}  # a stream's tool calls arrive by index
 
@@ -21,6 +22,7 @@ class Answer:
     def of(cls, completion: ChatCompletion) -> Answer:
         out = cls()
         if completion.choices:
+            out.finish_reason = completion.choices[0].finish_reason
             message = completion.choices[0].message
             if message.content:
                 out.parts.append(message.content)
@@ -33,6 +35,8 @@ class Answer:
         """One stream chunk's deltas (the first choice's: requests ask for one)."""
         if not chunk.choices:
             return
+        if chunk.choices[0].finish_reason:
+            self.finish_reason = chunk.choices[0].finish_reason
         delta = chunk.choices[0].delta
         if delta.content:
             self.parts.append(delta.content)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from router.artifact import TrainedRouter
+from router.cache import ExactCache
 from router.catalog import Catalog
 from router.config import Config, TrafficConfig
 from router.dispatch import Dispatcher, build_dispatchers
@@ -25,11 +26,18 @@ from router.wire.openai import ChatRequest, EmbeddingsRequest
 from service.metrics import Metrics
 from service.pipeline import Exchange, Pipeline, Stage
 from service.stages.account import Account, estimated_cost_usd
+from service.stages.cache import Cache
 from service.stages.dispatch import Dispatch
 from service.stages.route import Route
 
-# The request path, in order (see service.pipeline). The guard and the cache plug in here.
-STAGES: tuple[Stage, ...] = (Route(), Dispatch(), Account())
+# The request path, in order (see service.pipeline). The guard plugs in first.
+STAGES: tuple[Stage, ...] = (Cache(), Route(), Dispatch(), Account())
+
+
+def cache_for(config: Config) -> ExactCache | None:
+    """The response cache ``config`` asks for, empty; None when it is off."""
+    c = config.cache
+    return ExactCache(c.max_entries, c.max_bytes) if c.enabled else None
 
 
 class Gateway:
@@ -47,6 +55,7 @@ class Gateway:
         self.traffic = traffic
         self.traffic_config = traffic_config or TrafficConfig()
         self.pipeline = Pipeline(stages)
+        self.cache = cache_for(engine.config)
         # The admin API and router promotions make one change at a time: each builds on the
         # engine the one before left.
         self.changes = asyncio.Lock()
@@ -96,6 +105,8 @@ class Gateway:
         changes nothing. In-flight requests finish on the decisions they made.
         """
         engine, dispatchers = await asyncio.to_thread(self._build, config)
+        if config.cache != self.engine.config.cache:  # new bounds or off: start afresh
+            self.cache = cache_for(config)
         self.engine, self.dispatchers = engine, dispatchers
 
     def _build(self, config: Config) -> tuple[RoutingEngine, dict[str, Dispatcher]]:

@@ -78,6 +78,10 @@ class Exchange:
     status: int = 200
     error: str | None = None
     cache: str = "bypass"
+    cache_key: str | None = None  # the exact key, when the cache may serve or keep it
+    cache_store: bool = False  # keep the answer on the way out (a cacheable miss)
+    cache_ttl_s: float = 0.0
+    cache_entry: str | None = None  # the entry that answered a hit
     cost_usd: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
 

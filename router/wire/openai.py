@@ -77,6 +77,19 @@ class StreamOptions(Struct, frozen=True):
 PositiveInt = Annotated[int, Meta(ge=1)]
 
 
+class CacheControl(Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """The request's ``cache`` options (ContextForge's, never forwarded upstream): skip the
+    lookup (``no_cache``), do not keep the answer (``no_store``), keep it ``ttl`` seconds, share
+    it per ``tenant`` or only with the same ``user``, and ``store`` a non-deterministic request
+    (temperature above 0) that would otherwise not be kept."""
+
+    no_cache: bool = False
+    no_store: bool = False
+    ttl: Annotated[float, Meta(gt=0, le=365 * 86400)] | None = None
+    scope: Literal["tenant", "user"] | None = None
+    store: bool = False
+
+
 class ChatRequest(Struct, frozen=True, omit_defaults=True):
     """``POST /v1/chat/completions`` body (the fields we read or forward)."""
 
@@ -98,6 +111,7 @@ class ChatRequest(Struct, frozen=True, omit_defaults=True):
     response_format: ResponseFormat | None = None
     presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    cache: CacheControl | None = None  # the gateway's cache options; stripped before dispatch
 
     @property
     def output_limit(self) -> int | None:

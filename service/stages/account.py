@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 
 def cost_usd(ex: Exchange) -> float:
-    """What the answer cost: the provider's usage priced by the catalog."""
-    if ex.model is None or ex.status != 200:
+    """What the answer cost: the provider's usage priced by the catalog (nothing for an answer
+    the cache gave)."""
+    if ex.model is None or ex.status != 200 or ex.cache.startswith("hit"):
         return 0.0
     u = ex.usage
     if u is None:  # an answer without usage: the prompt as counted (a stream cut short)
@@ -34,7 +35,10 @@ def cost_usd(ex: Exchange) -> float:
 
 
 def estimated_cost_usd(ex: Exchange) -> float:
-    """A stream's cost as its headers can say it: before the answer's length is known."""
+    """A stream's cost as its headers can say it: before the answer's length is known (a
+    replay from the cache costs nothing)."""
+    if ex.cache.startswith("hit"):
+        return 0.0
     assert ex.model is not None and ex.needs is not None
     return Catalog.cost_usd(ex.model, ex.input_tokens, Catalog.expected_output_tokens(
         ex.model, ex.needs.max_output_tokens))
@@ -113,6 +117,7 @@ def record(ex: Exchange, gw: Gateway, elapsed: float) -> TrafficRecord:
         answer=ex.answer.text if ex.answer is not None else None,
         tool_calls=ex.answer.tool_calls_json if ex.answer is not None else None,
         arm=d.arm if d else None,
+        cache_entry=ex.cache_entry,
     )
 
 

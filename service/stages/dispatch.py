@@ -64,7 +64,8 @@ class Dispatch:
             except ProviderError as exc:
                 if not _fall_back(ex, gw, exc):
                     raise
-        keep = gw.traffic is not None and gw.traffic_config.log_answers
+        # The answer is gathered for the log (traffic.log_answers) and for the cache to keep.
+        keep = ex.cache_store or (gw.traffic is not None and gw.traffic_config.log_answers)
         if ex.stream:
             ex.ttft_ms = (time.perf_counter() - ex.started) * 1e3
             if keep:

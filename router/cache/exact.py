@@ -1,0 +1,100 @@
+"""The exact tier: answers kept under the exact key of their request (``router.cache.keys``).
+
+In-process (one replica; the Redis tier for several comes with the multi-replica work): an
+ordered dict in least-recently-used order, bounded by entry count and by bytes, each entry
+with its own expiry. Every operation runs on the event loop's thread and is O(1) but
+``purge`` (a scan: erasure requests are rare).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import msgspec
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """One cached answer: the completion as it was sent (JSON), whose it is, when it ends."""
+
+    id: str
+    key: str
+    tenant: str
+    user: str | None
+    route: str  # what the request named: a route, ``none`` when pinned
+    model: str  # the catalog model that answered
+    body: bytes  # the ChatCompletion, JSON
+    created: float
+    expires: float
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.key) + len(self.id) + 200  # the rest, roughly
+
+
+def entry_id() -> str:
+    return "ce-" + os.urandom(8).hex()
+
+
+class ExactCache:
+    """Answers by exact key, LRU-evicted past ``max_entries`` or ``max_bytes``."""
+
+    def __init__(self, max_entries: int, max_bytes: int,
+                 clock: Callable[[], float] = time.time):
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._clock = clock
+        self._by_key: OrderedDict[str, Entry] = OrderedDict()
+        self._by_id: dict[str, str] = {}
+        self.bytes = 0
+        self.evicted = 0  # past a bound (expired entries are not counted)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, key: str) -> Entry | None:
+        """The live entry under ``key`` (now the most recently used), or None."""
+        entry = self._by_key.get(key)
+        if entry is None:
+            return None
+        if entry.expires <= self._clock():
+            self._remove(key)
+            return None
+        self._by_key.move_to_end(key)
+        return entry
+
+    def put(self, entry: Entry) -> None:
+        """Keep ``entry`` (replacing one under its key), then evict the least recently used
+        entries until both bounds hold. An entry larger than ``max_bytes`` is not kept."""
+        if entry.size > self.max_bytes:
+            return
+        if entry.key in self._by_key:
+            self._remove(entry.key)
+        self._by_key[entry.key] = entry
+        self._by_id[entry.id] = entry.key
+        self.bytes += entry.size
+        while len(self._by_key) > self.max_entries or self.bytes > self.max_bytes:
+            self._remove(next(iter(self._by_key)))
+            self.evicted += 1
+
+    def delete(self, entry_id: str) -> bool:
+        """Drop one entry by id (a reported wrong answer, an admin's invalidate)."""
+        key = self._by_id.get(entry_id)
+        if key is None:
+            return False
+        self._remove(key)
+        return True
+
+    def purge(self, tenant: str, user: str | None = None) -> int:
+        """Drop every entry of ``tenant`` (of its ``user`` only, when given): erasure."""
+        doomed = [k for k, e in self._by_key.items()
+                  if e.tenant == tenant and (user is None or e.user == user)]
+        for key in doomed:
+            self._remove(key)
+        return len(doomed)
+
+    def _remove(self, key: str) -> None:
+        entry = self._by_key.pop(key)
+        self._by_id.pop(entry.id, None)
+        self.bytes -= entry.size

@@ -1,0 +1,111 @@
+"""What a cached answer may answer: the keys of a chat request.
+
+Two keys, both digests of a canonical encoding (msgspec JSON of the request with fields in a
+fixed order, ``None`` omitted), so equal requests give equal keys whatever their JSON spacing
+or key order:
+
+- the **exact key**: everything the answer depends on — who may see it (the tenant, and the
+  user under ``scope: user``), the requested ``model`` (a concrete model, a route or ``auto``),
+  the whole message list, tools and tool choice, the response format and every generation
+  parameter. Streaming and the cache options themselves are not part of it: a stream may be
+  served from a non-streamed answer and back.
+- the **scope key** of the semantic tier: the same, except the last user turn, which is what
+  the semantic tier compares by meaning. Every earlier turn (by hash), the system prompt, the
+  tools, the response format, the model choice and the generation parameters must match
+  exactly, so a different system prompt or tool set, or the next turn of a conversation or
+  an agent loop, never meets an entry made for another.
+
+``cacheable`` says whether a request may be served from or stored in the cache at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import msgspec
+
+from router.wire.openai import CacheControl, ChatRequest, Message, message_text
+
+Scope = Literal["tenant", "user"]
+_ENCODE = msgspec.json.Encoder(order="deterministic")
+
+
+class _Canonical(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The fields of a request an answer depends on, in a fixed order."""
+
+    tenant: str
+    user: str | None
+    model: str
+    messages: list[Message]
+    tools: object = None
+    tool_choice: object = None
+    parallel_tool_calls: bool | None = None
+    response_format: object = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: object = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+def _digest(value: object) -> str:
+    return hashlib.blake2b(_ENCODE.encode(value), digest_size=16).hexdigest()
+
+
+def _canonical(request: ChatRequest, tenant: str, scope: Scope,
+               messages: list[Message]) -> _Canonical:
+    return _Canonical(
+        tenant=tenant, user=request.user if scope == "user" else None, model=request.model,
+        messages=messages, tools=request.tools, tool_choice=request.tool_choice,
+        parallel_tool_calls=request.parallel_tool_calls,
+        response_format=request.response_format, max_tokens=request.output_limit,
+        temperature=request.temperature, top_p=request.top_p, stop=request.stop,
+        seed=request.seed, presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty)
+
+
+def exact_key(request: ChatRequest, tenant: str, scope: Scope = "tenant") -> str:
+    """The exact tier's key of ``request`` for ``tenant`` (and its user under ``user``)."""
+    return _digest(_canonical(request, tenant, scope, list(request.messages)))
+
+
+def scope_key(request: ChatRequest, tenant: str, scope: Scope = "tenant") -> str:
+    """The semantic tier's scope: everything but the last message, which must be the user's."""
+    return _digest(_canonical(request, tenant, scope, list(request.messages[:-1])))
+
+
+def last_user_text(request: ChatRequest) -> str | None:
+    """The text the semantic tier compares, or None when the last message is not a user turn
+    (a tool result in an agent loop) or has no text."""
+    last = request.messages[-1]
+    if last.role != "user":
+        return None
+    return message_text(last) or None
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    """Whether a request may read (``lookup``) and write (``store``) the cache, and why not."""
+
+    lookup: bool
+    store: bool
+    reason: str = ""
+
+
+def cacheable(request: ChatRequest, options: CacheControl | None,
+              deterministic_only: bool = True) -> Verdict:
+    """The cache's rule for one request: only deterministic requests (temperature 0, or a
+    per-request ``store`` opt-in) are kept; ``no_cache`` skips the lookup, ``no_store`` the
+    write. A request whose last message is not the user's (a tool result) is never answered
+    from the cache: its answer depends on what the tool returned in this very turn."""
+    opts = options or CacheControl()
+    if request.messages[-1].role != "user":
+        return Verdict(False, False, "the last message is not a user turn")
+    deterministic = request.temperature == 0 or not deterministic_only
+    if not deterministic and not opts.store:
+        return Verdict(False, False, "not deterministic (temperature is not 0); opt in "
+                                     "with cache.store")
+    return Verdict(lookup=not opts.no_cache, store=not opts.no_store,
+                   reason="no_cache" if opts.no_cache else "")

@@ -1,0 +1,136 @@
+"""The response cache through the gateway: exact hits answer at once (also as a replayed
+stream), scoped and refused where an entry must not answer."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from litestar.testing import TestClient
+
+from router.config import CacheConfig, load_config
+from router.engine import RoutingEngine
+from router.traffic import TrafficLog
+from service.app import create_app
+
+ASK = {"model": "auto", "temperature": 0,
+       "messages": [{"role": "user", "content": "Name three prime numbers."}]}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return RoutingEngine.from_config(load_config())
+
+
+def configured(tmp_path, **cache):
+    cfg = load_config()
+    traffic = msgspec.structs.replace(cfg.traffic, dsn=f"sqlite:///{tmp_path / 't.sqlite3'}")
+    return msgspec.structs.replace(cfg, traffic=traffic,
+                                   cache=CacheConfig(enabled=True, **cache))
+
+
+def logged(tmp_path):
+    log = TrafficLog(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    try:
+        return log.records()
+    finally:
+        log.close()
+
+
+def sse_text(r) -> str:
+    events = [msgspec.json.decode(line[6:]) for line in r.text.splitlines()
+              if line.startswith("data: {")]
+    return "".join(e["choices"][0]["delta"].get("content") or "" for e in events
+                   if e["choices"])
+
+
+def test_a_repeat_is_an_exact_hit_that_costs_nothing(tmp_path, engine):
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        first = c.post("/v1/chat/completions", json=ASK)
+        again = c.post("/v1/chat/completions", json=ASK)
+        stream = c.post("/v1/chat/completions", json={**ASK, "stream": True})
+    assert first.headers["x-contextforge-cache"] == "miss"
+    assert again.headers["x-contextforge-cache"] == "hit-exact"
+    assert float(again.headers["x-contextforge-cost-usd"]) == 0.0
+    body, cached = first.json(), again.json()
+    assert cached["choices"] == body["choices"] and cached["id"] != body["id"]
+    assert again.headers["x-contextforge-model"] == first.headers["x-contextforge-model"]
+    # The same entry serves a stream, replayed in OpenAI's SSE shape.
+    assert stream.headers["x-contextforge-cache"] == "hit-exact"
+    assert sse_text(stream) == body["choices"][0]["message"]["content"]
+    assert stream.text.rstrip().endswith("data: [DONE]")
+    rows = {r.id: r for r in logged(tmp_path)}
+    hit = rows[cached["id"]]
+    assert hit.cache == "hit-exact" and hit.cost_usd == 0.0 and hit.cache_entry
+    assert rows[body["id"]].cache == "miss" and rows[body["id"]].cache_entry is None
+
+
+def test_a_streamed_answer_is_kept_and_serves_a_plain_request(tmp_path, engine):
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        stream = c.post("/v1/chat/completions", json={**ASK, "stream": True})
+        plain = c.post("/v1/chat/completions", json=ASK)
+    assert stream.headers["x-contextforge-cache"] == "miss"
+    assert plain.headers["x-contextforge-cache"] == "hit-exact"
+    assert plain.json()["choices"][0]["message"]["content"] == sse_text(stream)
+
+
+def test_what_must_not_share_an_entry_misses(tmp_path, engine):
+    other_system = {**ASK, "messages": [{"role": "system", "content": "Answer in French."},
+                                        *ASK["messages"]]}
+    next_turn = {**ASK, "messages": [*ASK["messages"],
+                                     {"role": "assistant", "content": "2, 3, 5."},
+                                     *ASK["messages"]]}
+    with_tools = {**ASK, "tools": [{"type": "function", "function": {"name": "primes"}}]}
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        assert c.post("/v1/chat/completions", json=ASK).headers["x-contextforge-cache"] == "miss"
+        for variant in (other_system, next_turn, with_tools, {**ASK, "model": "gpt-4o"}):
+            r = c.post("/v1/chat/completions", json=variant)
+            assert r.headers["x-contextforge-cache"] == "miss", variant
+
+
+def test_users_share_entries_only_under_tenant_scope(tmp_path, engine):
+    ada, bob = {**ASK, "user": "ada"}, {**ASK, "user": "bob"}
+    with TestClient(create_app(configured(tmp_path, scope="user"), engine=engine)) as c:
+        c.post("/v1/chat/completions", json=ada)
+        assert c.post("/v1/chat/completions", json=bob).headers["x-contextforge-cache"] == "miss"
+        assert c.post("/v1/chat/completions",
+                      json=ada).headers["x-contextforge-cache"] == "hit-exact"
+    with TestClient(create_app(configured(tmp_path / "t", scope="tenant"),
+                               engine=engine)) as c:
+        c.post("/v1/chat/completions", json=ada)
+        assert c.post("/v1/chat/completions",
+                      json=bob).headers["x-contextforge-cache"] == "hit-exact"
+
+
+def test_non_deterministic_requests_are_kept_only_when_they_opt_in(tmp_path, engine):
+    warm = {**ASK, "temperature": 0.8}
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        assert c.post("/v1/chat/completions", json=warm).headers["x-contextforge-cache"] == \
+            "bypass"
+        assert c.post("/v1/chat/completions", json=warm).headers["x-contextforge-cache"] == \
+            "bypass"
+        opted = {**warm, "cache": {"store": True}}
+        assert c.post("/v1/chat/completions", json=opted).headers["x-contextforge-cache"] == \
+            "miss"
+        assert c.post("/v1/chat/completions", json=opted).headers["x-contextforge-cache"] == \
+            "hit-exact"
+        # no_cache skips the lookup (a fresh answer, kept again); no_store keeps nothing.
+        fresh = {**ASK, "cache": {"no_cache": True}}
+        assert c.post("/v1/chat/completions", json=fresh).headers["x-contextforge-cache"] == \
+            "miss"
+        once = {**ASK, "messages": [{"role": "user", "content": "Once only."}],
+                "cache": {"no_store": True}}
+        c.post("/v1/chat/completions", json=once)
+        assert c.post("/v1/chat/completions", json=once).headers["x-contextforge-cache"] == \
+            "miss"
+        bad = c.post("/v1/chat/completions", json={**ASK, "cache": {"ttl": -1}})
+        assert bad.status_code == 400 and "ttl" in bad.text
+
+
+def test_the_cache_is_off_by_default(tmp_path, engine):
+    cfg = load_config()
+    cfg = msgspec.structs.replace(cfg, traffic=msgspec.structs.replace(
+        cfg.traffic, dsn=f"sqlite:///{tmp_path / 't.sqlite3'}"))
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        c.post("/v1/chat/completions", json=ASK)
+        r = c.post("/v1/chat/completions", json={**ASK, "cache": {"store": True}})
+    assert r.status_code == 200 and r.headers["x-contextforge-cache"] == "bypass"
