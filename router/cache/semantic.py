@@ -1,0 +1,174 @@
+"""The semantic tier's index: the encoder's vectors of cached prompts' last user turns.
+
+One FAISS index per tenant namespace, built from a factory string as FAISS names them
+(``"Flat"``: exact, for small caches; ``"HNSW32"``: approximate, for large ones), wrapped in
+an ID map so entries have stable ids. A search returns the nearest live entries *of the same
+scope* (``router.cache.keys.scope_key``: tenant and user, system prompt, earlier turns, tools,
+format, model choice, generation parameters), with their cosine; deciding which of them may
+answer is the caller's (a calibrated decider). Whether a neighbour may answer is never
+decided by the index: it only narrows the candidates.
+
+Removal: an exact index drops vectors at once; an HNSW graph cannot, so a removed entry is
+skipped at search time and the namespace is rebuilt once a quarter of it is dead. Bounds: a
+maximum entry count with least-recently-used eviction across namespaces, and a TTL per entry.
+Everything runs on one thread (the event loop); searches are a few hundred microseconds at
+100k entries with HNSW (``benchmarks/cache_lookup.py``, to come).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+REBUILD_DEAD_SHARE = 0.25  # rebuild an HNSW namespace when this share of it is removed
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """What the index keeps beside a vector."""
+
+    entry: str  # the cache entry (``router.cache.exact.Entry.id``) that holds the answer
+    tenant: str
+    user: str | None
+    scope: str  # the scope key
+    text: str  # the last user turn, for the decider
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A neighbour of the same scope: its metadata and cosine to the query."""
+
+    id: int
+    meta: Meta
+    cosine: float
+
+
+class _Namespace:
+    def __init__(self, dim: int, factory: str):
+        self.factory = factory
+        self.index = faiss.index_factory(dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
+        self.removable = factory.split(",")[0] == "Flat"
+        self.dead: set[int] = set()
+
+    def remove(self, ids: list[int]) -> None:
+        if self.removable:
+            self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+        else:
+            self.dead.update(ids)
+
+
+class SemanticIndex:
+    """Vectors of cached prompts per tenant; ``search`` gives same-scope candidates."""
+
+    def __init__(self, dim: int, factory: str = "Flat", max_entries: int = 100_000,
+                 clock: Callable[[], float] = time.time):
+        try:  # refuse a bad factory string at start-up, not at the first answer kept
+            faiss.index_factory(dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError:
+            raise ValueError(f"{factory!r} is not a FAISS index factory string this cache can "
+                             "use: e.g. Flat (exact) or HNSW32 (approximate)") from None
+        self.dim, self.factory, self.max_entries = dim, factory, max_entries
+        self._clock = clock
+        self._spaces: dict[str, _Namespace] = {}
+        self._meta: OrderedDict[int, Meta] = OrderedDict()  # least recently used first
+        self._vectors: dict[int, np.ndarray] = {}  # for HNSW rebuilds
+        self._next = 1
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def add(self, vector: np.ndarray, meta: Meta) -> int:
+        """Index one entry's vector (L2-normalised, ``dim`` values); returns its id."""
+        v = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
+        space = self._spaces.get(meta.tenant)
+        if space is None:
+            space = self._spaces[meta.tenant] = _Namespace(self.dim, self.factory)
+        i = self._next
+        self._next += 1
+        space.index.add_with_ids(v, np.array([i], dtype=np.int64))
+        self._meta[i] = meta
+        if not space.removable:
+            self._vectors[i] = v[0]
+        while len(self._meta) > self.max_entries:
+            self.remove([next(iter(self._meta))])
+            self.evicted += 1
+        return i
+
+    def search(self, vector: np.ndarray, tenant: str, scope: str, k: int = 8
+               ) -> list[Candidate]:
+        """The nearest live entries of ``tenant`` whose scope is ``scope``, best first."""
+        space = self._spaces.get(tenant)
+        if space is None or space.index.ntotal == 0:
+            return []
+        q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
+        # Dead and other-scope neighbours take places in the top k: ask for more.
+        want = min(space.index.ntotal, max(4 * k, k + len(space.dead)))
+        cos, ids = space.index.search(q, want)
+        now, out, expired = self._clock(), [], []
+        for c, i in zip(cos[0], ids[0], strict=True):
+            meta = self._meta.get(int(i))
+            if i < 0 or meta is None or int(i) in space.dead:
+                continue
+            if meta.expires <= now:
+                expired.append(int(i))
+                continue
+            if meta.scope == scope:
+                out.append(Candidate(int(i), meta, float(c)))
+                if len(out) == k:
+                    break
+        if expired:
+            self.remove(expired)
+        return out
+
+    def touch(self, i: int) -> None:
+        """Mark an entry as just used (it served a hit): the last to be evicted."""
+        if i in self._meta:
+            self._meta.move_to_end(i)
+
+    def remove(self, ids: list[int]) -> None:
+        """Drop entries by id."""
+        by_space: dict[str, list[int]] = {}
+        for i in ids:
+            meta = self._meta.pop(i, None)
+            if meta is not None:
+                by_space.setdefault(meta.tenant, []).append(i)
+                self._vectors.pop(i, None)
+        for tenant, doomed in by_space.items():
+            space = self._spaces[tenant]
+            space.remove(doomed)
+            if space.dead and len(space.dead) > REBUILD_DEAD_SHARE * space.index.ntotal:
+                self._rebuild(tenant)
+
+    def remove_entry(self, entry: str) -> int:
+        """Drop the vectors of one cache entry (a reported wrong hit, an invalidation)."""
+        doomed = [i for i, m in self._meta.items() if m.entry == entry]
+        self.remove(doomed)
+        return len(doomed)
+
+    def purge(self, tenant: str, user: str | None = None) -> int:
+        """Drop every entry of ``tenant`` (of its ``user`` only, when given): erasure."""
+        if user is None:
+            doomed = [i for i, m in self._meta.items() if m.tenant == tenant]
+            for i in doomed:
+                self._meta.pop(i)
+                self._vectors.pop(i, None)
+            self._spaces.pop(tenant, None)
+            return len(doomed)
+        doomed = [i for i, m in self._meta.items() if m.tenant == tenant and m.user == user]
+        self.remove(doomed)
+        return len(doomed)
+
+    def _rebuild(self, tenant: str) -> None:
+        fresh = _Namespace(self.dim, self.factory)
+        ids = [i for i, m in self._meta.items() if m.tenant == tenant]
+        if ids:
+            fresh.index.add_with_ids(np.stack([self._vectors[i] for i in ids]),
+                                     np.asarray(ids, dtype=np.int64))
+        self._spaces[tenant] = fresh
