@@ -17,12 +17,13 @@ user-info) are shown as ``***``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, Router, delete, get, post, put
 
 from router.artifact import ArtifactError
+from router.cache import ExactCache
 from router.config import Config, ConfigError, ModelEntry, ProviderEntry, ServerConfig
 from router.overlay import overlay_path, read_overlay, write_overlay
 from router.registry import RegistryError, UnknownVersion
@@ -219,9 +220,50 @@ async def promote_router(version: str, routers: RouterRegistryWatch) -> Response
     return _json(next(v for v in listed if v.version == version))
 
 
+class PurgeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /admin/cache/purge``: every entry of a tenant, or of one of its users (an
+    erasure request)."""
+
+    tenant: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    user: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+
+
+_PURGE = msgspec.json.Decoder(PurgeRequest)
+
+
+def _cache_of(gateway: Gateway) -> ExactCache:
+    if gateway.cache is None:
+        raise Conflict("the response cache is off (cache.enabled: false)")
+    return gateway.cache
+
+
+@get("/cache")
+async def cache_stats(gateway: Gateway) -> Response[bytes]:
+    """The cache's size, bounds, hits served and evictions (off: ``enabled`` false)."""
+    if gateway.cache is None:
+        return _json({"enabled": False})
+    return _json({"enabled": True, "exact": gateway.cache.stats()})
+
+
+@delete("/cache/entries/{entry:str}", status_code=204)
+async def cache_invalidate(entry: str, gateway: Gateway) -> None:
+    """Drop one entry (its id is in the log row of every hit it served); 404 if unknown."""
+    if not _cache_of(gateway).delete(entry):
+        raise NotFound(f"no cache entry {entry!r} (expired, evicted or never kept)",
+                       param="entry")
+
+
+@post("/cache/purge")
+async def cache_purge(request: Request[Any, Any, Any], gateway: Gateway) -> Response[bytes]:
+    """Drop every entry of a tenant, or of one of its users."""
+    body = decode_body(_PURGE, await request.body())
+    purged = _cache_of(gateway).purge(body.tenant, body.user)
+    return _json({"tenant": body.tenant, "user": body.user, "purged": purged})
+
+
 def admin_router(server: ServerConfig) -> Router:
     return Router(path="/admin", guards=[admin_guard(server)], route_handlers=[
         list_models, show_model, put_model, delete_model,
         list_providers, put_provider, delete_provider, deployments,
-        list_routers, promote_router,
+        list_routers, promote_router, cache_stats, cache_invalidate, cache_purge,
     ])

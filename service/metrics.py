@@ -57,6 +57,18 @@ class Metrics:
                                        buckets=_DECISION, registry=r)
         self.cache = Counter("contextforge_cache_requests", "Cache outcomes", ["outcome"],
                              registry=r)
+        self.cache_saved_usd = Counter("contextforge_cache_saved_usd",
+                                       "What the answers served from the cache cost when made",
+                                       ["tier"], registry=r)
+        self.cache_saved_seconds = Counter("contextforge_cache_saved_seconds",
+                                           "How long the answers served from the cache took "
+                                           "when made", ["tier"], registry=r)
+        self.cache_evictions = Counter("contextforge_cache_evictions",
+                                       "Cache entries evicted past a bound", ["tier"],
+                                       registry=r)
+        self.cache_false_hits = Counter("contextforge_cache_reported_false_hits",
+                                        "Cache hits users reported wrong (entry evicted)",
+                                        ["tier"], registry=r)
         # Online A/B: each arm of a route's split, by the router version that decided it.
         self.arm_requests = Counter("contextforge_route_arm_requests",
                                     "Routed requests per A/B arm, by outcome",

@@ -26,7 +26,14 @@ from router.wire.openai import (
     ChatCompletionChunk,
     ChatRequest,
 )
-from service.errors import APIError, Conflict, ModelNotFound, decode_body, error_event
+from service.errors import (
+    APIError,
+    BadRequest,
+    Conflict,
+    ModelNotFound,
+    decode_body,
+    error_event,
+)
 from service.gateway import Gateway
 
 
@@ -66,11 +73,14 @@ class FeedbackRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rating: Annotated[float, msgspec.Meta(ge=0, le=1)]
     comment: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
     user: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    # The answer came from the cache and was wrong for this request: its entry is evicted.
+    wrong_cache_hit: bool = False
 
 
-class FeedbackRecorded(msgspec.Struct, frozen=True):
+class FeedbackRecorded(msgspec.Struct, frozen=True, omit_defaults=True):
     request_id: str
-    status: str = "recorded"
+    status: str  # "recorded"
+    evicted_cache_entry: str | None = None  # with wrong_cache_hit: the entry dropped
 
 
 FEEDBACK_DECODER = msgspec.json.Decoder(FeedbackRequest)
@@ -162,7 +172,26 @@ async def feedback(request: Request[Any, Any, Any], gateway: Gateway) -> Respons
     except UnknownRequest:
         raise ModelNotFound(f"no logged request has id {body.request_id!r}",
                             param="request_id", code="request_not_found") from None
-    return _json(FeedbackRecorded(body.request_id), status=201)
+    evicted = None
+    if body.wrong_cache_hit:
+        evicted = await _evict_reported(gateway, body.request_id)
+    return _json(FeedbackRecorded(body.request_id, "recorded", evicted_cache_entry=evicted),
+                 status=201)
+
+
+async def _evict_reported(gateway: Gateway, request_id: str) -> str | None:
+    """Drop the cache entry that answered ``request_id`` (a user says it was wrong for that
+    request) and count it; 400 when that answer did not come from the cache."""
+    assert gateway.traffic is not None
+    row = await asyncio.to_thread(gateway.traffic.get, request_id)
+    if row is None or row.cache_entry is None or row.cache is None:
+        raise BadRequest(f"request {request_id!r} was not answered from the cache: there is "
+                         "no entry to evict (send the rating without wrong_cache_hit)",
+                         param="wrong_cache_hit")
+    tier = row.cache.removeprefix("hit-")
+    if gateway.cache is not None and gateway.cache.delete(row.cache_entry):
+        gateway.metrics.child(gateway.metrics.cache_false_hits, tier).inc()
+    return row.cache_entry
 
 
 ROUTES = [chat_completions, embeddings, feedback, list_models, get_model]

@@ -18,6 +18,7 @@ from router.config import ModelEntry, ProviderEntry
 from router.registry import VersionInfo
 from router.wire import anthropic as aw
 from router.wire.openai import ChatCompletion, ChatRequest, EmbeddingsRequest, EmbeddingsResponse
+from service.admin import PurgeRequest
 from service.errors import ErrorBody
 from service.openai_api import FeedbackRecorded, FeedbackRequest, ModelCard, ModelList
 
@@ -52,6 +53,12 @@ OPERATIONS: list[tuple[str, str, str, Any, tuple[int, Any], str]] = [
     ("post", "/admin/routers/{version}/promote",
      "Make a router version live, here at once and for every replica following the registry",
      None, (200, VersionInfo), "admin"),
+    ("get", "/admin/cache", "The response cache's size, bounds, hits and evictions", None,
+     (200, None), "admin"),
+    ("delete", "/admin/cache/entries/{entry}", "Drop one cache entry", None, (204, None),
+     "admin"),
+    ("post", "/admin/cache/purge", "Drop every cache entry of a tenant or one of its users",
+     PurgeRequest, (200, None), "admin"),
     ("get", "/healthz", "Liveness", None, (200, None), "open"),
     ("get", "/readyz", "Readiness", None, (200, None), "open"),
 ]

@@ -28,6 +28,8 @@ class Entry(msgspec.Struct, frozen=True):
     body: bytes  # the ChatCompletion, JSON
     created: float
     expires: float
+    cost_usd: float = 0.0  # what the answer cost when it was made: what a hit saves
+    latency_ms: float = 0.0
 
     @property
     def size(self) -> int:
@@ -49,6 +51,7 @@ class ExactCache:
         self._by_id: dict[str, str] = {}
         self.bytes = 0
         self.evicted = 0  # past a bound (expired entries are not counted)
+        self.hits = 0
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -62,6 +65,7 @@ class ExactCache:
             self._remove(key)
             return None
         self._by_key.move_to_end(key)
+        self.hits += 1
         return entry
 
     def put(self, entry: Entry) -> None:
@@ -98,3 +102,9 @@ class ExactCache:
         entry = self._by_key.pop(key)
         self._by_id.pop(entry.id, None)
         self.bytes -= entry.size
+
+    def stats(self) -> dict[str, int]:
+        """Entries, bytes, hits served and evictions since start."""
+        return {"entries": len(self._by_key), "bytes": self.bytes, "hits": self.hits,
+                "evicted": self.evicted, "max_entries": self.max_entries,
+                "max_bytes": self.max_bytes}

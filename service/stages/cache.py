@@ -72,6 +72,9 @@ class Cache:
         ex.model, ex.route = gw.catalog.get(entry.model), entry.route
         ex.usage, ex.cache, ex.cache_entry, ex.cache_store = (
             completion.usage, "hit-exact", entry.id, False)
+        m = gw.metrics
+        m.child(m.cache_saved_usd, "exact").inc(entry.cost_usd)
+        m.child(m.cache_saved_seconds, "exact").inc(entry.latency_ms / 1e3)
         if ex.stream:
             ex.chunks = replay(completion)
         else:
@@ -89,11 +92,15 @@ class Cache:
             return  # cut short or filtered: not an answer to hand out again
         request = ex.request
         assert isinstance(request, ChatRequest)
-        now = time.time()
+        now, evicted = time.time(), gw.cache.evicted
+        # The account stage left before this one (stages leave in reverse): the cost is known.
         gw.cache.put(Entry(
             id=entry_id(), key=ex.cache_key, tenant=ex.tenant, user=request.user,
             route=ex.route, model=ex.model.name, body=_ENCODE.encode(completion), created=now,
-            expires=now + ex.cache_ttl_s))
+            expires=now + ex.cache_ttl_s, cost_usd=ex.cost_usd,
+            latency_ms=(time.perf_counter() - ex.started) * 1e3))
+        if gw.cache.evicted > evicted:
+            gw.metrics.child(gw.metrics.cache_evictions, "exact").inc(gw.cache.evicted - evicted)
 
 
 def streamed(ex: Exchange) -> ChatCompletion | None:

@@ -134,3 +134,64 @@ def test_the_cache_is_off_by_default(tmp_path, engine):
         c.post("/v1/chat/completions", json=ASK)
         r = c.post("/v1/chat/completions", json={**ASK, "cache": {"store": True}})
     assert r.status_code == 200 and r.headers["x-contextforge-cache"] == "bypass"
+
+
+def test_a_reported_wrong_hit_evicts_its_entry_and_is_counted(tmp_path, engine):
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        c.post("/v1/chat/completions", json=ASK)
+        hit = c.post("/v1/chat/completions", json=ASK)
+        assert hit.headers["x-contextforge-cache"] == "hit-exact"
+        r = c.post("/v1/feedback", json={"request_id": hit.json()["id"], "rating": 0,
+                                         "wrong_cache_hit": True})
+        assert r.status_code == 201 and r.json()["evicted_cache_entry"].startswith("ce-")
+        assert c.post("/v1/chat/completions", json=ASK).headers["x-contextforge-cache"] == \
+            "miss"
+        metrics = c.get("/metrics").text
+        # A report on an answer the cache did not give is refused, and changes nothing.
+        first = c.post("/v1/chat/completions", json={**ASK, "temperature": 1}).json()["id"]
+        bad = c.post("/v1/feedback", json={"request_id": first, "rating": 0,
+                                           "wrong_cache_hit": True})
+    assert 'contextforge_cache_reported_false_hits_total{tier="exact"} 1.0' in metrics
+    assert 'contextforge_cache_saved_usd_total{tier="exact"}' in metrics
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "wrong_cache_hit"
+
+
+def test_the_admin_api_shows_invalidates_and_purges_the_cache(tmp_path, engine):
+    cfg = configured(tmp_path)
+    cfg = msgspec.structs.replace(cfg, server=msgspec.structs.replace(
+        cfg.server, master_key="admin-key"))
+    admin = {"authorization": "Bearer admin-key"}
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        auth = {"authorization": "Bearer admin-key"}
+        c.post("/v1/chat/completions", json=ASK, headers=auth)
+        hit = c.post("/v1/chat/completions", json=ASK, headers=auth)
+        stats = c.get("/admin/cache", headers=admin).json()
+        assert stats["enabled"] and stats["exact"]["entries"] == 1
+        assert stats["exact"]["hits"] == 1
+        assert c.get("/admin/cache").status_code == 401
+        entry = logged_entry(tmp_path, hit.json()["id"])
+        assert c.delete(f"/admin/cache/entries/{entry}", headers=admin).status_code == 204
+        assert c.delete(f"/admin/cache/entries/{entry}", headers=admin).status_code == 404
+        two = {**ASK, "messages": [{"role": "user", "content": "Another question."}]}
+        for body in (ASK, two):
+            c.post("/v1/chat/completions", json=body, headers=auth)
+        purge = c.post("/admin/cache/purge", json={"tenant": "default"}, headers=admin)
+        assert purge.json()["purged"] == 2
+        assert c.get("/admin/cache", headers=admin).json()["exact"]["entries"] == 0
+        assert c.post("/admin/cache/purge", json={"user": "x"},
+                      headers=admin).status_code == 400
+
+
+def logged_entry(tmp_path, request_id):
+    """The cache entry a logged hit names (the server's writer commits within ~20 ms)."""
+    import time
+
+    log = TrafficLog(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    try:
+        deadline = time.monotonic() + 5
+        while (row := log.get(request_id)) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert row is not None
+        return row.cache_entry
+    finally:
+        log.close()
