@@ -86,20 +86,30 @@ class SemanticIndex:
 
     def add(self, vector: np.ndarray, meta: Meta) -> int:
         """Index one entry's vector (L2-normalised, ``dim`` values); returns its id."""
-        v = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
-        space = self._spaces.get(meta.tenant)
+        return self.add_many(np.asarray(vector).reshape(1, self.dim), [meta])[0]
+
+    def add_many(self, vectors: np.ndarray, metas: list[Meta]) -> list[int]:
+        """Index entries of one tenant in one call (a snapshot's reload, a bulk fill)."""
+        v = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if len(v) != len(metas) or not metas:
+            raise ValueError("add_many: one metadata per vector, at least one")
+        tenant = metas[0].tenant
+        if any(m.tenant != tenant for m in metas):
+            raise ValueError("add_many: every entry of one call belongs to one tenant")
+        space = self._spaces.get(tenant)
         if space is None:
-            space = self._spaces[meta.tenant] = _Namespace(self.dim, self.factory)
-        i = self._next
-        self._next += 1
-        space.index.add_with_ids(v, np.array([i], dtype=np.int64))
-        self._meta[i] = meta
-        if not space.removable:
-            self._vectors[i] = v[0]
+            space = self._spaces[tenant] = _Namespace(self.dim, self.factory)
+        ids = list(range(self._next, self._next + len(v)))
+        self._next += len(v)
+        space.index.add_with_ids(v, np.asarray(ids, dtype=np.int64))
+        for k, (i, meta) in enumerate(zip(ids, metas, strict=True)):
+            self._meta[i] = meta
+            if not space.removable:
+                self._vectors[i] = v[k]
         while len(self._meta) > self.max_entries:
             self.remove([next(iter(self._meta))])
             self.evicted += 1
-        return i
+        return ids
 
     def search(self, vector: np.ndarray, tenant: str, scope: str, k: int = 8
                ) -> list[Candidate]:
