@@ -167,6 +167,11 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scope: Literal["tenant", "user"] = "tenant"
     # Keep only temperature-0 requests unless a request opts in (``cache.store``).
     deterministic_only: bool = True
+    # Where the cache is saved (relative to the config's folder; "" keeps it in memory only):
+    # at start-up it is reloaded, every ``snapshot_interval_s`` and at shutdown it is written,
+    # so a crash loses at most the entries kept since the last write.
+    snapshot_path: str = ""
+    snapshot_interval_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 60.0
 
 
 class TrafficConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

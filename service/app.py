@@ -31,6 +31,7 @@ from service import openai_api, ops
 from service.admin import admin_router
 from service.anthropic_api import create_message
 from service.auth import master_key_guard
+from service.cache_snapshots import CacheSnapshots
 from service.errors import NotReady, handle_exception
 from service.gateway import Gateway
 from service.metrics import Metrics
@@ -133,14 +134,23 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             following = asyncio.get_running_loop().create_task(
                 routers.follow(config.router.poll_s))
         loading = recorded.start(config)
+        snapshots, saving = None, None
+        if gateway.cache is not None and config.cache.snapshot_path:
+            snapshots = CacheSnapshots(gateway, config.resolve(config.cache.snapshot_path),
+                                       config.cache.snapshot_interval_s)
+            await snapshots.load()
+            saving = asyncio.get_running_loop().create_task(snapshots.run())
         app.state.gateway, app.state.routers = gateway, routers
         try:
             yield
         finally:
             app.state.gateway = app.state.routers = None
-            for task in (loading, following):
+            for task in (loading, following, saving):
                 if task is not None:
                     task.cancel()
+            if snapshots is not None:  # after the drain: every answer kept so far
+                await asyncio.gather(saving, return_exceptions=True)
+                await snapshots.write()
             if following is not None:
                 # A swap in progress holds gateway.changes; let the cancellation land first.
                 await asyncio.gather(following, return_exceptions=True)

@@ -108,3 +108,8 @@ class ExactCache:
         return {"entries": len(self._by_key), "bytes": self.bytes, "hits": self.hits,
                 "evicted": self.evicted, "max_entries": self.max_entries,
                 "max_bytes": self.max_bytes}
+
+    def entries(self) -> list[Entry]:
+        """Every entry, least recently used first (what a snapshot keeps, in the order that
+        restores the same recency)."""
+        return list(self._by_key.values())

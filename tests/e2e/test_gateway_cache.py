@@ -195,3 +195,22 @@ def logged_entry(tmp_path, request_id):
         return row.cache_entry
     finally:
         log.close()
+
+
+def test_the_cache_survives_a_restart_and_refuses_a_damaged_snapshot(tmp_path, engine):
+    from tests.e2e.gateway_server import app_logs
+
+    cfg = configured(tmp_path, snapshot_path=str(tmp_path / "cache.snap"))
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        first = c.post("/v1/chat/completions", json=ASK).json()
+    # Written at shutdown; the next process answers the repeat from it.
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        again = c.post("/v1/chat/completions", json=ASK)
+    assert again.headers["x-contextforge-cache"] == "hit-exact"
+    assert again.json()["choices"] == first["choices"]
+    (tmp_path / "cache.snap").write_bytes(b"not a snapshot\n")
+    with app_logs() as logs, TestClient(create_app(cfg, engine=engine)) as c:
+        r = c.post("/v1/chat/completions", json=ASK)
+    assert r.headers["x-contextforge-cache"] == "miss"  # refused, started empty
+    assert "cache snapshot refused, starting empty" in logs.text
+    assert "not a ContextForge cache snapshot" in logs.text

@@ -1,0 +1,77 @@
+"""Cache snapshots: what a restart keeps of the cache.
+
+One file (``cache.snapshot_path``), written atomically (a temp file beside it, fsynced, then
+renamed over it), so a crash mid-write leaves the previous snapshot whole. The file is a
+header line of JSON — a magic string, the format version, a digest of the payload and how
+many entries — then the payload, the live entries encoded with msgpack. Loading refuses, with
+the reason, a file that is not ours, of another format version, or whose payload does not
+match its digest (truncated, edited); the caller logs it and starts empty rather than serve
+what it cannot trust. Entries that expired while the process was down are dropped on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+from router.cache.exact import Entry
+
+MAGIC = "contextforge-cache-snapshot"
+FORMAT = 1
+_ENCODE = msgspec.msgpack.Encoder()
+_DECODE = msgspec.msgpack.Decoder(list[Entry])
+
+
+class SnapshotError(ValueError):
+    """A snapshot that must not be loaded: not ours, another format, or damaged."""
+
+
+def write_snapshot(path: Path, entries: list[Entry]) -> int:
+    """Write ``entries`` to ``path`` atomically; returns the bytes written."""
+    payload = _ENCODE.encode(entries)
+    header = json.dumps({"magic": MAGIC, "format": FORMAT, "entries": len(entries),
+                         "sha256": hashlib.sha256(payload).hexdigest(),
+                         "written": time.time()}).encode() + b"\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header)
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(header) + len(payload)
+
+
+def read_snapshot(path: Path, now: float | None = None) -> list[Entry]:
+    """The live entries of the snapshot at ``path``; ``SnapshotError`` saying why it cannot be
+    trusted; ``FileNotFoundError`` when there is none yet."""
+    data = path.read_bytes()
+    line, sep, payload = data.partition(b"\n")
+    try:
+        header = json.loads(line) if sep else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("magic") != MAGIC:
+        raise SnapshotError(f"{path}: not a ContextForge cache snapshot")
+    if header.get("format") != FORMAT:
+        raise SnapshotError(f"{path}: snapshot format {header.get('format')!r}, this version "
+                            f"reads {FORMAT}")
+    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise SnapshotError(f"{path}: the snapshot is damaged (its digest does not match)")
+    try:
+        entries = _DECODE.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise SnapshotError(f"{path}: the snapshot does not decode: {exc}") from None
+    now = time.time() if now is None else now
+    return [e for e in entries if e.expires > now]
