@@ -77,7 +77,6 @@ class SemanticIndex:
         self._clock = clock
         self._spaces: dict[str, _Namespace] = {}
         self._meta: OrderedDict[int, Meta] = OrderedDict()  # least recently used first
-        self._vectors: dict[int, np.ndarray] = {}  # for HNSW rebuilds
         self._next = 1
         self.evicted = 0
 
@@ -102,10 +101,8 @@ class SemanticIndex:
         ids = list(range(self._next, self._next + len(v)))
         self._next += len(v)
         space.index.add_with_ids(v, np.asarray(ids, dtype=np.int64))
-        for k, (i, meta) in enumerate(zip(ids, metas, strict=True)):
+        for i, meta in zip(ids, metas, strict=True):
             self._meta[i] = meta
-            if not space.removable:
-                self._vectors[i] = v[k]
         while len(self._meta) > self.max_entries:
             self.remove([next(iter(self._meta))])
             self.evicted += 1
@@ -149,7 +146,6 @@ class SemanticIndex:
             meta = self._meta.pop(i, None)
             if meta is not None:
                 by_space.setdefault(meta.tenant, []).append(i)
-                self._vectors.pop(i, None)
         for tenant, doomed in by_space.items():
             space = self._spaces[tenant]
             space.remove(doomed)
@@ -168,7 +164,6 @@ class SemanticIndex:
             doomed = [i for i, m in self._meta.items() if m.tenant == tenant]
             for i in doomed:
                 self._meta.pop(i)
-                self._vectors.pop(i, None)
             self._spaces.pop(tenant, None)
             return len(doomed)
         doomed = [i for i, m in self._meta.items() if m.tenant == tenant and m.user == user]
@@ -176,9 +171,10 @@ class SemanticIndex:
         return len(doomed)
 
     def _rebuild(self, tenant: str) -> None:
-        fresh = _Namespace(self.dim, self.factory)
-        ids = [i for i, m in self._meta.items() if m.tenant == tenant]
-        if ids:
-            fresh.index.add_with_ids(np.stack([self._vectors[i] for i in ids]),
-                                     np.asarray(ids, dtype=np.int64))
+        # The live vectors come back out of the old graph (the ID map keeps them by id).
+        old, fresh = self._spaces[tenant], _Namespace(self.dim, self.factory)
+        ids = np.asarray([i for i, m in self._meta.items() if m.tenant == tenant],
+                         dtype=np.int64)
+        if len(ids):
+            fresh.index.add_with_ids(old.index.reconstruct_batch(ids), ids)
         self._spaces[tenant] = fresh
