@@ -67,6 +67,7 @@ from router.wire.openai import (
 )
 from service.errors import APIError, BadRequest, client_error, decode_body, retry_after_header
 from service.gateway import Gateway
+from service.stages.cache import with_cache_headers
 
 _STOP_REASON: dict[str | None, aw.StopReason] = {
     "stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
@@ -336,7 +337,9 @@ async def anthropic_sse(chunks: AsyncIterator[ChatCompletionChunk], *,
 @post("/messages", status_code=200, exception_handlers={Exception: handle_exception})
 async def create_message(request: Request[Any, Any, Any], gateway: Gateway) -> Response[Any]:
     """Anthropic's Messages API, routed; Anthropic's stream events when ``stream`` is true."""
-    chat = to_chat_request(decode_body(aw.REQUEST_DECODER, await request.body()))
+    chat = with_cache_headers(to_chat_request(decode_body(aw.REQUEST_DECODER,
+                                                          await request.body())),
+                              request.headers)
     ex = await gateway.chat(chat)
     if ex.chunks is not None:
         return Stream(anthropic_sse(ex.chunks, input_tokens=ex.input_tokens),

@@ -35,6 +35,7 @@ from service.errors import (
     error_event,
 )
 from service.gateway import Gateway
+from service.stages.cache import with_cache_headers
 
 
 class Pricing(msgspec.Struct, frozen=True):
@@ -112,7 +113,8 @@ async def openai_sse(request: ChatRequest,
 @post("/chat/completions", status_code=200)
 async def chat_completions(request: Request[Any, Any, Any], gateway: Gateway) -> Response[Any]:
     """OpenAI chat completions, routed; SSE when ``stream`` is true."""
-    chat = decode_body(REQUEST_DECODER, await request.body())
+    chat = with_cache_headers(decode_body(REQUEST_DECODER, await request.body()),
+                              request.headers)
     ex = await gateway.chat(chat)
     if ex.chunks is not None:
         return Stream(openai_sse(chat, ex.chunks), media_type="text/event-stream",

@@ -21,6 +21,7 @@ or key order:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
@@ -109,3 +110,49 @@ def cacheable(request: ChatRequest, options: CacheControl | None,
                                      "with cache.store")
     return Verdict(lookup=not opts.no_cache, store=not opts.no_store,
                    reason="no_cache" if opts.no_cache else "")
+
+
+def header_options(headers: Mapping[str, str]) -> CacheControl | None:
+    """Cache options sent as HTTP headers: ``Cache-Control: no-cache | no-store | max-age=N``
+    (the TTL to keep the answer), ``x-contextforge-cache-scope: tenant | user`` and
+    ``x-contextforge-cache-store: true`` (keep a non-deterministic request). ``ValueError``
+    naming the header for a value it cannot read; None when there are none."""
+    fields: dict[str, object] = {}
+    for part in (headers.get("cache-control") or "").split(","):
+        name, _, value = part.strip().lower().partition("=")
+        if name == "no-cache":
+            fields["no_cache"] = True
+        elif name == "no-store":
+            fields["no_store"] = True
+        elif name == "max-age":
+            try:
+                fields["ttl"] = float(value)
+            except ValueError:
+                raise ValueError(f"Cache-Control max-age={value!r}: give seconds") from None
+    scope = headers.get("x-contextforge-cache-scope")
+    if scope is not None:
+        fields["scope"] = scope.strip().lower()
+    store = headers.get("x-contextforge-cache-store")
+    if store is not None:
+        fields["store"] = store.strip().lower() in ("1", "true", "yes")
+    if not fields:
+        return None
+    try:
+        return msgspec.convert(fields, CacheControl)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"cache headers: {exc}") from None
+
+
+def with_header_options(request: ChatRequest, headers: Mapping[str, str]) -> ChatRequest:
+    """``request`` with the cache options of its headers; the body's ``cache`` wins where both
+    say something."""
+    from_headers = header_options(headers)
+    if from_headers is None:
+        return request
+    body = request.cache
+    if body is None:
+        return msgspec.structs.replace(request, cache=from_headers)
+    merged = {**msgspec.structs.asdict(from_headers),
+              **{k: v for k, v in msgspec.structs.asdict(body).items()
+                 if v not in (None, False)}}
+    return msgspec.structs.replace(request, cache=CacheControl(**merged))

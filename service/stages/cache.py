@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from router.cache import Entry, cacheable, entry_id, exact_key
+from router.cache.keys import with_header_options
 from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
@@ -32,6 +33,7 @@ from router.wire.openai import (
     ToolCallDelta,
     Usage,
 )
+from service.errors import BadRequest
 from service.pipeline import Exchange
 
 if TYPE_CHECKING:
@@ -39,6 +41,15 @@ if TYPE_CHECKING:
 
 _COMPLETION = msgspec.json.Decoder(ChatCompletion)
 _ENCODE = msgspec.json.Encoder()
+
+
+def with_cache_headers(chat: ChatRequest, headers) -> ChatRequest:
+    """``chat`` with the cache options of its HTTP headers (the front ends call this; the body's
+    ``cache`` wins where both speak); 400 naming the header it cannot read."""
+    try:
+        return with_header_options(chat, headers)
+    except ValueError as exc:
+        raise BadRequest(str(exc), param="cache") from None
 
 
 class Cache:

@@ -214,3 +214,28 @@ def test_the_cache_survives_a_restart_and_refuses_a_damaged_snapshot(tmp_path, e
     assert r.headers["x-contextforge-cache"] == "miss"  # refused, started empty
     assert "cache snapshot refused, starting empty" in logs.text
     assert "not a ContextForge cache snapshot" in logs.text
+
+
+def test_cache_options_as_headers(tmp_path, engine):
+    once = {**ASK, "messages": [{"role": "user", "content": "Header options."}]}
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        c.post("/v1/chat/completions", json=once, headers={"cache-control": "no-store"})
+        r = c.post("/v1/chat/completions", json=once)
+        assert r.headers["x-contextforge-cache"] == "miss"  # the first was not kept
+        warm = {**ASK, "temperature": 0.9}
+        c.post("/v1/chat/completions", json=warm, headers={"x-contextforge-cache-store": "1"})
+        again = c.post("/v1/chat/completions", json=warm,
+                       headers={"x-contextforge-cache-store": "1"})
+        assert again.headers["x-contextforge-cache"] == "hit-exact"
+        bad = c.post("/v1/chat/completions", json=ASK,
+                     headers={"cache-control": "max-age=soon"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "cache"
+        messages = c.post("/v1/messages", json={
+            "model": "auto", "max_tokens": 50, "temperature": 0,
+            "messages": [{"role": "user", "content": "Anthropic, twice."}]})
+        twice = c.post("/v1/messages", json={
+            "model": "auto", "max_tokens": 50, "temperature": 0,
+            "messages": [{"role": "user", "content": "Anthropic, twice."}]})
+    assert messages.headers["x-contextforge-cache"] == "miss"
+    assert twice.headers["x-contextforge-cache"] == "hit-exact"
+    assert twice.json()["content"] == messages.json()["content"]

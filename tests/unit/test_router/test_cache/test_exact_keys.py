@@ -112,3 +112,22 @@ def test_entries_expire_and_can_be_deleted_or_purged():
     c.put(entry("b", tenant="t2", user="ada"))
     assert c.purge("t2", user="bob") == 1 and c.get("b") is not None
     assert c.purge("t2") == 1 and len(c) == 0 and c.bytes == 0
+
+
+def test_cache_options_arrive_as_headers_too_and_the_body_wins():
+    from router.cache.keys import header_options, with_header_options
+
+    got = header_options({"cache-control": "no-store, max-age=30",
+                          "x-contextforge-cache-scope": "User",
+                          "x-contextforge-cache-store": "true"})
+    assert got == CacheControl(no_store=True, ttl=30.0, scope="user", store=True)
+    assert header_options({"cache-control": "no-cache"}) == CacheControl(no_cache=True)
+    assert header_options({"accept": "*/*"}) is None
+    with pytest.raises(ValueError, match="max-age"):
+        header_options({"cache-control": "max-age=soon"})
+    with pytest.raises(ValueError, match="cache headers"):
+        header_options({"x-contextforge-cache-scope": "planet"})
+    body = req(cache={"ttl": 5, "scope": "tenant"})
+    merged = with_header_options(body, {"cache-control": "no-store, max-age=30"})
+    assert merged.cache == CacheControl(no_store=True, ttl=5.0, scope="tenant")
+    assert with_header_options(req(), {}) == req()
