@@ -1,0 +1,133 @@
+"""Fit the semantic cache's hit verifier (``router.cache.verifier``) on the train part of pairs.
+
+Only rows whose split is ``train`` are read: the logistic regression is fitted on them, and its
+hit threshold is calibrated on out-of-fold logits of the same rows (K folds), so the threshold
+is chosen on predictions the model did not fit. The threshold is the lowest one whose false-hit
+rate on those rows stays under the target with ``confidence`` (a one-sided Clopper-Pearson
+bound), which leaves a margin for the held-out rows. The plain cosine baseline is calibrated
+the same way on the same rows.
+
+    python -m training.cache_verifier [--data qqp] [--out models/cache/verifier.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import beta
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+from router.cache.verifier import DEFAULT_PATH, FEATURES, Verifier, features_matrix
+from training.data import Pairs, load_pairs
+
+DEFAULT_TARGET = 0.01
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_ENCODER = Path(__file__).resolve().parents[1] / "models" / "encoders" / "all-MiniLM-L6-v2"
+
+
+def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, target: float = DEFAULT_TARGET,
+                        confidence: float | None = DEFAULT_CONFIDENCE) -> float:
+    """The lowest threshold ``t`` (hits are ``scores >= t``) whose false-hit rate on the label-0
+    rows is at most ``target`` — with ``confidence``, its Clopper-Pearson upper bound is.
+
+    ``confidence=None`` bounds the observed rate itself."""
+    neg = np.sort(np.asarray(scores, dtype=np.float64)[np.asarray(labels) == 0])[::-1]
+    n = len(neg)
+    if n == 0:
+        raise ValueError("no label-0 rows to calibrate a false-hit rate on")
+    k = int(np.floor(target * n))  # false hits allowed
+    if confidence is not None:
+        while k >= 0 and beta.ppf(confidence, k + 1, n - k) > target:
+            k -= 1
+    if k < 0:
+        return float(np.nextafter(neg[0], np.inf))  # not even one false hit is affordable
+    if k >= n:
+        return float(neg[-1])
+    # Strictly above the (k+1)-th highest negative: at most k negatives reach it, ties included.
+    return float(np.nextafter(neg[k], np.inf))
+
+
+def pair_cosines(encoder, pairs: Pairs) -> np.ndarray:
+    """Cosine of each pair's two texts under ``encoder`` (vectors from the embedding cache)."""
+    from training.embed_cache import embed_cached
+
+    vec_a = embed_cached(encoder, pairs.text_a)
+    vec_b = embed_cached(encoder, pairs.text_b)
+    return np.einsum("ij,ij->i", vec_a, vec_b).astype(np.float64)
+
+
+def _model(c: float) -> LogisticRegression:
+    return LogisticRegression(C=c, max_iter=2000)
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0,
+                c: float = 1.0) -> np.ndarray:
+    """Logits of each row from a model fitted on the other folds (standardised per fold)."""
+    oof = np.empty(len(y))
+    for fit_idx, pred_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        mean, scale = x[fit_idx].mean(0), x[fit_idx].std(0) + 1e-9
+        model = _model(c).fit((x[fit_idx] - mean) / scale, y[fit_idx])
+        oof[pred_idx] = model.decision_function((x[pred_idx] - mean) / scale)
+    return oof
+
+
+def fit_verifier(train: Pairs, cosines: np.ndarray, *, target: float = DEFAULT_TARGET,
+                 confidence: float | None = DEFAULT_CONFIDENCE, folds: int = 5, seed: int = 0,
+                 c: float = 1.0, encoder: str = "") -> tuple[Verifier, np.ndarray]:
+    """A :class:`Verifier` fitted on ``train`` (every row is used: pass the train part only),
+    and its out-of-fold logits on those rows."""
+    x = features_matrix(train.text_a, train.text_b, cosines)
+    y = np.asarray(train.labels, dtype=int)
+    oof = out_of_fold(x, y, folds=folds, seed=seed, c=c)
+    mean, scale = x.mean(0), x.std(0) + 1e-9
+    model = _model(c).fit((x - mean) / scale, y)
+    verifier = Verifier(
+        features=FEATURES,
+        mean=tuple(mean.tolist()),
+        scale=tuple(scale.tolist()),
+        coef=tuple(model.coef_[0].tolist()),
+        intercept=float(model.intercept_[0]),
+        threshold=calibrate_threshold(oof, y, target, confidence),
+        target_false_hit_rate=target,
+        cosine_threshold=calibrate_threshold(cosines, y, target, confidence),
+        encoder=encoder,
+        trained_on=f"{train.name or 'pairs'} train ({len(y)} pairs, {folds}-fold "
+                   f"out-of-fold calibration, confidence {confidence})",
+    )
+    return verifier, oof
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fit on DATA's train split and write the verifier JSON."""
+    from router.embedding import Encoder
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="qqp")
+    p.add_argument("--encoder", default=str(DEFAULT_ENCODER))
+    p.add_argument("--out", default=str(DEFAULT_PATH))
+    p.add_argument("--target", type=float, default=DEFAULT_TARGET)
+    p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength")
+    args = p.parse_args(argv)
+
+    train = load_pairs(args.data).split("train")
+    if not len(train):
+        raise SystemExit(f"{args.data}: no rows with split 'train'")
+    encoder = Encoder.load(args.encoder)
+    cosines = pair_cosines(encoder, train)
+    verifier, oof = fit_verifier(train, cosines, target=args.target, c=args.c,
+                                 encoder=encoder.id)
+    y = train.labels == 1
+    for name, s, t in (("verifier", oof, verifier.threshold),
+                       ("cosine", cosines, verifier.cosine_threshold)):
+        hits = s >= t
+        print(f"{name:9s} train out-of-fold: false hits {hits[~y].mean():.4f}, "
+              f"hits {hits[y].mean():.4f} (threshold {t:.4f})")
+    print(f"wrote {verifier.save(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
