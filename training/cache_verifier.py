@@ -1,30 +1,32 @@
 """Fit the semantic cache's hit verifier (``router.cache.verifier``) on the train part of pairs.
 
-Only rows whose split is ``train`` are read: the logistic regression is fitted on them, and its
-hit threshold is calibrated on out-of-fold logits of the same rows (K folds), so the threshold
-is chosen on predictions the model did not fit. The threshold is the lowest one whose false-hit
-rate on those rows stays under the target with ``confidence`` (a one-sided Clopper-Pearson
-bound), which leaves a margin for the held-out rows. The plain cosine baseline is calibrated
-the same way on the same rows.
+Only rows whose split is ``train`` are read: a histogram gradient-boosted tree ensemble is
+fitted on them (exported to numpy node arrays for serving), and its hit threshold is
+calibrated on out-of-fold logits of the same rows (K folds), so it is chosen on predictions
+the model did not fit. The threshold is the lowest one whose false-hit rate on those rows stays
+under the target with ``confidence`` (a one-sided Clopper-Pearson bound), which leaves a margin
+for the held-out rows. The plain cosine baseline is calibrated the same way on the same rows.
 
-    python -m training.cache_verifier [--data qqp] [--out models/cache/verifier.json]
+    python -m training.cache_verifier [--data qqp] [--out models/cache/verifier.npz]
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import beta
-from sklearn.linear_model import LogisticRegression
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 
-from router.cache.verifier import DEFAULT_PATH, FEATURES, Verifier, features_matrix
+from router.cache.verifier import DEFAULT_PATH, FEATURES, Trees, Verifier, pair_matrix
 from training.data import Pairs, load_pairs
 
 DEFAULT_TARGET = 0.01
 DEFAULT_CONFIDENCE = 0.95
+MAX_ITER = 300
 DEFAULT_ENCODER = Path(__file__).resolve().parents[1] / "models" / "encoders" / "all-MiniLM-L6-v2"
 
 
@@ -50,46 +52,59 @@ def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, target: float = 
     return float(np.nextafter(neg[k], np.inf))
 
 
-def pair_cosines(encoder, pairs: Pairs) -> np.ndarray:
-    """Cosine of each pair's two texts under ``encoder`` (vectors from the embedding cache)."""
+def pair_vectors(encoder, pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder's vectors of each pair's two texts (from the embedding cache)."""
     from training.embed_cache import embed_cached
 
-    vec_a = embed_cached(encoder, pairs.text_a)
-    vec_b = embed_cached(encoder, pairs.text_b)
-    return np.einsum("ij,ij->i", vec_a, vec_b).astype(np.float64)
+    return embed_cached(encoder, pairs.text_a), embed_cached(encoder, pairs.text_b)
 
 
-def _model(c: float) -> LogisticRegression:
-    return LogisticRegression(C=c, max_iter=2000)
+def _model(seed: int, max_iter: int = MAX_ITER) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=0.1,
+                                          max_leaf_nodes=31, random_state=seed)
+
+
+def export_trees(model: HistGradientBoostingClassifier) -> Trees:
+    """A fitted binary ``HistGradientBoostingClassifier`` as numpy node arrays (its numeric
+    splits only: the features here have no missing values and no categories)."""
+    roots, parts, offset = [], [], 0
+    for (predictor,) in model._predictors:
+        nodes = predictor.nodes
+        leaf = nodes["is_leaf"].astype(bool)
+        roots.append(offset)
+        parts.append((nodes["feature_idx"], nodes["num_threshold"],
+                      np.where(leaf, -1, nodes["left"].astype(np.int64) + offset),
+                      np.where(leaf, -1, nodes["right"].astype(np.int64) + offset),
+                      nodes["value"]))
+        offset += len(nodes)
+    feature, threshold, left, right, value = (np.concatenate(c) for c in zip(*parts, strict=True))
+    return Trees(roots=np.array(roots), feature=feature.astype(np.int64), threshold=threshold,
+                 left=left, right=right, value=value,
+                 baseline=float(np.ravel(model._baseline_prediction)[0]))
 
 
 def out_of_fold(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0,
-                c: float = 1.0) -> np.ndarray:
-    """Logits of each row from a model fitted on the other folds (standardised per fold)."""
+                max_iter: int = MAX_ITER) -> np.ndarray:
+    """Logits of each row from a model fitted on the other folds."""
     oof = np.empty(len(y))
     for fit_idx, pred_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-        mean, scale = x[fit_idx].mean(0), x[fit_idx].std(0) + 1e-9
-        model = _model(c).fit((x[fit_idx] - mean) / scale, y[fit_idx])
-        oof[pred_idx] = model.decision_function((x[pred_idx] - mean) / scale)
+        model = _model(seed, max_iter).fit(x[fit_idx], y[fit_idx])
+        oof[pred_idx] = model.decision_function(x[pred_idx])
     return oof
 
 
-def fit_verifier(train: Pairs, cosines: np.ndarray, *, target: float = DEFAULT_TARGET,
-                 confidence: float | None = DEFAULT_CONFIDENCE, folds: int = 5, seed: int = 0,
-                 c: float = 1.0, encoder: str = "") -> tuple[Verifier, np.ndarray]:
+def fit_verifier(train: Pairs, vec_a: np.ndarray, vec_b: np.ndarray, *,
+                 target: float = DEFAULT_TARGET, confidence: float | None = DEFAULT_CONFIDENCE,
+                 folds: int = 5, seed: int = 0, max_iter: int = MAX_ITER,
+                 encoder: str = "") -> tuple[Verifier, np.ndarray]:
     """A :class:`Verifier` fitted on ``train`` (every row is used: pass the train part only),
-    and its out-of-fold logits on those rows."""
-    x = features_matrix(train.text_a, train.text_b, cosines)
+    and its out-of-fold logits on those rows; ``max_iter`` boosting rounds."""
+    x = pair_matrix(train.text_a, train.text_b, vec_a, vec_b)
     y = np.asarray(train.labels, dtype=int)
-    oof = out_of_fold(x, y, folds=folds, seed=seed, c=c)
-    mean, scale = x.mean(0), x.std(0) + 1e-9
-    model = _model(c).fit((x - mean) / scale, y)
+    oof = out_of_fold(x, y, folds=folds, seed=seed, max_iter=max_iter)
+    cosines = x[:, FEATURES.index("cosine")]
     verifier = Verifier(
-        features=FEATURES,
-        mean=tuple(mean.tolist()),
-        scale=tuple(scale.tolist()),
-        coef=tuple(model.coef_[0].tolist()),
-        intercept=float(model.intercept_[0]),
+        trees=export_trees(_model(seed, max_iter).fit(x, y)),
         threshold=calibrate_threshold(oof, y, target, confidence),
         target_false_hit_rate=target,
         cosine_threshold=calibrate_threshold(cosines, y, target, confidence),
@@ -109,16 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoder", default=str(DEFAULT_ENCODER))
     p.add_argument("--out", default=str(DEFAULT_PATH))
     p.add_argument("--target", type=float, default=DEFAULT_TARGET)
-    p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength")
     args = p.parse_args(argv)
 
     train = load_pairs(args.data).split("train")
     if not len(train):
         raise SystemExit(f"{args.data}: no rows with split 'train'")
     encoder = Encoder.load(args.encoder)
-    cosines = pair_cosines(encoder, train)
-    verifier, oof = fit_verifier(train, cosines, target=args.target, c=args.c,
-                                 encoder=encoder.id)
+    vec_a, vec_b = pair_vectors(encoder, train)
+    t0 = time.perf_counter()
+    verifier, oof = fit_verifier(train, vec_a, vec_b, target=args.target, encoder=encoder.id)
+    print(f"fitted in {time.perf_counter() - t0:.0f} s")
+    cosines = np.einsum("ij,ij->i", vec_a, vec_b)
     y = train.labels == 1
     for name, s, t in (("verifier", oof, verifier.threshold),
                        ("cosine", cosines, verifier.cosine_threshold)):

@@ -2,14 +2,15 @@
 
 Cosine similarity alone cannot decide it: on held-out QQP a cosine threshold low enough to
 catch half of the true paraphrases also lets through pairs that differ in one number, one
-negation or the order of two places. So the top candidates the vector index returns are each
-checked by a tiny model over the pair: the cosine and lexical features that catch those
-differences (:func:`pair_features`), scaled and combined by a logistic regression whose weights
-``training.cache_verifier`` fitted, and a threshold calibrated to a target false-hit rate on
-out-of-fold predictions of the training part.
+negation or the order of two places. So each top candidate the vector index returns is checked
+by a small model over the pair: the cosine and lexical features that catch those differences
+(:func:`pair_features`) and the two vectors' elementwise product and difference, read by a
+boosted tree ensemble (:class:`Trees`) that ``training.cache_verifier`` fitted, with a hit
+threshold calibrated to a target false-hit rate on out-of-fold predictions of the training
+part.
 
-Serving reads only numpy here (and the vectors the encoder already made): the artifact is a
-small JSON file, ``models/cache/verifier.json``.
+Serving reads only numpy here (and the vectors the encoder already made for the lookup): the
+artifact is a small npz file, ``models/cache/verifier.npz``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "models" / "cache" / "verifier.json"
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "models" / "cache" / "verifier.npz"
 
 _WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+(?:[.,]\d+)*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -149,49 +150,96 @@ def features_matrix(text_a: Sequence[str], text_b: Sequence[str],
     return np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURES))
 
 
-@dataclass(frozen=True)
-class Verifier:
-    """A fitted pair model: standardised :data:`FEATURES`, logistic weights, a hit threshold
-    on the logit. ``cosine_threshold`` is plain cosine calibrated to the same target on the same
-    training rows: the baseline the verifier is compared with."""
+def pair_matrix(text_a: Sequence[str], text_b: Sequence[str], vec_a: np.ndarray,
+                vec_b: np.ndarray) -> np.ndarray:
+    """What the model reads: the :data:`FEATURES`, then the vectors' elementwise product and
+    absolute difference (which dimensions agree, not only how many)."""
+    vec_a, vec_b = np.asarray(vec_a, dtype=np.float64), np.asarray(vec_b, dtype=np.float64)
+    cosines = np.einsum("ij,ij->i", vec_a, vec_b)
+    return np.hstack([features_matrix(text_a, text_b, cosines), vec_a * vec_b,
+                      np.abs(vec_a - vec_b)])
 
-    features: tuple[str, ...]
-    mean: tuple[float, ...]
-    scale: tuple[float, ...]
-    coef: tuple[float, ...]
-    intercept: float
+
+@dataclass(frozen=True, eq=False)
+class Trees:
+    """A boosted tree ensemble as flat node arrays (all trees' nodes end to end; ``left`` and
+    ``right`` are absolute indices, ``-1`` at leaves). A row goes left when its feature is
+    ``<= threshold``. The raw score is ``baseline`` plus the leaf value reached in each tree."""
+
+    roots: np.ndarray  # (trees,) int
+    feature: np.ndarray  # (nodes,) int
+    threshold: np.ndarray  # (nodes,) float
+    left: np.ndarray  # (nodes,) int
+    right: np.ndarray  # (nodes,) int
+    value: np.ndarray  # (nodes,) float
+    baseline: float
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """The ensemble's raw score (a logit) of each row of ``x``."""
+        node = np.broadcast_to(self.roots, (len(x), len(self.roots))).copy()
+        rows = np.arange(len(x))[:, None]
+        while True:
+            inner = self.left[node] >= 0
+            if not inner.any():
+                break
+            go_left = x[rows, self.feature[node]] <= self.threshold[node]
+            node = np.where(inner, np.where(go_left, self.left[node], self.right[node]), node)
+        return self.baseline + self.value[node].sum(axis=1)
+
+
+_TREE_ARRAYS = ("roots", "feature", "threshold", "left", "right", "value")
+
+
+@dataclass(frozen=True, eq=False)
+class Verifier:
+    """A fitted pair model and its hit threshold on the model's logit, calibrated to
+    ``target_false_hit_rate``. ``cosine_threshold`` is plain cosine calibrated to the same
+    target on the same training rows: the baseline the verifier is compared with."""
+
+    trees: Trees
     threshold: float
     target_false_hit_rate: float
     cosine_threshold: float
+    features: tuple[str, ...] = FEATURES
     encoder: str = ""
     trained_on: str = ""
 
-    def score(self, text_a: Sequence[str], text_b: Sequence[str],
-              cosines: np.ndarray) -> np.ndarray:
-        """The model's logit for each pair (higher: more likely the same question)."""
+    def score(self, text_a: Sequence[str], text_b: Sequence[str], vec_a: np.ndarray,
+              vec_b: np.ndarray) -> np.ndarray:
+        """The model's logit for each pair (higher: more likely the same question); ``vec_a``,
+        ``vec_b`` are the encoder's L2-normalised vectors of the texts."""
         if tuple(self.features) != FEATURES:
             raise ValueError(f"verifier was fitted on features {self.features}, this code "
                              f"computes {FEATURES}: refit it")
-        x = features_matrix(text_a, text_b, np.asarray(cosines, dtype=np.float64))
-        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
-        return z @ np.asarray(self.coef) + self.intercept
+        return self.trees.raw(pair_matrix(text_a, text_b, vec_a, vec_b))
 
-    def decide(self, text_a: Sequence[str], text_b: Sequence[str],
-               cosines: np.ndarray) -> np.ndarray:
+    def decide(self, text_a: Sequence[str], text_b: Sequence[str], vec_a: np.ndarray,
+               vec_b: np.ndarray) -> np.ndarray:
         """True where the pair is a hit: its logit reaches the calibrated threshold."""
-        return self.score(text_a, text_b, cosines) >= self.threshold
+        return self.score(text_a, text_b, vec_a, vec_b) >= self.threshold
 
     def save(self, path: str | Path) -> Path:
-        """Write the verifier as JSON to ``path``."""
+        """Write the verifier to ``path`` (npz: the node arrays and a JSON ``meta``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        meta = {"threshold": self.threshold, "target_false_hit_rate": self.target_false_hit_rate,
+                "cosine_threshold": self.cosine_threshold, "features": list(self.features),
+                "encoder": self.encoder, "trained_on": self.trained_on,
+                "baseline": self.trees.baseline}
+        t = self.trees
+        with path.open("wb") as f:
+            np.savez_compressed(
+                f, meta=np.array(json.dumps(meta)), roots=t.roots.astype(np.int32),
+                feature=t.feature.astype(np.int32), threshold=t.threshold.astype(np.float64),
+                left=t.left.astype(np.int32), right=t.right.astype(np.int32),
+                value=t.value.astype(np.float64))
         return path
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_PATH) -> Verifier:
         """Read a verifier written by :meth:`save` (default: the shipped one)."""
-        raw = json.loads(Path(path).read_text())
-        for key in ("features", "mean", "scale", "coef"):
-            raw[key] = tuple(raw[key])
-        return cls(**raw)
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            trees = Trees(**{k: npz[k] for k in _TREE_ARRAYS}, baseline=meta.pop("baseline"))
+        meta["features"] = tuple(meta["features"])
+        return cls(trees=trees, **meta)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from training.cache_verifier import calibrate_threshold, fit_verifier
+from training.cache_verifier import _model, calibrate_threshold, export_trees, fit_verifier
 from training.data import Pairs
 
 
@@ -53,11 +53,21 @@ def test_fit_separates_negated_and_renumbered_pairs_from_paraphrases():
         a.append(q)
         b.append(other)
         y.append(int(i % 3 == 0))
-    cos = np.clip(rng.normal(0.9, 0.03, len(y)), -1, 1)  # cosine says nothing here
+    # The vectors say nothing here (the same random unit vector on both sides).
+    vec = rng.normal(size=(len(y), 384))
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
     pairs = Pairs(a, b, np.array(y, dtype=np.int8), np.full(len(y), "train"), name="synthetic")
-    verifier, oof = fit_verifier(pairs, cos, target=0.01, folds=3)
-    hits = verifier.decide(a, b, cos)
+    verifier, oof = fit_verifier(pairs, vec, vec, target=0.01, folds=3, max_iter=20)
+    hits = verifier.decide(a, b, vec, vec)
     labels = np.array(y)
     assert hits[labels == 0].mean() <= 0.01
     assert hits[labels == 1].mean() > 0.9
     assert oof.shape == (len(y),)
+
+
+def test_exported_trees_score_as_sklearn_does():
+    rng = np.random.default_rng(0)
+    x = rng.random((2000, 12))
+    y = (x[:, 0] + x[:, 3] * x[:, 5] + rng.normal(0, 0.2, 2000) > 0.8).astype(int)
+    model = _model(0, max_iter=30).fit(x, y)
+    assert np.allclose(export_trees(model).raw(x), model.decision_function(x), atol=1e-9)

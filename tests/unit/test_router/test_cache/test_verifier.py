@@ -1,9 +1,11 @@
 """The pair features and the verifier's numpy scoring, on hand-made pairs."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from router.cache.verifier import FEATURES, Verifier, analyse, features_matrix, pair_features
+from router.cache.verifier import FEATURES, Trees, Verifier, analyse, pair_features, pair_matrix
 
 PARAPHRASE = ("How do I learn Python quickly?", "What is the fastest way to learn Python?")
 
@@ -41,37 +43,61 @@ def test_entities_and_question_words():
     assert analyse("Where is Paris?").entities == {"paris"}
 
 
+def _unit(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, 384))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
 @pytest.fixture()
 def verifier():
-    """Weights by hand: cosine and word order count for, negations and numbers against."""
-    coef = np.zeros(len(FEATURES))
-    for name, w in {"cosine": 4.0, "order_agreement": 2.0, "bigram_jaccard": 2.0,
-                    "negation_mismatch": -3.0, "number_mismatch": -3.0}.items():
-        coef[FEATURES.index(name)] = w
-    return Verifier(features=FEATURES, mean=(0.0,) * len(FEATURES),
-                    scale=(1.0,) * len(FEATURES), coef=tuple(coef), intercept=-5.0,
-                    threshold=2.0, target_false_hit_rate=0.01, cosine_threshold=0.9)
+    """One hand-made tree: a negation or number mismatch, or shared words out of order, is a
+    miss (-3); anything else a hit (+2)."""
+    f = FEATURES.index
+    # node: (feature, threshold, left, right, value); a row goes left when feature <= threshold
+    nodes = [(f("negation_mismatch"), 0.5, 1, 2, 0.0),
+             (f("number_mismatch"), 0.5, 3, 2, 0.0),
+             (0, 0.0, -1, -1, -3.0),
+             (f("order_agreement"), 0.99, 2, 4, 0.0),
+             (0, 0.0, -1, -1, 2.0)]
+    feature, threshold, left, right, value = (np.array(c) for c in zip(*nodes, strict=True))
+    trees = Trees(roots=np.array([0]), feature=feature, threshold=threshold, left=left,
+                  right=right, value=value, baseline=0.5)
+    return Verifier(trees=trees, threshold=0.0, target_false_hit_rate=0.01,
+                    cosine_threshold=0.9)
 
 
-def test_traps_score_below_a_true_paraphrase_at_the_same_cosine(verifier):
-    paraphrase = ("Show me flights from Paris to Rome", "show me the flights from Paris to Rome")
-    traps = [("Show me flights from Paris to Rome", "Show me flights from Rome to Paris"),
+def test_traps_are_misses_and_a_paraphrase_a_hit(verifier):
+    pairs = [("Show me flights from Paris to Rome", "show me the flights from Paris to Rome"),
+             ("Show me flights from Paris to Rome", "Show me flights from Rome to Paris"),
              ("Is it safe to drink tap water?", "Is it not safe to drink tap water?"),
              ("What is 15% of 200?", "What is 20% of 150?")]
-    a, b = zip(paraphrase, *traps, strict=True)
-    scores = verifier.score(a, b, np.full(4, 0.95))
-    assert (scores[1:] < scores[0]).all()
-    assert verifier.decide(a, b, np.full(4, 0.95)).tolist() == [True, False, False, False]
+    a, b = zip(*pairs, strict=True)
+    vec = _unit(1, 0)
+    scores = verifier.score(a, b, np.repeat(vec, 4, 0), np.repeat(vec, 4, 0))
+    assert scores.tolist() == [2.5, -2.5, -2.5, -2.5]
+    assert verifier.decide(a, b, np.repeat(vec, 4, 0), np.repeat(vec, 4, 0)).tolist() == [
+        True, False, False, False]
+
+
+def test_pair_matrix_holds_features_then_vector_agreement():
+    va, vb = _unit(2, 1), _unit(2, 2)
+    x = pair_matrix(["a b", "c d"], ["a b", "d c"], va, vb)
+    k = len(FEATURES)
+    assert x.shape == (2, k + 2 * 384)
+    assert np.allclose(x[:, FEATURES.index("cosine")], np.sum(va * vb, axis=1))
+    assert np.allclose(x[:, k:k + 384], va * vb) and np.allclose(x[:, k + 384:], abs(va - vb))
 
 
 def test_save_load_round_trip(tmp_path, verifier):
-    loaded = Verifier.load(verifier.save(tmp_path / "v.json"))
-    assert loaded == verifier
-    x = features_matrix(*zip(PARAPHRASE, strict=True), np.array([0.8]))
-    assert x.shape == (1, len(FEATURES))
+    loaded = Verifier.load(verifier.save(tmp_path / "v.npz"))
+    assert (loaded.threshold, loaded.cosine_threshold, loaded.features) == (
+        verifier.threshold, verifier.cosine_threshold, verifier.features)
+    x = np.random.default_rng(0).random((50, len(FEATURES)))
+    assert np.array_equal(loaded.trees.raw(x), verifier.trees.raw(x))
 
 
 def test_stale_feature_list_is_refused(verifier):
-    stale = Verifier(**{**verifier.__dict__, "features": FEATURES[:-1]})
+    stale = dataclasses.replace(verifier, features=FEATURES[:-1])
+    vec = _unit(1, 0)
     with pytest.raises(ValueError, match="refit"):
-        stale.score(["a"], ["b"], np.array([0.5]))
+        stale.score(["a"], ["b"], vec, vec)
