@@ -109,6 +109,7 @@ def fit_verifier(train: Pairs, vec_a: np.ndarray, vec_b: np.ndarray, *,
         target_false_hit_rate=target,
         cosine_threshold=calibrate_threshold(cosines, y, target, confidence),
         encoder=encoder,
+        dim=int(np.shape(vec_a)[1]),
         trained_on=f"{train.name or 'pairs'} train ({len(y)} pairs, {folds}-fold "
                    f"out-of-fold calibration, confidence {confidence})",
     )

@@ -202,6 +202,7 @@ class Verifier:
     cosine_threshold: float
     features: tuple[str, ...] = FEATURES
     encoder: str = ""
+    dim: int = 0  # the encoder's vector size (0: not checked)
     trained_on: str = ""
 
     def score(self, text_a: Sequence[str], text_b: Sequence[str], vec_a: np.ndarray,
@@ -211,6 +212,9 @@ class Verifier:
         if tuple(self.features) != FEATURES:
             raise ValueError(f"verifier was fitted on features {self.features}, this code "
                              f"computes {FEATURES}: refit it")
+        if self.dim and np.shape(vec_a)[-1] != self.dim:
+            raise ValueError(f"verifier was fitted on {self.dim}-d vectors of "
+                             f"{self.encoder or 'its encoder'}, got {np.shape(vec_a)[-1]}-d")
         return self.trees.raw(pair_matrix(text_a, text_b, vec_a, vec_b))
 
     def decide(self, text_a: Sequence[str], text_b: Sequence[str], vec_a: np.ndarray,
@@ -224,7 +228,7 @@ class Verifier:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"threshold": self.threshold, "target_false_hit_rate": self.target_false_hit_rate,
                 "cosine_threshold": self.cosine_threshold, "features": list(self.features),
-                "encoder": self.encoder, "trained_on": self.trained_on,
+                "encoder": self.encoder, "dim": self.dim, "trained_on": self.trained_on,
                 "baseline": self.trees.baseline}
         t = self.trees
         with path.open("wb") as f:

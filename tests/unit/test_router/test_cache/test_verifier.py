@@ -101,3 +101,29 @@ def test_stale_feature_list_is_refused(verifier):
     vec = _unit(1, 0)
     with pytest.raises(ValueError, match="refit"):
         stale.score(["a"], ["b"], vec, vec)
+
+
+def test_wrong_sized_vectors_are_refused(verifier):
+    sized = dataclasses.replace(verifier, dim=384, encoder="all-MiniLM-L6-v2")
+    with pytest.raises(ValueError, match="384-d"):
+        sized.score(["a"], ["b"], np.ones((1, 8)), np.ones((1, 8)))
+
+
+TRAPS = [  # (query, a true paraphrase of it, a near copy that asks something else)
+    ("How can I book flights from Paris to Rome?", "How do I book a flight from Paris to Rome?",
+     "How can I book flights from Rome to Paris?"),
+    ("Is it safe to drink tap water in Mexico?", "Is it safe to drink the tap water in Mexico?",
+     "Is it not safe to drink tap water in Mexico?"),
+    ("What is the best laptop under 500 dollars?", "Which is the best laptop under $500?",
+     "What is the best laptop under 1000 dollars?"),
+]
+
+
+def test_shipped_verifier_ranks_traps_below_paraphrases_and_never_hits_them(encoder):
+    shipped = Verifier.load()
+    query, para, trap = (list(c) for c in zip(*TRAPS, strict=True))
+    vq, vp, vt = encoder.encode(query), encoder.encode(para), encoder.encode(trap)
+    assert (shipped.score(query, trap, vq, vt) < shipped.score(query, para, vq, vp)).all()
+    assert not shipped.decide(query, trap, vq, vt).any()
+    # Cosine calibrated to the same target would serve the swapped route and the negation.
+    assert (np.sum(vq * vt, axis=1)[:2] >= shipped.cosine_threshold).all()
