@@ -1,9 +1,10 @@
 """The ``contextforge`` command line.
 
 Verbs (DESIGN.md fixes their names and flags): ``serve``, ``route``, ``train``,
-``eval routing``, ``eval ab``, ``eval score``, ``collect``, ``models list|promote`` (the
-router registry), plus ``setup`` (build the encoder and the default router when missing) and
-``validate`` (check a config file). The closed loop's verbs run in ``service.cli_loop``.
+``eval routing``, ``eval cache``, ``eval ab``, ``eval score``, ``collect``,
+``models list|promote`` (the router registry), plus ``setup`` (build the encoder and the
+default router when missing) and ``validate`` (check a config file). The closed loop's verbs
+run in ``service.cli_loop``.
 Heavy imports happen inside each verb so ``route`` never imports torch.
 """
 
@@ -179,6 +180,22 @@ def cmd_eval_routing(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_cache(args: argparse.Namespace) -> int:
+    from eval.cache_eval import evaluate_cache, format_result
+    from router.cache.verifier import DEFAULT_PATH, Verifier
+    from router.encoders import load_encoder
+    from training.data import load_pairs
+
+    verifier = Verifier.load(args.verifier or DEFAULT_PATH)
+    encoder_dir = args.encoder or Path(__file__).resolve().parents[1] / "models" / "encoders" / (
+        verifier.encoder or "all-MiniLM-L6-v2")
+    result = evaluate_cache(load_pairs(args.data), verifier, encoder=load_encoder(encoder_dir))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    print(format_result(result))
+    return 0
+
+
 def _aiq(card) -> str:
     return "-" if card is None or card.aiq is None else f"{card.aiq:.4f}"
 
@@ -316,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--encoder", help="the router's encoder, when not a built one under "
                    "models/encoders/ (an encoder folder)")
     s.set_defaults(func=cmd_eval_routing)
+
+    s = ev.add_parser("cache", help="false-hit and hit rates of the semantic cache's shipped "
+                      "hit decision on labelled pairs, beside cosine baselines")
+    s.add_argument("--data", required=True, help="qqp, or a JSONL/CSV of {text_a, text_b, "
+                   "label[, split]}")
+    s.add_argument("--json")
+    s.add_argument("--verifier", help="a verifier JSON (default: the shipped "
+                   "models/cache/verifier.json)")
+    s.add_argument("--encoder", help="an encoder folder (default: the verifier's, under "
+                   "models/encoders/)")
+    s.set_defaults(func=cmd_eval_cache)
 
     s = ev.add_parser("ab", help="offline A/B of two routers: replayed on labelled data, or "
                       "estimated off-policy from logged traffic")

@@ -1,0 +1,73 @@
+"""Threshold calibration and fitting of the cache verifier on synthetic pairs."""
+
+import numpy as np
+import pytest
+
+from training.cache_verifier import _model, calibrate_threshold, export_trees, fit_verifier
+from training.data import Pairs
+
+
+def _synthetic(n=20000, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.4).astype(np.int8)
+    scores = rng.normal(np.where(labels == 1, 2.0, 0.0), 1.0)
+    return scores, labels
+
+
+@pytest.mark.parametrize("target", [0.01, 0.05])
+def test_calibrated_threshold_meets_the_target_on_its_rows(target):
+    scores, labels = _synthetic()
+    t = calibrate_threshold(scores, labels, target, confidence=None)
+    neg = scores[labels == 0]
+    assert (neg >= t).mean() <= target
+    # It is the lowest such threshold: one more negative would pass the target.
+    assert (neg >= np.sort(neg)[::-1][int(target * len(neg))]).mean() > target
+
+
+def test_confidence_leaves_a_margin_that_holds_on_fresh_rows():
+    scores, labels = _synthetic(seed=1)
+    plain = calibrate_threshold(scores, labels, 0.01, confidence=None)
+    bounded = calibrate_threshold(scores, labels, 0.01, confidence=0.95)
+    assert bounded > plain
+    fresh, fresh_labels = _synthetic(n=200000, seed=2)
+    assert (fresh[fresh_labels == 0] >= bounded).mean() <= 0.01
+
+
+def test_ties_at_the_threshold_are_not_counted_in():
+    scores = np.array([1.0, 1.0, 1.0, 0.5, 0.2, 2.0])
+    labels = np.array([0, 0, 0, 0, 0, 1])
+    t = calibrate_threshold(scores, labels, 0.5, confidence=None)
+    assert (scores[labels == 0] >= t).mean() <= 0.5
+    assert t > 1.0
+
+
+def test_fit_separates_negated_and_renumbered_pairs_from_paraphrases():
+    rng = np.random.default_rng(0)
+    a, b, y = [], [], []
+    for i in range(600):
+        q = f"how long does it take to learn topic{i % 50} in {i % 9 + 2} weeks"
+        weeks = f"{i % 9 + 2} weeks"
+        other = (f"In {weeks} how long does it take to learn topic{i % 50}",  # a paraphrase
+                 q.replace("does it", "does it not"),
+                 q.replace(weeks, f"{i % 9 + 12} weeks"))[i % 3]
+        a.append(q)
+        b.append(other)
+        y.append(int(i % 3 == 0))
+    # The vectors say nothing here (the same random unit vector on both sides).
+    vec = rng.normal(size=(len(y), 384))
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    pairs = Pairs(a, b, np.array(y, dtype=np.int8), np.full(len(y), "train"), name="synthetic")
+    verifier, oof = fit_verifier(pairs, vec, vec, target=0.01, folds=3, max_iter=20)
+    hits = verifier.decide(a, b, vec, vec)
+    labels = np.array(y)
+    assert hits[labels == 0].mean() <= 0.01
+    assert hits[labels == 1].mean() > 0.9
+    assert oof.shape == (len(y),)
+
+
+def test_exported_trees_score_as_sklearn_does():
+    rng = np.random.default_rng(0)
+    x = rng.random((2000, 12))
+    y = (x[:, 0] + x[:, 3] * x[:, 5] + rng.normal(0, 0.2, 2000) > 0.8).astype(int)
+    model = _model(0, max_iter=30).fit(x, y)
+    assert np.allclose(export_trees(model).raw(x), model.decision_function(x), atol=1e-9)

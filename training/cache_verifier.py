@@ -1,0 +1,150 @@
+"""Fit the semantic cache's hit verifier (``router.cache.verifier``) on the train part of pairs.
+
+Only rows whose split is ``train`` are read: a histogram gradient-boosted tree ensemble is
+fitted on them (exported to numpy node arrays for serving), and its hit threshold is
+calibrated on out-of-fold logits of the same rows (K folds), so it is chosen on predictions
+the model did not fit. The threshold is the lowest one whose false-hit rate on those rows stays
+under the target with ``confidence`` (a one-sided Clopper-Pearson bound), which leaves a margin
+for the held-out rows. The plain cosine baseline is calibrated the same way on the same rows.
+
+    python -m training.cache_verifier [--data qqp] [--out models/cache/verifier.npz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import beta
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import StratifiedKFold
+
+from router.cache.verifier import DEFAULT_PATH, FEATURES, Trees, Verifier, pair_matrix
+from training.data import Pairs, load_pairs
+
+DEFAULT_TARGET = 0.01
+DEFAULT_CONFIDENCE = 0.95
+MAX_ITER = 300
+DEFAULT_ENCODER = Path(__file__).resolve().parents[1] / "models" / "encoders" / "all-MiniLM-L6-v2"
+
+
+def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, target: float = DEFAULT_TARGET,
+                        confidence: float | None = DEFAULT_CONFIDENCE) -> float:
+    """The lowest threshold ``t`` (hits are ``scores >= t``) whose false-hit rate on the label-0
+    rows is at most ``target`` — with ``confidence``, its Clopper-Pearson upper bound is.
+
+    ``confidence=None`` bounds the observed rate itself."""
+    neg = np.sort(np.asarray(scores, dtype=np.float64)[np.asarray(labels) == 0])[::-1]
+    n = len(neg)
+    if n == 0:
+        raise ValueError("no label-0 rows to calibrate a false-hit rate on")
+    k = int(np.floor(target * n))  # false hits allowed
+    if confidence is not None:
+        while k >= 0 and beta.ppf(confidence, k + 1, n - k) > target:
+            k -= 1
+    if k < 0:
+        return float(np.nextafter(neg[0], np.inf))  # not even one false hit is affordable
+    if k >= n:
+        return float(neg[-1])
+    # Strictly above the (k+1)-th highest negative: at most k negatives reach it, ties included.
+    return float(np.nextafter(neg[k], np.inf))
+
+
+def pair_vectors(encoder, pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder's vectors of each pair's two texts (from the embedding cache)."""
+    from training.embed_cache import embed_cached
+
+    return embed_cached(encoder, pairs.text_a), embed_cached(encoder, pairs.text_b)
+
+
+def _model(seed: int, max_iter: int = MAX_ITER) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=0.1,
+                                          max_leaf_nodes=31, random_state=seed)
+
+
+def export_trees(model: HistGradientBoostingClassifier) -> Trees:
+    """A fitted binary ``HistGradientBoostingClassifier`` as numpy node arrays (its numeric
+    splits only: the features here have no missing values and no categories)."""
+    roots, parts, offset = [], [], 0
+    for (predictor,) in model._predictors:
+        nodes = predictor.nodes
+        leaf = nodes["is_leaf"].astype(bool)
+        roots.append(offset)
+        parts.append((nodes["feature_idx"], nodes["num_threshold"],
+                      np.where(leaf, -1, nodes["left"].astype(np.int64) + offset),
+                      np.where(leaf, -1, nodes["right"].astype(np.int64) + offset),
+                      nodes["value"]))
+        offset += len(nodes)
+    feature, threshold, left, right, value = (np.concatenate(c) for c in zip(*parts, strict=True))
+    return Trees(roots=np.array(roots), feature=feature.astype(np.int64), threshold=threshold,
+                 left=left, right=right, value=value,
+                 baseline=float(np.ravel(model._baseline_prediction)[0]))
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0,
+                max_iter: int = MAX_ITER) -> np.ndarray:
+    """Logits of each row from a model fitted on the other folds."""
+    oof = np.empty(len(y))
+    for fit_idx, pred_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        model = _model(seed, max_iter).fit(x[fit_idx], y[fit_idx])
+        oof[pred_idx] = model.decision_function(x[pred_idx])
+    return oof
+
+
+def fit_verifier(train: Pairs, vec_a: np.ndarray, vec_b: np.ndarray, *,
+                 target: float = DEFAULT_TARGET, confidence: float | None = DEFAULT_CONFIDENCE,
+                 folds: int = 5, seed: int = 0, max_iter: int = MAX_ITER,
+                 encoder: str = "") -> tuple[Verifier, np.ndarray]:
+    """A :class:`Verifier` fitted on ``train`` (every row is used: pass the train part only),
+    and its out-of-fold logits on those rows; ``max_iter`` boosting rounds."""
+    x = pair_matrix(train.text_a, train.text_b, vec_a, vec_b)
+    y = np.asarray(train.labels, dtype=int)
+    oof = out_of_fold(x, y, folds=folds, seed=seed, max_iter=max_iter)
+    cosines = x[:, FEATURES.index("cosine")]
+    verifier = Verifier(
+        trees=export_trees(_model(seed, max_iter).fit(x, y)),
+        threshold=calibrate_threshold(oof, y, target, confidence),
+        target_false_hit_rate=target,
+        cosine_threshold=calibrate_threshold(cosines, y, target, confidence),
+        encoder=encoder,
+        dim=int(np.shape(vec_a)[1]),
+        trained_on=f"{train.name or 'pairs'} train ({len(y)} pairs, {folds}-fold "
+                   f"out-of-fold calibration, confidence {confidence})",
+    )
+    return verifier, oof
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fit on DATA's train split and write the verifier JSON."""
+    from router.embedding import Encoder
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="qqp")
+    p.add_argument("--encoder", default=str(DEFAULT_ENCODER))
+    p.add_argument("--out", default=str(DEFAULT_PATH))
+    p.add_argument("--target", type=float, default=DEFAULT_TARGET)
+    args = p.parse_args(argv)
+
+    train = load_pairs(args.data).split("train")
+    if not len(train):
+        raise SystemExit(f"{args.data}: no rows with split 'train'")
+    encoder = Encoder.load(args.encoder)
+    vec_a, vec_b = pair_vectors(encoder, train)
+    t0 = time.perf_counter()
+    verifier, oof = fit_verifier(train, vec_a, vec_b, target=args.target, encoder=encoder.id)
+    print(f"fitted in {time.perf_counter() - t0:.0f} s")
+    cosines = np.einsum("ij,ij->i", vec_a, vec_b)
+    y = train.labels == 1
+    for name, s, t in (("verifier", oof, verifier.threshold),
+                       ("cosine", cosines, verifier.cosine_threshold)):
+        hits = s >= t
+        print(f"{name:9s} train out-of-fold: false hits {hits[~y].mean():.4f}, "
+              f"hits {hits[y].mean():.4f} (threshold {t:.4f})")
+    print(f"wrote {verifier.save(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
