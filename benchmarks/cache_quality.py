@@ -2,7 +2,7 @@
 
     python benchmarks/cache_quality.py [--json FILE] [--verifier FILE]
 
-Rows: the shipped verifier (``models/cache/verifier.json``, fitted and calibrated on QQP's train
+Rows: the shipped verifier (``models/cache/verifier.npz``, fitted and calibrated on QQP's train
 split only) and two cosine baselines (0.8; calibrated on the train split to the same target),
 all from this run, on
 

@@ -339,8 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="qqp, or a JSONL/CSV of {text_a, text_b, "
                    "label[, split]}")
     s.add_argument("--json")
-    s.add_argument("--verifier", help="a verifier JSON (default: the shipped "
-                   "models/cache/verifier.json)")
+    s.add_argument("--verifier", help="a verifier npz (default: the shipped "
+                   "models/cache/verifier.npz)")
     s.add_argument("--encoder", help="an encoder folder (default: the verifier's, under "
                    "models/encoders/)")
     s.set_defaults(func=cmd_eval_cache)
