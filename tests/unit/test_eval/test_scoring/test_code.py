@@ -77,7 +77,7 @@ def test_an_infinite_loop_is_killed_at_the_timeout():
     limits = Limits(timeout_s=1.0, memory_mb=256)
     t0 = time.monotonic()
     score = run("def add(a, b):\n    while True:\n        pass", limits=limits)
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 6.0  # killed near its 1 s, not left to run (slack: load)
     # A busy loop meets the wall-clock timeout and the CPU limit (both 1 s) together: which
     # one kills it first depends on the machine's load; either way it is killed, scored 0.
     assert score.value == 0.0
@@ -89,7 +89,7 @@ def test_the_cpu_limit_kills_before_a_longer_timeout():
     limits = Limits(timeout_s=8.0, cpu_s=1, memory_mb=256)
     t0 = time.monotonic()
     score = run("x = 0\nwhile True:\n    x += 1", limits=limits)
-    assert time.monotonic() - t0 < 5.0
+    assert time.monotonic() - t0 < 7.5  # before the 8 s wall-clock timeout
     assert score.value == 0.0 and "SIGXCPU" in score.detail and "CPU limit 1 s" in score.detail
 
 
@@ -102,7 +102,7 @@ def test_unbounded_memory_hits_the_memory_limit():
 def test_printing_gigabytes_is_cut_off():
     t0 = time.monotonic()
     score = run("import sys\nfor _ in range(10_000):\n    sys.stdout.write('x' * 1_000_000)")
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 8.0  # cut off, not left to write its 10 GB
     assert score.value == 0.0 and score.detail.startswith("printed more than 65536 bytes")
 
 
