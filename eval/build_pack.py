@@ -18,7 +18,6 @@ call, so no reference scorer could reproduce its outcomes.
 from __future__ import annotations
 
 import argparse
-import ast
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +37,7 @@ from eval.pack import (
     routerbench_rows,
     write_pack,
 )
+from router.providers.recorded import prompt_key, turns
 
 # (file under datasets/, task) of the train files a pack samples; the stems are RouterBench's.
 SOURCES = (("routerbench/arc_challenge_train.csv.gz", "arc_challenge"),
@@ -45,20 +45,6 @@ SOURCES = (("routerbench/arc_challenge_train.csv.gz", "arc_challenge"),
 PER_TASK = 150
 SEED = 0
 _CHOICE_LINE = re.compile(r"^([A-Z])\) ?(.*)$")
-
-
-def turns(cell: str) -> list[str]:
-    """A RouterBench cell: a Python list literal of strings (one per turn)."""
-    try:
-        value = ast.literal_eval(cell)
-    except (ValueError, SyntaxError):
-        return [cell]
-    return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
-
-
-def prompt_key(text: str) -> str:
-    """How recorded answers are looked up: whitespace collapsed (router.providers.recorded)."""
-    return " ".join(text.split())
 
 
 def strict_letter(answer: str) -> str | None:

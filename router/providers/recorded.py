@@ -29,7 +29,8 @@ def prompt_key(text: str) -> str:
     return " ".join(text.split())
 
 
-def _turns(cell: str) -> list[str]:
+def turns(cell: str) -> list[str]:
+    """A RouterBench cell: a Python list literal of strings (one per turn)."""
     try:
         value = ast.literal_eval(cell)
     except (ValueError, SyntaxError):
@@ -58,13 +59,13 @@ class RecordedAnswers:
             with gzip.open(path, "rb") as raw:
                 rows = csv.DictReader(io.TextIOWrapper(raw, "utf-8", newline=""))
                 for row in rows:
-                    turns = _turns(row.get("prompt", ""))
-                    if not turns or not turns[-1].strip():
+                    prompt = turns(row.get("prompt", ""))
+                    if not prompt or not prompt[-1].strip():
                         continue
-                    per_model = answers.setdefault(prompt_key(turns[-1]), {})
+                    per_model = answers.setdefault(prompt_key(prompt[-1]), {})
                     for column, cell in row.items():
                         if column and column.endswith(_SUFFIX) and cell:
-                            per_model[column[: -len(_SUFFIX)]] = "\n".join(_turns(cell)).strip()
+                            per_model[column[: -len(_SUFFIX)]] = "\n".join(turns(cell)).strip()
         log.info("recorded answers: %d prompts from %s", len(answers), folder)
         return cls(answers)
 
