@@ -156,8 +156,8 @@ class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The response cache (``router.cache``). Off by default while it is being built: the
-    exact tier works; the semantic tier, persistence and the Redis tier are to come."""
+    """The response cache (``router.cache``): an exact tier and a semantic tier, scoped so an
+    answer only ever serves the tenant (or user) and conversation it was made for."""
 
     enabled: bool = False
     ttl_s: Annotated[float, msgspec.Meta(gt=0, le=365 * 86400)] = 3600.0
@@ -167,6 +167,15 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scope: Literal["tenant", "user"] = "tenant"
     # Keep only temperature-0 requests unless a request opts in (``cache.store``).
     deterministic_only: bool = True
+    # The semantic tier: a paraphrase of a cached question (same scope) is answered too, when
+    # the verifier says the two ask the same thing (calibrated to 1% false hits on QQP).
+    semantic: bool = True
+    # The FAISS index factory string of each tenant's vectors: "Flat" (exact; fine up to ~10k
+    # entries a tenant) or "HNSW32" (approximate; sub-millisecond at 100k and more).
+    index: str = "HNSW32"
+    # Nearest entries the verifier checks per lookup: each is one more chance of a false hit.
+    candidates: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    verifier: str = "models/cache/verifier.npz"
     # Where the cache is saved (relative to the config's folder; "" keeps it in memory only):
     # at start-up it is reloaded, every ``snapshot_interval_s`` and at shutdown it is written,
     # so a crash loses at most the entries kept since the last write.

@@ -268,6 +268,11 @@ class MicroBatcher:
         self._closed = False
         self._task = self._loop.create_task(self._serve())
 
+    @property
+    def encoder(self) -> BatchEncoder:
+        """The encoder this batcher runs."""
+        return self._encoder
+
     async def encode(self, text: str) -> np.ndarray:
         """(dim,) float32 unit vector of ``text``, computed in a shared batch."""
         if self._closed:

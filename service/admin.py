@@ -23,7 +23,7 @@ import msgspec
 from litestar import Request, Response, Router, delete, get, post, put
 
 from router.artifact import ArtifactError
-from router.cache import ExactCache
+from router.cache.store import ResponseCache
 from router.config import Config, ConfigError, ModelEntry, ProviderEntry, ServerConfig
 from router.overlay import overlay_path, read_overlay, write_overlay
 from router.registry import RegistryError, UnknownVersion
@@ -231,7 +231,7 @@ class PurgeRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _PURGE = msgspec.json.Decoder(PurgeRequest)
 
 
-def _cache_of(gateway: Gateway) -> ExactCache:
+def _cache_of(gateway: Gateway) -> ResponseCache:
     if gateway.cache is None:
         raise Conflict("the response cache is off (cache.enabled: false)")
     return gateway.cache
@@ -239,16 +239,16 @@ def _cache_of(gateway: Gateway) -> ExactCache:
 
 @get("/cache")
 async def cache_stats(gateway: Gateway) -> Response[bytes]:
-    """The cache's size, bounds, hits served and evictions (off: ``enabled`` false)."""
+    """Each tier's size, bounds, hits served and evictions (off: ``enabled`` false)."""
     if gateway.cache is None:
         return _json({"enabled": False})
-    return _json({"enabled": True, "exact": gateway.cache.stats()})
+    return _json({"enabled": True, **await gateway.cache.stats()})
 
 
 @delete("/cache/entries/{entry:str}", status_code=204)
 async def cache_invalidate(entry: str, gateway: Gateway) -> None:
     """Drop one entry (its id is in the log row of every hit it served); 404 if unknown."""
-    if not _cache_of(gateway).delete(entry):
+    if not await _cache_of(gateway).delete(entry):
         raise NotFound(f"no cache entry {entry!r} (expired, evicted or never kept)",
                        param="entry")
 
@@ -257,7 +257,7 @@ async def cache_invalidate(entry: str, gateway: Gateway) -> None:
 async def cache_purge(request: Request[Any, Any, Any], gateway: Gateway) -> Response[bytes]:
     """Drop every entry of a tenant, or of one of its users."""
     body = decode_body(_PURGE, await request.body())
-    purged = _cache_of(gateway).purge(body.tenant, body.user)
+    purged = await _cache_of(gateway).purge(body.tenant, body.user)
     return _json({"tenant": body.tenant, "user": body.user, "purged": purged})
 
 

@@ -148,6 +148,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             for task in (loading, following, saving):
                 if task is not None:
                     task.cancel()
+            await gateway.drain()  # answers still being embedded for the cache
             if snapshots is not None:  # after the drain: every answer kept so far
                 await asyncio.gather(saving, return_exceptions=True)
                 await snapshots.write()

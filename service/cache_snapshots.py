@@ -40,8 +40,7 @@ class CacheSnapshots:
         except (SnapshotError, OSError) as exc:
             log.error("cache snapshot refused, starting empty: %s", exc)
             return 0
-        for entry in entries:
-            cache.put(entry)
+        cache.restore(entries)
         log.info("cache: %d entries reloaded from %s", len(entries), self.path)
         return len(entries)
 
@@ -49,7 +48,7 @@ class CacheSnapshots:
         cache = self.gateway.cache
         if cache is None:
             return
-        entries = cache.entries()
+        entries = cache.stored()
         try:
             await asyncio.to_thread(write_snapshot, self.path, entries)
         except OSError as exc:  # a full disk must not stop serving

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from router.artifact import TrainedRouter
-from router.cache import ExactCache
+from router.cache.store import ResponseCache, build_cache
 from router.catalog import Catalog
 from router.config import Config, TrafficConfig
 from router.dispatch import Dispatcher, build_dispatchers
@@ -24,7 +24,7 @@ from router.traffic import TrafficLog
 from router.validate import build_engine
 from router.wire.openai import ChatRequest, EmbeddingsRequest
 from service.metrics import Metrics
-from service.pipeline import Exchange, Pipeline, Stage
+from service.pipeline import Encoded, Exchange, Pipeline, Stage
 from service.stages.account import Account, estimated_cost_usd
 from service.stages.cache import Cache
 from service.stages.dispatch import Dispatch
@@ -34,10 +34,14 @@ from service.stages.route import Route
 STAGES: tuple[Stage, ...] = (Cache(), Route(), Dispatch(), Account())
 
 
-def cache_for(config: Config) -> ExactCache | None:
-    """The response cache ``config`` asks for, empty; None when it is off."""
-    c = config.cache
-    return ExactCache(c.max_entries, c.max_bytes) if c.enabled else None
+def cache_for(engine: RoutingEngine) -> ResponseCache | None:
+    """The response cache ``engine``'s config asks for, empty; None when it is off. The
+    semantic tier reads the text encoder's vectors (loaded here when it is not yet)."""
+    config = engine.config
+    if not config.cache.enabled:
+        return None
+    dim = engine.text_encoder.dim if config.cache.semantic else None
+    return build_cache(config, dim)
 
 
 class Gateway:
@@ -55,7 +59,9 @@ class Gateway:
         self.traffic = traffic
         self.traffic_config = traffic_config or TrafficConfig()
         self.pipeline = Pipeline(stages)
-        self.cache = cache_for(engine.config)
+        self.cache = cache_for(engine)
+        self._text_batcher: MicroBatcher | None = None  # when routing reads another encoder
+        self._tasks: set[asyncio.Task] = set()  # work a request left behind (see ``spawn``)
         # The admin API and router promotions make one change at a time: each builds on the
         # engine the one before left.
         self.changes = asyncio.Lock()
@@ -93,6 +99,8 @@ class Gateway:
         if ex.kind == "chat":
             headers["x-contextforge-route"] = ex.route
             headers["x-contextforge-cache"] = ex.cache
+            if ex.cache_similarity is not None:
+                headers["x-contextforge-cache-similarity"] = f"{ex.cache_similarity:.4f}"
         if ex.decision is not None:  # routed: which router version decided
             headers["x-contextforge-router"] = ex.decision.router
         return headers
@@ -106,7 +114,7 @@ class Gateway:
         """
         engine, dispatchers = await asyncio.to_thread(self._build, config)
         if config.cache != self.engine.config.cache:  # new bounds or off: start afresh
-            self.cache = cache_for(config)
+            self.cache = await asyncio.to_thread(cache_for, engine)
         self.engine, self.dispatchers = engine, dispatchers
 
     def _build(self, config: Config) -> tuple[RoutingEngine, dict[str, Dispatcher]]:
@@ -142,6 +150,35 @@ class Gateway:
                 self.engine.encoder, max_wait_ms=self.config.server.batch_wait_ms,
                 layers=layers)
         return found
+
+    async def text_vector(self, text: str) -> Encoded:
+        """``text`` encoded by the text encoder (what the semantic cache compares), off the
+        event loop. When the router reads that same encoder, this is the routing batcher's
+        encoding, which the route stage reuses when it embeds the same text."""
+        engine = self.engine
+        text_encoder = (engine.text_encoder if engine.text.loaded
+                        else await asyncio.to_thread(lambda: engine.text_encoder))
+        if text_encoder is engine.encoder:
+            layers = tuple(engine.router.layers)
+            vector = await self.batcher_for(layers).encode(text)
+            return Encoded(text, layers, vector, text_encoder)
+        if self._text_batcher is None or self._text_batcher.encoder is not text_encoder:
+            self._text_batcher = MicroBatcher(text_encoder,
+                                              max_wait_ms=self.config.server.batch_wait_ms)
+            self._batchers[("text", id(text_encoder))] = self._text_batcher  # closed with them
+        return Encoded(text, (), await self._text_batcher.encode(text), text_encoder)
+
+    def spawn(self, work) -> None:
+        """Run ``work`` (a coroutine a request leaves behind, such as embedding an answer's
+        question for the cache) after the response; ``drain`` awaits what is left."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for the work requests left behind (at shutdown, before the last snapshot)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def close_batchers(self) -> None:
         """Stop every micro-batcher (at shutdown), after what is queued."""

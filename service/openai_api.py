@@ -191,7 +191,7 @@ async def _evict_reported(gateway: Gateway, request_id: str) -> str | None:
                          "no entry to evict (send the rating without wrong_cache_hit)",
                          param="wrong_cache_hit")
     tier = row.cache.removeprefix("hit-")
-    if gateway.cache is not None and gateway.cache.delete(row.cache_entry):
+    if gateway.cache is not None and await gateway.cache.delete(row.cache_entry):
         gateway.metrics.child(gateway.metrics.cache_false_hits, tier).inc()
     return row.cache_entry
 

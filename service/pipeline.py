@@ -47,6 +47,28 @@ CANCELLED = "cancelled: the client disconnected, or the server's drain ended at 
 
 
 @dataclass(slots=True)
+class Probe:
+    """What the semantic tier compares of a request: its last user turn, that turn's scope
+    (``router.cache.keys.scope_key``) and, once encoded, the turn's vector."""
+
+    text: str
+    scope: str
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A text as the routing batcher encoded it (``layers`` as the router reads them; the first
+    ``dim`` values are the sentence embedding), so a later stage that needs the same text's
+    vector does not encode it again. ``encoder`` is the encoder that made it."""
+
+    text: str
+    layers: tuple[int, ...]
+    vector: np.ndarray
+    encoder: object
+
+
+@dataclass(slots=True)
 class Exchange:
     """One request on its way through the stages: what it asked, what was decided, what came
     back. Stages read and fill it; ``service.stages.account`` turns it into the log row."""
@@ -82,6 +104,9 @@ class Exchange:
     cache_store: bool = False  # keep the answer on the way out (a cacheable miss)
     cache_ttl_s: float = 0.0
     cache_entry: str | None = None  # the entry that answered a hit
+    cache_similarity: float | None = None  # a hit's cosine to the query (exact: 1)
+    cache_probe: Probe | None = None  # what the semantic tier compares, when it may
+    encoded: Encoded | None = None  # the last text encoded for this request (shared by stages)
     cost_usd: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
 

@@ -1,8 +1,8 @@
 """The exact tier: answers kept under the exact key of their request (``router.cache.keys``).
 
-In-process (one replica; the Redis tier for several comes with the multi-replica work): an
-ordered dict in least-recently-used order, bounded by entry count and by bytes, each entry
-with its own expiry. Every operation runs on the event loop's thread and is O(1) but
+In-process (one replica; ``router.cache.shared`` keeps it in Redis for several): an ordered
+dict in least-recently-used order, bounded by entry count and by bytes, each entry with its
+own expiry. Every operation runs on the event loop's thread and is O(1) but
 ``purge`` (a scan: erasure requests are rare).
 """
 
@@ -67,6 +67,16 @@ class ExactCache:
         self._by_key.move_to_end(key)
         self.hits += 1
         return entry
+
+    def get_id(self, entry_id: str, touch: bool = True) -> Entry | None:
+        """The live entry with id ``entry_id`` (what a semantic hit points at), or None."""
+        key = self._by_id.get(entry_id)
+        if key is None:
+            return None
+        if not touch:
+            entry = self._by_key[key]
+            return entry if entry.expires > self._clock() else None
+        return self.get(key)
 
     def put(self, entry: Entry) -> None:
         """Keep ``entry`` (replacing one under its key), then evict the least recently used

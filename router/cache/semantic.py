@@ -12,13 +12,13 @@ Removal: an exact index drops vectors at once; an HNSW graph cannot, so a remove
 skipped at search time and the namespace is rebuilt once a quarter of it is dead. Bounds: a
 maximum entry count with least-recently-used eviction across namespaces, and a TTL per entry.
 Everything runs on one thread (the event loop); searches are a few hundred microseconds at
-100k entries with HNSW (``benchmarks/cache_lookup.py``, to come).
+100k entries with HNSW (``benchmarks/cache_lookup.py``).
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -78,6 +78,7 @@ class SemanticIndex:
         self._spaces: dict[str, _Namespace] = {}
         self._meta: OrderedDict[int, Meta] = OrderedDict()  # least recently used first
         self._next = 1
+        self._scopes: Counter[tuple[str, str]] = Counter()  # live entries per (tenant, scope)
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -103,6 +104,7 @@ class SemanticIndex:
         space.index.add_with_ids(v, np.asarray(ids, dtype=np.int64))
         for i, meta in zip(ids, metas, strict=True):
             self._meta[i] = meta
+            self._scopes[(tenant, meta.scope)] += 1
         while len(self._meta) > self.max_entries:
             self.remove([next(iter(self._meta))])
             self.evicted += 1
@@ -116,7 +118,7 @@ class SemanticIndex:
             return []
         q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
         # Dead and other-scope neighbours take places in the top k: ask for more.
-        want = min(space.index.ntotal, max(4 * k, k + len(space.dead)))
+        want = min(space.index.ntotal, max(16 * k, k + len(space.dead)))
         cos, ids = space.index.search(q, want)
         now, out, expired = self._clock(), [], []
         for c, i in zip(cos[0], ids[0], strict=True):
@@ -134,6 +136,28 @@ class SemanticIndex:
             self.remove(expired)
         return out
 
+    def has_scope(self, tenant: str, scope: str) -> bool:
+        """Whether any entry of ``tenant`` has this scope (expired ones count until a search
+        drops them): a dictionary lookup, so a request can skip embedding its query."""
+        return self._scopes[(tenant, scope)] > 0
+
+    def vectors(self, tenant: str, ids: list[int]) -> np.ndarray:
+        """``(len(ids), dim)`` stored vectors of ``tenant``'s entries ``ids`` (for the
+        verifier, which reads both vectors of a pair)."""
+        space = self._spaces[tenant]
+        return space.index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
+
+    def by_entry(self) -> dict[str, tuple[Meta, np.ndarray]]:
+        """Every live entry's metadata and vector, by cache entry id (a snapshot's view)."""
+        out: dict[str, tuple[Meta, np.ndarray]] = {}
+        by_tenant: dict[str, list[int]] = {}
+        for i, meta in self._meta.items():
+            by_tenant.setdefault(meta.tenant, []).append(i)
+        for tenant, ids in by_tenant.items():
+            for i, vec in zip(ids, self.vectors(tenant, ids), strict=True):
+                out[self._meta[i].entry] = (self._meta[i], vec)
+        return out
+
     def touch(self, i: int) -> None:
         """Mark an entry as just used (it served a hit): the last to be evicted."""
         if i in self._meta:
@@ -146,6 +170,7 @@ class SemanticIndex:
             meta = self._meta.pop(i, None)
             if meta is not None:
                 by_space.setdefault(meta.tenant, []).append(i)
+                self._forget_scope(meta)
         for tenant, doomed in by_space.items():
             space = self._spaces[tenant]
             space.remove(doomed)
@@ -163,12 +188,18 @@ class SemanticIndex:
         if user is None:
             doomed = [i for i, m in self._meta.items() if m.tenant == tenant]
             for i in doomed:
-                self._meta.pop(i)
+                self._forget_scope(self._meta.pop(i))
             self._spaces.pop(tenant, None)
             return len(doomed)
         doomed = [i for i, m in self._meta.items() if m.tenant == tenant and m.user == user]
         self.remove(doomed)
         return len(doomed)
+
+    def _forget_scope(self, meta: Meta) -> None:
+        key = (meta.tenant, meta.scope)
+        self._scopes[key] -= 1
+        if self._scopes[key] <= 0:
+            del self._scopes[key]
 
     def _rebuild(self, tenant: str) -> None:
         # The live vectors come back out of the old graph (the ID map keeps them by id).

@@ -2,23 +2,29 @@
 
 On the way in, a chat request the cache may serve (``router.cache.cacheable``: deterministic,
 or opted in, and not a tool-result turn) is looked up under its exact key, scoped to its
-tenant (and user under ``scope: user``). A hit answers at once, as a completion or replayed
-as a stream in the same SSE shape, and the later stages do not run; the answer costs nothing
-and its log row says which entry served it. On the way out, a successful miss is kept, a
-stream too (its text is gathered as it is relayed). The request's ``cache`` options are read
-here and never forwarded upstream.
+tenant (and user under ``scope: user``), then by meaning: when the semantic tier holds
+entries of the request's scope, its last user turn is embedded and the nearest such entry is
+checked by the verifier (``router.cache.store``). A hit answers at once, as a completion or
+replayed as a stream in the same SSE shape, and the later stages do not run; the answer costs
+nothing and its log row says which entry served it. On the way out, a successful miss is
+kept, a stream too (its text is gathered as it is relayed), with its question's vector: the
+one the lookup or the route stage made, else one made after the response. The request's
+``cache`` options are read here and never forwarded upstream.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import msgspec
+import numpy as np
 
-from router.cache import Entry, cacheable, entry_id, exact_key
+from router.cache import Entry, cacheable, entry_id, exact_key, last_user_text, scope_key
 from router.cache.keys import with_header_options
+from router.cache.store import Match, ResponseCache
 from router.wire.openai import (
     AssistantMessage,
     ChatCompletion,
@@ -34,11 +40,12 @@ from router.wire.openai import (
     Usage,
 )
 from service.errors import BadRequest
-from service.pipeline import Exchange
+from service.pipeline import Exchange, Probe
 
 if TYPE_CHECKING:
     from service.gateway import Gateway
 
+log = logging.getLogger("contextforge.cache")
 _COMPLETION = msgspec.json.Decoder(ChatCompletion)
 _ENCODE = msgspec.json.Encoder()
 
@@ -73,28 +80,30 @@ class Cache:
         ex.cache_store = verdict.store
         ex.cache_ttl_s = options.ttl if options and options.ttl else cfg.ttl_s
         ex.cache = "miss"
+        text = (last_user_text(request) or "").strip() if cache.dim is not None else ""
+        if text:
+            ex.cache_probe = Probe(text, scope_key(request, ex.tenant, scope))
         if not verdict.lookup:
             return
-        entry = cache.get(ex.cache_key)
-        if entry is None or entry.model not in gw.catalog:
+        entry = await cache.get(ex.cache_key)
+        if entry is not None and entry.model in gw.catalog:
+            serve(ex, gw, Match(entry, "exact", 1.0))
             return
-        completion = msgspec.structs.replace(_COMPLETION.decode(entry.body), id=ex.id,
-                                             created=int(time.time()))
-        ex.model, ex.route = gw.catalog.get(entry.model), entry.route
-        ex.usage, ex.cache, ex.cache_entry, ex.cache_store = (
-            completion.usage, "hit-exact", entry.id, False)
-        m = gw.metrics
-        m.child(m.cache_saved_usd, "exact").inc(entry.cost_usd)
-        m.child(m.cache_saved_seconds, "exact").inc(entry.latency_ms / 1e3)
-        if ex.stream:
-            ex.chunks = replay(completion)
-        else:
-            ex.result = completion
-        ex.answered = True
+        probe = ex.cache_probe
+        # Nothing of this scope cached (another system prompt, tool set or earlier turn, or
+        # a new tenant): no neighbour could answer, so the query is not even embedded.
+        if probe is None or not cache.may_match(ex.tenant, probe.scope):
+            return
+        encoded = ex.encoded = await gw.text_vector(probe.text)
+        probe.vector = encoded.vector[:cache.dim]
+        match = await cache.find(ex.tenant, probe.scope, probe.text, probe.vector)
+        if match is not None and match.entry.model in gw.catalog:
+            serve(ex, gw, match)
 
     def leave(self, ex: Exchange, gw: Gateway) -> None:
+        cache = gw.cache
         if (ex.cache != "miss" or not ex.cache_store or ex.status != 200 or ex.model is None
-                or gw.cache is None or ex.cache_key is None):
+                or cache is None or ex.cache_key is None):
             return
         completion = ex.result if isinstance(ex.result, ChatCompletion) else streamed(ex)
         if completion is None or not completion.choices:
@@ -103,15 +112,69 @@ class Cache:
             return  # cut short or filtered: not an answer to hand out again
         request = ex.request
         assert isinstance(request, ChatRequest)
-        now, evicted = time.time(), gw.cache.evicted
+        now = time.time()
         # The account stage left before this one (stages leave in reverse): the cost is known.
-        gw.cache.put(Entry(
+        entry = Entry(
             id=entry_id(), key=ex.cache_key, tenant=ex.tenant, user=request.user,
             route=ex.route, model=ex.model.name, body=_ENCODE.encode(completion), created=now,
             expires=now + ex.cache_ttl_s, cost_usd=ex.cost_usd,
-            latency_ms=(time.perf_counter() - ex.started) * 1e3))
-        if gw.cache.evicted > evicted:
-            gw.metrics.child(gw.metrics.cache_evictions, "exact").inc(gw.cache.evicted - evicted)
+            latency_ms=(time.perf_counter() - ex.started) * 1e3)
+        probe = ex.cache_probe
+        if probe is not None and probe.vector is None:
+            probe.vector = shared_vector(ex, gw, probe.text)
+        evicted = cache.keep(entry, *_semantic(probe, cache.dim))
+        for tier, n in zip(("exact", "semantic"), evicted, strict=True):
+            if n:
+                gw.metrics.child(gw.metrics.cache_evictions, tier).inc(n)
+        if probe is not None and probe.vector is None:
+            # Not encoded on the way (the route embedded another text): after the response.
+            gw.spawn(_index_later(gw, cache, entry, probe))
+
+
+def serve(ex: Exchange, gw: Gateway, match: Match) -> None:
+    """Answer ``ex`` with a cached entry: free, at once, streamed when the request streams."""
+    entry = match.entry
+    completion = msgspec.structs.replace(_COMPLETION.decode(entry.body), id=ex.id,
+                                         created=int(time.time()))
+    ex.model, ex.route = gw.catalog.get(entry.model), entry.route
+    ex.usage, ex.cache, ex.cache_entry, ex.cache_store = (
+        completion.usage, f"hit-{match.tier}", entry.id, False)
+    ex.cache_similarity = match.similarity
+    m = gw.metrics
+    m.child(m.cache_saved_usd, match.tier).inc(entry.cost_usd)
+    m.child(m.cache_saved_seconds, match.tier).inc(entry.latency_ms / 1e3)
+    if ex.stream:
+        ex.chunks = replay(completion)
+    else:
+        ex.result = completion
+    ex.answered = True
+
+
+def shared_vector(ex: Exchange, gw: Gateway, text: str) -> np.ndarray | None:
+    """The text encoder's vector of ``text`` if a stage already made it (the route stage
+    embeds the same text when the request has no system prompt), else None."""
+    enc, engine = ex.encoded, gw.engine
+    if (enc is None or enc.text != text or gw.cache is None or not engine.text.loaded
+            or enc.encoder is not engine.text_encoder):
+        return None
+    return enc.vector[:gw.cache.dim]
+
+
+def _semantic(probe: Probe | None, dim: int | None
+              ) -> tuple[str | None, str | None, np.ndarray | None]:
+    if probe is None or probe.vector is None or dim is None:
+        return None, None, None
+    return probe.text, probe.scope, probe.vector
+
+
+async def _index_later(gw: Gateway, cache: ResponseCache, entry: Entry, probe: Probe) -> None:
+    try:
+        encoded = await gw.text_vector(probe.text)
+    except Exception:  # the answer went out; only its semantic lookup is lost
+        log.exception("cache: could not embed a kept answer's question")
+        return
+    if gw.cache is cache:  # not replaced by a reconfiguration meanwhile
+        cache.index(entry, probe.text, probe.scope, encoded.vector[:cache.dim])
 
 
 def streamed(ex: Exchange) -> ChatCompletion | None:

@@ -27,7 +27,7 @@ from router.requirements import (
 )
 from router.wire.openai import ChatRequest, EmbeddingsRequest
 from service.errors import BadRequest, ModelNotFound, Unsatisfiable
-from service.pipeline import Exchange
+from service.pipeline import Encoded, Exchange
 
 if TYPE_CHECKING:
     from router.embedding import Encoder
@@ -70,8 +70,15 @@ class Route:
             prompt = routing_prompt(request)
             # The batcher of this engine's router: a promotion may have swapped the gateway's
             # engine (and the layers it reads) while the prompt was being counted.
-            batcher = gw.batcher_for(tuple(engine.router.layers))
-            emb = await batcher.encode(engine.router.routing_texts([prompt])[0])
+            layers = tuple(engine.router.layers)
+            text = engine.router.routing_texts([prompt])[0]
+            done = ex.encoded  # the cache stage's lookup may have embedded this very text
+            if (done is not None and done.text == text and done.layers == layers
+                    and done.encoder is engine.encoder):
+                emb = done.vector
+            else:
+                emb = await gw.batcher_for(layers).encode(text)
+                ex.encoded = Encoded(text, layers, emb, engine.encoder)
         decision = engine.select(target, prompt or "", needs=needs, input_tokens=n_in,
                                  embedding=emb, exploring=True,
                                  arm_key=arm_key(ex, engine, target))

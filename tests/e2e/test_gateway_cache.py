@@ -239,3 +239,149 @@ def test_cache_options_as_headers(tmp_path, engine):
     assert messages.headers["x-contextforge-cache"] == "miss"
     assert twice.headers["x-contextforge-cache"] == "hit-exact"
     assert twice.json()["content"] == messages.json()["content"]
+
+
+def asking(text: str, **extra) -> dict:
+    return {**ASK, "messages": [{"role": "user", "content": text}], **extra}
+
+
+WATER = "Is it safe to drink tap water in Mexico?"
+
+
+def test_a_paraphrase_is_a_semantic_hit_and_says_how_similar(tmp_path, engine):
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        first = c.post("/v1/chat/completions", json=asking(WATER))
+        para = c.post("/v1/chat/completions",
+                      json=asking("Is it safe to drink the tap water in Mexico?"))
+        streamed = c.post("/v1/chat/completions", json=asking(
+            "Is it safe to drink the tap water in Mexico?", stream=True,
+            cache={"no_store": True}))
+        with c.portal() as portal:
+            stats = portal.call(c.app.state.gateway.cache.stats)
+    assert first.headers["x-contextforge-cache"] == "miss"
+    assert "x-contextforge-cache-similarity" not in first.headers
+    assert para.headers["x-contextforge-cache"] == "hit-semantic"
+    assert 0.9 < float(para.headers["x-contextforge-cache-similarity"]) < 1.0
+    assert para.json()["choices"] == first.json()["choices"]
+    assert streamed.headers["x-contextforge-cache"] == "hit-semantic"
+    assert sse_text(streamed) == first.json()["choices"][0]["message"]["content"]
+    assert stats["semantic"]["hits"] == 2 and stats["semantic"]["entries"] == 1
+    rows = {r.id: r for r in logged(tmp_path)}
+    assert rows[para.json()["id"]].cache == "hit-semantic"
+    assert rows[para.json()["id"]].cache_entry is not None
+    assert rows[para.json()["id"]].cost_usd == 0.0
+
+
+@pytest.mark.parametrize("near_copy", [
+    "Is it not safe to drink tap water in Mexico?",  # negated
+    "Is it safe to drink tap water in Canada?",  # another place
+])
+def test_a_negated_or_changed_question_is_not_a_semantic_hit(tmp_path, engine, near_copy):
+    flights = "How can I book flights from Paris to Rome?"
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        c.post("/v1/chat/completions", json=asking(WATER))
+        c.post("/v1/chat/completions", json=asking(flights))
+        near = c.post("/v1/chat/completions", json=asking(near_copy))
+        reversed_ = c.post("/v1/chat/completions",
+                           json=asking("How can I book flights from Rome to Paris?"))
+    assert near.headers["x-contextforge-cache"] == "miss"
+    assert reversed_.headers["x-contextforge-cache"] == "miss"
+
+
+def test_a_semantic_entry_stays_in_its_scope(tmp_path, engine):
+    para = "Is it safe to drink the tap water in Mexico?"
+    system = [{"role": "system", "content": "Answer as a travel agent."}]
+    earlier = [{"role": "user", "content": "I am going to Mexico."},
+               {"role": "assistant", "content": "Have a good trip."}]
+    with TestClient(create_app(configured(tmp_path, scope="user"), engine=engine)) as c:
+        c.post("/v1/chat/completions", json=asking(WATER, user="ada"))
+        for variant in (asking(para, user="bob"),  # another user under scope: user
+                        {**asking(para, user="ada"),
+                         "messages": [*system, {"role": "user", "content": para}]},
+                        {**asking(para, user="ada"),
+                         "messages": [*earlier, {"role": "user", "content": para}]},
+                        asking(para, user="ada", tools=[{"type": "function",
+                                                         "function": {"name": "visa"}}]),
+                        asking(para, user="ada", max_tokens=5),
+                        asking(para, user="ada", model="gpt-4o")):
+            r = c.post("/v1/chat/completions", json=variant)
+            assert r.headers["x-contextforge-cache"] == "miss", variant
+        same = c.post("/v1/chat/completions", json=asking(para, user="ada"))
+    assert same.headers["x-contextforge-cache"] == "hit-semantic"
+
+
+def test_an_agent_loops_next_turn_misses_the_turn_before(tmp_path, engine):
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}
+    turn1 = asking("What is the weather in Paris?",
+                   tools=[{"type": "function", "function": {"name": "weather"}}])
+    turn2 = {**turn1, "messages": [*turn1["messages"],
+                                   {"role": "assistant", "content": None, "tool_calls": [call]},
+                                   {"role": "tool", "tool_call_id": "call_1",
+                                    "content": "18 C, sunny"}]}
+    turn3 = {**turn2, "messages": [*turn2["messages"],
+                                   {"role": "assistant", "content": "18 C and sunny."},
+                                   {"role": "user", "content": "What is the weather in Paris?"}]}
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        assert c.post("/v1/chat/completions", json=turn1).headers["x-contextforge-cache"] == \
+            "miss"
+        # A tool result's turn is never served or kept; the next user turn, though it asks
+        # the first turn's question word for word, has other earlier turns: its own scope.
+        assert c.post("/v1/chat/completions", json=turn2).headers["x-contextforge-cache"] == \
+            "bypass"
+        assert c.post("/v1/chat/completions", json=turn3).headers["x-contextforge-cache"] == \
+            "miss"
+
+
+def test_two_tenants_never_share_an_entry(tmp_path, engine):
+    from router.wire.openai import ChatRequest
+    from service.pipeline import Exchange
+
+    async def ask(gw, tenant: str, text: str) -> str:
+        request = msgspec.convert(asking(text), ChatRequest)
+        ex = await gw.pipeline.run(Exchange("chat", request, tenant=tenant), gw)
+        return ex.cache
+
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        gw = c.app.state.gateway
+        with c.portal() as portal:
+            outcomes = [portal.call(ask, gw, tenant, text) for tenant, text in [
+                ("acme", WATER), ("globex", WATER),
+                ("globex", "Is it safe to drink the tap water in Mexico?"), ("acme", WATER)]]
+    assert outcomes == ["miss", "miss", "hit-semantic", "hit-exact"]
+
+
+def test_wrong_semantic_hit_reported_evicts_both_tiers(tmp_path, engine):
+    para = asking("Is it safe to drink the tap water in Mexico?")
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        c.post("/v1/chat/completions", json=asking(WATER))
+        hit = c.post("/v1/chat/completions", json=para)
+        assert hit.headers["x-contextforge-cache"] == "hit-semantic"
+        fb = c.post("/v1/feedback", json={"request_id": hit.json()["id"], "rating": 0,
+                                          "wrong_cache_hit": True})
+        assert fb.status_code == 201 and fb.json()["evicted_cache_entry"]
+        again = c.post("/v1/chat/completions", json=asking(WATER))
+        metrics = c.get("/metrics").text
+    assert again.headers["x-contextforge-cache"] == "miss"  # the entry is gone from both tiers
+    assert 'contextforge_cache_reported_false_hits_total{tier="semantic"} 1.0' in metrics
+
+
+def test_a_routed_miss_embeds_its_prompt_once(tmp_path, engine, monkeypatch):
+    from router.embedding import MicroBatcher
+
+    texts: list[str] = []
+    encode = MicroBatcher.encode
+
+    async def counted(self, text):
+        texts.append(text)
+        return await encode(self, text)
+
+    monkeypatch.setattr(MicroBatcher, "encode", counted)
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        texts.clear()  # start-up's warm-up
+        c.post("/v1/chat/completions", json=asking(WATER))  # nothing of its scope: no lookup
+        assert texts == [WATER]  # the route's embedding, reused to keep the answer's vector
+        miss = c.post("/v1/chat/completions", json=asking("Is it safe to swim in Lake Ohrid?"))
+        assert miss.headers["x-contextforge-cache"] == "miss"
+    # The lookup embedded it (its scope was not empty); routing reused that vector.
+    assert texts == [WATER, "Is it safe to swim in Lake Ohrid?"]

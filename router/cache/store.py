@@ -1,0 +1,213 @@
+"""The response cache of one gateway: the exact tier and the semantic tier behind one face.
+
+- ``get``: the exact tier, by the canonical request's key (``router.cache.keys``).
+- ``find``: the semantic tier. The index (``router.cache.semantic``) returns the nearest
+  entries *of the same scope*; the verifier (``router.cache.verifier``) decides whether the
+  best of them asks what the query asks. Only ``candidates`` neighbours are checked (one by
+  default): each one checked is one more chance of a false hit, so with one the verifier's
+  measured per-pair false-hit rate bounds the false hits per lookup.
+- ``keep``: a new answer in both tiers (the semantic one when the request had a last user turn
+  and its vector is known).
+- ``delete``, ``purge``: an invalidation, a reported wrong hit, an erasure request — both tiers.
+
+The semantic tier keeps only vectors and the id of the exact tier's entry that holds the
+answer, so the answer is stored once and the two tiers' bounds are the exact tier's. A vector
+whose entry has gone (evicted, expired) is dropped when a lookup meets it.
+
+This is the in-process cache (``cache.enabled`` without Redis). Lookups are coroutines so that
+the shared cache (``router.cache.shared``), whose exact tier lives in Redis, has the same face.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import msgspec
+import numpy as np
+
+from router.cache.exact import Entry, ExactCache
+from router.cache.semantic import Meta, SemanticIndex
+
+if TYPE_CHECKING:
+    from router.cache.verifier import Verifier
+    from router.config import Config
+
+Tier = Literal["exact", "semantic"]
+
+
+class Stored(msgspec.Struct, frozen=True):
+    """An entry as a snapshot (or another replica) receives it: the answer, and the last user
+    turn, scope and vector (float32 bytes) that let the semantic tier find it."""
+
+    entry: Entry
+    text: str | None = None
+    scope: str | None = None
+    vector: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A hit: the entry that answers, from which tier, and its cosine to the query."""
+
+    entry: Entry
+    tier: Tier
+    similarity: float
+
+
+class ResponseCache:
+    """Both tiers in this process; ``semantic`` None keeps the exact tier only."""
+
+    def __init__(self, exact: ExactCache, semantic: SemanticIndex | None = None,
+                 verifier: Verifier | None = None, candidates: int = 1):
+        if (semantic is None) != (verifier is None):
+            raise ValueError("the semantic tier needs both its index and its verifier")
+        self.exact, self.semantic, self.verifier = exact, semantic, verifier
+        self.candidates = candidates
+        self.semantic_hits = 0
+
+    @property
+    def dim(self) -> int | None:
+        """The vector size the semantic tier reads (None: exact tier only)."""
+        return self.semantic.dim if self.semantic is not None else None
+
+    async def get(self, key: str) -> Entry | None:
+        """The live entry under the exact ``key``, or None."""
+        return self.exact.get(key)
+
+    def may_match(self, tenant: str, scope: str) -> bool:
+        """Whether the semantic tier holds any entry of this scope: without one, a lookup need
+        not even embed the query."""
+        return self.semantic is not None and self.semantic.has_scope(tenant, scope)
+
+    async def find(self, tenant: str, scope: str, text: str, vector: np.ndarray
+                   ) -> Match | None:
+        """The semantic hit for ``text`` (its ``vector``) in ``tenant``'s ``scope``, or None."""
+        if self.semantic is None or self.verifier is None:
+            return None
+        found = self.semantic.search(vector, tenant, scope, k=self.candidates)
+        live = []
+        for c in found:
+            entry = await self._entry(c.meta.entry)
+            if entry is None:  # its answer is gone: so is the vector
+                self.semantic.remove([c.id])
+            else:
+                live.append((c, entry))
+        if not live:
+            return None
+        stored = self.semantic.vectors(tenant, [c.id for c, _ in live])
+        q = np.broadcast_to(np.asarray(vector, dtype=np.float32), stored.shape)
+        logits = self.verifier.score([text] * len(live), [c.meta.text for c, _ in live], q,
+                                     stored)
+        best = int(np.argmax(logits))
+        if logits[best] < self.verifier.threshold:
+            return None
+        candidate, entry = live[best]
+        self.semantic.touch(candidate.id)
+        self.semantic_hits += 1
+        return Match(entry, "semantic", candidate.cosine)
+
+    async def _entry(self, entry_id: str) -> Entry | None:
+        return self.exact.get_id(entry_id)
+
+    def keep(self, entry: Entry, text: str | None = None, scope: str | None = None,
+             vector: np.ndarray | None = None) -> tuple[int, int]:
+        """Keep a new answer (in the semantic tier too when ``text``, ``scope`` and ``vector``
+        are given); returns how many entries each tier's bounds evicted to make room."""
+        exact, semantic = self.exact.evicted, self._semantic_evicted()
+        self.exact.put(entry)
+        self.index(entry, text, scope, vector)
+        return self.exact.evicted - exact, self._semantic_evicted() - semantic
+
+    def index(self, entry: Entry, text: str | None, scope: str | None,
+              vector: np.ndarray | None) -> None:
+        """Add a kept entry's vector to the semantic tier (once its vector is known)."""
+        if self.semantic is None or text is None or scope is None or vector is None:
+            return
+        if self.exact.get_id(entry.id, touch=False) is None:
+            return  # too large to keep, or already gone
+        self.semantic.add(vector, Meta(entry=entry.id, tenant=entry.tenant, user=entry.user,
+                                       scope=scope, text=text, expires=entry.expires))
+
+    def _semantic_evicted(self) -> int:
+        return self.semantic.evicted if self.semantic is not None else 0
+
+    async def delete(self, entry_id: str) -> bool:
+        """Drop one entry from both tiers; False when there was none."""
+        if self.semantic is not None:
+            self.semantic.remove_entry(entry_id)
+        return self.exact.delete(entry_id)
+
+    async def purge(self, tenant: str, user: str | None = None) -> int:
+        """Drop every entry of ``tenant`` (of its ``user`` only, when given) from both tiers;
+        how many answers went."""
+        if self.semantic is not None:
+            self.semantic.purge(tenant, user)
+        return self.exact.purge(tenant, user)
+
+    async def stats(self) -> dict[str, object]:
+        """Both tiers' sizes, bounds, hits and evictions."""
+        out: dict[str, object] = {"exact": self.exact.stats()}
+        if self.semantic is not None and self.verifier is not None:
+            out["semantic"] = {"entries": len(self.semantic), "index": self.semantic.factory,
+                               "hits": self.semantic_hits, "evicted": self.semantic.evicted,
+                               "candidates": self.candidates,
+                               "verifier": {"target_false_hit_rate":
+                                            self.verifier.target_false_hit_rate,
+                                            "threshold": self.verifier.threshold}}
+        return out
+
+    def stored(self) -> list[Stored]:
+        """Every live entry with what the semantic tier keeps of it, least recently used
+        first (what a snapshot writes)."""
+        semantic = self.semantic.by_entry() if self.semantic is not None else {}
+        out = []
+        for entry in self.exact.entries():
+            found = semantic.get(entry.id)
+            if found is None:
+                out.append(Stored(entry))
+            else:
+                meta, vec = found
+                out.append(Stored(entry, meta.text, meta.scope,
+                                  np.asarray(vec, dtype=np.float32).tobytes()))
+        return out
+
+    def restore(self, stored: list[Stored]) -> int:
+        """Put ``stored`` entries back (a snapshot's, oldest use first); how many."""
+        for s in stored:
+            vector = None
+            if s.vector is not None and self.dim is not None:
+                vector = np.frombuffer(s.vector, dtype=np.float32)
+                if vector.size != self.dim:  # written with another encoder: exact tier only
+                    vector = None
+            self.keep(s.entry, s.text, s.scope, vector)
+        return len(stored)
+
+
+def build_cache(config: Config, dim: int | None) -> ResponseCache | None:
+    """The empty cache ``config`` asks for (None when it is off); ``dim`` is the text encoder's
+    vector size. ``ConfigError`` naming ``cache.index`` or ``cache.verifier`` when the semantic
+    tier cannot be built as configured."""
+    from router.cache.verifier import Verifier
+    from router.config import ConfigError
+
+    c = config.cache
+    if not c.enabled:
+        return None
+    exact = ExactCache(c.max_entries, c.max_bytes)
+    if not c.semantic or dim is None:
+        return ResponseCache(exact)
+    try:
+        index = SemanticIndex(dim, c.index, max_entries=c.max_entries)
+    except ValueError as exc:
+        raise ConfigError(f"cache.index: {exc}") from None
+    path = config.resolve(c.verifier)
+    try:
+        verifier = Verifier.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cache.verifier: cannot load {path}: {exc}") from None
+    if verifier.dim and verifier.dim != dim:
+        raise ConfigError(f"cache.verifier: {path} was fitted on {verifier.dim}-d vectors of "
+                          f"{verifier.encoder or 'another encoder'}; encoder.text_path gives "
+                          f"{dim}-d")
+    return ResponseCache(exact, index, verifier, c.candidates)
