@@ -38,7 +38,8 @@ from router.policy import (
     describe,
     explore,
 )
-from router.requirements import Requirements, excluded_because
+from router.requirements import Requirements, excluded_because, routing_prompt
+from router.wire.openai import ChatRequest
 
 PINNED = "none"  # a Decision's route when the caller named a concrete model
 
@@ -275,6 +276,15 @@ class RoutingEngine:
             elapsed_ms=round((time.perf_counter() - t0) * 1e3, 3), policy=describe(spec),
             propensity=propensity, explored=explored, arm=arm,
         )
+
+    def routing_text(self, request: ChatRequest) -> str | None:
+        """The text the router embeds for ``request`` (None when it pins a model or names
+        nothing): its routing prompt without the router's boilerplate."""
+        try:
+            routed = self.target(request.model) in self.routes
+        except UnknownTarget:
+            return None
+        return self.router.routing_texts([routing_prompt(request)])[0] if routed else None
 
     def target(self, model: str) -> str:
         """The route (or, pinned, the catalog model) a request's ``model`` names: ``auto`` is

@@ -9,7 +9,8 @@
 4. providers: every deployment names an adapter or a named provider (``check_providers``);
 5. adapters: every deployment's adapter builds, keys and endpoints present
    (``check_deployments``);
-6. the router: every candidate's stand-in is a model the trained router knows
+6. the cache: its index factory string builds, its verifier file exists (``check_cache``);
+7. the router: every candidate's stand-in is a model the trained router knows
    (``RoutingEngine``), when an engine is built.
 
 Every step reports all of its problems, each naming its path, in one ``ConfigError``.
@@ -18,14 +19,15 @@ Every step reports all of its problems, each naming its path, in one ``ConfigErr
 from __future__ import annotations
 
 from router.artifact import ArtifactError, TrainedRouter
+from router.cache.store import check_cache
 from router.config import Config, ConfigError, check_config, check_server
 from router.engine import RoutingEngine, load_arms
 from router.providers import check_deployments, check_providers
 
 
 def check(config: Config) -> None:
-    """Steps 2-5: everything that needs no model files; ``ConfigError`` otherwise."""
-    errors = check_config(config) + check_server(config.server)
+    """Steps 2-6: everything that needs no model files; ``ConfigError`` otherwise."""
+    errors = check_config(config) + check_server(config.server) + check_cache(config)
     if errors:
         raise ConfigError("\n".join(errors))
     check_providers(config)

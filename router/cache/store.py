@@ -184,6 +184,24 @@ class ResponseCache:
         return len(stored)
 
 
+def check_cache(config: Config) -> list[str]:
+    """The cache settings' problems, each naming its path, without loading anything large:
+    the index factory string builds, the verifier file exists."""
+    c = config.cache
+    if not (c.enabled and c.semantic):
+        return []
+    errors = []
+    try:
+        SemanticIndex(8, c.index)
+    except ValueError as exc:
+        errors.append(f"cache.index: {exc}")
+    path = config.resolve(c.verifier)
+    if not path.is_file():
+        errors.append(f"cache.verifier: {path} does not exist (the shipped verifier is "
+                      "models/cache/verifier.npz; or set cache.semantic: false)")
+    return errors
+
+
 def build_cache(config: Config, dim: int | None) -> ResponseCache | None:
     """The empty cache ``config`` asks for (None when it is off); ``dim`` is the text encoder's
     vector size. ``ConfigError`` naming ``cache.index`` or ``cache.verifier`` when the semantic

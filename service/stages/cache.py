@@ -14,6 +14,7 @@ one the lookup or the route stage made, else one made after the response. The re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -41,6 +42,7 @@ from router.wire.openai import (
 )
 from service.errors import BadRequest
 from service.pipeline import Exchange, Probe
+from service.stages.route import routing_encoding
 
 if TYPE_CHECKING:
     from service.gateway import Gateway
@@ -94,8 +96,7 @@ class Cache:
         # a new tenant): no neighbour could answer, so the query is not even embedded.
         if probe is None or not cache.may_match(ex.tenant, probe.scope):
             return
-        encoded = ex.encoded = await gw.text_vector(probe.text)
-        probe.vector = encoded.vector[:cache.dim]
+        probe.vector = await embed(ex, gw, request, probe.text, cache.dim)
         match = await cache.find(ex.tenant, probe.scope, probe.text, probe.vector)
         if match is not None and match.entry.model in gw.catalog:
             serve(ex, gw, match)
@@ -129,6 +130,23 @@ class Cache:
         if probe is not None and probe.vector is None:
             # Not encoded on the way (the route embedded another text): after the response.
             gw.spawn(_index_later(gw, cache, entry, probe))
+
+
+async def embed(ex: Exchange, gw: Gateway, request: ChatRequest, text: str,
+                dim: int) -> np.ndarray:
+    """The text encoder's vector of ``text``. When the route stage will embed another text
+    (the request has a system prompt, or routing reads another encoder), that one is encoded
+    at the same time, in the same batch when the encoder is shared, and left for the route
+    stage: a lookup then costs the request one batched encoder run, not two in a row."""
+    engine = gw.engine
+    routed = engine.routing_text(request)
+    shared = engine.text.loaded and engine.text_encoder is engine.encoder
+    if routed is None or (routed == text and shared):
+        encoded = ex.encoded = await gw.text_vector(text)
+        return encoded.vector[:dim]
+    encoded, ex.encoded = await asyncio.gather(gw.text_vector(text),
+                                               routing_encoding(gw, engine, routed))
+    return encoded.vector[:dim]
 
 
 def serve(ex: Exchange, gw: Gateway, match: Match) -> None:

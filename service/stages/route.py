@@ -68,17 +68,13 @@ class Route:
         prompt = emb = None
         if target in engine.routes:
             prompt = routing_prompt(request)
-            # The batcher of this engine's router: a promotion may have swapped the gateway's
-            # engine (and the layers it reads) while the prompt was being counted.
-            layers = tuple(engine.router.layers)
             text = engine.router.routing_texts([prompt])[0]
-            done = ex.encoded  # the cache stage's lookup may have embedded this very text
-            if (done is not None and done.text == text and done.layers == layers
-                    and done.encoder is engine.encoder):
+            done = ex.encoded  # the cache stage's lookup may have embedded it already
+            if done is not None and done.text == text and matches(done, engine):
                 emb = done.vector
             else:
-                emb = await gw.batcher_for(layers).encode(text)
-                ex.encoded = Encoded(text, layers, emb, engine.encoder)
+                ex.encoded = await routing_encoding(gw, engine, text)
+                emb = ex.encoded.vector
         decision = engine.select(target, prompt or "", needs=needs, input_tokens=n_in,
                                  embedding=emb, exploring=True,
                                  arm_key=arm_key(ex, engine, target))
@@ -122,6 +118,18 @@ class Route:
                                 "capability (see GET /v1/models)", param="model")
         ex.model, ex.route = model, EMBEDDINGS_ROUTE
         ex.request = msgspec.structs.replace(request, model=model.name)
+
+
+async def routing_encoding(gw: Gateway, engine: RoutingEngine, text: str) -> Encoded:
+    """``text`` as ``engine``'s router reads it, from the batcher of that router's layers (a
+    promotion may have swapped the gateway's engine while the prompt was being counted)."""
+    layers = tuple(engine.router.layers)
+    return Encoded(text, layers, await gw.batcher_for(layers).encode(text), engine.encoder)
+
+
+def matches(encoded: Encoded, engine: RoutingEngine) -> bool:
+    """Whether ``encoded`` is what ``engine``'s router reads (same encoder, same layers)."""
+    return encoded.encoder is engine.encoder and encoded.layers == tuple(engine.router.layers)
 
 
 def arm_key(ex: Exchange, engine: RoutingEngine, target: str) -> str | None:

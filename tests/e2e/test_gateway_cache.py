@@ -383,5 +383,15 @@ def test_a_routed_miss_embeds_its_prompt_once(tmp_path, engine, monkeypatch):
         assert texts == [WATER]  # the route's embedding, reused to keep the answer's vector
         miss = c.post("/v1/chat/completions", json=asking("Is it safe to swim in Lake Ohrid?"))
         assert miss.headers["x-contextforge-cache"] == "miss"
-    # The lookup embedded it (its scope was not empty); routing reused that vector.
-    assert texts == [WATER, "Is it safe to swim in Lake Ohrid?"]
+        # The lookup embedded it (its scope was not empty); routing reused that vector.
+        assert texts == [WATER, "Is it safe to swim in Lake Ohrid?"]
+        # With a system prompt the router embeds another text: the lookup encodes both at once
+        # and routing takes its own from there.
+        system = [{"role": "system", "content": "Be brief."}]
+        c.post("/v1/chat/completions", json={**ASK, "messages": [
+            *system, {"role": "user", "content": WATER}]})
+        texts.clear()
+        swim = {**ASK, "messages": [*system, {"role": "user", "content": "Can I swim there?"}]}
+        assert c.post("/v1/chat/completions", json=swim).headers["x-contextforge-cache"] == \
+            "miss"
+    assert sorted(texts) == ["Be brief.\n\nCan I swim there?", "Can I swim there?"]

@@ -120,3 +120,15 @@ def test_build_cache_names_the_setting_it_cannot_build(tmp_path, anyio_backend):
         build_cache(with_cache(verifier=str(tmp_path / "missing.npz")), 384)
     with pytest.raises(ConfigError, match=r"cache\.verifier: .*384-d"):
         build_cache(with_cache(), 768)
+
+
+@pytest.mark.parametrize("anyio_backend", [None])
+def test_validation_names_a_bad_index_or_a_missing_verifier(tmp_path, anyio_backend):
+    from router.validate import check
+
+    cfg = msgspec.structs.replace(load_config(), cache=CacheConfig(
+        enabled=True, index="HNSW-please", verifier=str(tmp_path / "none.npz")))
+    with pytest.raises(ConfigError) as err:
+        check(cfg)
+    assert "cache.index: 'HNSW-please'" in str(err.value)
+    assert "cache.verifier: " in str(err.value) and "does not exist" in str(err.value)
