@@ -125,8 +125,8 @@ def _propensity(ex: Exchange) -> float | None:
     """The probability the logging policy picked the answering model: the decision's (1.0
     for a model the caller named). None after a fallback: the model that answered was picked
     because another failed, not by the policy, so the row is no bandit sample (its outcome
-    still teaches retraining about that model)."""
-    if ex.tried:
+    still teaches retraining about that model); None for a cache hit, which no policy chose."""
+    if ex.tried or ex.cache.startswith("hit"):
         return None
     return ex.decision.propensity if ex.decision is not None else 1.0
 

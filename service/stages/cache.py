@@ -40,6 +40,7 @@ from router.wire.openai import (
     ToolCallDelta,
     Usage,
 )
+from service.answer import Answer
 from service.errors import BadRequest
 from service.pipeline import Exchange, Probe
 from service.stages.route import routing_encoding
@@ -158,6 +159,8 @@ def serve(ex: Exchange, gw: Gateway, match: Match) -> None:
     ex.usage, ex.cache, ex.cache_entry, ex.cache_store = (
         completion.usage, f"hit-{match.tier}", entry.id, False)
     ex.cache_similarity = match.similarity
+    if gw.traffic is not None and gw.traffic_config.log_answers:
+        ex.answer = Answer.of(completion)  # what was served, for auditing a reported hit
     m = gw.metrics
     m.child(m.cache_saved_usd, match.tier).inc(entry.cost_usd)
     m.child(m.cache_saved_seconds, match.tier).inc(entry.latency_ms / 1e3)

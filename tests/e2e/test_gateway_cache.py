@@ -61,6 +61,15 @@ def test_a_repeat_is_an_exact_hit_that_costs_nothing(tmp_path, engine):
     rows = {r.id: r for r in logged(tmp_path)}
     hit = rows[cached["id"]]
     assert hit.cache == "hit-exact" and hit.cost_usd == 0.0 and hit.cache_entry
+    # The served answer is logged (to audit a reported hit) but a hit is no sample of what
+    # its model answers to this request: no propensity, and retraining does not read it.
+    assert hit.answer == body["choices"][0]["message"]["content"] and hit.propensity is None
+    log = TrafficLog(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    try:
+        answered = [r.id for batch in log.batches(answered=True) for r, _ in batch]
+    finally:
+        log.close()
+    assert body["id"] in answered and cached["id"] not in answered
     assert rows[body["id"]].cache == "miss" and rows[body["id"]].cache_entry is None
 
 
@@ -204,9 +213,13 @@ def test_the_cache_survives_a_restart_and_refuses_a_damaged_snapshot(tmp_path, e
     with TestClient(create_app(cfg, engine=engine)) as c:
         first = c.post("/v1/chat/completions", json=ASK).json()
     # Written at shutdown; the next process answers the repeat from it.
+        c.post("/v1/chat/completions", json=asking(WATER))
     with TestClient(create_app(cfg, engine=engine)) as c:
         again = c.post("/v1/chat/completions", json=ASK)
+        para = c.post("/v1/chat/completions",
+                      json=asking("Is it safe to drink the tap water in Mexico?"))
     assert again.headers["x-contextforge-cache"] == "hit-exact"
+    assert para.headers["x-contextforge-cache"] == "hit-semantic"  # the vectors came back too
     assert again.json()["choices"] == first["choices"]
     (tmp_path / "cache.snap").write_bytes(b"not a snapshot\n")
     with app_logs() as logs, TestClient(create_app(cfg, engine=engine)) as c:
@@ -390,6 +403,8 @@ def test_a_routed_miss_embeds_its_prompt_once(tmp_path, engine, monkeypatch):
         system = [{"role": "system", "content": "Be brief."}]
         c.post("/v1/chat/completions", json={**ASK, "messages": [
             *system, {"role": "user", "content": WATER}]})
+        with c.portal() as portal:  # its question is embedded after the response: wait
+            portal.call(c.app.state.gateway.drain)
         texts.clear()
         swim = {**ASK, "messages": [*system, {"role": "user", "content": "Can I swim there?"}]}
         assert c.post("/v1/chat/completions", json=swim).headers["x-contextforge-cache"] == \
