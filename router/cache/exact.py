@@ -49,6 +49,10 @@ class ExactCache:
         self._clock = clock
         self._by_key: OrderedDict[str, Entry] = OrderedDict()
         self._by_id: dict[str, str] = {}
+        self._extra: dict[str, int] = {}  # bytes held elsewhere for an entry (its vector)
+        # Called with each entry that leaves (evicted, expired, deleted, purged), so what is
+        # held elsewhere for it (the semantic tier's vector) goes with it.
+        self.on_remove: Callable[[Entry], None] | None = None
         self.bytes = 0
         self.evicted = 0  # past a bound (expired entries are not counted)
         self.hits = 0
@@ -78,17 +82,34 @@ class ExactCache:
             return entry if entry.expires > self._clock() else None
         return self.get(key)
 
-    def put(self, entry: Entry) -> None:
+    def put(self, entry: Entry, extra_bytes: int = 0) -> bool:
         """Keep ``entry`` (replacing one under its key), then evict the least recently used
-        entries until both bounds hold. An entry larger than ``max_bytes`` is not kept."""
-        if entry.size > self.max_bytes:
-            return
+        entries until both bounds hold; ``extra_bytes`` is what is held elsewhere for it (its
+        vector), counted against ``max_bytes`` too. An entry larger than ``max_bytes`` is not
+        kept (False)."""
+        size = entry.size + extra_bytes
+        if size > self.max_bytes:
+            return False
         if entry.key in self._by_key:
             self._remove(entry.key)
         self._by_key[entry.key] = entry
         self._by_id[entry.id] = entry.key
-        self.bytes += entry.size
+        if extra_bytes:
+            self._extra[entry.id] = extra_bytes
+        self.bytes += size
         while len(self._by_key) > self.max_entries or self.bytes > self.max_bytes:
+            self._remove(next(iter(self._by_key)))
+            self.evicted += 1
+        return entry.key in self._by_key
+
+    def charge(self, entry_id: str, extra_bytes: int) -> None:
+        """Count ``extra_bytes`` more for a kept entry (its vector, indexed after it was
+        kept), evicting the least recently used entries if the bytes bound is passed."""
+        if entry_id not in self._by_id:
+            return
+        self._extra[entry_id] = self._extra.get(entry_id, 0) + extra_bytes
+        self.bytes += extra_bytes
+        while self.bytes > self.max_bytes and len(self._by_key) > 1:
             self._remove(next(iter(self._by_key)))
             self.evicted += 1
 
@@ -111,7 +132,9 @@ class ExactCache:
     def _remove(self, key: str) -> None:
         entry = self._by_key.pop(key)
         self._by_id.pop(entry.id, None)
-        self.bytes -= entry.size
+        self.bytes -= entry.size + self._extra.pop(entry.id, 0)
+        if self.on_remove is not None:
+            self.on_remove(entry)
 
     def stats(self) -> dict[str, int]:
         """Entries, bytes, hits served and evictions since start."""

@@ -79,6 +79,7 @@ class SemanticIndex:
         self._meta: OrderedDict[int, Meta] = OrderedDict()  # least recently used first
         self._next = 1
         self._scopes: Counter[tuple[str, str]] = Counter()  # live entries per (tenant, scope)
+        self._by_entry: dict[str, int] = {}  # cache entry id -> vector id
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -105,6 +106,7 @@ class SemanticIndex:
         for i, meta in zip(ids, metas, strict=True):
             self._meta[i] = meta
             self._scopes[(tenant, meta.scope)] += 1
+            self._by_entry[meta.entry] = i
         while len(self._meta) > self.max_entries:
             self.remove([next(iter(self._meta))])
             self.evicted += 1
@@ -170,32 +172,45 @@ class SemanticIndex:
             meta = self._meta.pop(i, None)
             if meta is not None:
                 by_space.setdefault(meta.tenant, []).append(i)
-                self._forget_scope(meta)
+                self._forget(meta)
         for tenant, doomed in by_space.items():
             space = self._spaces[tenant]
             space.remove(doomed)
             if space.dead and len(space.dead) > REBUILD_DEAD_SHARE * space.index.ntotal:
                 self._rebuild(tenant)
 
-    def remove_entry(self, entry: str) -> int:
-        """Drop the vectors of one cache entry (a reported wrong hit, an invalidation)."""
-        doomed = [i for i, m in self._meta.items() if m.entry == entry]
-        self.remove(doomed)
-        return len(doomed)
+    def remove_entry(self, entry: str) -> bool:
+        """Drop the vector of one cache entry (it left the exact tier: evicted, expired,
+        invalidated, reported wrong)."""
+        i = self._by_entry.get(entry)
+        if i is None:
+            return False
+        self.remove([i])
+        return True
+
+    def entry_bytes(self, text: str) -> int:
+        """Roughly what one entry holds here: its vector, its graph links (HNSW: 2 x M
+        neighbours on the base layer), its id maps and metadata, its text."""
+        links = 0
+        if self.factory.startswith("HNSW"):
+            m = int(self.factory.split(",")[0][4:] or 32)
+            links = 2 * m * 4
+        return self.dim * 4 + links + 300 + len(text.encode())
 
     def purge(self, tenant: str, user: str | None = None) -> int:
         """Drop every entry of ``tenant`` (of its ``user`` only, when given): erasure."""
         if user is None:
             doomed = [i for i, m in self._meta.items() if m.tenant == tenant]
             for i in doomed:
-                self._forget_scope(self._meta.pop(i))
+                self._forget(self._meta.pop(i))
             self._spaces.pop(tenant, None)
             return len(doomed)
         doomed = [i for i, m in self._meta.items() if m.tenant == tenant and m.user == user]
         self.remove(doomed)
         return len(doomed)
 
-    def _forget_scope(self, meta: Meta) -> None:
+    def _forget(self, meta: Meta) -> None:
+        self._by_entry.pop(meta.entry, None)
         key = (meta.tenant, meta.scope)
         self._scopes[key] -= 1
         if self._scopes[key] <= 0:

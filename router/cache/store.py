@@ -11,8 +11,9 @@
 - ``delete``, ``purge``: an invalidation, a reported wrong hit, an erasure request — both tiers.
 
 The semantic tier keeps only vectors and the id of the exact tier's entry that holds the
-answer, so the answer is stored once and the two tiers' bounds are the exact tier's. A vector
-whose entry has gone (evicted, expired) is dropped when a lookup meets it.
+answer, so the answer is stored once, and the exact tier's bounds hold for both: a vector's
+bytes count against ``max_bytes`` beside its answer's, and an answer that leaves (evicted,
+expired, deleted) takes its vector along.
 
 This is the in-process cache (``cache.enabled`` without Redis). Lookups are coroutines so that
 the shared cache (``router.cache.shared``), whose exact tier lives in Redis, has the same face.
@@ -65,6 +66,8 @@ class ResponseCache:
         self.exact, self.semantic, self.verifier = exact, semantic, verifier
         self.candidates = candidates
         self.semantic_hits = 0
+        if semantic is not None:  # an answer that leaves takes its vector along
+            exact.on_remove = lambda entry: semantic.remove_entry(entry.id)
 
     @property
     def dim(self) -> int | None:
@@ -115,17 +118,22 @@ class ResponseCache:
         """Keep a new answer (in the semantic tier too when ``text``, ``scope`` and ``vector``
         are given); returns how many entries each tier's bounds evicted to make room."""
         exact, semantic = self.exact.evicted, self._semantic_evicted()
-        self.exact.put(entry)
-        self.index(entry, text, scope, vector)
+        if self.semantic is None or text is None or scope is None or vector is None:
+            self.exact.put(entry)
+        elif self.exact.put(entry, self.semantic.entry_bytes(text)):
+            self._add(entry, text, scope, vector)
         return self.exact.evicted - exact, self._semantic_evicted() - semantic
 
-    def index(self, entry: Entry, text: str | None, scope: str | None,
-              vector: np.ndarray | None) -> None:
-        """Add a kept entry's vector to the semantic tier (once its vector is known)."""
-        if self.semantic is None or text is None or scope is None or vector is None:
-            return
-        if self.exact.get_id(entry.id, touch=False) is None:
-            return  # too large to keep, or already gone
+    def index(self, entry: Entry, text: str, scope: str, vector: np.ndarray) -> None:
+        """Add a kept entry's vector to the semantic tier (its vector came after the entry:
+        embedded after the response)."""
+        if self.semantic is None or self.exact.get_id(entry.id, touch=False) is None:
+            return  # exact tier only, or the entry has gone meanwhile
+        self._add(entry, text, scope, vector)
+        self.exact.charge(entry.id, self.semantic.entry_bytes(text))
+
+    def _add(self, entry: Entry, text: str, scope: str, vector: np.ndarray) -> None:
+        assert self.semantic is not None
         self.semantic.add(vector, Meta(entry=entry.id, tenant=entry.tenant, user=entry.user,
                                        scope=scope, text=text, expires=entry.expires))
 
@@ -134,14 +142,12 @@ class ResponseCache:
 
     async def delete(self, entry_id: str) -> bool:
         """Drop one entry from both tiers; False when there was none."""
-        if self.semantic is not None:
-            self.semantic.remove_entry(entry_id)
-        return self.exact.delete(entry_id)
+        return self.exact.delete(entry_id)  # its vector goes with it (``on_remove``)
 
     async def purge(self, tenant: str, user: str | None = None) -> int:
         """Drop every entry of ``tenant`` (of its ``user`` only, when given) from both tiers;
         how many answers went."""
-        if self.semantic is not None:
+        if self.semantic is not None:  # at once, not entry by entry
             self.semantic.purge(tenant, user)
         return self.exact.purge(tenant, user)
 

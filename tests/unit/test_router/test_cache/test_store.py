@@ -81,14 +81,21 @@ async def test_delete_and_purge_reach_both_tiers(verifier):
     assert await cache.purge("t") == 1 and not cache.may_match("t", "s2")
 
 
-async def test_a_vector_whose_answer_was_evicted_is_dropped_at_lookup(verifier):
-    cache = cache_with(verifier, max_entries=1)
-    v = unit(0)
+async def test_an_answer_that_leaves_takes_its_vector_and_vectors_count_as_bytes(verifier):
+    cache, v = cache_with(verifier, max_entries=1), unit(0)
     cache.keep(entry(1), Q, "s", v)
-    assert cache.keep(entry(2), "Something else", "s", unit(5)) == (1, 0)  # exact: ce-1 out
-    assert len(cache.semantic) == 2
-    assert await cache.find("t", "s", Q, v) is None
-    assert len(cache.semantic) == 1
+    assert cache.keep(entry(2), "Something else", "s", unit(5)) == (1, 0)  # ce-1 evicted...
+    assert len(cache.semantic) == 1 and await cache.find("t", "s", Q, v) is None  # ...with it
+    # Two small answers fit in 700 bytes, but not with their vectors beside them.
+    now = [0.0]
+    exact = ExactCache(100, 700, clock=lambda: now[0])
+    cache = ResponseCache(exact, SemanticIndex(DIM, "Flat", clock=lambda: now[0]), verifier)
+    cache.keep(entry(1), Q, "s", v)
+    cache.keep(entry(2), "Something else", "s", unit(5))
+    assert exact.bytes <= 700 and len(exact) == 1 and len(cache.semantic) == 1
+    # An answer that expires takes its vector too, whichever tier notices first.
+    now[0] = 2e12
+    assert await cache.get("k2") is None and len(cache.semantic) == 0
 
 
 async def test_stored_entries_restore_both_tiers(verifier):
