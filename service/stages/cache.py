@@ -98,7 +98,11 @@ class Cache:
         if probe is None or not cache.may_match(ex.tenant, probe.scope):
             return
         probe.vector = await embed(ex, gw, request, probe.text, cache.dim)
-        match = await cache.find(ex.tenant, probe.scope, probe.text, probe.vector)
+        try:
+            match = await cache.find(ex.tenant, probe.scope, probe.text, probe.vector)
+        except Exception:  # a cache that cannot look up is a miss, never a failed request
+            log.exception("cache: semantic lookup failed; answering as a miss")
+            return
         if match is not None and match.entry.model in gw.catalog:
             serve(ex, gw, match)
 

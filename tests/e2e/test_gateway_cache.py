@@ -410,3 +410,19 @@ def test_a_routed_miss_embeds_its_prompt_once(tmp_path, engine, monkeypatch):
         assert c.post("/v1/chat/completions", json=swim).headers["x-contextforge-cache"] == \
             "miss"
     assert sorted(texts) == ["Be brief.\n\nCan I swim there?", "Can I swim there?"]
+
+
+def test_a_failing_lookup_is_a_miss_not_a_failed_request(tmp_path, engine, monkeypatch):
+    from router.cache.store import ResponseCache
+    from tests.e2e.gateway_server import app_logs
+
+    async def broken(self, *args):
+        raise RuntimeError("index damaged")
+
+    monkeypatch.setattr(ResponseCache, "find", broken)
+    with app_logs() as logs, TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        c.post("/v1/chat/completions", json=asking(WATER))
+        r = c.post("/v1/chat/completions",
+                   json=asking("Is it safe to drink the tap water in Mexico?"))
+    assert r.status_code == 200 and r.headers["x-contextforge-cache"] == "miss"
+    assert "semantic lookup failed" in logs.text
