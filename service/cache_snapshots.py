@@ -3,7 +3,8 @@
 
 Taking the entries is a list copy on the event loop (a reference per entry); encoding and
 writing run in a worker thread, so serving never waits on the disk. A crash loses at most the
-entries kept since the last write: ``snapshot_interval_s`` worth (60 s by default). A snapshot
+entries kept since the last write: ``snapshot_interval_s`` worth (60 s by default);
+``GET /admin/cache`` says how many that is now (``snapshot.kept_since``). A snapshot
 that cannot be trusted is refused with one log line and the cache starts empty.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +43,7 @@ class CacheSnapshots:
             log.error("cache snapshot refused, starting empty: %s", exc)
             return 0
         cache.restore(entries)
+        cache.snapshot = (str(self.path), self.path.stat().st_mtime, cache.kept)
         log.info("cache: %d entries reloaded from %s", len(entries), self.path)
         return len(entries)
 
@@ -48,11 +51,13 @@ class CacheSnapshots:
         cache = self.gateway.cache
         if cache is None:
             return
-        entries = cache.stored()
+        entries, kept = cache.stored(), cache.kept
         try:
             await asyncio.to_thread(write_snapshot, self.path, entries)
         except OSError as exc:  # a full disk must not stop serving
             log.error("cache snapshot not written to %s: %s", self.path, exc)
+            return
+        cache.snapshot = (str(self.path), time.time(), kept)
 
     async def run(self) -> None:
         """Write every ``interval_s`` until cancelled."""

@@ -66,6 +66,9 @@ class ResponseCache:
         self.exact, self.semantic, self.verifier = exact, semantic, verifier
         self.candidates = candidates
         self.semantic_hits = 0
+        self.kept = 0  # answers kept since start
+        # The last snapshot: where, when, and ``kept`` when its entries were taken.
+        self.snapshot: tuple[str, float, int] | None = None
         if semantic is not None:  # an answer that leaves takes its vector along
             exact.on_remove = lambda entry: semantic.remove_entry(entry.id)
 
@@ -118,6 +121,7 @@ class ResponseCache:
         """Keep a new answer (in the semantic tier too when ``text``, ``scope`` and ``vector``
         are given); returns how many entries each tier's bounds evicted to make room."""
         exact, semantic = self.exact.evicted, self._semantic_evicted()
+        self.kept += 1
         if self.semantic is None or text is None or scope is None or vector is None:
             self.exact.put(entry)
         elif self.exact.put(entry, self.semantic.entry_bytes(text)):
@@ -154,6 +158,11 @@ class ResponseCache:
     async def stats(self) -> dict[str, object]:
         """Both tiers' sizes, bounds, hits and evictions."""
         out: dict[str, object] = {"exact": self.exact.stats()}
+        if self.snapshot is not None:
+            path, written, kept = self.snapshot
+            # What a crash now would lose: the answers kept since the last snapshot.
+            out["snapshot"] = {"path": path, "written": written,
+                               "kept_since": self.kept - kept}
         if self.semantic is not None and self.verifier is not None:
             out["semantic"] = {"entries": len(self.semantic), "index": self.semantic.factory,
                                "hits": self.semantic_hits, "evicted": self.semantic.evicted,

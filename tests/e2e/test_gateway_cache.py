@@ -218,6 +218,10 @@ def test_the_cache_survives_a_restart_and_refuses_a_damaged_snapshot(tmp_path, e
         again = c.post("/v1/chat/completions", json=ASK)
         para = c.post("/v1/chat/completions",
                       json=asking("Is it safe to drink the tap water in Mexico?"))
+        c.post("/v1/chat/completions", json=asking("A new question, kept after the reload."))
+        with c.portal() as portal:  # what a crash now would lose
+            stats = portal.call(c.app.state.gateway.cache.stats)
+    assert stats["snapshot"]["kept_since"] == 1
     assert again.headers["x-contextforge-cache"] == "hit-exact"
     assert para.headers["x-contextforge-cache"] == "hit-semantic"  # the vectors came back too
     assert again.json()["choices"] == first["choices"]
