@@ -50,3 +50,35 @@ def static_router(tmp_path_factory):
         out = train_router(topics_table(), base / "router", kind="knn",
                            encoder=load_encoder(folder), calibrate=False)
     return folder, out
+
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture()
+def pg_dsn():
+    """A DSN of the local PostgreSQL server in a schema of its own (CI and sessions share the
+    server), dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    schema = f"cf_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield f"{PG}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def governance_db(request, tmp_path):
+    """A governance ``Database`` on SQLite and, again, on the local PostgreSQL."""
+    from router.governance.db import Database
+
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path / 'gov.sqlite3'}")
+    else:
+        db = Database(request.getfixturevalue("pg_dsn"))
+    yield db
+    db.close()
