@@ -199,6 +199,21 @@ class TrafficConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("dsn must be sqlite:///PATH or postgresql://...")
 
 
+class GovernanceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Keys, tenants and the audit log (``router.governance``)."""
+
+    # sqlite:///PATH (relative to the config file's folder) or postgresql://... for replicas
+    dsn: str = "sqlite:///var/governance.sqlite3"
+    # The secret that keys the stored hashes of API keys: $CONTEXTFORGE_KEY_SECRET, else this
+    # file (created on first use with SQLite; with PostgreSQL every replica must read the same
+    # secret, so it must exist or the variable be set).
+    key_secret_path: str = "var/key-secret"
+
+    def __post_init__(self) -> None:
+        if not self.dsn.startswith(("sqlite:", "postgresql://", "postgres://")):
+            raise ValueError("dsn must be sqlite:///PATH or postgresql://...")
+
+
 class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Where the admin API's catalog changes persist (an overlay on this file; see
     # router/overlay.py). Relative to the config file's folder.
@@ -210,6 +225,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     admin: AdminConfig = AdminConfig()
     server: ServerConfig = ServerConfig()
     traffic: TrafficConfig = TrafficConfig()
+    governance: GovernanceConfig = GovernanceConfig()
     cache: CacheConfig = CacheConfig()
     dispatch: DispatchConfig = DispatchConfig()
     # Serves every model that lists no deployments: the default config runs without API keys.

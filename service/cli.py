@@ -2,7 +2,8 @@
 
 Verbs (DESIGN.md fixes their names and flags): ``serve``, ``route``, ``train``,
 ``eval routing``, ``eval cache``, ``eval ab``, ``eval score``, ``collect``,
-``models list|promote`` (the router registry), plus ``setup`` (build the encoder and the
+``models list|promote`` (the router registry), ``keys create|list|rotate|revoke`` and
+``audit verify`` (``service.cli_governance``), plus ``setup`` (build the encoder and the
 default router when missing) and ``validate`` (check a config file). The closed loop's verbs
 run in ``service.cli_loop``.
 Heavy imports happen inside each verb so ``route`` never imports torch.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 
+from service.cli_governance import add_governance_verbs
 from service.cli_loop import (
     cmd_collect,
     cmd_eval_ab,
@@ -398,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("version")
     s.add_argument("--config")
     s.set_defaults(func=cmd_models_promote)
+    add_governance_verbs(sub)
     return p
 
 
