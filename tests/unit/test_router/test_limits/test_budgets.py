@@ -58,7 +58,7 @@ async def test_fifty_concurrent_requests_never_overspend(budgets_pair):
     spent, reserved = await a.standing(DOLLAR)
     assert spent == pytest.approx(sum(costs)) and reserved == pytest.approx(0.0)
     assert spent <= 1.00 + 1e-9
-    assert sum(c > 0 for c in costs) == 20  # 20 holds of 0.05 fill the dollar at once
+    assert sum(c > 0 for c in costs) >= 20  # 20 holds of 0.05 fill it (more once some settle)
 
 
 async def test_a_refusal_names_the_budget_and_holds_nothing(budgets_pair):
