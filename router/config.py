@@ -214,6 +214,44 @@ class GovernanceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("dsn must be sqlite:///PATH or postgresql://...")
 
 
+class RateRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Rate limits on one scope: ``name`` is one key id, user, project, organisation or model,
+    or ``*`` for each of them separately (a per-key default)."""
+
+    scope: Literal["key", "user", "project", "org", "model"]
+    name: str = "*"
+    requests_per_minute: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # Tokens are counted up front (input + the most the model may write) and corrected after.
+    tokens_per_minute: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    burst_per_second: Annotated[int, msgspec.Meta(ge=1)] | None = None  # most in any 1 s
+    concurrent: Annotated[int, msgspec.Meta(ge=1)] | None = None  # requests in flight
+
+
+class BudgetRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A spend limit per period on one scope (``name`` as for ``RateRule``)."""
+
+    scope: Literal["key", "user", "project", "org"]
+    usd: Annotated[float, msgspec.Meta(gt=0)]
+    name: str = "*"
+    period: Literal["day", "month", "total"] = "month"
+
+
+class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Rate limits, concurrency caps and budgets (``router.limits``)."""
+
+    # memory: this process (one instance); redis: shared by replicas (needs redis.url).
+    backend: Literal["memory", "redis"] = "memory"
+    # When the Redis backend cannot answer: refuse (503, the default: limits never silently
+    # lapse), or admit under this process's own limiter and say so in the log and metrics.
+    on_backend_error: Literal["closed", "open"] = "closed"
+    rules: list[RateRule] = []
+    budgets: list[BudgetRule] = []
+    # A reservation whose request died (a crashed replica) stops holding money after this.
+    reservation_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 600.0
+    # POSTed a JSON alert at 50%, 80% and 100% of a budget (also logged); "" logs only.
+    alert_webhook: str = ""
+
+
 class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Where the admin API's catalog changes persist (an overlay on this file; see
     # router/overlay.py). Relative to the config file's folder.
@@ -226,6 +264,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     traffic: TrafficConfig = TrafficConfig()
     governance: GovernanceConfig = GovernanceConfig()
+    limits: LimitsConfig = LimitsConfig()
     cache: CacheConfig = CacheConfig()
     dispatch: DispatchConfig = DispatchConfig()
     # Serves every model that lists no deployments: the default config runs without API keys.
