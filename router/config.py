@@ -199,6 +199,33 @@ class TrafficConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("dsn must be sqlite:///PATH or postgresql://...")
 
 
+ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+                        "ES512", "EdDSA"})
+
+
+class JwtConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the signing keys are and what a valid token must say."""
+
+    jwks: str  # a file path, or an https:// URL refreshed every ``refresh_s``
+    issuer: str
+    audience: str
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    tenant_claim: str = "org"
+    user_claim: str = "sub"
+    roles_claim: str = "roles"
+    models_claim: str | None = None
+    leeway_s: float = 30.0
+    refresh_s: float = 300.0
+    min_refresh_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        bad = [a for a in self.algorithms if a not in ASYMMETRIC]
+        if bad or not self.algorithms:
+            raise ValueError(f"algorithms: {bad or 'none given'}; use asymmetric ones "
+                             f"({', '.join(sorted(ASYMMETRIC))}): a shared secret would have "
+                             "to live on every replica and in the identity provider")
+
+
 class GovernanceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Keys, tenants and the audit log (``router.governance``)."""
 
@@ -208,6 +235,11 @@ class GovernanceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # file (created on first use with SQLite; with PostgreSQL every replica must read the same
     # secret, so it must exist or the variable be set).
     key_secret_path: str = "var/key-secret"
+    # How long a replica trusts a key it has checked: revoking a key takes effect everywhere
+    # within this time (each replica re-reads a key in use at most this often).
+    key_cache_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
+    # JWT bearer tokens from an identity provider (OIDC/SSO); None: API keys only.
+    jwt: JwtConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.dsn.startswith(("sqlite:", "postgresql://", "postgres://")):

@@ -21,35 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-import msgspec
 
+from router.config import JwtConfig
 from router.governance.principal import RANK, Principal
-
-ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
-                        "ES512", "EdDSA"})
-
-
-class JwtConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where the signing keys are and what a valid token must say."""
-
-    jwks: str  # a file path, or an https:// URL refreshed every ``refresh_s``
-    issuer: str
-    audience: str
-    algorithms: tuple[str, ...] = ("RS256", "ES256")
-    tenant_claim: str = "org"
-    user_claim: str = "sub"
-    roles_claim: str = "roles"
-    models_claim: str | None = None
-    leeway_s: float = 30.0
-    refresh_s: float = 300.0
-    min_refresh_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        bad = [a for a in self.algorithms if a not in ASYMMETRIC]
-        if bad or not self.algorithms:
-            raise ValueError(f"algorithms: {bad or 'none given'}; use asymmetric ones "
-                             f"({', '.join(sorted(ASYMMETRIC))}): a shared secret would have "
-                             "to live on every replica and in the identity provider")
 
 
 class TokenRejected(Exception):

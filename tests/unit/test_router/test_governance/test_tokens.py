@@ -12,7 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from router.governance.tokens import JwtConfig, JwtVerifier, TokenRejected
+from router.config import JwtConfig
+from router.governance.tokens import JwtVerifier, TokenRejected
 
 pytestmark = pytest.mark.anyio
 ISS, AUD = "https://idp.example", "contextforge"
