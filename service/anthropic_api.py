@@ -65,6 +65,7 @@ from router.wire.openai import (
     ToolCall,
     ToolCallDelta,
 )
+from service.auth import principal_of
 from service.errors import APIError, BadRequest, client_error, decode_body, retry_after_header
 from service.gateway import Gateway
 from service.stages.cache import with_cache_headers
@@ -340,7 +341,7 @@ async def create_message(request: Request[Any, Any, Any], gateway: Gateway) -> R
     chat = with_cache_headers(to_chat_request(decode_body(aw.REQUEST_DECODER,
                                                           await request.body())),
                               request.headers)
-    ex = await gateway.chat(chat)
+    ex = await gateway.chat(chat, principal_of(request))
     if ex.chunks is not None:
         return Stream(anthropic_sse(ex.chunks, input_tokens=ex.input_tokens),
                       media_type="text/event-stream",

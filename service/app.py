@@ -30,7 +30,7 @@ from router.validate import build_engine, check
 from service import openai_api, ops
 from service.admin import admin_router
 from service.anthropic_api import create_message
-from service.auth import master_key_guard
+from service.auth import Authenticator, api_guard, jwt_verifier
 from service.cache_snapshots import CacheSnapshots
 from service.errors import NotReady, handle_exception
 from service.gateway import Gateway
@@ -97,7 +97,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
     missing key, a non-loopback host without a master key, ...
     """
     check(config)
-    guard = master_key_guard(config.server)
+    auth = Authenticator(config, jwt=jwt_verifier(config))
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -160,10 +160,11 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
                 for u in d.upstreams:
                     await u.provider.aclose()
             await http.aclose()
+            await auth.close()
             if traffic is not None:
                 await asyncio.to_thread(traffic.close)
 
-    guards = [guard] if guard else None
+    guards = [api_guard(auth)]
     # Health probes and the API description stay open: orchestrators and tools call them
     # without credentials.
     api = Router(path="/v1", route_handlers=[*openai_api.ROUTES, create_message], guards=guards)

@@ -29,6 +29,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
@@ -46,7 +47,7 @@ from router.config import master_key as configured_key
 from router.governance.keys import ApiKey, KeyRejected, split_key
 from router.governance.principal import MASTER, OPEN, Principal
 from router.governance.stores import Governance
-from router.governance.tokens import JwtVerifier, TokenRejected
+from router.governance.tokens import JwtVerifier, TokenRejected, jwks_loader
 from service.errors import APIError, AuthenticationFailed
 
 log = logging.getLogger("contextforge.auth")
@@ -208,6 +209,15 @@ def _allowed_from(source: str | None, networks: list[str]) -> bool:
     except ValueError:
         return False
     return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+def jwt_verifier(config: Config) -> JwtVerifier | None:
+    """The JWT checker ``governance.jwt`` configures (its JWKS read on first use), or None."""
+    jwt = config.governance.jwt
+    if jwt is None:
+        return None
+    base = Path(config.base_dir) if config.base_dir else None
+    return JwtVerifier(jwt, jwks_loader(jwt.jwks, base))
 
 
 def api_guard(auth: Authenticator) -> Guard:

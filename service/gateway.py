@@ -19,6 +19,7 @@ from router.config import Config, TrafficConfig
 from router.dispatch import Dispatcher, build_dispatchers
 from router.embedding import MicroBatcher
 from router.engine import RoutingEngine
+from router.governance.principal import OPEN, Principal
 from router.providers import ProviderContext
 from router.traffic import TrafficLog
 from router.validate import build_engine
@@ -79,14 +80,18 @@ class Gateway:
     def catalog(self) -> Catalog:
         return self.engine.catalog
 
-    async def chat(self, request: ChatRequest) -> Exchange:
-        """Route, dispatch and account one chat request; a stream's ``chunks`` are accounted
-        when they end. Raises the failure (``service.errors.to_api_error`` maps it)."""
-        return await self.pipeline.run(Exchange("chat", request), self)
+    async def chat(self, request: ChatRequest, principal: Principal = OPEN) -> Exchange:
+        """Route, dispatch and account one chat request of ``principal`` (its tenant, user
+        and scopes); a stream's ``chunks`` are accounted when they end. Raises the failure
+        (``service.errors.to_api_error`` maps it)."""
+        return await self.pipeline.run(Exchange("chat", request, principal=principal,
+                                                tenant=principal.tenant), self)
 
-    async def embeddings(self, request: EmbeddingsRequest) -> Exchange:
+    async def embeddings(self, request: EmbeddingsRequest,
+                         principal: Principal = OPEN) -> Exchange:
         """The vectors for one embeddings request (not routed: no quality trade-off)."""
-        return await self.pipeline.run(Exchange("embeddings", request), self)
+        return await self.pipeline.run(Exchange("embeddings", request, principal=principal,
+                                                tenant=principal.tenant), self)
 
     @staticmethod
     def headers(ex: Exchange) -> dict[str, str]:

@@ -26,6 +26,7 @@ from router.wire.openai import (
     ChatCompletionChunk,
     ChatRequest,
 )
+from service.auth import principal_of
 from service.errors import (
     APIError,
     BadRequest,
@@ -115,7 +116,7 @@ async def chat_completions(request: Request[Any, Any, Any], gateway: Gateway) ->
     """OpenAI chat completions, routed; SSE when ``stream`` is true."""
     chat = with_cache_headers(decode_body(REQUEST_DECODER, await request.body()),
                               request.headers)
-    ex = await gateway.chat(chat)
+    ex = await gateway.chat(chat, principal_of(request))
     if ex.chunks is not None:
         return Stream(openai_sse(chat, ex.chunks), media_type="text/event-stream",
                       headers={**gateway.headers(ex), **SSE_HEADERS})
@@ -125,7 +126,8 @@ async def chat_completions(request: Request[Any, Any, Any], gateway: Gateway) ->
 @post("/embeddings", status_code=200)
 async def embeddings(request: Request[Any, Any, Any], gateway: Gateway) -> Response[bytes]:
     """OpenAI embeddings: the local encoder, or a catalog model's provider."""
-    ex = await gateway.embeddings(decode_body(EMBEDDINGS_DECODER, await request.body()))
+    ex = await gateway.embeddings(decode_body(EMBEDDINGS_DECODER, await request.body()),
+                                  principal_of(request))
     return _json(ex.result, gateway.headers(ex))
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from router.config import ModelEntry
 from router.engine import PINNED, Decision
+from router.governance.principal import OPEN, Principal
 from router.requirements import Requirements
 from router.wire.openai import (
     ChatCompletion,
@@ -77,7 +78,8 @@ class Exchange:
     request: ChatRequest | EmbeddingsRequest
     id: str = ""  # the response's ``id``, the log row's key, feedback's handle
     started: float = field(default_factory=time.perf_counter)
-    tenant: str = "default"  # tenants arrive with API keys (the guard stage)
+    principal: Principal = OPEN  # who calls, from the credential (``service.auth``)
+    tenant: str = "default"  # the principal's organisation
     # route
     route: str = PINNED
     model: ModelEntry | None = None
