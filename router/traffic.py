@@ -344,8 +344,10 @@ class TrafficLog:
 
     # --- feedback and reading ------------------------------------------------------------
 
-    def add_feedback(self, fb: Feedback, *, wait_s: float = 1.0) -> None:
-        """Attach a rating to a logged request; ``UnknownRequest`` if the log lacks it.
+    def add_feedback(self, fb: Feedback, *, wait_s: float = 1.0,
+                     tenant: str | None = None) -> None:
+        """Attach a rating to a logged request (of ``tenant``, when given: no tenant rates
+        another's); ``UnknownRequest`` if the log lacks it.
 
         A client may rate an answer the moment it arrives, before its row is committed: this
         flushes our own queue first and, if the row is still missing (another replica
@@ -356,8 +358,11 @@ class TrafficLog:
         while True:
             with self._lock:
                 conn = self._reader
-                found = conn.execute(f"SELECT 1 FROM requests WHERE id = {m}",
-                                     (fb.request_id,)).fetchone() is not None
+                where, params = f"id = {m}", [fb.request_id]
+                if tenant is not None:
+                    where, params = where + f" AND tenant = {m}", [*params, tenant]
+                found = conn.execute(f"SELECT 1 FROM requests WHERE {where}",
+                                     tuple(params)).fetchone() is not None
                 if found:
                     conn.execute(f"INSERT INTO feedback (request_id, ts, rating, user_id, "
                                  f"comment) VALUES ({m}, {m}, {m}, {m}, {m})",

@@ -125,7 +125,7 @@ def to_chat_request(req: aw.MessagesRequest) -> ChatRequest:
         tools=tools or None, tool_choice=tool_choice if tools else None,
         parallel_tool_calls=parallel if tools else None,
         response_format=ResponseFormat(type="json_schema", json_schema={
-            "name": "output", "schema": fmt.schema}) if fmt else None)
+            "name": "output", "schema": fmt.schema}) if fmt else None, cache=req.cache)
 
 
 def _blocks(m: aw.MessageParam) -> list[aw.ContentBlock]:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from router.cache.snapshot import SnapshotError, read_snapshot, write_snapshot
+from router.cache.snapshot import SnapshotError, read_snapshot_with_encoder, write_snapshot
 
 if TYPE_CHECKING:
     from service.gateway import Gateway
@@ -36,13 +36,17 @@ class CacheSnapshots:
         if cache is None:
             return 0
         try:
-            entries = await asyncio.to_thread(read_snapshot, self.path)
+            encoder, entries = await asyncio.to_thread(read_snapshot_with_encoder, self.path)
         except FileNotFoundError:
             return 0
         except (SnapshotError, OSError) as exc:
             log.error("cache snapshot refused, starting empty: %s", exc)
             return 0
-        cache.restore(entries)
+        cache.restore(entries, encoder)
+        if encoder != cache.encoder and any(e.vector is not None for e in entries):
+            log.warning("cache: the snapshot's vectors were made by %s, not %s: its entries "
+                        "answer exact repeats only", encoder or "an unknown encoder",
+                        cache.encoder)
         cache.snapshot = (str(self.path), self.path.stat().st_mtime, cache.kept)
         log.info("cache: %d entries reloaded from %s", len(entries), self.path)
         return len(entries)
@@ -53,7 +57,7 @@ class CacheSnapshots:
             return
         entries, kept = cache.stored(), cache.kept
         try:
-            await asyncio.to_thread(write_snapshot, self.path, entries)
+            await asyncio.to_thread(write_snapshot, self.path, entries, cache.encoder)
         except OSError as exc:  # a full disk must not stop serving
             log.error("cache snapshot not written to %s: %s", self.path, exc)
             return

@@ -41,8 +41,10 @@ def cache_for(engine: RoutingEngine) -> ResponseCache | None:
     config = engine.config
     if not config.cache.enabled:
         return None
-    dim = engine.text_encoder.dim if config.cache.semantic else None
-    return build_cache(config, dim)
+    text = engine.text_encoder if config.cache.semantic else None
+    if text is None:
+        return build_cache(config, None)
+    return build_cache(config, text.dim, f"{text.id}:{text.sha256[:16]}")
 
 
 class Gateway:

@@ -171,8 +171,11 @@ async def feedback(request: Request[Any, Any, Any], gateway: Gateway) -> Respons
         raise Conflict("feedback needs the traffic log; this server runs with "
                        "traffic.enabled: false")
     fb = Feedback(body.request_id, body.rating, time.time(), body.user, body.comment)
+    principal = principal_of(request)
+    # A tenant rates (and evicts) only its own requests; the master key any.
+    tenant = None if principal.via == "master" else principal.tenant
     try:
-        await asyncio.to_thread(gateway.traffic.add_feedback, fb)
+        await asyncio.to_thread(gateway.traffic.add_feedback, fb, tenant=tenant)
     except UnknownRequest:
         raise ModelNotFound(f"no logged request has id {body.request_id!r}",
                             param="request_id", code="request_not_found") from None

@@ -108,6 +108,7 @@ class Exchange:
     cache_entry: str | None = None  # the entry that answered a hit
     cache_similarity: float | None = None  # a hit's cosine to the query (exact: 1)
     cache_probe: Probe | None = None  # what the semantic tier compares, when it may
+    cache_generation: tuple[int, int] = (0, 0)  # erasures of its tenant and user seen at entry
     encoded: Encoded | None = None  # the last text encoded for this request (shared by stages)
     cost_usd: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)

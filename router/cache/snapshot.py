@@ -35,11 +35,12 @@ class SnapshotError(ValueError):
     """A snapshot that must not be loaded: not ours, another format, or damaged."""
 
 
-def write_snapshot(path: Path, entries: list[Stored]) -> int:
-    """Write ``entries`` to ``path`` atomically; returns the bytes written."""
+def write_snapshot(path: Path, entries: list[Stored], encoder: str = "") -> int:
+    """Write ``entries`` (their vectors made by ``encoder``, ``id:sha256``) to ``path``
+    atomically; returns the bytes written."""
     payload = _ENCODE.encode(entries)
     header = json.dumps({"magic": MAGIC, "format": FORMAT, "entries": len(entries),
-                         "sha256": hashlib.sha256(payload).hexdigest(),
+                         "encoder": encoder, "sha256": hashlib.sha256(payload).hexdigest(),
                          "written": time.time()}).encode() + b"\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -59,6 +60,17 @@ def write_snapshot(path: Path, entries: list[Stored]) -> int:
 def read_snapshot(path: Path, now: float | None = None) -> list[Stored]:
     """The live entries of the snapshot at ``path``; ``SnapshotError`` saying why it cannot be
     trusted; ``FileNotFoundError`` when there is none yet."""
+    return _read(path, now)[1]
+
+
+def read_snapshot_with_encoder(path: Path, now: float | None = None
+                               ) -> tuple[str, list[Stored]]:
+    """``read_snapshot`` and the ``id:sha256`` of the encoder that made its vectors ("" for
+    a snapshot written before snapshots said)."""
+    return _read(path, now)
+
+
+def _read(path: Path, now: float | None) -> tuple[str, list[Stored]]:
     data = path.read_bytes()
     line, sep, payload = data.partition(b"\n")
     try:
@@ -79,4 +91,4 @@ def read_snapshot(path: Path, now: float | None = None) -> list[Stored]:
         raise SnapshotError(f"{path}: the snapshot does not decode: {exc}") from None
     stored = [s if isinstance(s, Stored) else Stored(s) for s in decoded]
     now = time.time() if now is None else now
-    return [s for s in stored if s.entry.expires > now]
+    return str(header.get("encoder", "")), [s for s in stored if s.entry.expires > now]

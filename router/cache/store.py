@@ -60,13 +60,17 @@ class ResponseCache:
     """Both tiers in this process; ``semantic`` None keeps the exact tier only."""
 
     def __init__(self, exact: ExactCache, semantic: SemanticIndex | None = None,
-                 verifier: Verifier | None = None, candidates: int = 1):
+                 verifier: Verifier | None = None, candidates: int = 1, encoder: str = ""):
         if (semantic is None) != (verifier is None):
             raise ValueError("the semantic tier needs both its index and its verifier")
         self.exact, self.semantic, self.verifier = exact, semantic, verifier
         self.candidates = candidates
+        self.encoder = encoder  # which encoder made the vectors (snapshots record it)
         self.semantic_hits = 0
         self.kept = 0  # answers kept since start
+        # Purges so far per tenant and per (tenant, user): an answer made while one landed is
+        # not kept (it would undo an erasure).
+        self._purges: dict[tuple[str, str | None], int] = {}
         # The last snapshot: where, when, and ``kept`` when its entries were taken.
         self.snapshot: tuple[str, float, int] | None = None
         if semantic is not None:  # an answer that leaves takes its vector along
@@ -101,6 +105,11 @@ class ResponseCache:
                 live.append((c, entry))
         if not live:
             return None
+        same = next(((c, e) for c, e in live if c.meta.text == text), None)
+        if same is not None:  # the very question, sent in another form (spacing, parts)
+            self.semantic.touch(same[0].id)
+            self.semantic_hits += 1
+            return Match(same[1], "semantic", same[0].cosine)
         stored = self.semantic.vectors(tenant, [c.id for c, _ in live])
         q = np.broadcast_to(np.asarray(vector, dtype=np.float32), stored.shape)
         logits = self.verifier.score([text] * len(live), [c.meta.text for c, _ in live], q,
@@ -116,10 +125,20 @@ class ResponseCache:
     async def _entry(self, entry_id: str) -> Entry | None:
         return self.exact.get_id(entry_id)
 
+    def generation(self, tenant: str, user: str | None) -> tuple[int, int]:
+        """How many purges have reached ``tenant`` and its ``user`` so far (``keep`` compares
+        it with the count when the request came in)."""
+        return self._purges.get((tenant, None), 0), self._purges.get((tenant, user), 0)
+
     def keep(self, entry: Entry, text: str | None = None, scope: str | None = None,
-             vector: np.ndarray | None = None) -> tuple[int, int]:
+             vector: np.ndarray | None = None, *,
+             generation: tuple[int, int] | None = None) -> tuple[int, int]:
         """Keep a new answer (in the semantic tier too when ``text``, ``scope`` and ``vector``
-        are given); returns how many entries each tier's bounds evicted to make room."""
+        are given); returns how many entries each tier's bounds evicted to make room. With
+        ``generation`` (``self.generation`` when the request came in), an answer whose tenant
+        or user was purged meanwhile is not kept."""
+        if generation is not None and generation != self.generation(entry.tenant, entry.user):
+            return 0, 0
         exact, semantic = self.exact.evicted, self._semantic_evicted()
         self.kept += 1
         if self.semantic is None or text is None or scope is None or vector is None:
@@ -151,6 +170,8 @@ class ResponseCache:
     async def purge(self, tenant: str, user: str | None = None) -> int:
         """Drop every entry of ``tenant`` (of its ``user`` only, when given) from both tiers;
         how many answers went."""
+        key = (tenant, user)
+        self._purges[key] = self._purges.get(key, 0) + 1
         if self.semantic is not None:  # at once, not entry by entry
             self.semantic.purge(tenant, user)
         return self.exact.purge(tenant, user)
@@ -187,11 +208,14 @@ class ResponseCache:
                                   np.asarray(vec, dtype=np.float32).tobytes()))
         return out
 
-    def restore(self, stored: list[Stored]) -> int:
-        """Put ``stored`` entries back (a snapshot's, oldest use first); how many."""
+    def restore(self, stored: list[Stored], encoder: str = "") -> int:
+        """Put ``stored`` entries back (a snapshot's, oldest use first); how many. Vectors made
+        by another ``encoder`` than this cache's live in another space: their entries come
+        back to the exact tier only."""
+        same_space = encoder == self.encoder
         for s in stored:
             vector = None
-            if s.vector is not None and self.dim is not None:
+            if s.vector is not None and self.dim is not None and same_space:
                 vector = np.frombuffer(s.vector, dtype=np.float32)
                 if vector.size != self.dim:  # written with another encoder: exact tier only
                     vector = None
@@ -217,10 +241,12 @@ def check_cache(config: Config) -> list[str]:
     return errors
 
 
-def build_cache(config: Config, dim: int | None) -> ResponseCache | None:
+def build_cache(config: Config, dim: int | None, encoder: str = ""
+                ) -> ResponseCache | None:
     """The empty cache ``config`` asks for (None when it is off); ``dim`` is the text encoder's
-    vector size. ``ConfigError`` naming ``cache.index`` or ``cache.verifier`` when the semantic
-    tier cannot be built as configured."""
+    vector size and ``encoder`` its ``id:sha256`` (the verifier must have been fitted on that
+    encoder's vectors). ``ConfigError`` naming ``cache.index`` or ``cache.verifier`` when the
+    semantic tier cannot be built as configured."""
     from router.cache.verifier import Verifier
     from router.config import ConfigError
 
@@ -229,7 +255,7 @@ def build_cache(config: Config, dim: int | None) -> ResponseCache | None:
         return None
     exact = ExactCache(c.max_entries, c.max_bytes)
     if not c.semantic or dim is None:
-        return ResponseCache(exact)
+        return ResponseCache(exact, encoder=encoder)
     try:
         index = SemanticIndex(dim, c.index, max_entries=c.max_entries)
     except ValueError as exc:
@@ -243,4 +269,9 @@ def build_cache(config: Config, dim: int | None) -> ResponseCache | None:
         raise ConfigError(f"cache.verifier: {path} was fitted on {verifier.dim}-d vectors of "
                           f"{verifier.encoder or 'another encoder'}; encoder.text_path gives "
                           f"{dim}-d")
-    return ResponseCache(exact, index, verifier, c.candidates)
+    encoder_id = encoder.split(":", 1)[0]
+    if verifier.encoder and encoder_id and verifier.encoder != encoder_id:
+        raise ConfigError(f"cache.verifier: {path} was fitted on {verifier.encoder}'s vectors; "
+                          f"encoder.text_path is {encoder_id}: refit the verifier "
+                          "(python -m training.cache_verifier) or set cache.semantic: false")
+    return ResponseCache(exact, index, verifier, c.candidates, encoder)

@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from router.wire.openai import CacheControl as ResponseCacheOptions
+
 # --- request content blocks ----------------------------------------------------------------
 
 CacheControl = dict[str, Any]  # {"type": "ephemeral", "ttl": ...}: accepted, never forwarded
@@ -145,6 +147,9 @@ class MessagesRequest(Struct, frozen=True, omit_defaults=True, kw_only=True):
     tools: list[ToolParam] | None = None
     tool_choice: ToolChoice | None = None
     output_config: OutputConfig | None = None
+    # ContextForge's response-cache options, as on /v1/chat/completions (never sent upstream;
+    # not Anthropic's prompt caching, which is ``cache_control`` on blocks).
+    cache: ResponseCacheOptions | None = None
 
 
 # --- response ------------------------------------------------------------------------------

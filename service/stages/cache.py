@@ -83,28 +83,36 @@ class Cache:
         ex.cache_store = verdict.store
         ex.cache_ttl_s = options.ttl if options and options.ttl else cfg.ttl_s
         ex.cache = "miss"
-        text = (last_user_text(request) or "").strip() if cache.dim is not None else ""
+        text = last_user_text(request) if cache.dim is not None else None
         if text:
             ex.cache_probe = Probe(text, scope_key(request, ex.tenant, scope))
+        # An erasure that lands while this request is answered must not be undone by it.
+        ex.cache_generation = cache.generation(ex.tenant, request.user)
         if not verdict.lookup:
             return
+        try:
+            match = await self._lookup(ex, gw, cache, request)
+        except Exception:  # a cache that cannot look up is a miss, never a failed request
+            log.exception("cache: lookup failed; answering as a miss")
+            return
+        if match is not None:
+            serve(ex, gw, match)
+
+    @staticmethod
+    async def _lookup(ex: Exchange, gw: Gateway, cache: ResponseCache,
+                      request: ChatRequest) -> Match | None:
+        assert ex.cache_key is not None
         entry = await cache.get(ex.cache_key)
         if entry is not None and entry.model in gw.catalog:
-            serve(ex, gw, Match(entry, "exact", 1.0))
-            return
+            return Match(entry, "exact", 1.0)
         probe = ex.cache_probe
         # Nothing of this scope cached (another system prompt, tool set or earlier turn, or
         # a new tenant): no neighbour could answer, so the query is not even embedded.
         if probe is None or not cache.may_match(ex.tenant, probe.scope):
-            return
+            return None
         probe.vector = await embed(ex, gw, request, probe.text, cache.dim)
-        try:
-            match = await cache.find(ex.tenant, probe.scope, probe.text, probe.vector)
-        except Exception:  # a cache that cannot look up is a miss, never a failed request
-            log.exception("cache: semantic lookup failed; answering as a miss")
-            return
-        if match is not None and match.entry.model in gw.catalog:
-            serve(ex, gw, match)
+        match = await cache.find(ex.tenant, probe.scope, probe.text, probe.vector)
+        return match if match is not None and match.entry.model in gw.catalog else None
 
     def leave(self, ex: Exchange, gw: Gateway) -> None:
         cache = gw.cache
@@ -128,7 +136,12 @@ class Cache:
         probe = ex.cache_probe
         if probe is not None and probe.vector is None:
             probe.vector = shared_vector(ex, gw, probe.text)
-        evicted = cache.keep(entry, *_semantic(probe, cache.dim))
+        try:
+            evicted = cache.keep(entry, *_semantic(probe, cache.dim),
+                                 generation=ex.cache_generation)
+        except Exception:  # the answer went out; only keeping it failed
+            log.exception("cache: could not keep an answer")
+            return
         for tier, n in zip(("exact", "semantic"), evicted, strict=True):
             if n:
                 gw.metrics.child(gw.metrics.cache_evictions, tier).inc(n)

@@ -429,4 +429,4 @@ def test_a_failing_lookup_is_a_miss_not_a_failed_request(tmp_path, engine, monke
         r = c.post("/v1/chat/completions",
                    json=asking("Is it safe to drink the tap water in Mexico?"))
     assert r.status_code == 200 and r.headers["x-contextforge-cache"] == "miss"
-    assert "semantic lookup failed" in logs.text
+    assert "cache: lookup failed" in logs.text

@@ -125,8 +125,15 @@ def test_cache_options_arrive_as_headers_too_and_the_body_wins():
     assert header_options({"accept": "*/*"}) is None
     with pytest.raises(ValueError, match="max-age"):
         header_options({"cache-control": "max-age=soon"})
-    with pytest.raises(ValueError, match="cache headers"):
+    with pytest.raises(ValueError, match="x-contextforge-cache-scope: 'planet'"):
         header_options({"x-contextforge-cache-scope": "planet"})
+    for odd in ("maybe", "on"):  # not silently false
+        with pytest.raises(ValueError, match="x-contextforge-cache-store"):
+            header_options({"x-contextforge-cache-store": odd})
+    # max-age=0 (a browser's reload) keeps nothing; beyond a year is refused by name.
+    assert header_options({"cache-control": "max-age=0"}) == CacheControl(no_store=True)
+    with pytest.raises(ValueError, match="max-age=9e9"):
+        header_options({"cache-control": "max-age=9e9"})
     body = req(cache={"ttl": 5, "scope": "tenant"})
     merged = with_header_options(body, {"cache-control": "no-store, max-age=30"})
     assert merged.cache == CacheControl(no_store=True, ttl=5.0, scope="tenant")
