@@ -168,7 +168,7 @@ class Pipeline:
             self._leave(ex, gw, stages)
             raise
         if ex.chunks is not None:
-            ex.chunks = self._closing(ex, gw, stages, ex.chunks)
+            ex.chunks = _Closing(ex, gw, stages, ex.chunks, self._leave)
         else:
             self._leave(ex, gw, stages)
         return ex
@@ -178,12 +178,34 @@ class Pipeline:
         for stage in reversed(stages):
             stage.leave(ex, gw)
 
-    async def _closing(self, ex: Exchange, gw: Gateway, stages: Sequence[Stage],
-                       chunks: AsyncIterator[ChatCompletionChunk],
-                       ) -> AsyncIterator[ChatCompletionChunk]:
+
+class _Closing:
+    """A stream's chunks, and the stages' leaving once they end — also when the stream is
+    closed before its first chunk was read (a client gone before the body started), which an
+    async generator's ``finally`` would never see."""
+
+    def __init__(self, ex: Exchange, gw: Gateway, stages: Sequence[Stage],
+                 chunks: AsyncIterator[ChatCompletionChunk], leave) -> None:
+        self._ex, self._gw, self._stages, self._chunks = ex, gw, stages, chunks
+        self._leave, self._done = leave, False
+
+    def __aiter__(self) -> _Closing:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        if self._done:
+            raise StopAsyncIteration
         try:
-            async for chunk in chunks:
-                yield chunk
+            return await self._chunks.__anext__()
+        except BaseException:  # the end, a failure, or a cancellation: settle now
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            await self._chunks.aclose()  # type: ignore[attr-defined]
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            self._leave(ex, gw, stages)
+            self._leave(self._ex, self._gw, self._stages)

@@ -243,3 +243,21 @@ def test_a_snapshot_names_the_encoder_of_its_vectors(tmp_path):
                           encoder="all-MiniLM-L6-v2:0123")
     cache.restore(stored, encoder)
     assert len(cache.exact) == 1 and len(cache.semantic) == 0  # exact repeats only
+
+
+def test_a_stream_closed_before_its_first_chunk_still_settles(tmp_path, engine):
+    # A client gone before the body started: the stages still leave (the log row, and later
+    # the limits' slots and the budget's reservation).
+    with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
+        gw = c.app.state.gateway
+
+        async def go():
+            request = msgspec.convert(asking(WATER, stream=True), ChatRequest)
+            ex = await gw.pipeline.run(Exchange("chat", request), gw)
+            await ex.chunks.aclose()
+            gw.traffic.flush()
+            return ex.id
+
+        with c.portal() as portal:
+            rid = portal.call(go)
+        assert gw.traffic.get(rid) is not None
