@@ -15,11 +15,13 @@ answer, so the answer is stored once and the two tiers' bounds are the exact tie
 whose entry has gone (evicted, expired) is dropped when a lookup meets it.
 
 This is the in-process cache (``cache.enabled`` without Redis). Lookups are coroutines so that
-the shared cache (``router.cache.shared``), whose exact tier lives in Redis, has the same face.
+the shared cache (``router.cache.shared``), whose exact tier lives in Redis, has the same face;
+``start`` and ``close`` bracket its background work (none here).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -57,6 +59,10 @@ class Match:
 
 class ResponseCache:
     """Both tiers in this process; ``semantic`` None keeps the exact tier only."""
+
+    # Called with the operation ("lookup", "write") when a backend fails; only the shared
+    # cache has one that can (the gateway counts them).
+    on_error: Callable[[str], None] | None = None
 
     def __init__(self, exact: ExactCache, semantic: SemanticIndex | None = None,
                  verifier: Verifier | None = None, candidates: int = 1):
@@ -148,14 +154,26 @@ class ResponseCache:
     async def stats(self) -> dict[str, object]:
         """Both tiers' sizes, bounds, hits and evictions."""
         out: dict[str, object] = {"exact": self.exact.stats()}
-        if self.semantic is not None and self.verifier is not None:
-            out["semantic"] = {"entries": len(self.semantic), "index": self.semantic.factory,
-                               "hits": self.semantic_hits, "evicted": self.semantic.evicted,
-                               "candidates": self.candidates,
-                               "verifier": {"target_false_hit_rate":
-                                            self.verifier.target_false_hit_rate,
-                                            "threshold": self.verifier.threshold}}
+        semantic = self._semantic_stats()
+        if semantic is not None:
+            out["semantic"] = semantic
         return out
+
+    def _semantic_stats(self) -> dict[str, object] | None:
+        if self.semantic is None or self.verifier is None:
+            return None
+        return {"entries": len(self.semantic), "index": self.semantic.factory,
+                "hits": self.semantic_hits, "evicted": self.semantic.evicted,
+                "candidates": self.candidates,
+                "verifier": {"target_false_hit_rate": self.verifier.target_false_hit_rate,
+                             "threshold": self.verifier.threshold}}
+
+    async def start(self) -> None:
+        """Begin the cache's background work (the shared cache follows its feed); none here."""
+
+    async def close(self) -> None:
+        """End the cache's background work and connections (at shutdown, after the drain,
+        or when a reconfiguration replaces it); none here."""
 
     def stored(self) -> list[Stored]:
         """Every live entry with what the semantic tier keeps of it, least recently used
@@ -187,16 +205,29 @@ class ResponseCache:
 def build_cache(config: Config, dim: int | None) -> ResponseCache | None:
     """The empty cache ``config`` asks for (None when it is off); ``dim`` is the text encoder's
     vector size. ``ConfigError`` naming ``cache.index`` or ``cache.verifier`` when the semantic
-    tier cannot be built as configured."""
+    tier cannot be built as configured. This is the in-process cache: with ``redis.url`` the
+    gateway builds the shared one (``router.cache.shared.build_shared_cache``)."""
+    c = config.cache
+    if not c.enabled:
+        return None
+    semantic, verifier = semantic_tier(config, dim)
+    exact = ExactCache(c.max_entries, c.max_bytes)
+    if semantic is None:
+        return ResponseCache(exact)
+    return ResponseCache(exact, semantic, verifier, c.candidates)
+
+
+def semantic_tier(config: Config, dim: int | None
+                  ) -> tuple[SemanticIndex, Verifier] | tuple[None, None]:
+    """The empty index and the verifier of the semantic tier ``config`` asks for (both None
+    when it is off or there is no text encoder); ``ConfigError`` naming ``cache.index`` or
+    ``cache.verifier`` when they cannot be built."""
     from router.cache.verifier import Verifier
     from router.config import ConfigError
 
     c = config.cache
-    if not c.enabled:
-        return None
-    exact = ExactCache(c.max_entries, c.max_bytes)
-    if not c.semantic or dim is None:
-        return ResponseCache(exact)
+    if not c.semantic or not dim:
+        return None, None
     try:
         index = SemanticIndex(dim, c.index, max_entries=c.max_entries)
     except ValueError as exc:
@@ -210,4 +241,4 @@ def build_cache(config: Config, dim: int | None) -> ResponseCache | None:
         raise ConfigError(f"cache.verifier: {path} was fitted on {verifier.dim}-d vectors of "
                           f"{verifier.encoder or 'another encoder'}; encoder.text_path gives "
                           f"{dim}-d")
-    return ResponseCache(exact, index, verifier, c.candidates)
+    return index, verifier
