@@ -126,3 +126,32 @@ def test_a_reconfigured_replica_replays_the_feed_into_its_new_cache(tmp_path, en
 
         para = within(1.0, ask, lambda r: r.headers["x-contextforge-cache"] == "hit-semantic")
         assert para.headers["x-contextforge-cache"] == "hit-semantic"
+
+
+def test_a_gateway_whose_redis_is_down_answers_every_request(tmp_path, engine, prefix):
+    import socket
+
+    from litestar.testing import TestClient
+
+    from service.app import create_app
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = replica(tmp_path / "a", prefix)
+    cfg = msgspec.structs.replace(cfg, redis=RedisConfig(url=f"redis://127.0.0.1:{port}/0"))
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        c.headers.update(AUTH)
+        answers = [c.post("/v1/chat/completions", json=asking(text))
+                   for text in (WATER, WATER, PARAPHRASE)]
+        assert [r.status_code for r in answers] == [200, 200, 200]
+        assert {r.headers["x-contextforge-cache"] for r in answers} == {"miss"}
+        assert answers[0].json()["choices"][0]["message"]["content"]
+        metrics = c.get("/metrics").text
+        purge = c.post("/admin/cache/purge", json={"tenant": "default"})
+        stats = c.get("/admin/cache").json()
+    assert 'contextforge_cache_backend_errors_total{op="lookup"}' in metrics
+    assert 'contextforge_cache_backend_errors_total{op="write"}' in metrics
+    # An erasure that did not happen is never reported as done.
+    assert purge.status_code == 503 and purge.json()["error"]["code"] == "cache_unavailable"
+    assert stats["exact"]["entries"] is None and not stats["shared"]["following"]
