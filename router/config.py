@@ -183,6 +183,38 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     snapshot_interval_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 60.0
 
 
+class RedisConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The Redis that several replicas share (``router.redis_client``): the response cache's
+    exact tier and its semantic entries' feed today; rate limits and budgets later. An empty
+    ``url`` keeps everything in this process (the embedded default: nothing to run)."""
+
+    # redis://[user:password@]host:port/db, rediss://... (TLS) or unix:///path/to/socket
+    url: str = ""
+    # Every key this gateway writes starts with it: several deployments may share one Redis.
+    prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "contextforge:"
+    # Per command: past it a lookup is a miss and a write is dropped (requests never wait on
+    # a Redis that stopped answering for longer than this).
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.5
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def check_redis(cfg: Config) -> list[str]:
+    """A Redis URL this client can open; no local cache snapshots once Redis holds the cache."""
+    errors = []
+    url = cfg.redis.url
+    if url and not url.startswith(REDIS_SCHEMES):
+        scheme = url.split("://", 1)[0] + "://" if "://" in url else "no scheme"
+        errors.append(f"redis.url: must start with {', '.join(REDIS_SCHEMES)} (got "
+                      f"{scheme})")
+    if url and cfg.cache.enabled and cfg.cache.snapshot_path:
+        errors.append("cache.snapshot_path: with redis.url the cache lives in Redis, which "
+                      "keeps it across restarts; remove snapshot_path (local snapshots would "
+                      "hold one replica's view only)")
+    return errors
+
+
 class TrafficConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The traffic log: one row per request (what retraining reads)."""
 
@@ -298,6 +330,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     governance: GovernanceConfig = GovernanceConfig()
     limits: LimitsConfig = LimitsConfig()
     cache: CacheConfig = CacheConfig()
+    redis: RedisConfig = RedisConfig()
     dispatch: DispatchConfig = DispatchConfig()
     # Serves every model that lists no deployments: the default config runs without API keys.
     default_deployment: Deployment = Deployment(provider="simulated")
@@ -355,7 +388,7 @@ def check_config(cfg: Config) -> list[str]:
     if cfg.routes and cfg.default_route not in route_names:
         errors.append(f"default_route: {cfg.default_route!r} is not a route; "
                       f"routes: {sorted(route_names)}")
-    return errors
+    return errors + check_redis(cfg)
 
 
 MASTER_KEY_ENV = "CONTEXTFORGE_MASTER_KEY"

@@ -125,6 +125,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
         gateway = Gateway(eng, batcher, dispatchers, metrics=metrics, ctx=ctx, traffic=traffic,
                           traffic_config=config.traffic)
         recorded.gateway = gateway
+        await gateway.open_cache()  # a shared cache starts following the other replicas
         # The registry's live version serves when one is recorded (router.path otherwise, and
         # whenever the live one cannot serve); then the gateway follows the registry.
         routers = RouterRegistryWatch(gateway, Registry.for_config(config))
@@ -152,6 +153,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             if snapshots is not None:  # after the drain: every answer kept so far
                 await asyncio.gather(saving, return_exceptions=True)
                 await snapshots.write()
+            await gateway.close_cache()
             if following is not None:
                 # A swap in progress holds gateway.changes; let the cancellation land first.
                 await asyncio.gather(following, return_exceptions=True)

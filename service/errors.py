@@ -31,6 +31,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from router.engine import UnknownTarget
+from router.errors import CacheUnavailable
 from router.policy import NoEligibleModel
 from router.providers import ProviderError
 from router.requirements import InvalidRequest, PromptTooLong
@@ -189,6 +190,12 @@ def to_api_error(exc: Exception) -> APIError:
         return ModelNotFound(exc.args[0], param="model")
     if isinstance(exc, NoEligibleModel):
         return Unsatisfiable(str(exc), param="model")
+    if isinstance(exc, CacheUnavailable):  # an invalidation or erasure that did not happen
+        log.error("cache: %s", exc)  # the detail (hosts, ports) stays in the log
+        err = APIError("The response cache's store did not answer; nothing was deleted. "
+                       "Retry later.", code="cache_unavailable")
+        err.status = 503
+        return err
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         message = _HTTP_MESSAGES.get(exc.status_code, str(exc.detail))
         err = APIError(message, code=_HTTP_CODES.get(exc.status_code))

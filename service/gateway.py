@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from router.artifact import TrainedRouter
+from router.cache.shared import build_shared_cache
 from router.cache.store import ResponseCache, build_cache
 from router.catalog import Catalog
 from router.config import Config, TrafficConfig
@@ -37,14 +38,16 @@ STAGES: tuple[Stage, ...] = (Cache(), Route(), Dispatch(), Account())
 
 def cache_for(engine: RoutingEngine) -> ResponseCache | None:
     """The response cache ``engine``'s config asks for, empty; None when it is off. The
-    semantic tier reads the text encoder's vectors (loaded here when it is not yet)."""
+    semantic tier reads the text encoder's vectors (loaded here when it is not yet). With
+    ``redis.url``, the cache several replicas share (``router.cache.shared``)."""
     config = engine.config
     if not config.cache.enabled:
         return None
     text = engine.text_encoder if config.cache.semantic else None
-    if text is None:
-        return build_cache(config, None)
-    return build_cache(config, text.dim, f"{text.id}:{text.sha256[:16]}")
+    dim, encoder = (text.dim, f"{text.id}:{text.sha256[:16]}") if text else (None, "")
+    if config.redis.url:  # several replicas: the exact tier in Redis, the vectors fed to all
+        return build_shared_cache(config, dim, encoder)
+    return build_cache(config, dim, encoder)
 
 
 class Gateway:
@@ -62,7 +65,7 @@ class Gateway:
         self.traffic = traffic
         self.traffic_config = traffic_config or TrafficConfig()
         self.pipeline = Pipeline(stages)
-        self.cache = cache_for(engine)
+        self.cache = self._counted(cache_for(engine))
         self._text_batcher: MicroBatcher | None = None  # when routing reads another encoder
         self._tasks: set[asyncio.Task] = set()  # work a request left behind (see ``spawn``)
         # The admin API and router promotions make one change at a time: each builds on the
@@ -120,9 +123,17 @@ class Gateway:
         changes nothing. In-flight requests finish on the decisions they made.
         """
         engine, dispatchers = await asyncio.to_thread(self._build, config)
-        if config.cache != self.engine.config.cache:  # new bounds or off: start afresh
-            self.cache = await asyncio.to_thread(cache_for, engine)
+        old = self.cache
+        if (config.cache, config.redis) != (self.engine.config.cache, self.engine.config.redis):
+            # New bounds, another Redis, or off: start afresh (a shared cache's entries stay
+            # in Redis, and the new one replays the feed into its index).
+            new = self._counted(await asyncio.to_thread(cache_for, engine))
+            if new is not None:
+                await new.start()
+            self.cache = new
         self.engine, self.dispatchers = engine, dispatchers
+        if old is not None and old is not self.cache:
+            await old.close()
 
     def _build(self, config: Config) -> tuple[RoutingEngine, dict[str, Dispatcher]]:
         engine = build_engine(config, like=self.engine)
@@ -174,6 +185,22 @@ class Gateway:
                                               max_wait_ms=self.config.server.batch_wait_ms)
             self._batchers[("text", id(text_encoder))] = self._text_batcher  # closed with them
         return Encoded(text, (), await self._text_batcher.encode(text), text_encoder)
+
+    def _counted(self, cache: ResponseCache | None) -> ResponseCache | None:
+        if cache is not None:  # a shared cache's Redis errors, by operation
+            cache.on_error = lambda op: self.metrics.child(self.metrics.cache_backend_errors,
+                                                           op).inc()
+        return cache
+
+    async def open_cache(self) -> None:
+        """Start the cache's background work (a shared cache follows the other replicas)."""
+        if self.cache is not None:
+            await self.cache.start()
+
+    async def close_cache(self) -> None:
+        """Stop it and close its connections (at shutdown, after the drain)."""
+        if self.cache is not None:
+            await self.cache.close()
 
     def spawn(self, work) -> None:
         """Run ``work`` (a coroutine a request leaves behind, such as embedding an answer's

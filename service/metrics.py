@@ -66,6 +66,9 @@ class Metrics:
         self.cache_evictions = Counter("contextforge_cache_evictions",
                                        "Cache entries evicted past a bound", ["tier"],
                                        registry=r)
+        self.cache_backend_errors = Counter("contextforge_cache_backend_errors",
+                                            "Shared cache (Redis) failures: a lookup served "
+                                            "as a miss, a write dropped", ["op"], registry=r)
         self.cache_false_hits = Counter("contextforge_cache_reported_false_hits",
                                         "Cache hits users reported wrong (entry evicted)",
                                         ["tier"], registry=r)

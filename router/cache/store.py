@@ -16,11 +16,13 @@ bytes count against ``max_bytes`` beside its answer's, and an answer that leaves
 expired, deleted) takes its vector along.
 
 This is the in-process cache (``cache.enabled`` without Redis). Lookups are coroutines so that
-the shared cache (``router.cache.shared``), whose exact tier lives in Redis, has the same face.
+the shared cache (``router.cache.shared``), whose exact tier lives in Redis, has the same face;
+``start`` and ``close`` bracket its background work (none here).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -58,6 +60,10 @@ class Match:
 
 class ResponseCache:
     """Both tiers in this process; ``semantic`` None keeps the exact tier only."""
+
+    # Called with the operation ("lookup", "write") when a backend fails; only the shared
+    # cache has one that can (the gateway counts them).
+    on_error: Callable[[str], None] | None = None
 
     def __init__(self, exact: ExactCache, semantic: SemanticIndex | None = None,
                  verifier: Verifier | None = None, candidates: int = 1, encoder: str = ""):
@@ -184,14 +190,26 @@ class ResponseCache:
             # What a crash now would lose: the answers kept since the last snapshot.
             out["snapshot"] = {"path": path, "written": written,
                                "kept_since": self.kept - kept}
-        if self.semantic is not None and self.verifier is not None:
-            out["semantic"] = {"entries": len(self.semantic), "index": self.semantic.factory,
-                               "hits": self.semantic_hits, "evicted": self.semantic.evicted,
-                               "candidates": self.candidates,
-                               "verifier": {"target_false_hit_rate":
-                                            self.verifier.target_false_hit_rate,
-                                            "threshold": self.verifier.threshold}}
+        semantic = self._semantic_stats()
+        if semantic is not None:
+            out["semantic"] = semantic
         return out
+
+    def _semantic_stats(self) -> dict[str, object] | None:
+        if self.semantic is None or self.verifier is None:
+            return None
+        return {"entries": len(self.semantic), "index": self.semantic.factory,
+                "hits": self.semantic_hits, "evicted": self.semantic.evicted,
+                "candidates": self.candidates,
+                "verifier": {"target_false_hit_rate": self.verifier.target_false_hit_rate,
+                             "threshold": self.verifier.threshold}}
+
+    async def start(self) -> None:
+        """Begin the cache's background work (the shared cache follows its feed); none here."""
+
+    async def close(self) -> None:
+        """End the cache's background work and connections (at shutdown, after the drain,
+        or when a reconfiguration replaces it); none here."""
 
     def stored(self) -> list[Stored]:
         """Every live entry with what the semantic tier keeps of it, least recently used
@@ -246,16 +264,30 @@ def build_cache(config: Config, dim: int | None, encoder: str = ""
     """The empty cache ``config`` asks for (None when it is off); ``dim`` is the text encoder's
     vector size and ``encoder`` its ``id:sha256`` (the verifier must have been fitted on that
     encoder's vectors). ``ConfigError`` naming ``cache.index`` or ``cache.verifier`` when the
-    semantic tier cannot be built as configured."""
+    semantic tier cannot be built as configured. This is the in-process cache: with
+    ``redis.url`` the gateway builds the shared one (``router.cache.shared``)."""
+    c = config.cache
+    if not c.enabled:
+        return None
+    semantic, verifier = semantic_tier(config, dim, encoder)
+    exact = ExactCache(c.max_entries, c.max_bytes)
+    if semantic is None:
+        return ResponseCache(exact, encoder=encoder)
+    return ResponseCache(exact, semantic, verifier, c.candidates, encoder)
+
+
+def semantic_tier(config: Config, dim: int | None, encoder: str = ""
+                  ) -> tuple[SemanticIndex, Verifier] | tuple[None, None]:
+    """The empty index and the verifier of the semantic tier ``config`` asks for (both None
+    when it is off or there is no text encoder); ``ConfigError`` naming ``cache.index`` or
+    ``cache.verifier`` when they cannot be built, or when the verifier was fitted on another
+    encoder's vectors than ``encoder`` (``id:sha256``)."""
     from router.cache.verifier import Verifier
     from router.config import ConfigError
 
     c = config.cache
-    if not c.enabled:
-        return None
-    exact = ExactCache(c.max_entries, c.max_bytes)
-    if not c.semantic or dim is None:
-        return ResponseCache(exact, encoder=encoder)
+    if not c.semantic or not dim:
+        return None, None
     try:
         index = SemanticIndex(dim, c.index, max_entries=c.max_entries)
     except ValueError as exc:
@@ -274,4 +306,4 @@ def build_cache(config: Config, dim: int | None, encoder: str = ""
         raise ConfigError(f"cache.verifier: {path} was fitted on {verifier.encoder}'s vectors; "
                           f"encoder.text_path is {encoder_id}: refit the verifier "
                           "(python -m training.cache_verifier) or set cache.semantic: false")
-    return ResponseCache(exact, index, verifier, c.candidates, encoder)
+    return index, verifier

@@ -64,3 +64,19 @@ def test_unreadable_and_malformed_files_are_clear(tmp_path):
         load_config(_write(tmp_path, "models: [unclosed"))
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(_write(tmp_path, "- a list"))
+
+
+@pytest.mark.parametrize("section,message", [
+    ("redis: {url: 'http://cache:6379'}", "redis.url: must start with redis://, rediss://, "
+                                          "unix:// (got http://)"),
+    ("redis: {url: 'localhost:6379'}", "redis.url: must start with"),
+    ("redis: {url: 'redis://127.0.0.1:6379'}\ncache: {enabled: true, snapshot_path: c.snap}",
+     "cache.snapshot_path: with redis.url the cache lives in Redis"),
+])
+def test_a_redis_url_is_checked_and_excludes_local_snapshots(tmp_path, section, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, GOOD + section))
+    assert message in str(err.value)
+    cfg = load_config(_write(tmp_path, GOOD + "redis: {url: 'rediss://:pw@cache:6380/1'}"))
+    assert cfg.redis.prefix == "contextforge:" and not load_config(
+        _write(tmp_path, GOOD)).redis.url  # the embedded default needs no Redis
