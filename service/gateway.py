@@ -21,19 +21,23 @@ from router.dispatch import Dispatcher, build_dispatchers
 from router.embedding import MicroBatcher
 from router.engine import RoutingEngine
 from router.governance.principal import OPEN, Principal
+from router.limits.budgets import Crossing
 from router.providers import ProviderContext
 from router.traffic import TrafficLog
 from router.validate import build_engine
 from router.wire.openai import ChatRequest, EmbeddingsRequest
+from service.limits import Limits
 from service.metrics import Metrics
 from service.pipeline import Encoded, Exchange, Pipeline, Stage
 from service.stages.account import Account, estimated_cost_usd
 from service.stages.cache import Cache
 from service.stages.dispatch import Dispatch
+from service.stages.guard import Guard
+from service.stages.reserve import Reserve
 from service.stages.route import Route
 
-# The request path, in order (see service.pipeline). The guard plugs in first.
-STAGES: tuple[Stage, ...] = (Cache(), Route(), Dispatch(), Account())
+# The request path, in order (see service.pipeline).
+STAGES: tuple[Stage, ...] = (Guard(), Cache(), Route(), Reserve(), Dispatch(), Account())
 
 
 def cache_for(engine: RoutingEngine) -> ResponseCache | None:
@@ -66,6 +70,9 @@ class Gateway:
         self.traffic_config = traffic_config or TrafficConfig()
         self.pipeline = Pipeline(stages)
         self.cache = self._counted(cache_for(engine))
+        self.limits = Limits.build(
+            engine.config, alert=self._budget_alert,
+            on_error=lambda op: metrics.child(metrics.limits_backend_errors, op).inc())
         self._text_batcher: MicroBatcher | None = None  # when routing reads another encoder
         self._tasks: set[asyncio.Task] = set()  # work a request left behind (see ``spawn``)
         # The admin API and router promotions make one change at a time: each builds on the
@@ -113,6 +120,7 @@ class Gateway:
                 headers["x-contextforge-cache-similarity"] = f"{ex.cache_similarity:.4f}"
         if ex.decision is not None:  # routed: which router version decided
             headers["x-contextforge-router"] = ex.decision.router
+        headers.update(ex.headers)
         return headers
 
     async def reconfigure(self, config: Config) -> None:
@@ -186,6 +194,14 @@ class Gateway:
             self._batchers[("text", id(text_encoder))] = self._text_batcher  # closed with them
         return Encoded(text, (), await self._text_batcher.encode(text), text_encoder)
 
+    async def _budget_alert(self, crossing: Crossing) -> None:
+        """A budget passed 50%, 80% or 100%: counted, and POSTed to ``limits.alert_webhook``
+        after the response (a slow webhook must not hold a request)."""
+        self.metrics.child(self.metrics.budget_alerts, f"{crossing.threshold:.0%}").inc()
+        url = self.config.limits.alert_webhook
+        if url:
+            self.spawn(post_alert(self.ctx.http, url, crossing))
+
     def _counted(self, cache: ResponseCache | None) -> ResponseCache | None:
         if cache is not None:  # a shared cache's Redis errors, by operation
             cache.on_error = lambda op: self.metrics.child(self.metrics.cache_backend_errors,
@@ -218,3 +234,19 @@ class Gateway:
         """Stop every micro-batcher (at shutdown), after what is queued."""
         for batcher in self._batchers.values():
             await batcher.close()
+
+
+async def post_alert(http, url: str, crossing: Crossing) -> None:
+    """POST one budget alert as JSON; a failure is logged, never raised."""
+    import logging
+
+    b = crossing.budget
+    body = {"event": "budget_threshold", "budget": b.bucket, "period": b.period,
+            "period_key": crossing.period, "limit_usd": b.limit_usd,
+            "threshold": crossing.threshold, "spent_usd": round(crossing.spent_usd, 6)}
+    try:
+        r = await http.post(url, json=body, timeout=10)
+        r.raise_for_status()
+    except Exception as exc:
+        logging.getLogger("contextforge.limits").error("budget alert to %s failed: %s", url,
+                                                       exc)

@@ -69,6 +69,12 @@ class Metrics:
         self.cache_backend_errors = Counter("contextforge_cache_backend_errors",
                                             "Shared cache (Redis) failures: a lookup served "
                                             "as a miss, a write dropped", ["op"], registry=r)
+        self.limits_backend_errors = Counter(
+            "contextforge_limits_backend_errors",
+            "Rate-limit and budget store failures, by operation (refused or admitted locally "
+            "per limits.on_backend_error)", ["op"], registry=r)
+        self.budget_alerts = Counter("contextforge_budget_alerts",
+                                     "Budget thresholds crossed", ["threshold"], registry=r)
         self.cache_false_hits = Counter("contextforge_cache_reported_false_hits",
                                         "Cache hits users reported wrong (entry evicted)",
                                         ["tier"], registry=r)

@@ -24,6 +24,8 @@ import numpy as np
 from router.config import ModelEntry
 from router.engine import PINNED, Decision
 from router.governance.principal import OPEN, Principal
+from router.limits.budgets import Hold
+from router.limits.windows import Charge
 from router.requirements import Requirements
 from router.wire.openai import (
     ChatCompletion,
@@ -111,7 +113,11 @@ class Exchange:
     cache_generation: tuple[int, int] = (0, 0)  # erasures of its tenant and user seen at entry
     encoded: Encoded | None = None  # the last text encoded for this request (shared by stages)
     cost_usd: float = 0.0
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # more response headers (limits)
+    # limits: concurrency slots held, token windows to correct, the budget reservation
+    slots: list[tuple[str, int]] = field(default_factory=list)
+    token_charges: list[Charge] = field(default_factory=list)
+    hold: Hold | None = None
 
     def __post_init__(self) -> None:
         if not self.id:

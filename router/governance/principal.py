@@ -51,12 +51,16 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
         ``/v1/chat/completions``)."""
         return self.endpoints is None or endpoint in self.endpoints
 
-    def may_use(self, model: str, route: str | None) -> bool:
-        """Whether the credential allows the model a request names (a catalog model, or a
-        route when ``route`` is set): a routed request needs the route allowed; a pinned one
-        the model."""
-        if route is not None:
-            return self.routes is None or route in self.routes
+    def may_name(self, target: str, routed: bool) -> bool:
+        """Whether the credential allows naming ``target`` as a request's ``model``: a route
+        (``routes``), or a catalog model pinned (``models``)."""
+        if routed:
+            return self.routes is None or target in self.routes
+        return self.may_answer_with(target)
+
+    def may_answer_with(self, model: str) -> bool:
+        """Whether an answer of ``model`` may reach this caller (a route's choice, a cached
+        answer, a fallback)."""
         return self.models is None or model in self.models
 
 

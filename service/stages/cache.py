@@ -102,8 +102,9 @@ class Cache:
     async def _lookup(ex: Exchange, gw: Gateway, cache: ResponseCache,
                       request: ChatRequest) -> Match | None:
         assert ex.cache_key is not None
+        allowed = ex.principal.may_answer_with  # another key of the tenant may allow more
         entry = await cache.get(ex.cache_key)
-        if entry is not None and entry.model in gw.catalog:
+        if entry is not None and entry.model in gw.catalog and allowed(entry.model):
             return Match(entry, "exact", 1.0)
         probe = ex.cache_probe
         # Nothing of this scope cached (another system prompt, tool set or earlier turn, or
@@ -112,7 +113,9 @@ class Cache:
             return None
         probe.vector = await embed(ex, gw, request, probe.text, cache.dim)
         match = await cache.find(ex.tenant, probe.scope, probe.text, probe.vector)
-        return match if match is not None and match.entry.model in gw.catalog else None
+        if match is None or match.entry.model not in gw.catalog or not allowed(match.entry.model):
+            return None
+        return match
 
     def leave(self, ex: Exchange, gw: Gateway) -> None:
         cache = gw.cache

@@ -77,7 +77,8 @@ class Route:
                 emb = ex.encoded.vector
         decision = engine.select(target, prompt or "", needs=needs, input_tokens=n_in,
                                  embedding=emb, exploring=True,
-                                 arm_key=arm_key(ex, engine, target))
+                                 arm_key=arm_key(ex, engine, target),
+                                 allowed=ex.principal.models)  # the credential's models
         ex.needs, ex.input_tokens, ex.prompt, ex.embedding = needs, n_in, prompt, emb
         ex.model = engine.catalog.get(decision.model)
         ex.route = decision.route

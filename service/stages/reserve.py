@@ -1,0 +1,72 @@
+"""The reserve stage: once routing has chosen the model, the limits that depend on it.
+
+Between the route stage (the model and the prompt's token count are known) and dispatch (the
+provider is called): the model's own request limits, tokens per minute on every scope — the
+prompt's tokens plus the most the model may write (``max_tokens``, else what its context
+window leaves), corrected to the real count when the answer is in — and the budgets: the most
+the request can cost at the chosen model's prices is reserved against each budget it falls
+under, and replaced by the real cost when it ends (released if it failed at no cost). See
+``router.limits`` for why this cannot overspend.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from router.catalog import Catalog
+from router.limits.plan import budgets_for, request_charges, token_charges
+from router.limits.windows import Admission, Charge
+from router.wire.openai import ChatRequest, Usage
+from service.pipeline import Exchange
+from service.stages.headers import rate_headers
+
+if TYPE_CHECKING:
+    from service.gateway import Gateway
+
+
+class Reserve:
+    name = "reserve"
+    kinds = frozenset({"chat"})
+
+    async def enter(self, ex: Exchange, gw: Gateway) -> None:
+        limits, model = gw.limits, ex.model
+        if limits is None or model is None:
+            return
+        request = ex.request
+        assert isinstance(request, ChatRequest)
+        most_out = request.output_limit or max(model.context_window - ex.input_tokens, 1)
+        requests, caps = request_charges(limits.config.rules, ex.principal, model.name)
+        tokens = token_charges(limits.config.rules, ex.principal, model.name,
+                               ex.input_tokens + most_out)
+        if caps:  # given back with the guard's, when the guard stage leaves
+            await limits.acquire(ex.id, caps, gw.config.server.upstream_timeout_s * 3 + 60)
+            ex.slots = [*ex.slots, *caps]
+        if requests or tokens:
+            admission = await limits.admit(ex.id, [*requests, *tokens])
+            ex.headers.update(rate_headers(requests, admission, "requests"))
+            ex.headers.update(rate_headers(tokens, _tail(admission, len(requests)), "tokens"))
+            ex.token_charges = tokens
+        budgets = budgets_for(limits.config.budgets, ex.principal)
+        if budgets:
+            ex.hold = await limits.reserve(ex.id, budgets,
+                                           Catalog.cost_usd(model, ex.input_tokens, most_out))
+
+    def leave(self, ex: Exchange, gw: Gateway) -> None:
+        limits = gw.limits
+        if limits is None:
+            return
+        # The account stage has left already (stages leave in reverse): the cost is known.
+        if ex.hold is not None:
+            gw.spawn(limits.settle(ex.hold, ex.cost_usd, failed=ex.status != 200))
+            ex.hold = None
+        if ex.token_charges:
+            used = (ex.usage.prompt_tokens + ex.usage.completion_tokens
+                    if isinstance(ex.usage, Usage) else ex.input_tokens)
+            for c in ex.token_charges:
+                gw.spawn(limits.adjust(ex.id, Charge(c.bucket, c.window_s, c.limit, used)))
+            ex.token_charges = []
+
+
+def _tail(admission: Admission, start: int) -> Admission:
+    return Admission(admission.allowed, admission.remaining[start:], admission.reset_s[start:],
+                     admission.refused_by, admission.retry_after_s)

@@ -1,0 +1,181 @@
+"""Keys, scopes, rate limits and budgets through the gateway (in-process backend)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from litestar.testing import TestClient
+
+from router.config import GovernanceConfig, LimitsConfig, load_config
+from router.engine import RoutingEngine
+from router.governance.stores import Governance
+from router.traffic import TrafficLog
+from service.app import create_app
+
+ASK = {"model": "auto", "messages": [{"role": "user", "content": "Name three prime numbers."}]}
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return RoutingEngine.from_config(load_config())
+
+
+@pytest.fixture()
+def secret(monkeypatch):
+    monkeypatch.setenv("CONTEXTFORGE_KEY_SECRET", "test-secret-0123456789")
+
+
+def configured(tmp_path, *, limits: LimitsConfig | None = None, host: str = "127.0.0.1",
+               key_cache_s: float = 1.0):
+    cfg = load_config()
+    return msgspec.structs.replace(
+        cfg, traffic=msgspec.structs.replace(cfg.traffic,
+                                             dsn=f"sqlite:///{tmp_path / 't.sqlite3'}"),
+        governance=GovernanceConfig(dsn=f"sqlite:///{tmp_path / 'g.sqlite3'}",
+                                    key_cache_s=key_cache_s),
+        limits=limits or LimitsConfig(),
+        server=msgspec.structs.replace(cfg.server, host=host, master_key="master-key"))
+
+
+def new_key(cfg, org="acme", **kw) -> tuple[str, str]:
+    gov = Governance.open(cfg)
+    try:
+        key, presented = gov.keys.create(org, **kw)
+        return key.id, presented
+    finally:
+        gov.close()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def test_the_tenant_comes_from_the_key_never_from_the_request(tmp_path, engine, secret):
+    cfg = configured(tmp_path, host="0.0.0.0")
+    _, key = new_key(cfg, org="acme", user_id="ada")
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        ok = c.post("/v1/chat/completions", json={**ASK, "user": "mallory"},
+                    headers={**bearer(key), "x-tenant": "globex"})
+        anonymous = c.post("/v1/chat/completions", json=ASK)
+        wrong = c.post("/v1/chat/completions", json=ASK, headers=bearer(key[:-2] + "xx"))
+        forged = c.post("/v1/chat/completions", json=ASK,
+                        headers=bearer("cf_" + "a" * 12 + "_" + key.split("_", 2)[2]))
+    assert ok.status_code == 200
+    assert anonymous.status_code == 401 and wrong.status_code == 401 and forged.status_code == 401
+    log = TrafficLog(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    try:
+        (row,) = log.records()
+    finally:
+        log.close()
+    assert row.tenant == "acme"
+    gov = Governance.open(cfg)
+    try:  # failed attempts are audited (one a second per address)
+        assert [r.action for r in gov.audit.records()] == ["auth.failed"]
+    finally:
+        gov.close()
+
+
+def test_a_revoked_key_stops_working_within_the_key_cache_time(tmp_path, engine, secret):
+    cfg = configured(tmp_path, key_cache_s=0.0)
+    key_id, key = new_key(cfg)
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        assert c.post("/v1/chat/completions", json=ASK, headers=bearer(key)).status_code == 200
+        gov = Governance.open(cfg)  # another process (the CLI, another replica) revokes it
+        gov.keys.revoke(key_id)
+        gov.close()
+        after = c.post("/v1/chat/completions", json=ASK, headers=bearer(key))
+    assert after.status_code == 401 and after.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_scopes_limit_models_routes_and_endpoints(tmp_path, engine, secret):
+    cfg = configured(tmp_path)
+    _, mini = new_key(cfg, models=["gpt-4o-mini"], routes=["auto"])
+    _, embed_only = new_key(cfg, endpoints=["/v1/embeddings"])
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        pinned = c.post("/v1/chat/completions", json={**ASK, "model": "gpt-4o"},
+                        headers=bearer(mini))
+        other_route = c.post("/v1/chat/completions", json={**ASK, "model": "quality-first"},
+                             headers=bearer(mini))
+        routed = c.post("/v1/chat/completions", json=ASK, headers=bearer(mini))
+        chat = c.post("/v1/chat/completions", json=ASK, headers=bearer(embed_only))
+    assert pinned.status_code == 403 and pinned.json()["error"]["param"] == "model"
+    assert other_route.status_code == 403
+    assert routed.status_code == 200 and routed.headers["x-contextforge-model"] == "gpt-4o-mini"
+    assert chat.status_code == 403
+
+
+def test_a_cached_answer_never_reaches_a_key_that_may_not_use_its_model(tmp_path, engine,
+                                                                          secret):
+    from router.config import CacheConfig
+
+    cfg = msgspec.structs.replace(configured(tmp_path), cache=CacheConfig(enabled=True))
+    _, wide = new_key(cfg)
+    _, narrow = new_key(cfg, models=["gpt-4o-mini"])
+    pinned = {**ASK, "model": "gpt-4o", "temperature": 0}
+    routed = {**ASK, "temperature": 0}
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        made = c.post("/v1/chat/completions", json=routed, headers=bearer(wide))
+        c.post("/v1/chat/completions", json=pinned, headers=bearer(wide))
+        again = c.post("/v1/chat/completions", json=routed, headers=bearer(narrow))
+    assert made.headers["x-contextforge-model"] != "gpt-4o-mini"  # the route chose another
+    assert again.headers["x-contextforge-cache"] == "miss"
+    assert again.headers["x-contextforge-model"] == "gpt-4o-mini"
+
+
+def test_request_limits_answer_429_with_retry_after_and_headers(tmp_path, engine, secret):
+    from router.config import RateRule
+
+    limits = LimitsConfig(rules=[RateRule(scope="key", requests_per_minute=3)])
+    cfg = configured(tmp_path, limits=limits)
+    _, key = new_key(cfg)
+    _, other = new_key(cfg)
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        answers = [c.post("/v1/chat/completions", json=ASK, headers=bearer(key))
+                   for _ in range(4)]
+        elsewhere = c.post("/v1/chat/completions", json=ASK, headers=bearer(other))
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    assert answers[0].headers["x-ratelimit-limit-requests"] == "3"
+    assert answers[2].headers["x-ratelimit-remaining-requests"] == "0"
+    refused = answers[3]
+    assert 0 < float(refused.headers["retry-after"]) <= 60
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert elsewhere.status_code == 200  # per key
+
+
+def test_tokens_are_charged_up_front_and_a_request_too_large_is_told_so(tmp_path, engine,
+                                                                        secret):
+    from router.config import RateRule
+
+    limits = LimitsConfig(rules=[RateRule(scope="org", tokens_per_minute=400)])
+    cfg = configured(tmp_path, limits=limits)
+    _, key = new_key(cfg)
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        small = c.post("/v1/chat/completions", json={**ASK, "max_tokens": 100},
+                       headers=bearer(key))
+        huge = c.post("/v1/chat/completions", json={**ASK, "max_tokens": 5000},
+                      headers=bearer(key))
+    assert small.status_code == 200 and "x-ratelimit-remaining-tokens" in small.headers
+    assert huge.status_code == 429 and huge.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_budget_is_never_overspent_and_names_itself_when_exhausted(tmp_path, engine, secret):
+    from router.config import BudgetRule
+
+    limits = LimitsConfig(budgets=[BudgetRule(scope="org", usd=0.002, period="day")])
+    cfg = configured(tmp_path, limits=limits)
+    _, key = new_key(cfg)
+    body = {**ASK, "model": "gpt-4o", "max_tokens": 60}
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        answers = [c.post("/v1/chat/completions", json=body, headers=bearer(key))
+                   for _ in range(12)]
+        with c.portal() as portal:
+            portal.call(c.app.state.gateway.drain)
+            gw = c.app.state.gateway
+            budget = __import__("router.limits.budgets", fromlist=["Budget"]).Budget(
+                "org:acme", "day", 0.002)
+            spent, reserved = portal.call(gw.limits.budgets.standing, budget)
+    codes = [r.status_code for r in answers]
+    assert 200 in codes and codes[-1] == 429
+    refused = answers[-1].json()["error"]
+    assert refused["code"] == "budget_exceeded" and "org:acme" in refused["message"]
+    assert spent <= 0.002 + 1e-12 and reserved == pytest.approx(0.0)
