@@ -310,6 +310,10 @@ class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     on_backend_error: Literal["closed", "open"] = "closed"
     rules: list[RateRule] = []
     budgets: list[BudgetRule] = []
+    # Providers count prompt tokens with their own tokenizers (and add per-message overhead):
+    # token limits and budget reservations count the prompt this much larger, plus 16 tokens,
+    # so the real count and cost stay within what was admitted and reserved.
+    input_token_margin: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.1
     # A reservation whose request died (a crashed replica) stops holding money after this.
     reservation_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 600.0
     # POSTed a JSON alert at 50%, 80% and 100% of a budget (also logged); "" logs only.

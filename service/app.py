@@ -154,6 +154,8 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
                 await asyncio.gather(saving, return_exceptions=True)
                 await snapshots.write()
             await gateway.close_cache()
+            if gateway.limits is not None:
+                await gateway.limits.close()
             if following is not None:
                 # A swap in progress holds gateway.changes; let the cancellation land first.
                 await asyncio.gather(following, return_exceptions=True)

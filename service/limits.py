@@ -56,6 +56,12 @@ class Limits:
                        MemoryBudgets(reservation_ttl_s=config.reservation_ttl_s))
         self._on_error, self._alert = on_error, alert
         self._logged_at = -1e18
+        self._client: Any = None  # the Redis client, closed with ``close``
+
+    async def close(self) -> None:
+        """Close the Redis connections (at shutdown, after the drain)."""
+        if self._client is not None:
+            await self._client.aclose()
 
     @classmethod
     def build(cls, config: Config, *, on_error: Callable[[str], None] | None = None,
@@ -71,9 +77,11 @@ class Limits:
             from router.redis_client import connect
 
             client, prefix = connect(config.redis), config.redis.prefix
-            return cls(c, RedisWindows(client, prefix), RedisConcurrency(client, prefix),
-                       RedisBudgets(client, prefix, reservation_ttl_s=c.reservation_ttl_s),
-                       shared=True, on_error=on_error, alert=alert)
+            limits = cls(c, RedisWindows(client, prefix), RedisConcurrency(client, prefix),
+                         RedisBudgets(client, prefix, reservation_ttl_s=c.reservation_ttl_s),
+                         shared=True, on_error=on_error, alert=alert)
+            limits._client = client
+            return limits
         return cls(c, MemoryWindows(), MemoryConcurrency(),
                    MemoryBudgets(reservation_ttl_s=c.reservation_ttl_s), shared=False,
                    on_error=on_error, alert=alert)

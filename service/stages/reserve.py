@@ -11,6 +11,7 @@ under, and replaced by the real cost when it ends (released if it failed at no c
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from router.catalog import Catalog
@@ -35,9 +36,12 @@ class Reserve:
         request = ex.request
         assert isinstance(request, ChatRequest)
         most_out = request.output_limit or max(model.context_window - ex.input_tokens, 1)
+        # The provider counts the prompt with its own tokenizer, plus per-message overhead:
+        # charge an upper bound, so the corrected real count never exceeds what was admitted.
+        prompt = math.ceil(ex.input_tokens * (1 + limits.config.input_token_margin)) + 16
         requests, caps = request_charges(limits.config.rules, ex.principal, model.name)
         tokens = token_charges(limits.config.rules, ex.principal, model.name,
-                               ex.input_tokens + most_out)
+                               prompt + most_out)
         if caps:  # given back with the guard's, when the guard stage leaves
             await limits.acquire(ex.id, caps, gw.config.server.upstream_timeout_s * 3 + 60)
             ex.slots = [*ex.slots, *caps]
@@ -49,7 +53,7 @@ class Reserve:
         budgets = budgets_for(limits.config.budgets, ex.principal)
         if budgets:
             ex.hold = await limits.reserve(ex.id, budgets,
-                                           Catalog.cost_usd(model, ex.input_tokens, most_out))
+                                           Catalog.cost_usd(model, prompt, most_out))
 
     def leave(self, ex: Exchange, gw: Gateway) -> None:
         limits = gw.limits
