@@ -2,8 +2,9 @@
 
     python benchmarks/cache_quality.py [--json FILE] [--verifier FILE]
 
-Rows: the shipped verifier (``models/cache/verifier.npz``, fitted and calibrated on QQP's train
-split only) and two cosine baselines (0.8; calibrated on the train split to the same target),
+Rows: the shipped verifier (``Verifier.load()``: ``models/cache/cross_encoder/verifier.npz`` when
+that has been built, else ``models/cache/verifier.npz``; either fitted and calibrated on QQP's
+train split only) and two cosine baselines (0.8; calibrated on the train split to the same target),
 all from this run, on
 
 - ``test``: QQP's fixed test split (``training.data``: seed-0 permutation, first 20 %);
@@ -11,8 +12,9 @@ all from this run, on
   split — QQP reuses questions across pairs, so this slice checks that the setting does not
   lean on questions it saw. The rule was fixed before the verifier was fitted.
 
-Also the verifier's own cost per pair (features and scoring, ms; the vectors are the
-encoder's, already made for the lookup). Embeddings are cached (``.cache/embeddings``).
+Also the verifier's own cost of one decision on one pair and on four (one query against four
+cached entries, as one lookup checks them): features and scoring, and the cross-encoder when
+the verifier reads one, ms; the vectors are the encoder's, already made for the lookup. Embeddings are cached (``.cache/embeddings``).
 """
 
 from __future__ import annotations
