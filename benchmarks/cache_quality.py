@@ -14,7 +14,8 @@ all from this run, on
 
 Also the verifier's own cost of one decision on one pair and on four (one query against four
 cached entries, as one lookup checks them): features and scoring, and the cross-encoder when
-the verifier reads one, ms; the vectors are the encoder's, already made for the lookup. Embeddings are cached (``.cache/embeddings``).
+the verifier reads one, ms; the vectors are the encoder's, already made for the lookup.
+Embeddings are cached (``.cache/embeddings``).
 """
 
 from __future__ import annotations
