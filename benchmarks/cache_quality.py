@@ -2,8 +2,9 @@
 
     python benchmarks/cache_quality.py [--json FILE] [--verifier FILE]
 
-Rows: the shipped verifier (``models/cache/verifier.npz``, fitted and calibrated on QQP's train
-split only) and two cosine baselines (0.8; calibrated on the train split to the same target),
+Rows: the shipped verifier (``Verifier.load()``: ``models/cache/cross_encoder/verifier.npz`` when
+that has been built, else ``models/cache/verifier.npz``; either fitted and calibrated on QQP's
+train split only) and two cosine baselines (0.8; calibrated on the train split to the same target),
 all from this run, on
 
 - ``test``: QQP's fixed test split (``training.data``: seed-0 permutation, first 20 %);
@@ -11,8 +12,10 @@ all from this run, on
   split — QQP reuses questions across pairs, so this slice checks that the setting does not
   lean on questions it saw. The rule was fixed before the verifier was fitted.
 
-Also the verifier's own cost per pair (features and scoring, ms; the vectors are the
-encoder's, already made for the lookup). Embeddings are cached (``.cache/embeddings``).
+Also the verifier's own cost of one decision on one pair and on four (one query against four
+cached entries, as one lookup checks them): features and scoring, and the cross-encoder when
+the verifier reads one, ms; the vectors are the encoder's, already made for the lookup.
+Embeddings are cached (``.cache/embeddings``).
 """
 
 from __future__ import annotations
@@ -47,15 +50,20 @@ def unseen_text_slice(pairs: Pairs) -> Pairs:
                  name=f"{pairs.name} test, unseen texts")
 
 
-def verifier_ms(verifier: Verifier, pairs: Pairs, repeats: int = 300) -> dict:
-    """p50/p99 of one ``decide`` call on one pair (a fresh pair each time: nothing memoised)."""
+def verifier_ms(verifier: Verifier, pairs: Pairs, repeats: int = 300,
+                candidates: int = 1) -> dict:
+    """p50/p99 of one ``decide`` call on ``candidates`` pairs (one query against that many
+    cached entries, as one lookup checks them; fresh pairs each time: nothing memoised)."""
     rng = np.random.default_rng(0)
-    vec = rng.normal(size=(2, 384))
+    vec = rng.normal(size=(2 * candidates, 384))
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
     times = []
     for i in range(repeats):
+        rows = range(i * candidates, (i + 1) * candidates)
+        query = [pairs.text_a[i * candidates]] * candidates
         t0 = time.perf_counter()
-        verifier.decide([pairs.text_a[i]], [pairs.text_b[i]], vec[:1], vec[1:])
+        verifier.decide(query, [pairs.text_b[j] for j in rows], vec[:candidates],
+                        vec[candidates:])
         times.append((time.perf_counter() - t0) * 1000)
     return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
 
@@ -73,11 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         "test": evaluate_cache(qqp, verifier, encoder=encoder),
         "test_unseen_texts": evaluate_cache(unseen_text_slice(qqp), verifier, encoder=encoder),
         "verifier_cost": verifier_ms(verifier, qqp.split("test")),
+        "verifier_cost_4": verifier_ms(verifier, qqp.split("test"), candidates=4),
     }
     for name in ("test", "test_unseen_texts"):
         print(format_result(results[name]) + "\n")
     cost = results["verifier_cost"]
     print(f"verifier per pair: p50 {cost['p50_ms']:.3f} ms, p99 {cost['p99_ms']:.3f} ms")
+    cost = results["verifier_cost_4"]
+    print(f"verifier, 4 candidates: p50 {cost['p50_ms']:.3f} ms, p99 {cost['p99_ms']:.3f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

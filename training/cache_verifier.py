@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 from router.cache.verifier import DEFAULT_PATH, FEATURES, Trees, Verifier, pair_matrix
 from training.data import Pairs, load_pairs
 
+FOLDS = 5
 DEFAULT_TARGET = 0.01
 DEFAULT_CONFIDENCE = 0.95
 MAX_ITER = 300
@@ -50,6 +52,38 @@ def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, target: float = 
         return float(neg[-1])
     # Strictly above the (k+1)-th highest negative: at most k negatives reach it, ties included.
     return float(np.nextafter(neg[k], np.inf))
+
+
+def question_groups(text_a: Sequence[str], text_b: Sequence[str]) -> np.ndarray:
+    """A group id per pair: pairs that share a text, directly or through other pairs, get one
+    id (connected components of the graph whose nodes are texts and whose edges are pairs)."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in zip(text_a, text_b, strict=True):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[ra] = rb
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(root(a), len(ids)) for a in text_a])
+
+
+def grouped_folds(groups: np.ndarray, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+    """A fold number per row: whole groups go to folds in a seeded random order, each to the
+    fold with the fewest rows so far (folds end up within one group's size of each other)."""
+    ids, sizes = np.unique(groups, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    fold_of = np.empty(len(ids), dtype=int)
+    filled = np.zeros(folds, dtype=int)
+    for g in order:
+        fold_of[g] = f = int(np.argmin(filled))
+        filled[f] += sizes[g]
+    return fold_of[np.searchsorted(ids, groups)]
 
 
 def pair_vectors(encoder, pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:

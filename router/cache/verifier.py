@@ -11,6 +11,12 @@ part.
 
 Serving reads only numpy here (and the vectors the encoder already made for the lookup): the
 artifact is a small npz file, ``models/cache/verifier.npz``.
+
+A stronger decider reads the two texts together: a :class:`CrossEncoder` (MiniLM fine-tuned on
+pairs by ``training.cache_cross_encoder``, run with onnxruntime and tokenizers, never torch),
+whose logit is the score, or one more input beside the features (``Verifier.inputs``). Its
+artifact is a folder, ``models/cache/cross_encoder/`` (``verifier.npz``, ``model.int8.onnx``,
+``tokenizer.json``), built rather than committed; ``Verifier.load()`` prefers it when present.
 """
 
 from __future__ import annotations
@@ -22,8 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
 
+MAX_PAIR_TOKENS = 64
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "models" / "cache" / "verifier.npz"
+# Built by ``training.cache_cross_encoder`` and ``training.cache_verifier --cross-encoder``
+# (not committed: the ONNX weights are 23 MB); loaded instead of DEFAULT_PATH when present.
+CROSS_ENCODER_PATH = DEFAULT_PATH.parent / "cross_encoder" / "verifier.npz"
 
 _WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+(?:[.,]\d+)*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -187,16 +199,85 @@ class Trees:
         return self.baseline + self.value[node].sum(axis=1)
 
 
+def pair_tokenizer(path: str | Path, max_length: int = MAX_PAIR_TOKENS) -> Tokenizer:
+    """The encoder's WordPiece tokenizer set up for pairs: ``[CLS] a [SEP] b [SEP]`` with token
+    types 0 and 1, the longer text truncated first to ``max_length`` tokens in all, no padding."""
+    tok = Tokenizer.from_file(str(path))
+    tok.no_padding()
+    tok.enable_truncation(max_length, strategy="longest_first")
+    return tok
+
+
+class CrossEncoder:
+    """A pair classifier exported to ONNX (``training.cache_cross_encoder``): both texts read
+    together, one logit out (higher: more likely the same question). onnxruntime only."""
+
+    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, name: str = ""):
+        self._session = session
+        self._tokenizer = tokenizer
+        self.name = name
+
+    @classmethod
+    def load(cls, folder: str | Path, *, quantized: bool = True, threads: int = 1) -> CrossEncoder:
+        """``folder/model.int8.onnx`` (or ``model.onnx``) and ``folder/tokenizer.json``."""
+        folder = Path(folder)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        name = "model.int8.onnx" if quantized else "model.onnx"
+        session = ort.InferenceSession(str(folder / name), options,
+                                       providers=["CPUExecutionProvider"])
+        return cls(session, pair_tokenizer(folder / "tokenizer.json"), name)
+
+    def logits(self, text_a: Sequence[str], text_b: Sequence[str],
+               batch_size: int = 64) -> np.ndarray:
+        """The logit of each pair ``(text_a[i], text_b[i])`` (float64)."""
+        pairs = list(zip(text_a, text_b, strict=True))
+        out = np.empty(len(pairs))
+        order = np.argsort([len(a) + len(b) for a, b in pairs], kind="stable")
+        for s in range(0, len(pairs), batch_size):
+            idx = order[s:s + batch_size]
+            enc = self._tokenizer.encode_batch([pairs[i] for i in idx])
+            width = max(len(e.ids) for e in enc)
+            ids = np.zeros((len(enc), width), dtype=np.int64)
+            types, mask = np.zeros_like(ids), np.zeros_like(ids)
+            for r, e in enumerate(enc):
+                n = len(e.ids)
+                ids[r, :n], types[r, :n], mask[r, :n] = e.ids, e.type_ids, 1
+            (logit,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                                "token_type_ids": types})
+            out[idx] = logit
+        return out
+
+
 _TREE_ARRAYS = ("roots", "feature", "threshold", "left", "right", "value")
+
+
+def stack_matrix(text_a: Sequence[str], text_b: Sequence[str], vec_a: np.ndarray,
+                 vec_b: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """What a stacked model reads: the :data:`FEATURES`, then the cross-encoder's logit."""
+    cosines = np.einsum("ij,ij->i", np.asarray(vec_a, dtype=np.float64),
+                        np.asarray(vec_b, dtype=np.float64))
+    return np.hstack([features_matrix(text_a, text_b, cosines),
+                      np.asarray(logits, dtype=np.float64)[:, None]])
+
+
+# What the verifier's score is: trees over the features and the vectors' product and difference
+# (:func:`pair_matrix`), trees over the features and the cross-encoder's logit
+# (:func:`stack_matrix`), or the cross-encoder's logit itself.
+INPUTS = ("features+vectors", "features+cross_encoder", "cross_encoder")
 
 
 @dataclass(frozen=True, eq=False)
 class Verifier:
     """A fitted pair model and its hit threshold on the model's logit, calibrated to
     ``target_false_hit_rate``. ``cosine_threshold`` is plain cosine calibrated to the same
-    target on the same training rows: the baseline the verifier is compared with."""
+    target on the same training rows: the baseline the verifier is compared with.
 
-    trees: Trees
+    ``inputs`` (one of :data:`INPUTS`) says what the score is; with a cross-encoder, it is
+    stored in the folder ``cross_encoder_dir`` (relative to the npz file) and loaded with it."""
+
+    trees: Trees | None
     threshold: float
     target_false_hit_rate: float
     cosine_threshold: float
@@ -204,6 +285,9 @@ class Verifier:
     encoder: str = ""
     dim: int = 0  # the encoder's vector size (0: not checked)
     trained_on: str = ""
+    inputs: str = INPUTS[0]
+    cross_encoder_dir: str = ""
+    cross_encoder: CrossEncoder | None = None
 
     def score(self, text_a: Sequence[str], text_b: Sequence[str], vec_a: np.ndarray,
               vec_b: np.ndarray) -> np.ndarray:
@@ -215,7 +299,14 @@ class Verifier:
         if self.dim and np.shape(vec_a)[-1] != self.dim:
             raise ValueError(f"verifier was fitted on {self.dim}-d vectors of "
                              f"{self.encoder or 'its encoder'}, got {np.shape(vec_a)[-1]}-d")
-        return self.trees.raw(pair_matrix(text_a, text_b, vec_a, vec_b))
+        if self.inputs == INPUTS[0]:
+            return self.trees.raw(pair_matrix(text_a, text_b, vec_a, vec_b))
+        if self.cross_encoder is None:
+            raise ValueError(f"verifier reads {self.inputs!r} but has no cross-encoder loaded")
+        logits = self.cross_encoder.logits(text_a, text_b)
+        if self.inputs == INPUTS[2]:
+            return logits
+        return self.trees.raw(stack_matrix(text_a, text_b, vec_a, vec_b, logits))
 
     def decide(self, text_a: Sequence[str], text_b: Sequence[str], vec_a: np.ndarray,
                vec_b: np.ndarray) -> np.ndarray:
@@ -223,27 +314,43 @@ class Verifier:
         return self.score(text_a, text_b, vec_a, vec_b) >= self.threshold
 
     def save(self, path: str | Path) -> Path:
-        """Write the verifier to ``path`` (npz: the node arrays and a JSON ``meta``)."""
+        """Write the verifier to ``path`` (npz: the node arrays and a JSON ``meta``); a
+        cross-encoder is not copied: it is expected in ``cross_encoder_dir`` beside it."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"threshold": self.threshold, "target_false_hit_rate": self.target_false_hit_rate,
                 "cosine_threshold": self.cosine_threshold, "features": list(self.features),
                 "encoder": self.encoder, "dim": self.dim, "trained_on": self.trained_on,
-                "baseline": self.trees.baseline}
-        t = self.trees
+                "inputs": self.inputs, "cross_encoder_dir": self.cross_encoder_dir}
+        arrays = {}
+        if (t := self.trees) is not None:
+            meta["baseline"] = t.baseline
+            arrays = {"roots": t.roots.astype(np.int32), "feature": t.feature.astype(np.int32),
+                      "threshold": t.threshold.astype(np.float64),
+                      "left": t.left.astype(np.int32), "right": t.right.astype(np.int32),
+                      "value": t.value.astype(np.float64)}
         with path.open("wb") as f:
-            np.savez_compressed(
-                f, meta=np.array(json.dumps(meta)), roots=t.roots.astype(np.int32),
-                feature=t.feature.astype(np.int32), threshold=t.threshold.astype(np.float64),
-                left=t.left.astype(np.int32), right=t.right.astype(np.int32),
-                value=t.value.astype(np.float64))
+            np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
         return path
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_PATH) -> Verifier:
-        """Read a verifier written by :meth:`save` (default: the shipped one)."""
+    def load(cls, path: str | Path = DEFAULT_PATH, *, threads: int = 1) -> Verifier:
+        """Read a verifier written by :meth:`save`, and its cross-encoder if it has one
+        (``threads``: onnxruntime's pool for it). The default is the shipped one: the
+        cross-encoder verifier (:data:`CROSS_ENCODER_PATH`) when it has been built, else
+        ``models/cache/verifier.npz``."""
+        path = Path(path)
+        if path == DEFAULT_PATH and CROSS_ENCODER_PATH.exists():
+            path = CROSS_ENCODER_PATH
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(str(npz["meta"]))
-            trees = Trees(**{k: npz[k] for k in _TREE_ARRAYS}, baseline=meta.pop("baseline"))
+            baseline = meta.pop("baseline", None)
+            trees = (Trees(**{k: npz[k] for k in _TREE_ARRAYS}, baseline=baseline)
+                     if baseline is not None else None)
         meta["features"] = tuple(meta["features"])
-        return cls(trees=trees, **meta)
+        if meta.get("inputs", INPUTS[0]) not in INPUTS:
+            raise ValueError(f"{path}: unknown verifier inputs {meta['inputs']!r}")
+        cross = None
+        if meta.get("inputs", INPUTS[0]) != INPUTS[0]:
+            cross = CrossEncoder.load(path.parent / meta["cross_encoder_dir"], threads=threads)
+        return cls(trees=trees, cross_encoder=cross, **meta)

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from training.cache_verifier import _model, calibrate_threshold, export_trees, fit_verifier
+from training.cache_cross_verifier import fit_cross_verifier
+from training.cache_verifier import (
+    _model,
+    calibrate_threshold,
+    export_trees,
+    fit_verifier,
+    grouped_folds,
+    question_groups,
+)
 from training.data import Pairs
 
 
@@ -71,3 +79,36 @@ def test_exported_trees_score_as_sklearn_does():
     y = (x[:, 0] + x[:, 3] * x[:, 5] + rng.normal(0, 0.2, 2000) > 0.8).astype(int)
     model = _model(0, max_iter=30).fit(x, y)
     assert np.allclose(export_trees(model).raw(x), model.decision_function(x), atol=1e-9)
+
+
+def test_question_groups_join_pairs_that_share_a_text_directly_or_through_others():
+    a = ["q1", "q2", "q4", "q6", "q3"]
+    b = ["q2", "q3", "q5", "q7", "q8"]
+    g = question_groups(a, b)
+    assert g[0] == g[1] == g[4] and g[2] != g[0] and g[3] not in (g[0], g[2])
+
+
+def test_grouped_folds_keep_each_group_in_one_fold_and_balance_the_rows():
+    groups = np.random.default_rng(0).integers(0, 300, size=3000)
+    fold = grouped_folds(groups, 5, seed=1)
+    for g in np.unique(groups):
+        assert len(set(fold[groups == g].tolist())) == 1
+    sizes = np.bincount(fold, minlength=5)
+    assert sizes.max() - sizes.min() <= np.bincount(groups).max()
+
+
+def test_cross_verifier_is_chosen_and_calibrated_on_held_out_scores():
+    rng = np.random.default_rng(0)
+    n = 600
+    y = (rng.random(n) < 0.4).astype(int)
+    logits = rng.normal(np.where(y == 1, 3.0, 0.0), 1.0)
+    a = [f"what is topic{i}" for i in range(n)]
+    b = [f"what is topic{i} about" for i in range(n)]
+    vec = rng.normal(size=(n, 384))
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    verifier, figures = fit_cross_verifier(a, b, vec, vec, y, logits, cosine_threshold=0.97,
+                                           confidence=None, inputs="cross_encoder", max_iter=10)
+    assert verifier.inputs == "cross_encoder" and verifier.trees is None
+    assert figures["cross_encoder"]["false_hit_rate"] <= 0.01
+    assert figures["cross_encoder"]["hit_rate"] > 0.3
+    assert set(figures) == {"cross_encoder", "features+cross_encoder"}
