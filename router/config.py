@@ -272,6 +272,10 @@ class GovernanceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key_cache_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
     # JWT bearer tokens from an identity provider (OIDC/SSO); None: API keys only.
     jwt: JwtConfig | None = None
+    # The organisation that runs the gateway: its admin and operator keys (and the master
+    # key) change the catalog, providers and routers; other organisations' admins manage
+    # only their own keys and cache entries.
+    platform_org: str = "default"
 
     def __post_init__(self) -> None:
         if not self.dsn.startswith(("sqlite:", "postgresql://", "postgres://")):

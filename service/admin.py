@@ -10,8 +10,12 @@ replica follows (``service.promotion``).
 A change is validated by building everything it needs (routing engine, adapters) before the
 gateway switches to it, then persisted to the overlay file (``router.overlay``) so a restart
 keeps it; a change that would break the config is refused with the reason and changes nothing.
-Always behind the master key, loopback or not; secrets in answers (keys, header values, a URL's
-user-info) are shown as ``***``.
+Always behind a credential, loopback or not (``service.auth.admin_access``): reading takes
+the viewer role, changing the catalog, providers, routers or cache the operator role, both of
+the platform (the master key or ``governance.platform_org``); an organisation's admin may purge
+its own cache entries and manage its own keys (``service.admin_governance``). Every change is
+in the audit log. Secrets in answers (keys, header values, a URL's user-info) are shown as
+``***``.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from litestar import Request, Response, Router, delete, get, post, put
 
 from router.artifact import ArtifactError
 from router.cache.store import ResponseCache
-from router.config import Config, ConfigError, ModelEntry, ProviderEntry, ServerConfig
+from router.config import Config, ConfigError, ModelEntry, ProviderEntry
 from router.overlay import overlay_path, read_overlay, write_overlay
 from router.registry import RegistryError, UnknownVersion
 from router.secrets import mask_url
-from service.auth import admin_guard
+from service.admin_governance import GOVERNANCE_ROUTES
+from service.auth import Authenticator, admin_access, audited, needs, own_only
 from service.errors import APIError, BadRequest, Conflict, ModelNotFound, decode_body
 from service.gateway import Gateway
 from service.promotion import RouterRegistryWatch
@@ -110,13 +115,13 @@ def _routes_using(config: Config, model: str) -> list[str]:
     return [r.name for r in config.routes if model in r.candidates]
 
 
-@get("/models")
+@get("/models", guards=[needs("viewer")])
 async def list_models(gateway: Gateway) -> Response[bytes]:
     """Every catalog model with its deployments."""
     return _json({"data": [_redact(m) for m in gateway.config.models]})
 
 
-@get("/models/{name:str}")
+@get("/models/{name:str}", guards=[needs("viewer")])
 async def show_model(name: str, gateway: Gateway) -> Response[bytes]:
     for m in gateway.config.models:
         if m.name == name:
@@ -124,7 +129,7 @@ async def show_model(name: str, gateway: Gateway) -> Response[bytes]:
     raise NotFound(f"no catalog model is named {name!r}", param="name")
 
 
-@put("/models/{name:str}")
+@put("/models/{name:str}", guards=[needs("operator")])
 async def put_model(name: str, request: Request[Any, Any, Any],
                     gateway: Gateway) -> Response[bytes]:
     """Add or replace a catalog model (201 when added)."""
@@ -132,11 +137,12 @@ async def put_model(name: str, request: Request[Any, Any, Any],
     async with gateway.changes:
         existed = any(m.name == name for m in gateway.config.models)
         await _apply(gateway, "models", name, entry)
+    await audited(request, "models.put", name)
     return _json(_redact(entry), 200 if existed else 201)
 
 
-@delete("/models/{name:str}", status_code=204)
-async def delete_model(name: str, gateway: Gateway) -> None:
+@delete("/models/{name:str}", status_code=204, guards=[needs("operator")])
+async def delete_model(name: str, request: Request[Any, Any, Any], gateway: Gateway) -> None:
     """Remove a catalog model; refused while a route lists it by name."""
     async with gateway.changes:
         config = gateway.config
@@ -146,15 +152,16 @@ async def delete_model(name: str, gateway: Gateway) -> None:
         if users:
             raise Conflict(f"routes {users} list {name!r} as a candidate: change them first")
         await _apply(gateway, "models", name, None)
+    await audited(request, "models.delete", name)
 
 
-@get("/providers")
+@get("/providers", guards=[needs("viewer")])
 async def list_providers(gateway: Gateway) -> Response[bytes]:
     """The named providers (connections that deployments reference)."""
     return _json({"data": [_redact(p) for p in gateway.config.providers]})
 
 
-@put("/providers/{name:str}")
+@put("/providers/{name:str}", guards=[needs("operator")])
 async def put_provider(name: str, request: Request[Any, Any, Any],
                        gateway: Gateway) -> Response[bytes]:
     """Add or replace a named provider; models deployed on it switch to it at once."""
@@ -162,11 +169,12 @@ async def put_provider(name: str, request: Request[Any, Any, Any],
     async with gateway.changes:
         existed = any(p.name == name for p in gateway.config.providers)
         await _apply(gateway, "providers", name, entry)
+    await audited(request, "providers.put", name)
     return _json(_redact(entry), 200 if existed else 201)
 
 
-@delete("/providers/{name:str}", status_code=204)
-async def delete_provider(name: str, gateway: Gateway) -> None:
+@delete("/providers/{name:str}", status_code=204, guards=[needs("operator")])
+async def delete_provider(name: str, request: Request[Any, Any, Any], gateway: Gateway) -> None:
     """Remove a named provider; refused while a deployment uses it."""
     async with gateway.changes:
         config = gateway.config
@@ -178,9 +186,10 @@ async def delete_provider(name: str, gateway: Gateway) -> None:
         if users:
             raise Conflict(f"{users} deploy on provider {name!r}: change them first")
         await _apply(gateway, "providers", name, None)
+    await audited(request, "providers.delete", name)
 
 
-@get("/deployments")
+@get("/deployments", guards=[needs("viewer")])
 async def deployments(gateway: Gateway) -> Response[bytes]:
     """Each model's deployments and their health."""
     out = []
@@ -192,7 +201,7 @@ async def deployments(gateway: Gateway) -> Response[bytes]:
     return _json({"data": out})
 
 
-@get("/routers")
+@get("/routers", guards=[needs("viewer")])
 async def list_routers(routers: RouterRegistryWatch) -> Response[bytes]:
     """The registry's router versions with their state and card figures, and which one this
     process serves."""
@@ -203,8 +212,9 @@ async def list_routers(routers: RouterRegistryWatch) -> Response[bytes]:
                   "data": listed})
 
 
-@post("/routers/{version:str}/promote")
-async def promote_router(version: str, routers: RouterRegistryWatch) -> Response[bytes]:
+@post("/routers/{version:str}/promote", guards=[needs("operator")])
+async def promote_router(version: str, request: Request[Any, Any, Any],
+                         routers: RouterRegistryWatch) -> Response[bytes]:
     """Make ``version`` live: this process serves it from the next request on, and the
     registry records it for every replica that follows it. 404 for an unknown version, 422
     (with the reason) for one that does not load or cannot serve this config."""
@@ -216,6 +226,7 @@ async def promote_router(version: str, routers: RouterRegistryWatch) -> Response
         raise Invalid(f"router version {version!r} cannot serve: {exc}") from None
     except RegistryError as exc:
         raise Conflict(str(exc)) from None
+    await audited(request, "routers.promote", version)
     listed = await asyncio.to_thread(routers.registry.list)
     return _json(next(v for v in listed if v.version == version))
 
@@ -237,7 +248,7 @@ def _cache_of(gateway: Gateway) -> ResponseCache:
     return gateway.cache
 
 
-@get("/cache")
+@get("/cache", guards=[needs("viewer")])
 async def cache_stats(gateway: Gateway) -> Response[bytes]:
     """Each tier's size, bounds, hits served and evictions (off: ``enabled`` false)."""
     if gateway.cache is None:
@@ -245,25 +256,30 @@ async def cache_stats(gateway: Gateway) -> Response[bytes]:
     return _json({"enabled": True, **await gateway.cache.stats()})
 
 
-@delete("/cache/entries/{entry:str}", status_code=204)
-async def cache_invalidate(entry: str, gateway: Gateway) -> None:
+@delete("/cache/entries/{entry:str}", status_code=204,
+        guards=[needs("operator")])
+async def cache_invalidate(entry: str, request: Request[Any, Any, Any], gateway: Gateway) -> None:
     """Drop one entry (its id is in the log row of every hit it served); 404 if unknown."""
     if not await _cache_of(gateway).delete(entry):
         raise NotFound(f"no cache entry {entry!r} (expired, evicted or never kept)",
                        param="entry")
+    await audited(request, "cache.delete", entry)
 
 
-@post("/cache/purge")
+@post("/cache/purge", guards=[needs("admin", platform=False)])
 async def cache_purge(request: Request[Any, Any, Any], gateway: Gateway) -> Response[bytes]:
     """Drop every entry of a tenant, or of one of its users."""
     body = decode_body(_PURGE, await request.body())
+    own_only(request, body.tenant)
     purged = await _cache_of(gateway).purge(body.tenant, body.user)
+    await audited(request, "cache.purge", body.tenant, {"user": body.user, "purged": purged})
     return _json({"tenant": body.tenant, "user": body.user, "purged": purged})
 
 
-def admin_router(server: ServerConfig) -> Router:
-    return Router(path="/admin", guards=[admin_guard(server)], route_handlers=[
+def admin_router(auth: Authenticator) -> Router:
+    return Router(path="/admin", guards=[admin_access(auth)], route_handlers=[
         list_models, show_model, put_model, delete_model,
         list_providers, put_provider, delete_provider, deployments,
         list_routers, promote_router, cache_stats, cache_invalidate, cache_purge,
+        *GOVERNANCE_ROUTES,
     ])

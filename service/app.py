@@ -174,7 +174,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
     api = Router(path="/v1", route_handlers=[*openai_api.ROUTES, create_message], guards=guards)
     scrape = Router(path="/", route_handlers=[ops.metrics], guards=guards)
     return Litestar(
-        route_handlers=[api, scrape, admin_router(config.server), ops.healthz, ops.readyz,
+        route_handlers=[api, scrape, admin_router(auth), ops.healthz, ops.readyz,
                         openapi_handler],
         dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False),
                       "routers": Provide(provide_routers, sync_to_thread=False)},
@@ -182,7 +182,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
         exception_handlers={Exception: handle_exception},
         middleware=[BodyTimeout.middleware(config.server.body_timeout_s)],
         request_max_body_size=config.server.max_body_bytes,
-        state=State({"gateway": None, "routers": None}),
+        state=State({"gateway": None, "routers": None, "auth": auth}),
         openapi_config=None,
         debug=False,
     )

@@ -16,7 +16,9 @@ Checked keys are kept ``governance.key_cache_s`` (1 s): revoking a key reaches e
 within that time, and a key in steady use costs its replica one store read a second. Failed
 attempts go to the audit log, at most one a second per client address.
 
-The admin API always needs the master key, loopback or not.
+The admin API always needs a credential, loopback or not: the master key, or a key or token
+whose role is above member (``admin_access``); each of its handlers says which role it needs
+(``needs``), and the catalog, providers and routers are the platform's alone.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from router.config import (
     is_loopback,
 )
 from router.config import master_key as configured_key
-from router.governance.keys import ApiKey, KeyRejected, split_key
+from router.governance.keys import ApiKey, KeyRejected, Role, split_key
 from router.governance.principal import MASTER, OPEN, Principal
 from router.governance.stores import Governance
 from router.governance.tokens import JwtVerifier, TokenRejected, jwks_loader
@@ -88,17 +90,42 @@ def master_key_guard(server: ServerConfig) -> Guard | None:
     return guard
 
 
-def admin_guard(server: ServerConfig) -> Guard:
-    """The master key, always: the admin API changes what every caller gets."""
-    expected = configured_key(server).encode()
+def admin_access(auth: Authenticator) -> Guard:
+    """The admin API's guard: a credential is always needed (loopback or not) — the master key,
+    or an API key or token whose role is above ``member`` — and becomes the request's
+    principal; each handler's ``needs`` says which role it takes."""
+
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        presented = presented_key(connection)
+        if not auth.has_master and not auth.could_be_ours(presented):
+            raise AdminDisabled(f"The admin API needs the master key (set server.master_key or "
+                                f"{MASTER_KEY_ENV}) or an API key with an admin, operator or "
+                                "viewer role")
+        if not presented:
+            raise AuthenticationFailed("Missing credential: send the master key or an admin "
+                                       "key as 'Authorization: Bearer <key>'")
+        principal = await auth.principal(connection, anonymous=False)
+        if principal.role == "member":
+            raise Forbidden("a member key calls the API, not the admin API: use a key with an "
+                            "admin, operator or viewer role")
+        connection.state.principal = principal
+
+    return guard
+
+
+def needs(role: Role, *, platform: bool = True) -> Guard:
+    """A handler's guard: the caller's role must include ``role``; with ``platform``, the
+    caller must also run the platform (the master key, or a key of
+    ``governance.platform_org``): the catalog, providers and routers are everyone's."""
 
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        if not expected:
-            raise AdminDisabled(f"The admin API needs a master key: set server.master_key or "
-                                f"{MASTER_KEY_ENV}")
-        if not _matches(connection, expected):
-            raise AuthenticationFailed("Missing or incorrect master key: send it as "
-                                       "'Authorization: Bearer <key>'")
+        principal: Principal = connection.state.principal
+        if not principal.at_least(role):
+            raise Forbidden(f"this needs the {role} role (the credential has {principal.role})")
+        org = connection.app.state.auth.config.governance.platform_org
+        if platform and principal.via != "master" and principal.tenant != org:
+            raise Forbidden("only the platform's own operators may do this (the master key, "
+                            f"or a key of the {org!r} organisation)")
 
     return guard
 
@@ -132,13 +159,25 @@ class Authenticator:
         if self._governance is not None:
             await asyncio.to_thread(self._governance.close)
 
-    async def principal(self, connection: ASGIConnection) -> Principal:
+    @property
+    def has_master(self) -> bool:
+        return bool(self._master)
+
+    def could_be_ours(self, presented: str) -> bool:
+        """Whether ``presented`` has the shape of an API key or (with JWTs on) a token."""
+        return split_key(presented) is not None or (
+            self._jwt is not None and presented.count(".") == 2)
+
+    async def principal(self, connection: ASGIConnection, *, anonymous: bool = True
+                        ) -> Principal:
         """Who is calling; ``AuthenticationFailed`` (401) for a wrong, expired, revoked or
-        missing credential, ``Forbidden`` (403) for a key used from outside its networks."""
+        missing credential, ``Forbidden`` (403) for a key used from outside its networks.
+        ``anonymous``: a loopback gateway may take a caller without one (not the admin API)."""
         presented = presented_key(connection)
         source = connection.client.host if connection.client else None
+        is_open = self._open and anonymous
         if not presented:
-            if self._open:
+            if is_open:
                 return OPEN
             raise AuthenticationFailed("Missing API key: send it as 'Authorization: Bearer "
                                        "<key>' (or 'x-api-key: <key>')")
@@ -153,7 +192,7 @@ class Authenticator:
                 return Principal.of_key(key)
             if self._jwt is not None and presented.count(".") == 2:
                 return await self._jwt.verify(presented)
-            if self._open:  # an SDK's placeholder key on a local gateway: not one of ours
+            if is_open:  # an SDK's placeholder key on a local gateway: not one of ours
                 return OPEN
             raise KeyRejected("malformed")
         except (KeyRejected, TokenRejected) as exc:
@@ -236,3 +275,27 @@ def api_guard(auth: Authenticator) -> Guard:
 def principal_of(connection: ASGIConnection) -> Principal:
     """The principal ``api_guard`` found for this request."""
     return connection.state.principal
+
+
+def own_only(connection: ASGIConnection, tenant: str) -> None:
+    """403 unless the caller may act on ``tenant``: its own organisation, or any for the
+    platform's operators (the master key, ``governance.platform_org``)."""
+    principal: Principal = connection.state.principal
+    org = connection.app.state.auth.config.governance.platform_org
+    if principal.via != "master" and principal.tenant not in (tenant, org):
+        raise Forbidden(f"this credential acts for {principal.tenant!r}, not {tenant!r}")
+
+
+async def audited(connection: ASGIConnection, action: str, target: str | None = None,
+                  detail: dict | None = None) -> None:
+    """Append an admin action to the audit log: who (the credential), what, from where."""
+    principal: Principal = connection.state.principal
+    auth: Authenticator = connection.app.state.auth
+    source = connection.client.host if connection.client else None
+    actor = principal.credential or principal.via
+    try:
+        gov = await auth.governance()
+        await asyncio.to_thread(gov.audit.append, actor, action, target=target, source=source,
+                                detail={"tenant": principal.tenant, **(detail or {})})
+    except Exception:  # the change is made; its record failing is logged loudly
+        log.exception("audit: could not record %s on %s by %s", action, target, actor)

@@ -179,3 +179,45 @@ def test_a_budget_is_never_overspent_and_names_itself_when_exhausted(tmp_path, e
     refused = answers[-1].json()["error"]
     assert refused["code"] == "budget_exceeded" and "org:acme" in refused["message"]
     assert spent <= 0.002 + 1e-12 and reserved == pytest.approx(0.0)
+
+
+def test_roles_and_organisations_bound_the_admin_api(tmp_path, engine, secret):
+    cfg = configured(tmp_path)
+    _, member = new_key(cfg, org="acme")
+    _, viewer = new_key(cfg, org="default", role="viewer")
+    _, operator = new_key(cfg, org="default", role="operator")
+    _, acme_admin = new_key(cfg, org="acme", role="admin")
+    globex_key, _ = new_key(cfg, org="globex")
+    master = bearer("master-key")
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        assert c.get("/admin/models", headers=bearer(member)).status_code == 403
+        assert c.get("/admin/models", headers=bearer(viewer)).status_code == 200
+        assert c.delete("/admin/models/gpt-4o", headers=bearer(viewer)).status_code == 403
+        assert c.get("/admin/deployments", headers=bearer(operator)).status_code == 200
+        # An organisation's admin: its own keys and cache entries, nothing of the platform's.
+        assert c.get("/admin/models", headers=bearer(acme_admin)).status_code == 403
+        made = c.post("/admin/keys", json={"org": "acme", "user": "bob"},
+                      headers=bearer(acme_admin))
+        assert made.status_code == 201 and made.json()["key"].startswith("cf_")
+        assert c.post("/admin/keys", json={"org": "globex"},
+                      headers=bearer(acme_admin)).status_code == 403
+        listed = c.get("/admin/keys", headers=bearer(acme_admin)).json()["data"]
+        assert {k["org"] for k in listed} == {"acme"}
+        assert c.get("/admin/keys?org=globex", headers=bearer(acme_admin)).status_code == 403
+        assert c.delete(f"/admin/keys/{globex_key}",
+                        headers=bearer(acme_admin)).status_code == 403
+        assert c.post("/admin/cache/purge", json={"tenant": "globex"},
+                      headers=bearer(acme_admin)).status_code == 403
+        assert c.get("/admin/audit", headers=bearer(acme_admin)).status_code == 403
+        # The new key works at once; revoked through the API, at once on this replica.
+        new = made.json()
+        assert c.post("/v1/chat/completions", json=ASK,
+                      headers=bearer(new["key"])).status_code == 200
+        assert c.delete(f"/admin/keys/{new['id']}",
+                        headers=bearer(acme_admin)).status_code == 204
+        assert c.post("/v1/chat/completions", json=ASK,
+                      headers=bearer(new["key"])).status_code == 401
+        audit = c.get("/admin/audit?verify=true", headers=master).json()
+    actions = [r["action"] for r in audit["data"]]
+    assert "keys.create" in actions and "keys.revoke" in actions
+    assert audit["verification"]["ok"]
