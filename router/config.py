@@ -225,6 +225,8 @@ class TrafficConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_embeddings: bool = True  # its 384-d embedding (1.5 KB a row)
     # The answer's text and tool calls, so `contextforge eval score` can score it later.
     log_answers: bool = True
+    # Rows older than this many days are deleted (checked hourly); None keeps them all.
+    retention_days: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
     def __post_init__(self) -> None:
         if not self.dsn.startswith(("sqlite:", "postgresql://", "postgres://")):

@@ -44,7 +44,7 @@ _COLUMNS = (
     "id", "ts", "tenant", "user_id", "route", "model", "deployment", "cache", "input_tokens",
     "output_tokens", "cost_usd", "latency_ms", "ttft_ms", "status", "error", "stream",
     "candidates", "router", "encoder", "prompt", "embedding", "policy", "propensity", "answer",
-    "tool_calls", "arm", "cache_entry",
+    "tool_calls", "arm", "cache_entry", "project", "credential",
 )
 # Columns added after the first schema: (name, SQL type with {float}/{blob} placeholders).
 _ADDED = (
@@ -54,6 +54,8 @@ _ADDED = (
     ("tool_calls", "TEXT"),
     ("arm", "TEXT"),
     ("cache_entry", "TEXT"),
+    ("project", "TEXT"),
+    ("credential", "TEXT"),
 )
 
 _SCHEMA = """
@@ -139,6 +141,8 @@ class TrafficRecord(msgspec.Struct, frozen=True, kw_only=True):
     tool_calls: str | None = None  # its tool calls, a JSON list of {id, name, arguments}
     arm: str | None = None  # the online A/B arm (router version) that decided
     cache_entry: str | None = None  # the cache entry that answered a hit
+    project: str | None = None  # the caller's project (from its key)
+    credential: str | None = None  # the key id (or token subject) that called
 
 
 class ScoreRow(msgspec.Struct, frozen=True):
@@ -340,7 +344,8 @@ class TrafficLog:
         return (r.id, r.ts, r.tenant, r.user_id, r.route, r.model, r.deployment, r.cache,
                 r.input_tokens, r.output_tokens, r.cost_usd, r.latency_ms, r.ttft_ms, r.status,
                 r.error, int(r.stream), candidates, r.router, r.encoder, r.prompt, emb,
-                r.policy, r.propensity, r.answer, r.tool_calls, r.arm, r.cache_entry)
+                r.policy, r.propensity, r.answer, r.tool_calls, r.arm, r.cache_entry,
+                r.project, r.credential)
 
     # --- feedback and reading ------------------------------------------------------------
 
@@ -492,6 +497,24 @@ class TrafficLog:
             n = self._reader.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
             self._reader.rollback()
         return int(n)
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only query (``?`` placeholders) on the log (``router.usage``),
+        after the rows queued so far are written."""
+        self.flush()
+        with self._lock:
+            rows = self._reader.execute(sql.replace("?", self._mark), tuple(params)).fetchall()
+            self._reader.rollback()
+        return list(rows)
+
+    def delete(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one ``DELETE`` (``?`` placeholders) now, committed; how many rows went (an
+        erasure, the retention period). Rows still queued are flushed first."""
+        self.flush()
+        with self._lock:
+            count = self._reader.execute(sql.replace("?", self._mark), tuple(params)).rowcount
+            self._reader.commit()
+        return count
 
     def _select(self, tail: str, params: Sequence[Any]) -> list[TrafficRecord]:
         with self._lock:

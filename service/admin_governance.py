@@ -1,9 +1,11 @@
-"""The admin API's keys and audit log.
+"""The admin API's keys, usage, erasures and audit log.
 
 ``/admin/keys``: an organisation's admin lists, creates, rotates and revokes its own keys (the
 platform's any organisation's); a created or rotated key is in the answer once, and only its
-hash is kept. ``GET /admin/audit``: the hash-chained audit log (the platform's admins), with
-``?verify=true`` the chain's check. Every change is audited.
+hash is kept. ``GET /admin/usage``: requests, tokens and spend grouped as asked (a viewer sees
+its own organisation's). ``DELETE /admin/users/{tenant}/{user}``: an erasure request (log rows
+and cache entries). ``GET /admin/audit``: the hash-chained audit log (the platform's admins),
+with ``?verify=true`` the chain's check. Every change is audited.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 
 from router.governance.keys import ApiKey, Role
+from router.usage import erase_user, usage
 from service.auth import Authenticator, audited, needs, own_only
-from service.errors import APIError, BadRequest, decode_body
+from service.errors import APIError, BadRequest, Conflict, decode_body
+from service.gateway import Gateway
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
@@ -122,6 +126,46 @@ async def revoke_key(key_id: str, request: Request[Any, Any, Any]) -> None:
     await audited(request, "keys.revoke", key_id)
 
 
+@get("/usage", guards=[needs("viewer", platform=False)])
+async def usage_report(request: Request[Any, Any, Any], gateway: Gateway,
+                       group_by: str = "tenant,model", since: float | None = None,
+                       until: float | None = None, tenant: str | None = None
+                       ) -> Response[bytes]:
+    """Requests, tokens and spend grouped by any of tenant, user, project, model, key and day
+    (``group_by=model,day``); an organisation sees only its own."""
+    principal = request.state.principal
+    org = request.app.state.auth.config.governance.platform_org
+    if principal.via != "master" and principal.tenant != org:
+        tenant = tenant or principal.tenant
+    if tenant is not None:
+        own_only(request, tenant)
+    if gateway.traffic is None:
+        raise Conflict("usage is read from the traffic log: traffic.enabled is false")
+    groups = [g.strip() for g in group_by.split(",") if g.strip()]
+    try:
+        rows = await asyncio.to_thread(usage, gateway.traffic, groups, since=since,
+                                       until=until, tenant=tenant)
+    except ValueError as exc:
+        raise BadRequest(str(exc), param="group_by") from None
+    return _json({"group_by": groups, "data": rows})
+
+
+@delete("/users/{tenant:str}/{user:str}", status_code=200,
+        guards=[needs("admin", platform=False)])
+async def erase_user_data(tenant: str, user: str, request: Request[Any, Any, Any],
+                          gateway: Gateway) -> Response[bytes]:
+    """An erasure request: every traffic-log row of ``tenant``'s ``user`` (with its feedback
+    and scores) and every cache entry kept for that user."""
+    own_only(request, tenant)
+    rows = 0
+    if gateway.traffic is not None:
+        rows = await asyncio.to_thread(erase_user, gateway.traffic, tenant, user)
+    entries = await gateway.cache.purge(tenant, user) if gateway.cache is not None else 0
+    await audited(request, "users.erase", f"{tenant}/{user}",
+                  {"log_rows": rows, "cache_entries": entries})
+    return _json({"tenant": tenant, "user": user, "log_rows": rows, "cache_entries": entries})
+
+
 @get("/audit", guards=[needs("admin")])
 async def audit_log(request: Request[Any, Any, Any], since: float | None = None,
                     actor: str | None = None, action: str | None = None,
@@ -138,4 +182,5 @@ async def audit_log(request: Request[Any, Any, Any], since: float | None = None,
     return _json(out)
 
 
-GOVERNANCE_ROUTES = [list_keys, create_key, rotate_key, revoke_key, audit_log]
+GOVERNANCE_ROUTES = [list_keys, create_key, rotate_key, revoke_key, usage_report,
+                     erase_user_data, audit_log]

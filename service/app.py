@@ -11,6 +11,8 @@ registry's live version in service and follows the registry while serving
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +28,7 @@ from router.providers import ProviderContext, build_http_client
 from router.providers.recorded import RecordedAnswers
 from router.registry import Registry
 from router.traffic import TrafficLog
+from router.usage import expire
 from router.validate import build_engine, check
 from service import openai_api, ops
 from service.admin import admin_router
@@ -38,6 +41,8 @@ from service.metrics import Metrics
 from service.openapi import openapi_handler
 from service.promotion import RouterRegistryWatch
 from service.timeouts import BodyTimeout
+
+log = logging.getLogger("contextforge")
 
 
 def provide_gateway(state: State) -> Gateway:
@@ -88,6 +93,18 @@ class RecordedLookup:
         return self.answers.answer(model, prompt)
 
 
+async def forget_old_rows(traffic: TrafficLog, days: float, every_s: float = 3600.0) -> None:
+    """Delete traffic-log rows older than ``days``, now and every ``every_s``, off the loop."""
+    while True:
+        try:
+            gone = await asyncio.to_thread(expire, traffic, time.time() - days * 86400)
+            if gone:
+                log.info("traffic log: %d rows older than %g days deleted", gone, days)
+        except Exception:  # the next round tries again
+            log.exception("traffic log: the retention cleanup failed")
+        await asyncio.sleep(every_s)
+
+
 def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litestar:
     """The gateway app for ``config``.
 
@@ -135,6 +152,10 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             following = asyncio.get_running_loop().create_task(
                 routers.follow(config.router.poll_s))
         loading = recorded.start(config)
+        retention = None
+        if traffic is not None and config.traffic.retention_days is not None:
+            retention = asyncio.get_running_loop().create_task(
+                forget_old_rows(traffic, config.traffic.retention_days))
         snapshots, saving = None, None
         if gateway.cache is not None and config.cache.snapshot_path:
             snapshots = CacheSnapshots(gateway, config.resolve(config.cache.snapshot_path),
@@ -146,7 +167,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             yield
         finally:
             app.state.gateway = app.state.routers = None
-            for task in (loading, following, saving):
+            for task in (loading, following, saving, retention):
                 if task is not None:
                     task.cancel()
             await gateway.drain()  # answers still being embedded for the cache

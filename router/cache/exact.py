@@ -82,6 +82,12 @@ class ExactCache:
             return entry if entry.expires > self._clock() else None
         return self.get(key)
 
+    def touch(self, entry_id: str) -> None:
+        """Mark an entry as just used (a semantic hit served it), without counting a hit."""
+        key = self._by_id.get(entry_id)
+        if key is not None:
+            self._by_key.move_to_end(key)
+
     def put(self, entry: Entry, extra_bytes: int = 0) -> bool:
         """Keep ``entry`` (replacing one under its key), then evict the least recently used
         entries until both bounds hold; ``extra_bytes`` is what is held elsewhere for it (its

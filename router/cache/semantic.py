@@ -26,6 +26,10 @@ import faiss
 import numpy as np
 
 REBUILD_DEAD_SHARE = 0.25  # rebuild an HNSW namespace when this share of it is removed
+# A lookup is one query: on two threads FAISS waits for its second one to be scheduled, which
+# on a busy host took a search's mean from 0.17 ms to 1.9 ms (benchmarks/README.md, "Cache
+# lookup"). The gateway runs no other FAISS work that could use more.
+faiss.omp_set_num_threads(1)
 
 
 @dataclass(frozen=True, slots=True)

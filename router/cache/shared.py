@@ -141,6 +141,9 @@ class SharedCache(ResponseCache):
         except CacheUnavailable:
             return None
 
+    def _served(self, entry: Entry) -> None:
+        """Nothing to refresh: Redis keeps entries until their TTL."""
+
     async def _entry(self, entry_id: str) -> Entry | None:
         # Raises CacheUnavailable rather than say "gone": the vector must stay.
         pending = self._pending_ids.get(entry_id)

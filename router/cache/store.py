@@ -113,23 +113,27 @@ class ResponseCache:
             return None
         same = next(((c, e) for c, e in live if c.meta.text == text), None)
         if same is not None:  # the very question, sent in another form (spacing, parts)
-            self.semantic.touch(same[0].id)
-            self.semantic_hits += 1
-            return Match(same[1], "semantic", same[0].cosine)
-        stored = self.semantic.vectors(tenant, [c.id for c, _ in live])
-        q = np.broadcast_to(np.asarray(vector, dtype=np.float32), stored.shape)
-        logits = self.verifier.score([text] * len(live), [c.meta.text for c, _ in live], q,
-                                     stored)
-        best = int(np.argmax(logits))
-        if logits[best] < self.verifier.threshold:
-            return None
-        candidate, entry = live[best]
+            candidate, entry = same
+        else:
+            stored = self.semantic.vectors(tenant, [c.id for c, _ in live])
+            q = np.broadcast_to(np.asarray(vector, dtype=np.float32), stored.shape)
+            logits = self.verifier.score([text] * len(live), [c.meta.text for c, _ in live],
+                                         q, stored)
+            best = int(np.argmax(logits))
+            if logits[best] < self.verifier.threshold:
+                return None
+            candidate, entry = live[best]
         self.semantic.touch(candidate.id)
+        self._served(entry)
         self.semantic_hits += 1
         return Match(entry, "semantic", candidate.cosine)
 
     async def _entry(self, entry_id: str) -> Entry | None:
-        return self.exact.get_id(entry_id)
+        # A candidate is not a hit yet: no hit counted, no recency changed (``_served``).
+        return self.exact.get_id(entry_id, touch=False)
+
+    def _served(self, entry: Entry) -> None:
+        self.exact.touch(entry.id)
 
     def generation(self, tenant: str, user: str | None) -> tuple[int, int]:
         """How many purges have reached ``tenant`` and its ``user`` so far (``keep`` compares

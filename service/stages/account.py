@@ -118,6 +118,8 @@ def record(ex: Exchange, gw: Gateway, elapsed: float) -> TrafficRecord:
         tool_calls=ex.answer.tool_calls_json if ex.answer is not None else None,
         arm=d.arm if d else None,
         cache_entry=ex.cache_entry,
+        project=ex.principal.project,
+        credential=ex.principal.credential,
     )
 
 

@@ -1,6 +1,7 @@
 """The guard stage: what the caller may use, and how often — before anything else is spent.
 
-The caller (``Exchange.principal``, from its credential: ``service.auth``) may name only the
+The caller (``Exchange.principal``, from its credential: ``service.auth``) speaks for its own
+user when the credential names one (the body's ``user`` is replaced), may name only the
 routes and models its credential allows, and its key, user, project and organisation's
 request limits, per-second bursts and concurrency caps (``limits.rules``) must have room.
 A refusal is a 403 or a 429 with ``Retry-After``; an admitted request carries the
@@ -12,6 +13,8 @@ come after routing (``service.stages.reserve``).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from router.engine import UnknownTarget
 from router.limits.plan import request_charges
@@ -30,6 +33,10 @@ class Guard:
 
     async def enter(self, ex: Exchange, gw: Gateway) -> None:
         principal = ex.principal
+        if principal.user is not None and getattr(ex.request, "user", None) != principal.user:
+            # A credential bound to a user speaks for that user only: the body cannot claim
+            # another (the cache's per-user scope, the log and the limits read this field).
+            ex.request = msgspec.structs.replace(ex.request, user=principal.user)
         if isinstance(ex.request, ChatRequest):
             try:
                 target = gw.engine.target(ex.request.model)

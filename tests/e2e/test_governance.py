@@ -221,3 +221,38 @@ def test_roles_and_organisations_bound_the_admin_api(tmp_path, engine, secret):
     actions = [r["action"] for r in audit["data"]]
     assert "keys.create" in actions and "keys.revoke" in actions
     assert audit["verification"]["ok"]
+
+
+def test_usage_erasure_and_retention(tmp_path, engine, secret):
+    import time
+
+    from router.usage import expire, usage
+
+    cfg = configured(tmp_path)
+    _, ada = new_key(cfg, org="acme", user_id="ada", project="web")
+    _, bob = new_key(cfg, org="acme", user_id="bob")
+    _, other = new_key(cfg, org="globex")
+    _, acme_admin = new_key(cfg, org="acme", role="admin")
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        for key in (ada, ada, bob, other):
+            assert c.post("/v1/chat/completions", json=ASK, headers=bearer(key)).status_code \
+                == 200
+        mine = c.get("/admin/usage?group_by=user,project", headers=bearer(acme_admin)).json()
+        everyone = c.get("/admin/usage?group_by=tenant,day",
+                         headers=bearer("master-key")).json()
+        bad = c.get("/admin/usage?group_by=colour", headers=bearer("master-key"))
+        erased = c.delete("/admin/users/acme/ada", headers=bearer(acme_admin))
+        foreign = c.delete("/admin/users/globex/x", headers=bearer(acme_admin))
+        after = c.get("/admin/usage?group_by=user", headers=bearer(acme_admin)).json()
+        log = c.app.state.gateway.traffic
+        left = [(r.tenant, r.user_id) for r in log.records()]
+        gone = expire(log, time.time() + 1)  # every row is past this retention
+        assert usage(log, ["tenant"]) == []
+    by_user = {r["user"]: r for r in mine["data"]}
+    assert set(by_user) == {"ada", "bob"} and by_user["ada"]["requests"] == 2
+    assert by_user["ada"]["project"] == "web" and by_user["ada"]["cost_usd"] > 0
+    assert {r["tenant"] for r in everyone["data"]} == {"acme", "globex"}
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "group_by"
+    assert erased.json()["log_rows"] == 2 and foreign.status_code == 403
+    assert sorted(left) == [("acme", "bob"), ("globex", None)] and gone == 2
+    assert [r["user"] for r in after["data"]] == ["bob"]

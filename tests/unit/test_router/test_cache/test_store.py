@@ -139,3 +139,15 @@ def test_validation_names_a_bad_index_or_a_missing_verifier(tmp_path, anyio_back
         check(cfg)
     assert "cache.index: 'HNSW-please'" in str(err.value)
     assert "cache.verifier: " in str(err.value) and "does not exist" in str(err.value)
+
+
+async def test_candidates_are_not_hits_until_one_is_served(verifier):
+    cache, v = cache_with(verifier), unit(0)
+    cache.keep(entry(1), Q, "s", v)
+    cache.keep(entry(2), "Something else entirely", "s2", unit(7))
+    assert await cache.find("t", "s", NEGATED, unit(2, near=v, noise=0.01)) is None
+    assert cache.exact.stats()["hits"] == 0  # a rejected candidate is no exact hit
+    assert [e.id for e in cache.exact.entries()] == ["ce-1", "ce-2"]  # nor fresher
+    assert (await cache.find("t", "s", PARA, unit(1, near=v))).entry.id == "ce-1"
+    assert [e.id for e in cache.exact.entries()] == ["ce-2", "ce-1"]  # served: most recent
+    assert cache.exact.stats()["hits"] == 0 and cache.semantic_hits == 1
