@@ -35,6 +35,7 @@ import numpy as np
 
 PATH = "/v1/chat/completions"
 WARM = 50  # request pairs before anything is measured
+MEASURED = ("miss_on", "miss_no_scope_on", "miss_k8_on", "hit_semantic")
 PARTS = ("lookup_encode", "search_and_verify", "search", "stored_vectors", "verifier", "keep")
 
 
@@ -251,13 +252,20 @@ def summary(run: Run, counts: dict[str, int]) -> dict:
                          ("miss_on_off_ratio_k8", "miss_cache_on_k8_e2e_p50_ms",
                           "miss_k8_off_e2e_p50_ms")):
         out[key] = round(out[on] / out[off], 3) if out[on] and out[off] else None
+    for kind in ("miss", "miss_no_scope", "miss_k8"):  # each prompt timed on both apps
+        on, off = np.array(s[f"{kind}_on"]), np.array(s[f"{kind}_off"])
+        out[f"{kind}_added_paired_p50_ms"] = (
+            round(float(np.median(on - off)) * 1e3, 3) if len(on) else None)
     out["samples"] = {k: len(v) for k, v in s.items()}
     out["unexpected_cache_outcome"] = dict(run.unexpected)
     out["cache_on_parts_p50_ms"] = {
         kind: {label: p50_ms([p.get(label, 0.0) for p in parts])
                for label in PARTS}
-        for kind, parts in run.parts.items() if kind in ("miss_on", "miss_no_scope_on",
-                                                          "miss_k8_on", "hit_semantic")}
+        for kind, parts in run.parts.items() if kind in MEASURED}
+    out["cache_on_parts_mean_ms"] = {
+        kind: {label: round(float(np.mean([p.get(label, 0.0) for p in parts])) * 1e3, 3)
+               for label in PARTS}
+        for kind, parts in run.parts.items() if kind in MEASURED}
     return {**out, **counts}
 
 

@@ -147,6 +147,13 @@ def e2e_table(r: dict, title: str) -> None:
     for name, on, k8, off in E2E_ROWS:
         ratio = f"{r[on] / r[off]:.3f}" if off and r.get(on) and r.get(off) else "-"
         print(f"{name:26s} {ms(on):>9s} {ms(k8):>9s} {ms(off):>9s} {ratio:>7s}")
+    print("cache on minus off, same prompt, p50 ms: " + ", ".join(
+        f"{kind} {r[f'{kind}_added_paired_p50_ms']:.2f}"
+        for kind in ("miss", "miss_no_scope", "miss_k8")
+        if r.get(f"{kind}_added_paired_p50_ms") is not None))
+    print("lookup parts in the cache-on gateway, mean ms: " + "; ".join(
+        f"{kind}: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v)
+        for kind, parts in r["cache_on_parts_mean_ms"].items()))
     print("lookup parts in the cache-on gateway (p50 ms): " + "; ".join(
         f"{kind}: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v)
         for kind, parts in r["cache_on_parts_p50_ms"].items()))

@@ -134,10 +134,11 @@ def _is_repeat(ask: Ask) -> bool:
 
 def tally(stream: list[Ask], outcomes: list[Outcome], paraphrases: set[frozenset[str]],
           non_paraphrases: set[frozenset[str]] | None = None) -> dict:
-    """The replay's counts: hits by kind, false hits (a hit served by an entry whose question
-    is neither the request's text nor in ``paraphrases`` with it; how many of them are in
-    ``non_paraphrases``, labelled as asking something else), cross-tenant hits, and the
-    ``near`` requests whose near question was kept (a miss) in their tenant before them."""
+    """The replay's counts: right hits of repeats by kind, false hits (a hit served by an
+    entry whose question is neither the request's text nor in ``paraphrases`` with it; how
+    many of them are in ``non_paraphrases``, labelled as asking something else),
+    cross-tenant hits, and the ``near`` requests whose near question was kept (a miss) in
+    their tenant before them."""
     non_paraphrases = non_paraphrases or set()
     kept: set[tuple[str, str]] = set()
     c: Counter[str] = Counter()
@@ -166,14 +167,14 @@ def tally(stream: list[Ask], outcomes: list[Outcome], paraphrases: set[frozenset
             if ask.role == "near" and _norm(served) == _norm(ask.origin or ""):
                 c["near_served_by_its_near_question"] += 1
         elif _is_repeat(ask):
-            c["repeat_right_hits"] += 1
+            c[f"{ask.role}_right_hits"] += 1
     repeats = c["exact_requests"] + c["paraphrase_requests"]
     rate = (lambda hits, n: hits / n if n else None)  # noqa: E731
     return {
         "requests": len(stream), "repeats": repeats,
-        "repeat_hit_rate": rate(c["repeat_right_hits"], repeats),
-        "exact_repeat_hit_rate": rate(c["exact_hits"], c["exact_requests"]),
-        "paraphrase_hit_rate": rate(c["paraphrase_hits"], c["paraphrase_requests"]),
+        "repeat_hit_rate": rate(c["exact_right_hits"] + c["paraphrase_right_hits"], repeats),
+        "exact_repeat_hit_rate": rate(c["exact_right_hits"], c["exact_requests"]),
+        "paraphrase_hit_rate": rate(c["paraphrase_right_hits"], c["paraphrase_requests"]),
         "hits": c["hits"], "hits_exact": c["hit-exact"], "hits_semantic": c["hit-semantic"],
         "false_hits": c["false_hits"],
         "false_hits_labelled_non_duplicate": c["labelled"],
