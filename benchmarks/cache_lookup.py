@@ -1,22 +1,35 @@
-"""How fast the cache finds candidates: the semantic index's search at 100k and 1M entries.
+"""How fast the cache answers and what it adds to a miss: the semantic index's search at 100k
+and 1M entries, and hits and misses end to end through the gateway, cache on against off.
 
     python benchmarks/cache_lookup.py [--json FILE] [--sizes 100000,1000000] [--queries 2000]
+        [--fill 2000] [--rounds 400] [--k8-rounds 200] [--one-thread-rounds 200]
 
-For each size, one tenant namespace of that many entries (the worst case: every entry in the
-namespace the query searches) with random unit 384-d vectors, built with the factory string
-the size calls for (``Flat`` and ``HNSW32`` at 100k, ``HNSW32`` beyond), then ``--queries``
-searches of a vector near a stored one (k = 8, one scope), one at a time, timed around
-``SemanticIndex.search`` (the encoder excluded). Memory per entry: the process's resident set
-before and after filling, divided by the entries. The exact tier's ``get`` is timed too.
+End to end first (``_cache_e2e.py``: two gateways in this process, cache on and off, requests
+alternated): ``hit_exact_e2e_p50_ms``, ``hit_semantic_e2e_p50_ms`` (= ``hit_e2e_p50_ms``),
+``miss_cache_on_e2e_p50_ms`` (entries of the request's scope present: the lookup embeds,
+searches and verifies), ``miss_cache_on_no_scope_e2e_p50_ms`` (none: no embedding for the
+lookup), ``miss_e2e_p50_ms`` (the same misses, cache off) and ``miss_on_off_ratio``, with the
+lookup's parts timed inside the cache-on gateway; ``cache.candidates`` 1 (shipped) and 8.
+Then, unless ``--one-thread-rounds 0``, the same again with FAISS on one OpenMP thread
+(``faiss.omp_set_num_threads(1)``, which the gateway does not call) under ``faiss_one_thread``.
 
-The end-to-end keys DESIGN.md lists for this benchmark (hit, miss with the cache on, miss with
-it off, through the gateway) come when the semantic tier is wired into the request path.
+Then the index alone: for each size, one tenant namespace of that many entries (the worst
+case: every entry in the namespace the query searches) with random unit 384-d vectors, built
+with the factory string the size calls for (``Flat`` and ``HNSW32`` at 100k, ``HNSW32``
+beyond), then ``--queries`` searches of a vector near a stored one (one scope), one at a time,
+timed around ``SemanticIndex.search`` (the encoder excluded) with k = 1 (``cache.candidates``'
+default; the index asks FAISS for 16 neighbours) and k = 8, on one OpenMP thread. Memory per
+entry: the process's resident set before and after filling (each entry with its own metadata:
+an entry id and a ~60-character question), divided by the entries; the answers themselves are
+the exact tier's (bounded by ``cache.max_bytes``). The exact tier's ``get`` is timed too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -53,25 +66,32 @@ def measure(size: int, factory: str, queries: int, seed: int = 0) -> dict:
     index = SemanticIndex(DIM, factory, max_entries=size + 1)
     t0 = time.perf_counter()
     block = 50_000
-    meta = Meta(entry="e", tenant="t", user=None, scope="s", text="", expires=1e18)
     for start in range(0, size, block):
         n = min(block, size - start)
-        index.add_many(unit_rows(n, rng), [meta] * n)
+        # Each entry its own metadata, as served: an entry id and a question of QQP's
+        # typical length (~60 characters), so the memory per entry counts them.
+        metas = [Meta(entry=f"ce-{i:016x}", tenant="t", user=None, scope="s",
+                      text=f"How do I get the most out of question number {i} today?",
+                      expires=1e18) for i in range(start, start + n)]
+        index.add_many(unit_rows(n, rng), metas)
     build_s = time.perf_counter() - t0
     after = rss_mib()
     stored = unit_rows(queries, np.random.default_rng(seed + 1))
-    times = []
-    for q in stored:
-        q = q + 0.05 * unit_rows(1, rng)[0]
-        q /= np.linalg.norm(q)
-        t = time.perf_counter()
-        index.search(q, "t", "s", k=8)
-        times.append((time.perf_counter() - t) * 1e3)
-    ms = np.array(times)
-    return {"size": size, "factory": factory, "build_s": round(build_s, 1),
-            "p50_ms": round(float(np.percentile(ms, 50)), 4),
-            "p99_ms": round(float(np.percentile(ms, 99)), 4),
-            "bytes_per_entry": round((after - before) * 1024 * 1024 / size, 1)}
+    noise = unit_rows(queries, rng)
+    queries_ = stored + 0.05 * noise
+    queries_ /= np.linalg.norm(queries_, axis=1, keepdims=True)
+    times: dict[int, list[float]] = {1: [], 8: []}
+    for q in queries_:  # k = 1 and k = 8 alternately, so both see the same moments
+        for k in (1, 8):
+            t = time.perf_counter()
+            index.search(q, "t", "s", k=k)
+            times[k].append((time.perf_counter() - t) * 1e3)
+    row = {"size": size, "factory": factory, "build_s": round(build_s, 1),
+           "bytes_per_entry": round((after - before) * 1024 * 1024 / size, 1)}
+    for k, suffix in ((1, ""), (8, "_k8")):
+        row[f"p50_ms{suffix}"] = round(float(np.percentile(times[k], 50)), 4)
+        row[f"p99_ms{suffix}"] = round(float(np.percentile(times[k], 99)), 4)
+    return row
 
 
 def exact_get(n: int = 100_000, queries: int = 20_000) -> dict:
@@ -90,28 +110,98 @@ def exact_get(n: int = 100_000, queries: int = 20_000) -> dict:
     return {"size": n, "p99_ms": round(float(np.percentile(times, 99)), 5)}
 
 
+def index_rows(sizes: list[int], queries: int) -> list[dict]:
+    """``measure`` for every size (FAISS on one thread meanwhile; restored after)."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    rows = []
+    try:
+        for size in sizes:
+            for factory in (("Flat", "HNSW32") if size <= 100_000 else ("HNSW32",)):
+                row = measure(size, factory, queries)
+                rows.append(row)
+                print(f"{size:>9,} {factory:<7} build {row['build_s']:>7.1f} s  "
+                      f"k=1 p50 {row['p50_ms']:.3f} p99 {row['p99_ms']:.3f} ms  "
+                      f"k=8 p50 {row['p50_ms_k8']:.3f} p99 {row['p99_ms_k8']:.3f} ms  "
+                      f"{row['bytes_per_entry']:.0f} B/entry", flush=True)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return rows
+
+
+E2E_ROWS = (("hit, exact", "hit_exact_e2e_p50_ms", None, None),
+            ("hit, semantic", "hit_semantic_e2e_p50_ms", "hit_semantic_k8_e2e_p50_ms", None),
+            ("miss, scope has entries", "miss_cache_on_e2e_p50_ms", "miss_cache_on_k8_e2e_p50_ms",
+             "miss_e2e_p50_ms"),
+            ("miss, scope empty", "miss_cache_on_no_scope_e2e_p50_ms", None,
+             "miss_no_scope_off_e2e_p50_ms"))
+
+
+def e2e_table(r: dict, title: str) -> None:
+    def ms(key):
+        return "-" if key is None or r.get(key) is None else f"{r[key]:.2f}"
+
+    print(f"\n{title}\n{'p50 ms':26s} {'cache on':>9s} {'on, k=8':>9s} {'cache off':>9s} "
+          f"{'on/off':>7s}")
+    for name, on, k8, off in E2E_ROWS:
+        ratio = f"{r[on] / r[off]:.3f}" if off and r.get(on) and r.get(off) else "-"
+        print(f"{name:26s} {ms(on):>9s} {ms(k8):>9s} {ms(off):>9s} {ratio:>7s}")
+    print("cache on minus off, same prompt, p50 ms: " + ", ".join(
+        f"{kind} {r[f'{kind}_added_paired_p50_ms']:.2f}"
+        for kind in ("miss", "miss_no_scope", "miss_k8")
+        if r.get(f"{kind}_added_paired_p50_ms") is not None))
+    print("lookup parts in the cache-on gateway, mean ms: " + "; ".join(
+        f"{kind}: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v)
+        for kind, parts in r["cache_on_parts_mean_ms"].items()))
+    print("lookup parts in the cache-on gateway (p50 ms): " + "; ".join(
+        f"{kind}: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v)
+        for kind, parts in r["cache_on_parts_p50_ms"].items()))
+
+
+def end_to_end(args: argparse.Namespace, rounds: int, k8_rounds: int) -> dict:
+    import asyncio
+    import tempfile
+
+    from _cache_e2e import end_to_end as run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return asyncio.run(run(Path(tmp), args.fill, rounds, k8_rounds))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
-    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--sizes", default="100000,1000000", help="index sizes ('' for none)")
     ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--fill", type=int, default=2000, help="entries of the scope, end to end")
+    ap.add_argument("--rounds", type=int, default=400, help="end-to-end samples per kind")
+    ap.add_argument("--k8-rounds", type=int, default=200)
+    ap.add_argument("--one-thread-rounds", type=int, default=200,
+                    help="the end-to-end run again with FAISS on one thread (0: skip)")
     args = ap.parse_args()
-    rows = []
-    for size in (int(s) for s in args.sizes.split(",")):
-        for factory in (("Flat", "HNSW32") if size <= 100_000 else ("HNSW32",)):
-            row = measure(size, factory, args.queries)
-            rows.append(row)
-            print(f"{size:>9,} {factory:<7} build {row['build_s']:>7.1f} s  p50 "
-                  f"{row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms  "
-                  f"{row['bytes_per_entry']:.0f} B/entry", flush=True)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    rows = index_rows([int(s) for s in args.sizes.split(",") if s], args.queries)
     exact = exact_get()
-    print(f"exact tier get at {exact['size']:,}: p99 {exact['p99_ms']:.4f} ms")
+    print(f"exact tier get at {exact['size']:,}: p99 {exact['p99_ms']:.4f} ms", flush=True)
+    e2e = end_to_end(args, args.rounds, args.k8_rounds)
+    e2e_table(e2e, "end to end, shipped settings (FAISS on its default OpenMP threads)")
+    if args.one_thread_rounds:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+        e2e["faiss_one_thread"] = end_to_end(args, args.one_thread_rounds,
+                                             args.one_thread_rounds // 2)
+        e2e_table(e2e["faiss_one_thread"], "end to end, FAISS on one OpenMP thread")
     hnsw = {r["size"]: r for r in rows if r["factory"] == "HNSW32"}
-    result = {"rows": rows, "exact": exact,
-              "p99_ms_100k": hnsw.get(100_000, {}).get("p99_ms"),
+    result = {"p99_ms_100k": hnsw.get(100_000, {}).get("p99_ms"),
               "p99_ms_1m": hnsw.get(1_000_000, {}).get("p99_ms"),
-              "bytes_per_entry": hnsw.get(max(hnsw), {}).get("bytes_per_entry") if hnsw else None}
+              "bytes_per_entry": hnsw[max(hnsw)]["bytes_per_entry"] if hnsw else None,
+              **e2e, "rows": rows, "exact": exact,
+              "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
+              "date": time.strftime("%Y-%m-%d %H:%M")}
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
 
