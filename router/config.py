@@ -271,7 +271,7 @@ class GovernanceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key_secret_path: str = "var/key-secret"
     # How long a replica trusts a key it has checked: revoking a key takes effect everywhere
     # within this time (each replica re-reads a key in use at most this often).
-    key_cache_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
+    key_cache_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.5
     # JWT bearer tokens from an identity provider (OIDC/SSO); None: API keys only.
     jwt: JwtConfig | None = None
     # The organisation that runs the gateway: its admin and operator keys (and the master

@@ -12,8 +12,8 @@ there without a master key is a config error (``router.config.check_server``), n
 gateway. The tenant of a request comes only
 from here, never from a header or a field of the body.
 
-Checked keys are kept ``governance.key_cache_s`` (1 s): revoking a key reaches every replica
-within that time, and a key in steady use costs its replica one store read a second. Failed
+Checked keys are kept ``governance.key_cache_s`` (0.5 s): revoking a key reaches every replica
+within that time, and a key in steady use costs its replica two store reads a second. Failed
 attempts go to the audit log, at most one a second per client address.
 
 The admin API always needs a credential, loopback or not: the master key, or a key or token
