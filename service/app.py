@@ -24,6 +24,7 @@ from router.config import Config
 from router.dispatch import build_dispatchers
 from router.embedding import MicroBatcher
 from router.engine import RoutingEngine
+from router.governance.spend import SpendStore
 from router.providers import ProviderContext, build_http_client
 from router.providers.recorded import RecordedAnswers
 from router.registry import Registry
@@ -143,6 +144,9 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
                           traffic_config=config.traffic)
         recorded.gateway = gateway
         await gateway.open_cache()  # a shared cache starts following the other replicas
+        if gateway.limits is not None and config.limits.budgets:  # a restart keeps the spend
+            gov = await auth.governance()
+            await gateway.limits.persist(await asyncio.to_thread(SpendStore, gov.db))
         # The registry's live version serves when one is recorded (router.path otherwise, and
         # whenever the live one cannot serve); then the gateway follows the registry.
         routers = RouterRegistryWatch(gateway, Registry.for_config(config))

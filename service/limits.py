@@ -15,6 +15,7 @@ with a log line and ``contextforge_limits_backend_errors`` either way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -22,7 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from router.config import Config, LimitsConfig
-from router.limits.budgets import Budget, Crossing, Hold, MemoryBudgets, Verdict
+from router.governance.spend import SpendStore
+from router.limits.budgets import Budget, Crossing, Hold, MemoryBudgets, Verdict, period_key
 from router.limits.concurrency import Cap, MemoryConcurrency
 from router.limits.windows import Admission, Charge, MemoryWindows
 from service.errors import APIError
@@ -57,6 +59,17 @@ class Limits:
         self._on_error, self._alert = on_error, alert
         self._logged_at = -1e18
         self._client: Any = None  # the Redis client, closed with ``close``
+        self._store: SpendStore | None = None  # where in-process spend is kept (``persist``)
+
+    async def persist(self, store: SpendStore) -> None:
+        """Keep the in-process budgets' settled spend in ``store`` and start from what it holds
+        (a restart keeps this period's spend). Nothing to do with Redis, which keeps it."""
+        if self.shared or not self.config.budgets:
+            return
+        now = time.time()
+        periods = [period_key(p, now) for p in ("day", "month", "total")]
+        self.budgets.seed(await asyncio.to_thread(store.load, periods))
+        self._store = store
 
     async def close(self) -> None:
         """Close the Redis connections (at shutdown, after the drain)."""
@@ -175,6 +188,12 @@ class Limits:
             return
         crossed = await self._call("settle", lambda: self.budgets.settle(hold, cost_usd),
                                    lambda: self._local[2].settle(hold, cost_usd))
+        if self._store is not None and cost_usd:
+            for budget, period in zip(hold.budgets, hold.periods, strict=True):
+                try:
+                    await asyncio.to_thread(self._store.add, budget.bucket, period, cost_usd)
+                except Exception:  # the ledger in memory holds; a restart would forget it
+                    log.exception("limits: could not record spend of %s", budget.bucket)
         for crossing in crossed:
             log.warning("budget %s (%s %s, $%.2f): %.0f%% reached ($%.4f spent)",
                         crossing.budget.bucket, crossing.budget.period, crossing.period,

@@ -150,6 +150,12 @@ class MemoryBudgets:
         if r is not None:
             self._drop(r)
 
+    def seed(self, spent: dict[tuple[str, str], float]) -> None:
+        """Start from what was spent before (``(bucket, period key)`` -> USD), e.g. read back
+        from the store after a restart."""
+        for key, usd in spent.items():
+            self._ledgers.setdefault(key, _Ledger()).spent = usd
+
     async def standing(self, budget: Budget) -> tuple[float, float]:
         """``(spent, reserved)`` of ``budget`` in the current period."""
         now = self._clock()

@@ -256,3 +256,19 @@ def test_usage_erasure_and_retention(tmp_path, engine, secret):
     assert erased.json()["log_rows"] == 2 and foreign.status_code == 403
     assert sorted(left) == [("acme", "bob"), ("globex", None)] and gone == 2
     assert [r["user"] for r in after["data"]] == ["bob"]
+
+
+def test_a_restart_keeps_this_periods_spend(tmp_path, engine, secret):
+    from router.config import BudgetRule
+
+    limits = LimitsConfig(budgets=[BudgetRule(scope="org", usd=0.0012, period="month")])
+    cfg = configured(tmp_path, limits=limits)
+    _, key = new_key(cfg)
+    body = {**ASK, "model": "gpt-4o", "max_tokens": 60}
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        first = [c.post("/v1/chat/completions", json=body, headers=bearer(key)).status_code
+                 for _ in range(3)]
+    with TestClient(create_app(cfg, engine=engine)) as c:  # restarted
+        after = c.post("/v1/chat/completions", json=body, headers=bearer(key))
+    assert 200 in first and first[-1] == 429
+    assert after.status_code == 429 and after.json()["error"]["code"] == "budget_exceeded"
