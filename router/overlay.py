@@ -11,12 +11,12 @@ old overlay or the new one, never half of one.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import msgspec
 
 from router.config import Config, ConfigError, ModelEntry, ProviderEntry, check_config, load_config
+from router.files import write_atomic
 
 
 class Overlay(msgspec.Struct, omit_defaults=True):
@@ -54,17 +54,7 @@ def read_overlay(path: Path) -> Overlay:
 
 
 def write_overlay(path: Path, overlay: Overlay) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".overlay-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(msgspec.json.format(msgspec.json.encode(overlay)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, msgspec.json.format(msgspec.json.encode(overlay)))
 
 
 def overlay_path(config: Config) -> Path:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import msgspec
 
 from router.cache.exact import Entry
 from router.cache.store import Stored
+from router.files import write_atomic
 
 MAGIC = "contextforge-cache-snapshot"
 FORMAT = 2  # 1: exact entries only; 2: with each entry's question, scope and vector
@@ -42,18 +41,7 @@ def write_snapshot(path: Path, entries: list[Stored], encoder: str = "") -> int:
     header = json.dumps({"magic": MAGIC, "format": FORMAT, "entries": len(entries),
                          "encoder": encoder, "sha256": hashlib.sha256(payload).hexdigest(),
                          "written": time.time()}).encode() + b"\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, header + payload)
     return len(header) + len(payload)
 
 

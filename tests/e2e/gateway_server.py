@@ -73,3 +73,20 @@ def app_logs() -> Iterator[Lines]:
     finally:
         for logger in loggers:
             logger.removeHandler(lines)
+
+
+def redis_prefix(url: str = "redis://127.0.0.1:6379/0"):
+    """A fresh Redis key prefix for one test (CI and sessions share the server), yielded;
+    every key under it is deleted afterwards. Use it as ``yield from redis_prefix()`` in a
+    fixture."""
+    import uuid
+
+    import redis
+
+    p = f"cf-test-{uuid.uuid4().hex[:12]}:"
+    yield p
+    r = redis.Redis.from_url(url)
+    keys = list(r.scan_iter(match=p + "*"))
+    if keys:
+        r.delete(*keys)
+    r.close()

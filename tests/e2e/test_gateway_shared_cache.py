@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 import httpx
 import msgspec
 import pytest
-import redis
 
 from router.config import CacheConfig, RedisConfig, load_config
 from router.engine import RoutingEngine
-from tests.e2e.gateway_server import gateway
+from tests.e2e.gateway_server import gateway, redis_prefix
 
 REDIS_URL = os.environ.get("CONTEXTFORGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 KEY = "replica-test-key"
@@ -39,13 +37,7 @@ def engine():
 
 @pytest.fixture()
 def prefix():
-    p = f"cf-test-{uuid.uuid4().hex[:12]}:"
-    yield p
-    r = redis.Redis.from_url(REDIS_URL)
-    keys = list(r.scan_iter(match=p + "*"))
-    if keys:
-        r.delete(*keys)
-    r.close()
+    yield from redis_prefix()
 
 
 def replica(folder, prefix: str):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -24,7 +23,7 @@ from router.config import (
 )
 from router.engine import RoutingEngine
 from router.governance.stores import Governance
-from tests.e2e.gateway_server import gateway
+from tests.e2e.gateway_server import gateway, redis_prefix
 
 REDIS_URL = os.environ.get("CONTEXTFORGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ASK = {"model": "gpt-4o", "max_tokens": 10,
@@ -39,13 +38,7 @@ def engine():
 @pytest.fixture()
 def prefix(monkeypatch):
     monkeypatch.setenv("CONTEXTFORGE_KEY_SECRET", "replica-test-secret-0123")
-    p = f"cf-test-{uuid.uuid4().hex[:12]}:"
-    yield p
-    r = redis.Redis.from_url(REDIS_URL)
-    keys = list(r.scan_iter(match=p + "*"))
-    if keys:
-        r.delete(*keys)
-    r.close()
+    yield from redis_prefix()
 
 
 def replica(folder, prefix: str, pg_dsn: str, limits: LimitsConfig):
