@@ -272,3 +272,40 @@ def test_a_restart_keeps_this_periods_spend(tmp_path, engine, secret):
         after = c.post("/v1/chat/completions", json=body, headers=bearer(key))
     assert 200 in first and first[-1] == 429
     assert after.status_code == 429 and after.json()["error"]["code"] == "budget_exceeded"
+
+
+def test_jwt_callers_and_ip_allowlists(tmp_path, engine, secret):
+    import json
+    import time
+
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from router.config import JwtConfig
+
+    signer = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(signer.public_key())),
+           "kid": "k1", "alg": "RS256"}
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    cfg = configured(tmp_path, host="0.0.0.0")
+    cfg = msgspec.structs.replace(cfg, governance=msgspec.structs.replace(
+        cfg.governance, jwt=JwtConfig(jwks=str(tmp_path / "jwks.json"),
+                                      issuer="https://idp.example", audience="contextforge")))
+    claims = {"iss": "https://idp.example", "aud": "contextforge", "sub": "ada@globex",
+              "org": "globex", "exp": time.time() + 300}
+    token = pyjwt.encode(claims, signer, algorithm="RS256", headers={"kid": "k1"})
+    expired = pyjwt.encode({**claims, "exp": time.time() - 600}, signer, algorithm="RS256",
+                           headers={"kid": "k1"})
+    _, fenced = new_key(cfg, ips=["10.0.0.0/8"])
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        ok = c.post("/v1/chat/completions", json=ASK, headers=bearer(token))
+        stale = c.post("/v1/chat/completions", json=ASK, headers=bearer(expired))
+        outside = c.post("/v1/chat/completions", json=ASK, headers=bearer(fenced))
+    assert ok.status_code == 200 and stale.status_code == 401
+    assert outside.status_code == 403  # the test client is not in 10.0.0.0/8
+    log = TrafficLog(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    try:
+        (row,) = log.records()
+    finally:
+        log.close()
+    assert (row.tenant, row.user_id, row.credential) == ("globex", "ada@globex", "ada@globex")
