@@ -22,6 +22,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from redis.exceptions import RedisError
+
 from router.config import Config, LimitsConfig
 from router.governance.spend import SpendStore
 from router.limits.budgets import Budget, Crossing, Hold, MemoryBudgets, Verdict, period_key
@@ -49,16 +51,17 @@ class Limits:
     """The backends and the rules; ``None`` from ``build`` when there are no rules."""
 
     def __init__(self, config: LimitsConfig, windows: Any, slots: Any, budgets: Any, *,
-                 shared: bool, on_error: Callable[[str], None] | None = None,
+                 client: Any = None, on_error: Callable[[str], None] | None = None,
                  alert: Callable[[Crossing], Awaitable[None]] | None = None):
-        self.config, self.shared = config, shared
+        # ``client``: the Redis client the backends share (closed with ``close``); None for
+        # the in-process backends.
+        self.config, self.shared, self._client = config, client is not None, client
         self.windows, self.slots, self.budgets = windows, slots, budgets
         # This process's own: what ``on_backend_error: open`` falls back to.
         self._local = (MemoryWindows(), MemoryConcurrency(),
                        MemoryBudgets(reservation_ttl_s=config.reservation_ttl_s))
         self._on_error, self._alert = on_error, alert
         self._logged_at = -1e18
-        self._client: Any = None  # the Redis client, closed with ``close``
         self._store: SpendStore | None = None  # where in-process spend is kept (``persist``)
 
     async def persist(self, store: SpendStore) -> None:
@@ -90,13 +93,11 @@ class Limits:
             from router.redis_client import connect
 
             client, prefix = connect(config.redis), config.redis.prefix
-            limits = cls(c, RedisWindows(client, prefix), RedisConcurrency(client, prefix),
-                         RedisBudgets(client, prefix, reservation_ttl_s=c.reservation_ttl_s),
-                         shared=True, on_error=on_error, alert=alert)
-            limits._client = client
-            return limits
+            return cls(c, RedisWindows(client, prefix), RedisConcurrency(client, prefix),
+                       RedisBudgets(client, prefix, reservation_ttl_s=c.reservation_ttl_s),
+                       client=client, on_error=on_error, alert=alert)
         return cls(c, MemoryWindows(), MemoryConcurrency(),
-                   MemoryBudgets(reservation_ttl_s=c.reservation_ttl_s), shared=False,
+                   MemoryBudgets(reservation_ttl_s=c.reservation_ttl_s),
                    on_error=on_error, alert=alert)
 
     async def _call(self, op: str, shared: Callable[[], Awaitable[T]],
@@ -105,11 +106,7 @@ class Limits:
             return await shared()
         try:
             return await shared()
-        except (TimeoutError, OSError, ConnectionError) as exc:
-            failure = exc
-        except Exception as exc:  # redis-py's own errors
-            if type(exc).__module__.split(".")[0] != "redis":
-                raise
+        except (RedisError, OSError, TimeoutError) as exc:
             failure = exc
         if self._on_error is not None:
             self._on_error(op)

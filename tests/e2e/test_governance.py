@@ -46,6 +46,14 @@ def new_key(cfg, org="acme", **kw) -> tuple[str, str]:
         gov.close()
 
 
+def logged(tmp_path) -> list:
+    log = TrafficLog(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    try:
+        return log.records()
+    finally:
+        log.close()
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
@@ -62,11 +70,7 @@ def test_the_tenant_comes_from_the_key_never_from_the_request(tmp_path, engine, 
                         headers=bearer("cf_" + "a" * 12 + "_" + key.split("_", 2)[2]))
     assert ok.status_code == 200
     assert anonymous.status_code == 401 and wrong.status_code == 401 and forged.status_code == 401
-    log = TrafficLog(f"sqlite:///{tmp_path / 't.sqlite3'}")
-    try:
-        (row,) = log.records()
-    finally:
-        log.close()
+    (row,) = logged(tmp_path)
     assert row.tenant == "acme"
     gov = Governance.open(cfg)
     try:  # failed attempts are audited (one a second per address)
@@ -303,9 +307,5 @@ def test_jwt_callers_and_ip_allowlists(tmp_path, engine, secret):
         outside = c.post("/v1/chat/completions", json=ASK, headers=bearer(fenced))
     assert ok.status_code == 200 and stale.status_code == 401
     assert outside.status_code == 403  # the test client is not in 10.0.0.0/8
-    log = TrafficLog(f"sqlite:///{tmp_path / 't.sqlite3'}")
-    try:
-        (row,) = log.records()
-    finally:
-        log.close()
+    (row,) = logged(tmp_path)
     assert (row.tenant, row.user_id, row.credential) == ("globex", "ada@globex", "ada@globex")

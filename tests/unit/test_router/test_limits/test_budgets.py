@@ -14,21 +14,6 @@ pytestmark = pytest.mark.anyio
 DOLLAR = Budget("org:acme", "month", 1.00)
 
 
-@pytest.fixture()
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture()
-async def redis_clients():
-    import redis.asyncio as redis
-
-    clients = [redis.Redis(host="127.0.0.1", port=6379) for _ in range(2)]
-    yield clients
-    for c in clients:
-        await c.aclose()
-
-
 @pytest.fixture(params=["memory", "redis"])
 def budgets_pair(request, redis_clients):
     """Two handles on one set of budgets (two replicas on Redis; one process in memory)."""

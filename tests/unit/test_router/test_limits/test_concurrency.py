@@ -13,17 +13,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture()
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture()
-async def client():
-    import redis.asyncio as redis
-
-    c = redis.Redis(host="127.0.0.1", port=6379)
-    yield c
-    await c.aclose()
+def client(redis_clients):
+    return redis_clients[0]
 
 
 @pytest.fixture(params=["memory", "redis"])

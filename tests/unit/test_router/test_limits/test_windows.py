@@ -14,11 +14,6 @@ from router.limits.windows import Charge, MemoryWindows
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture()
-def anyio_backend():
-    return "asyncio"
-
-
 class Clock:
     def __init__(self):
         self.now = 0.0
@@ -28,12 +23,8 @@ class Clock:
 
 
 @pytest.fixture()
-async def redis_client():
-    import redis.asyncio as redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    yield client
-    await client.aclose()
+def redis_client(redis_clients):
+    return redis_clients[0]
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -103,17 +94,11 @@ async def test_a_short_redis_window_frees_up_by_itself(redis_client):
     assert (await w.admit("d", burst)).allowed
 
 
-async def test_two_replicas_share_one_window(redis_client):
-    import redis.asyncio as redis
-
+async def test_two_replicas_share_one_window(redis_clients):
     from router.limits.redis_windows import RedisWindows
 
     prefix = f"cf-test-{uuid.uuid4().hex[:8]}:"
-    other = redis.Redis(host="127.0.0.1", port=6379)
-    try:
-        a, b = RedisWindows(redis_client, prefix), RedisWindows(other, prefix)
-        results = await asyncio.gather(*((a if i % 2 else b).admit(f"r{i}", [rpm("k", 7)])
-                                         for i in range(30)))
-    finally:
-        await other.aclose()
+    a, b = (RedisWindows(c, prefix) for c in redis_clients)
+    results = await asyncio.gather(*((a if i % 2 else b).admit(f"r{i}", [rpm("k", 7)])
+                                     for i in range(30)))
     assert sum(r.allowed for r in results) == 7
