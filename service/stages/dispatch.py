@@ -30,7 +30,7 @@ from router.wire.openai import (
     encode_vector,
 )
 from service.answer import Answer
-from service.errors import BadRequest, from_provider_error
+from service.errors import from_provider_error
 from service.pipeline import CANCELLED, CLIENT_GONE, Exchange
 from service.stages.route import arm_key
 
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("contextforge.gateway")
 
-MAX_LOCAL_TEXTS = 256  # one request's texts share the process's two cores with routing
 
 
 class Dispatch:
@@ -148,15 +147,12 @@ async def _relay(ex: Exchange, first: ChatCompletionChunk | None,
 async def _local_embeddings(ex: Exchange, request: EmbeddingsRequest, gw: Gateway) -> None:
     encoder = gw.engine.text_encoder  # loaded by the route stage
     texts = request.texts
-    if len(texts) > MAX_LOCAL_TEXTS:
-        raise BadRequest(f"at most {MAX_LOCAL_TEXTS} texts per request to {encoder.id}",
-                         param="input")
     if len(texts) == 1 and encoder is gw.engine.encoder:
         # The batcher encodes what the router reads: the sentence embedding comes first.
         vectors = [(await gw.batcher.encode(texts[0]))[: encoder.dim]]
     else:  # a batch is one encoder call already; off the event loop
         vectors = list(await asyncio.to_thread(encoder.encode, texts))
-    tokens = sum(await asyncio.to_thread(encoder.count_tokens_batch, texts))
+    tokens = ex.input_tokens  # counted by the route stage
     data = [Embedding(index=i, embedding=encode_vector(v, request.encoding_format))
             for i, v in enumerate(vectors)]
     ex.usage = EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)

@@ -1,6 +1,7 @@
 """The reserve stage: once routing has chosen the model, the limits that depend on it.
 
-Between the route stage (the model and the prompt's token count are known) and dispatch (the
+Chat and embeddings alike (an embeddings request's input is its whole charge). Between the
+route stage (the model and the prompt's token count are known) and dispatch (the
 provider is called): the model's own request limits, tokens per minute on every scope — the
 prompt's tokens plus the most the model may write (``max_tokens``, else what its context
 window leaves), corrected to the real count when the answer is in — and the budgets: the most
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from router.catalog import Catalog
 from router.limits.plan import budgets_for, request_charges, token_charges
 from router.limits.windows import Admission, Charge
-from router.wire.openai import ChatRequest, Usage
+from router.wire.openai import ChatRequest, EmbeddingUsage, Usage
 from service.pipeline import Exchange
 from service.stages.headers import rate_headers
 
@@ -27,15 +28,17 @@ if TYPE_CHECKING:
 
 class Reserve:
     name = "reserve"
-    kinds = frozenset({"chat"})
+    kinds = frozenset({"chat", "embeddings"})
 
     async def enter(self, ex: Exchange, gw: Gateway) -> None:
         limits, model = gw.limits, ex.model
         if limits is None or model is None:
             return
         request = ex.request
-        assert isinstance(request, ChatRequest)
-        most_out = request.output_limit or max(model.context_window - ex.input_tokens, 1)
+        if isinstance(request, ChatRequest):
+            most_out = request.output_limit or max(model.context_window - ex.input_tokens, 1)
+        else:  # embeddings: the input is the whole charge
+            most_out = 0
         # The provider counts the prompt with its own tokenizer, plus per-message overhead:
         # charge an upper bound, so the corrected real count never exceeds what was admitted.
         prompt = math.ceil(ex.input_tokens * (1 + limits.config.input_token_margin)) + 16
@@ -51,9 +54,9 @@ class Reserve:
             ex.headers.update(rate_headers(tokens, _tail(admission, len(requests)), "tokens"))
             ex.token_charges = tokens
         budgets = budgets_for(limits.config.budgets, ex.principal)
-        if budgets:
-            ex.hold = await limits.reserve(ex.id, budgets,
-                                           Catalog.cost_usd(model, prompt, most_out))
+        most = Catalog.cost_usd(model, prompt, most_out)
+        if budgets and most > 0:  # a free model (the gateway's own encoder) spends nothing
+            ex.hold = await limits.reserve(ex.id, budgets, most)
 
     def leave(self, ex: Exchange, gw: Gateway) -> None:
         limits = gw.limits
@@ -64,8 +67,9 @@ class Reserve:
             gw.spawn(limits.settle(ex.hold, ex.cost_usd, failed=ex.status != 200))
             ex.hold = None
         if ex.token_charges:
-            used = (ex.usage.prompt_tokens + ex.usage.completion_tokens
-                    if isinstance(ex.usage, Usage) else ex.input_tokens)
+            u = ex.usage
+            used = (u.prompt_tokens + u.completion_tokens if isinstance(u, Usage)
+                    else u.prompt_tokens if isinstance(u, EmbeddingUsage) else ex.input_tokens)
             for c in ex.token_charges:
                 gw.spawn(limits.adjust(ex.id, Charge(c.bucket, c.window_s, c.limit, used)))
             ex.token_charges = []

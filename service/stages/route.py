@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from service.gateway import Gateway
 
 EMBEDDINGS_ROUTE = "embeddings"
+MAX_LOCAL_TEXTS = 256  # one request's texts share the process's two cores with routing
 
 
 def local_model(encoder: Encoder) -> ModelEntry:
@@ -117,6 +118,15 @@ class Route:
             raise ModelNotFound(f"The model `{request.model}` does not exist: use "
                                 f"`{encoder.id}` (local) or a catalog model with the embeddings "
                                 "capability (see GET /v1/models)", param="model")
+        texts = request.texts
+        if ex.local and len(texts) > MAX_LOCAL_TEXTS:
+            raise BadRequest(f"at most {MAX_LOCAL_TEXTS} texts per request to {encoder.id}",
+                             param="input")
+        # Counted before the call, as a chat prompt is: token limits and budgets are charged
+        # up front (a provider's tokenizer differs: the reserve stage adds its margin).
+        counts = (await asyncio.to_thread(encoder.count_tokens_batch, texts)
+                  if needs_thread(texts) else encoder.count_tokens_batch(texts))
+        ex.input_tokens = sum(counts)
         ex.model, ex.route = model, EMBEDDINGS_ROUTE
         ex.request = msgspec.structs.replace(request, model=model.name)
 

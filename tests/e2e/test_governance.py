@@ -309,3 +309,34 @@ def test_jwt_callers_and_ip_allowlists(tmp_path, engine, secret):
     assert outside.status_code == 403  # the test client is not in 10.0.0.0/8
     (row,) = logged(tmp_path)
     assert (row.tenant, row.user_id, row.credential) == ("globex", "ada@globex", "ada@globex")
+
+
+def test_embeddings_count_against_token_limits_and_budgets(tmp_path, engine, secret):
+    from router.config import BudgetRule, RateRule
+    from router.limits.budgets import Budget
+
+    # ~100 tokens: $0.13 per million at text-embedding-3-large's price, so 5 fit in the budget
+    text = " ".join(["governance"] * 100)
+    budget = Budget("org:acme", "day", 0.00008)
+    limits = LimitsConfig(budgets=[BudgetRule(scope="org", usd=budget.limit_usd, period="day")],
+                          rules=[RateRule(scope="user", tokens_per_minute=50)])
+    cfg = configured(tmp_path, limits=limits)
+    _, key = new_key(cfg)
+    _, capped = new_key(cfg, user_id="ada")
+    remote = {"model": "text-embedding-3-large", "input": text}
+    local = {"model": engine.text_encoder.id, "input": text}
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        answers = [c.post("/v1/embeddings", json=remote, headers=bearer(key)) for _ in range(8)]
+        free = c.post("/v1/embeddings", json=local, headers=bearer(key))
+        too_many_tokens = c.post("/v1/embeddings", json=remote, headers=bearer(capped))
+        with c.portal() as portal:
+            gw = c.app.state.gateway
+            portal.call(gw.drain)
+            spent, reserved = portal.call(gw.limits.budgets.standing, budget)
+    codes = [r.status_code for r in answers]
+    assert codes[0] == 200 and codes[-1] == 429
+    assert answers[-1].json()["error"]["code"] == "budget_exceeded"
+    assert 0 < spent <= budget.limit_usd + 1e-12 and reserved == pytest.approx(0.0)
+    assert free.status_code == 200  # the gateway's own encoder costs nothing
+    assert too_many_tokens.status_code == 429
+    assert too_many_tokens.json()["error"]["code"] == "request_too_large"
