@@ -12,9 +12,11 @@ import asyncio
 import time
 
 
-def post(path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
+def post(path: str, body: bytes, host: str = "127.0.0.1",
+         headers: dict[str, str] | None = None) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     return (f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n\r\n").encode() + body
+            f"{extra}content-length: {len(body)}\r\n\r\n").encode() + body
 
 
 class Connection:
