@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,6 +16,7 @@ import msgspec
 import yaml
 
 from router.errors import ConfigError as ConfigError
+from router.governance.networks import network_errors
 from router.policy import Exploration, PolicySpec
 
 # Deployments and named providers are the providers' schema: the common fields plus each
@@ -106,6 +108,17 @@ class RouterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     poll_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 2.0
 
 
+class TlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """TLS terminated by the gateway itself (``server.tls``): PEM files, relative to the
+    config file's folder; checked at start-up (``check_tls``)."""
+
+    cert_path: Annotated[str, msgspec.Meta(min_length=1)]  # the chain, the server's own first
+    key_path: Annotated[str, msgspec.Meta(min_length=1)]
+    # The environment variable holding the key's passphrase, for an encrypted key (a
+    # passphrase written in the config would sit next to the key it protects).
+    key_password_env: str = ""
+
+
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The HTTP gateway (``contextforge serve``)."""
 
@@ -127,12 +140,24 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # On shutdown, in-flight requests and streams get this long to finish; then they are cut
     # (their log rows are still written).
     drain_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    # Reverse proxies in front of the gateway (addresses or CIDRs): only a request whose peer
+    # is one of them has its client address read from ``proxy_header``. Empty: the peer is
+    # the client, and a forwarding header is ignored (any client could write one).
+    trusted_proxies: list[str] = []
+    # The header those proxies append to. Only that one is read: a proxy passes the other
+    # through from the client untouched, so reading both would let a client pick its address.
+    proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    # TLS terminated here; None: plain HTTP (loopback, or a proxy in front terminates it).
+    tls: TlsConfig | None = None
 
     def __post_init__(self) -> None:
         if self.batch_wait_ms < 0:
             raise ValueError("batch_wait_ms must be >= 0")
         if self.max_body_bytes <= 0 or self.upstream_timeout_s <= 0:
             raise ValueError("max_body_bytes and upstream_timeout_s must be > 0")
+        errors = network_errors(self.trusted_proxies, "trusted_proxies")
+        if errors:
+            raise ValueError("; ".join(errors))
 
 
 class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -278,10 +303,18 @@ class GovernanceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # key) change the catalog, providers and routers; other organisations' admins manage
     # only their own keys and cache entries.
     platform_org: str = "default"
+    # Per organisation, the networks (addresses or CIDRs) its keys and tokens may call from,
+    # on top of each key's own ``ips``; an organisation not named here may call from anywhere.
+    # The master key is not bound by them (it is the way back in from anywhere).
+    networks: dict[str, list[str]] = {}
 
     def __post_init__(self) -> None:
         if not self.dsn.startswith(("sqlite:", "postgresql://", "postgres://")):
             raise ValueError("dsn must be sqlite:///PATH or postgresql://...")
+        errors = [e for org, entries in self.networks.items()
+                  for e in network_errors(entries, f"networks.{org}")]
+        if errors:
+            raise ValueError("; ".join(errors))
 
 
 class RateRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -425,6 +458,56 @@ def check_server(server: ServerConfig) -> list[str]:
         return [f"server.host: {server.host!r} is not loopback: set server.master_key or "
                 f"{MASTER_KEY_ENV} so that callers must authenticate"]
     return []
+
+
+def tls_files(cfg: Config) -> tuple[Path, Path, str | None] | None:
+    """``server.tls``'s certificate and key paths (resolved) and the key's passphrase (from
+    its environment variable), or None without TLS."""
+    tls = cfg.server.tls
+    if tls is None:
+        return None
+    password = os.environ.get(tls.key_password_env) if tls.key_password_env else None
+    return cfg.resolve(tls.cert_path), cfg.resolve(tls.key_path), password
+
+
+def check_tls(cfg: Config) -> list[str]:
+    """``server.tls``'s files exist and load as a certificate chain and its key."""
+    tls, files = cfg.server.tls, tls_files(cfg)
+    if tls is None or files is None:
+        return []
+    cert, key, password = files
+    env = tls.key_password_env
+    errors = [f"server.tls.{field}: no such file {path}"
+              for field, path in (("cert_path", cert), ("key_path", key)) if not path.is_file()]
+    if env and not password:
+        errors.append(f"server.tls.key_password_env: ${env} is not set")
+    if errors:
+        return errors
+    try:
+        # A callable even without a passphrase: given None, OpenSSL would prompt on the
+        # terminal for an encrypted key, and the check would hang.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, lambda: password or "")
+    except (ssl.SSLError, OSError) as exc:
+        return [f"{_tls_problem(cert, key, password)} ({exc})"]
+    return []
+
+
+def _tls_problem(cert: Path, key: Path, password: str | None) -> str:
+    # OpenSSL says "PEM lib" for most of these: look at the files to say which it is.
+    try:
+        cert_text, key_text = cert.read_text(), key.read_text()
+    except (OSError, UnicodeDecodeError):
+        return f"server.tls: {cert} or {key} is not a PEM file"
+    if "-----BEGIN CERTIFICATE-----" not in cert_text:
+        return f"server.tls.cert_path: {cert} holds no PEM certificate"
+    if "PRIVATE KEY-----" not in key_text:
+        return f"server.tls.key_path: {key} holds no PEM private key"
+    if "ENCRYPTED" in key_text and not password:
+        return (f"server.tls.key_path: {key} is encrypted: name the environment variable "
+                "holding its passphrase in server.tls.key_password_env")
+    if "ENCRYPTED" in key_text:
+        return f"server.tls.key_password_env: the passphrase does not decrypt {key}"
+    return f"server.tls.key_path: {key} is not the key of the certificate {cert}"
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -5,7 +5,8 @@
 1. structure: types and bounds, decoded by msgspec (``load_config``; admin bodies decode into
    the same structs);
 2. cross-references: names, aliases, routes, candidates (``check_config``);
-3. the server: a non-loopback address needs a master key (``check_server``);
+3. the server: a non-loopback address needs a master key (``check_server``), and the TLS
+   certificate and key it terminates with load (``check_tls``);
 4. providers: every deployment names an adapter or a named provider (``check_providers``);
 5. adapters: every deployment's adapter builds, keys and endpoints present
    (``check_deployments``);
@@ -20,14 +21,15 @@ from __future__ import annotations
 
 from router.artifact import ArtifactError, TrainedRouter
 from router.cache.store import check_cache
-from router.config import Config, ConfigError, check_config, check_server
+from router.config import Config, ConfigError, check_config, check_server, check_tls
 from router.engine import RoutingEngine, load_arms
 from router.providers import check_deployments, check_providers
 
 
 def check(config: Config) -> None:
     """Steps 2-6: everything that needs no model files; ``ConfigError`` otherwise."""
-    errors = check_config(config) + check_server(config.server) + check_cache(config)
+    errors = (check_config(config) + check_server(config.server) + check_tls(config)
+              + check_cache(config))
     if errors:
         raise ConfigError("\n".join(errors))
     check_providers(config)

@@ -16,6 +16,12 @@ Checked keys are kept ``governance.key_cache_s`` (0.5 s): revoking a key reaches
 within that time, and a key in steady use costs its replica two store reads a second. Failed
 attempts go to the audit log, at most one a second per client address.
 
+Networks: a key with ``ips`` works only from those networks, and every key and token of an
+organisation named in ``governance.networks`` only from its networks (both, when both are
+set; the master key is bound by neither). Elsewhere it is a 403, audited as
+``auth.ip_denied``. The client address is the peer's, or the one a trusted proxy forwarded
+(``service.proxies``).
+
 The admin API always needs a credential, loopback or not: the master key, or a key or token
 whose role is above member (``admin_access``); each of its handlers says which role it needs
 (``needs``), and the catalog, providers and routers are the platform's alone.
@@ -26,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import logging
 import time
 from collections import OrderedDict
@@ -47,10 +52,12 @@ from router.config import (
 )
 from router.config import master_key as configured_key
 from router.governance.keys import ApiKey, KeyRejected, Role, split_key
+from router.governance.networks import Network, lenient_networks, parse_network, within
 from router.governance.principal import MASTER, OPEN, Principal
 from router.governance.stores import Governance
 from router.governance.tokens import JwtVerifier, TokenRejected, jwks_loader
 from service.errors import APIError, AuthenticationFailed
+from service.proxies import TrustedProxies
 
 log = logging.getLogger("contextforge.auth")
 
@@ -146,6 +153,11 @@ class Authenticator:
         self._opening = asyncio.Lock()
         self._seen: OrderedDict[bytes, tuple[float, ApiKey]] = OrderedDict()
         self._failures: dict[str, float] = {}  # client address -> last audited failure
+        # The client address of a request, for everything here and the audit log's source.
+        self.proxies = TrustedProxies.of(config.server)
+        self._networks: dict[str, tuple[Network, ...]] = {
+            org: tuple(parse_network(n) for n in entries)
+            for org, entries in config.governance.networks.items()}
 
     async def governance(self) -> Governance:
         """The key store and audit log, opened on first use (off the event loop)."""
@@ -171,10 +183,11 @@ class Authenticator:
     async def principal(self, connection: ASGIConnection, *, anonymous: bool = True
                         ) -> Principal:
         """Who is calling; ``AuthenticationFailed`` (401) for a wrong, expired, revoked or
-        missing credential, ``Forbidden`` (403) for a key used from outside its networks.
+        missing credential, ``Forbidden`` (403) for a key or token used from outside its
+        networks (the key's ``ips``, its organisation's ``governance.networks``).
         ``anonymous``: a loopback gateway may take a caller without one (not the admin API)."""
         presented = presented_key(connection)
-        source = connection.client.host if connection.client else None
+        source = self.proxies.client_address(connection)
         is_open = self._open and anonymous
         if not presented:
             if is_open:
@@ -186,12 +199,14 @@ class Authenticator:
         try:
             if split_key(presented) is not None:
                 key = await self._key(presented)
-                if key.ips is not None and not _allowed_from(source, key.ips):
-                    await self._audit_failure(source, "auth.ip_denied", key.id)
+                if key.ips is not None and not within(source, lenient_networks(key.ips)):
+                    await self._audit_failure(source, "auth.ip_denied", key.id,
+                                              "outside the key's ips")
                     raise Forbidden(f"key {key.id} may not be used from {source}")
-                return Principal.of_key(key)
+                return await self._in_tenant_networks(Principal.of_key(key), source)
             if self._jwt is not None and presented.count(".") == 2:
-                return await self._jwt.verify(presented)
+                return await self._in_tenant_networks(await self._jwt.verify(presented),
+                                                      source)
             if is_open:  # an SDK's placeholder key on a local gateway: not one of ours
                 return OPEN
             raise KeyRejected("malformed")
@@ -200,6 +215,17 @@ class Authenticator:
             await self._audit_failure(source, "auth.failed",
                                       getattr(exc, "key_id", None), reason)
             raise AuthenticationFailed("Incorrect, expired or revoked API key") from None
+
+    async def _in_tenant_networks(self, principal: Principal, source: str | None
+                                  ) -> Principal:
+        """``principal``, unless its organisation's networks exclude ``source`` (403)."""
+        networks = self._networks.get(principal.tenant)
+        if networks is None or within(source, networks):
+            return principal
+        await self._audit_failure(source, "auth.ip_denied", principal.credential,
+                                  f"outside the networks of organisation {principal.tenant!r}")
+        raise Forbidden(f"organisation {principal.tenant!r} may not call from {source} "
+                        "(governance.networks)")
 
     async def _key(self, presented: str) -> ApiKey:
         digest = hashlib.sha256(presented.encode()).digest()  # the cache never holds keys
@@ -238,16 +264,6 @@ class Authenticator:
 
 
 KEY_CACHE_ENTRIES = 10_000
-
-
-def _allowed_from(source: str | None, networks: list[str]) -> bool:
-    if source is None:
-        return False
-    try:
-        address = ipaddress.ip_address(source)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 def jwt_verifier(config: Config) -> JwtVerifier | None:
@@ -291,7 +307,7 @@ async def audited(connection: ASGIConnection, action: str, target: str | None = 
     """Append an admin action to the audit log: who (the credential), what, from where."""
     principal: Principal = connection.state.principal
     auth: Authenticator = connection.app.state.auth
-    source = connection.client.host if connection.client else None
+    source = auth.proxies.client_address(connection)
     actor = principal.credential or principal.via
     try:
         gov = await auth.governance()

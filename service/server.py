@@ -9,9 +9,11 @@ import msgspec
 import uvicorn
 from litestar import Litestar
 
-from router.config import Config
+from router.config import Config, is_loopback, tls_files
 from service.app import create_app
 from service.timeouts import with_header_timeout
+
+log = logging.getLogger("contextforge.server")
 
 
 def with_address(config: Config, host: str | None = None, port: int | None = None) -> Config:
@@ -27,7 +29,8 @@ def with_address(config: Config, host: str | None = None, port: int | None = Non
 def uvicorn_config(config: Config, app: Litestar | None = None,
                    **overrides: object) -> uvicorn.Config:
     """uvicorn settings for the app (``create_app(config)`` unless given): uvloop + httptools
-    when installed (about 2x plain), the header deadline and the bounded drain."""
+    when installed (about 2x plain), the header deadline, the bounded drain and TLS
+    (``server.tls``)."""
     server = config.server
     fast = {
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
@@ -37,8 +40,32 @@ def uvicorn_config(config: Config, app: Litestar | None = None,
     }
     settings = {"host": server.host, "port": server.port, "lifespan": "on",
                 "access_log": False, "log_level": "info",
-                "timeout_graceful_shutdown": server.drain_timeout_s, **fast, **overrides}
+                "timeout_graceful_shutdown": server.drain_timeout_s,
+                # uvicorn's own X-Forwarded-For handling trusts any loopback peer by default:
+                # off, the app reads forwarding headers itself (service.proxies says why).
+                "proxy_headers": False, **_tls(config), **fast, **overrides}
     return uvicorn.Config(app or create_app(config), **settings)  # type: ignore[arg-type]
+
+
+def _tls(config: Config) -> dict[str, object]:
+    files = tls_files(config)
+    if files is None:
+        return {}
+    cert, key, password = files
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key),
+            "ssl_keyfile_password": password}
+
+
+def plain_http_warning(config: Config) -> str | None:
+    """What to warn about when the gateway is reachable from other machines over plain
+    HTTP with no proxy in front (keys would cross the network in clear); None otherwise. A
+    warning, not an error: TLS is often terminated by a proxy or a load balancer that is not
+    listed in ``server.trusted_proxies`` (it forwards no client address)."""
+    server = config.server
+    if is_loopback(server.host) or server.tls is not None or server.trusted_proxies:
+        return None
+    return (f"serving plain HTTP on {server.host}: API keys cross the network in clear "
+            "unless a proxy in front terminates TLS; set server.tls to terminate it here")
 
 
 def serve(config: Config) -> None:
@@ -47,4 +74,7 @@ def serve(config: Config) -> None:
                         "%(message)s")
     # httpx logs every upstream call at INFO: a line per request, and the URL in each.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    warning = plain_http_warning(config)
+    if warning:
+        log.warning(warning)
     uvicorn.Server(uvicorn_config(config)).run()

@@ -27,6 +27,7 @@ from typing import Literal
 import msgspec
 
 from router.governance.db import Database
+from router.governance.networks import parse_network
 
 Role = Literal["admin", "operator", "member", "viewer"]
 ROLES: tuple[Role, ...] = ("admin", "operator", "member", "viewer")
@@ -121,6 +122,11 @@ class KeyStore:
             raise ValueError(f"role {role!r}: use one of {', '.join(ROLES)}")
         if not org:
             raise ValueError("a key belongs to an organisation: give org")
+        for i, entry in enumerate(ips or ()):
+            try:  # host bits allowed, as they always were for keys
+                parse_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"ips[{i}]: {exc}") from None
         key = ApiKey(id=_new_id(), name=name, org=org, project=project, user_id=user_id,
                      role=role, models=models, routes=routes, endpoints=endpoints, ips=ips,
                      created=self._clock(), expires=expires)

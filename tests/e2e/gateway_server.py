@@ -19,7 +19,8 @@ from service.server import uvicorn_config
 @contextmanager
 def gateway(config, engine) -> Iterator[str]:
     """The gateway under uvicorn as ``contextforge serve`` runs it (httptools, timeouts,
-    drain); shut down when the block ends (it waits for the drain)."""
+    drain, TLS when ``server.tls`` is set), its base URL yielded; shut down when the block
+    ends (it waits for the drain)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -31,8 +32,9 @@ def gateway(config, engine) -> Iterator[str]:
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "gateway did not start"
         time.sleep(0.02)
+    scheme = "https" if config.server.tls is not None else "http"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(config.server.drain_timeout_s + 15)

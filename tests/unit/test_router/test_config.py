@@ -80,3 +80,60 @@ def test_a_redis_url_is_checked_and_excludes_local_snapshots(tmp_path, section, 
     cfg = load_config(_write(tmp_path, GOOD + "redis: {url: 'rediss://:pw@cache:6380/1'}"))
     assert cfg.redis.prefix == "contextforge:" and not load_config(
         _write(tmp_path, GOOD)).redis.url  # the embedded default needs no Redis
+
+
+@pytest.mark.parametrize("section,message", [
+    ("server: {trusted_proxies: [127.0.0.1, proxy.internal]}",
+     "server: trusted_proxies[1]: 'proxy.internal' is not an IP address or CIDR network"),
+    ("server: {trusted_proxies: [10.0.0.1/8]}",
+     "trusted_proxies[0]: '10.0.0.1/8' has host bits set: write 10.0.0.0/8 for the network"),
+    ("server: {proxy_header: x-real-ip}", "server.proxy_header: Invalid enum value"),
+    ("governance: {networks: {acme: [203.0.113.0/24, 300.1.2.3]}}",
+     "governance: networks.acme[1]: '300.1.2.3' is not an IP address"),
+    ("server: {tls: {cert_path: c.pem}}", "server.tls: Object missing required field `key_path`"),
+])
+def test_network_settings_are_checked_at_load(tmp_path, section, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, GOOD + section))
+    assert message in str(err.value)
+    cfg = load_config(_write(tmp_path, GOOD + "server: {trusted_proxies: [127.0.0.1, '::1', "
+                             "10.0.0.0/8]}\ngovernance: {networks: {acme: [2001:db8::/32]}}"))
+    assert cfg.server.trusted_proxies[2] == "10.0.0.0/8"
+    assert cfg.governance.networks == {"acme": ["2001:db8::/32"]}
+
+
+def test_tls_files_are_resolved_next_to_the_config_and_must_load(tmp_path, monkeypatch):
+    from router.config import check_tls, tls_files
+    from router.validate import check
+    from tests.tls_certs import self_signed
+
+    self_signed(tmp_path / "tls")
+    self_signed(tmp_path / "other")
+    self_signed(tmp_path / "locked", password=b"open sesame")
+
+    def tls(section: str):
+        return load_config(_write(tmp_path, GOOD + f"server: {{tls: {section}}}"))
+
+    good = tls("{cert_path: tls/cert.pem, key_path: tls/key.pem}")
+    assert check_tls(good) == []
+    assert tls_files(good) == (tmp_path / "tls/cert.pem", tmp_path / "tls/key.pem", None)
+    problems = {
+        "{cert_path: tls/nope.pem, key_path: tls/key.pem}": "server.tls.cert_path: no such file",
+        "{cert_path: tls/cert.pem, key_path: other/key.pem}":
+            "is not the key of the certificate",
+        "{cert_path: tls/key.pem, key_path: tls/key.pem}": "holds no PEM certificate",
+        "{cert_path: locked/cert.pem, key_path: locked/key.pem}":
+            "is encrypted: name the environment variable holding its passphrase",
+        "{cert_path: locked/cert.pem, key_path: locked/key.pem, key_password_env: CF_PW}":
+            "server.tls.key_password_env: $CF_PW is not set",
+    }
+    for section, message in problems.items():
+        (error,) = check_tls(tls(section))
+        assert message in error, section
+    with pytest.raises(ConfigError, match="no such file"):  # the pipeline every entry point runs
+        check(tls("{cert_path: tls/nope.pem, key_path: tls/key.pem}"))
+    locked = tls("{cert_path: locked/cert.pem, key_path: locked/key.pem, key_password_env: CF_PW}")
+    monkeypatch.setenv("CF_PW", "wrong")
+    assert "the passphrase does not decrypt" in check_tls(locked)[0]
+    monkeypatch.setenv("CF_PW", "open sesame")
+    assert check_tls(locked) == [] and tls_files(locked)[2] == "open sesame"

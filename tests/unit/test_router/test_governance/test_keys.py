@@ -84,5 +84,8 @@ def test_bad_attributes_are_refused(keys):
         keys.create("acme", role="root")
     with pytest.raises(ValueError, match="organisation"):
         keys.create("")
+    with pytest.raises(ValueError, match=r"ips\[1\]: 'ten' is not an IP address"):
+        keys.create("acme", ips=["10.0.0.0/8", "ten"])  # else a 500 on each of its requests
+    assert keys.create("acme", ips=["10.0.0.1/8"])[0].ips == ["10.0.0.1/8"]  # as ever
     with pytest.raises(ValueError, match="16 bytes"):
         KeyStore(keys.db, b"short")
