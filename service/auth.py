@@ -7,10 +7,10 @@ Anthropic's SDK sends it). It is, in order: the master key (``server.master_key`
 configured identity provider (``router.governance.tokens``). An API key or a token is always
 checked, and a wrong one is a 401 even on loopback. With none (or a placeholder that is none
 of these, as SDKs insist on sending one): a gateway listening on loopback only (the default)
-trusts the local caller (tenant ``default``); on any other address it is a 401, and starting
-there without a master key is a config error (``router.config.check_server``), never an open
-gateway. The tenant of a request comes only
-from here, never from a header or a field of the body.
+trusts the local caller (tenant ``default``) — not a caller a trusted proxy forwarded from
+elsewhere; on any other address it is a 401, and starting there without a master key is a
+config error (``router.config.check_server``), never an open gateway. The tenant of a request
+comes only from here, never from a header or a field of the body.
 
 Checked keys are kept ``governance.key_cache_s`` (0.5 s): revoking a key reaches every replica
 within that time, and a key in steady use costs its replica two store reads a second. Failed
@@ -188,7 +188,10 @@ class Authenticator:
         ``anonymous``: a loopback gateway may take a caller without one (not the admin API)."""
         presented = presented_key(connection)
         source = self.proxies.client_address(connection)
-        is_open = self._open and anonymous
+        peer = connection.client.host if connection.client else None
+        # A loopback gateway trusts local callers; a request a local proxy forwarded for
+        # someone elsewhere is not local, whatever its peer.
+        is_open = self._open and anonymous and (source == peer or is_loopback(source or ""))
         if not presented:
             if is_open:
                 return OPEN

@@ -177,3 +177,18 @@ def test_the_gateway_terminates_tls(tmp_path, engine, secret, monkeypatch, passw
         with pytest.raises(httpx.ConnectError):  # a client that does not trust the cert
             httpx.get(url + "/healthz", timeout=10)
     assert health.status_code == 200 and answer.status_code == 200
+
+
+def test_a_local_gateway_does_not_trust_callers_its_proxy_forwards(tmp_path, engine, secret):
+    # Loopback and no master key: local callers need no credential. A reverse proxy on the
+    # same host forwards callers from elsewhere, who must not inherit that trust.
+    cfg = networked(configured(tmp_path), proxies=["127.0.0.1", "::1"])
+    cfg = msgspec.structs.replace(cfg, server=msgspec.structs.replace(cfg.server, master_key=""))
+    with gateway(cfg, engine) as url:
+        local = httpx.post(url + CHAT, json=ASK, timeout=30)
+        proxied = httpx.post(url + CHAT, json=ASK, timeout=30,
+                             headers={"x-forwarded-for": "198.51.100.2"})
+        proxied_local = httpx.post(url + CHAT, json=ASK, timeout=30,
+                                   headers={"x-forwarded-for": "127.0.0.1"})
+    assert local.status_code == 200 and proxied_local.status_code == 200
+    assert proxied.status_code == 401
