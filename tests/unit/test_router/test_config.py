@@ -80,3 +80,18 @@ def test_a_redis_url_is_checked_and_excludes_local_snapshots(tmp_path, section, 
     cfg = load_config(_write(tmp_path, GOOD + "redis: {url: 'rediss://:pw@cache:6380/1'}"))
     assert cfg.redis.prefix == "contextforge:" and not load_config(
         _write(tmp_path, GOOD)).redis.url  # the embedded default needs no Redis
+
+
+def test_traffic_redaction_is_off_by_default_and_its_kinds_and_region_are_checked(tmp_path):
+    assert load_config(_write(tmp_path, GOOD)).traffic.redact == ()
+    cfg = load_config(_write(tmp_path, GOOD + "traffic: {redact: [email, phone, card], "
+                                              "redact_region: GB}"))
+    assert (cfg.traffic.redact, cfg.traffic.redact_region) == (("email", "phone", "card"), "GB")
+    for section, message in (
+            ("traffic: {redact: [email, ssn]}", "traffic.redact[1]: Invalid enum value 'ssn'"),
+            ("traffic: {redact: email}", "traffic.redact: Expected `array`, got `str`"),
+            ("traffic: {redact: [phone], redact_region: UK}",
+             "traffic: redact_region 'UK': not a region code")):
+        with pytest.raises(ConfigError) as err:
+            load_config(_write(tmp_path, GOOD + section))
+        assert message in str(err.value)
