@@ -28,6 +28,7 @@ from router.providers import (
     resolve_deployment,
 )
 from router.providers import SimulatedSettings as SimulatedSettings
+from router.redact import known_region
 
 CAPABILITIES = frozenset({"tools", "vision", "json", "embeddings"})
 
@@ -252,10 +253,22 @@ class TrafficConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_answers: bool = True
     # Rows older than this many days are deleted (checked hourly); None keeps them all.
     retention_days: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    # PII replaced by [EMAIL], [PHONE], [CARD] in the logged prompt, answer, tool calls and
+    # feedback comments (router/redact.py), on the log's writer thread; [] logs them as sent.
+    # Off by default: retraining and `eval score` read these texts, and a judge scores an
+    # answer better when its numbers are there. The embedding is computed from the prompt as
+    # sent: with redaction on, set log_embeddings: false too if embeddings count as personal
+    # data where you operate.
+    redact: tuple[Literal["email", "phone", "card"], ...] = ()
+    # Where a phone number written without +country code is assumed to be (ISO 3166 code).
+    redact_region: str = "US"
 
     def __post_init__(self) -> None:
         if not self.dsn.startswith(("sqlite:", "postgresql://", "postgres://")):
             raise ValueError("dsn must be sqlite:///PATH or postgresql://...")
+        if not known_region(self.redact_region):
+            raise ValueError(f"redact_region {self.redact_region!r}: not a region code "
+                             "libphonenumber knows (US, GB, DE, ...)")
 
 
 ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",

@@ -17,6 +17,11 @@ transaction. ``flush`` waits until everything enqueued so far is committed; ``cl
 queue, so a graceful shutdown loses nothing. A crash loses at most the rows of the last few
 milliseconds (the write window), never a committed one.
 
+Redaction (``traffic.redact``, off by default): given a ``router.redact.Redactor``, the writer
+thread replaces emails, phone numbers and card numbers in each row's prompt, answer and tool
+calls before it writes them, so the request path pays nothing; feedback comments are redacted
+on the thread that adds them. A text whose redaction fails is not written at all.
+
 The write window (``window_s``, 20 ms): after the first row of a batch, the writer collects
 more for up to that long (or until ``batch_max`` rows, or a ``flush``) before it commits. A
 commit per row costs SQLite ~4x the CPU per row of a commit per 64 rows, on a thread that
@@ -37,6 +42,8 @@ from typing import Any
 
 import msgspec
 import numpy as np
+
+from router.redact import Redactor
 
 log = logging.getLogger("contextforge.traffic")
 
@@ -182,11 +189,15 @@ def _sqlite_path(dsn: str, base_dir: Path | None) -> Path:
 
 
 class TrafficLog:
-    """The request log behind a DSN; thread-safe; writes off the caller's thread."""
+    """The request log behind a DSN; thread-safe; writes off the caller's thread.
+
+    ``redactor``: PII to replace in the texts written (``traffic.redact``); None writes them
+    as given."""
 
     def __init__(self, dsn: str, *, base_dir: Path | None = None, batch_max: int = 512,
-                 window_s: float = 0.02):
+                 window_s: float = 0.02, redactor: Redactor | None = None):
         self.dsn = dsn
+        self._redactor = redactor
         if dsn.startswith("sqlite:"):
             self.kind = "sqlite"
             self._path = _sqlite_path(dsn, base_dir)
@@ -335,29 +346,49 @@ class TrafficLog:
             log.exception("traffic log: reconnect failed")
             return self._writer_conn
 
-    @staticmethod
-    def _row(r: TrafficRecord) -> tuple[Any, ...]:
+    def _row(self, r: TrafficRecord) -> tuple[Any, ...]:
         emb = None
         if r.embedding is not None:
             emb = np.ascontiguousarray(r.embedding, dtype="<f4").tobytes()
         candidates = _CANDIDATES.encode(r.candidates).decode() if r.candidates else None
+        prompt, answer, tool_calls = r.prompt, r.answer, r.tool_calls
+        if self._redactor is not None:
+            prompt, answer, tool_calls = self._redacted(r, self._redactor)
         return (r.id, r.ts, r.tenant, r.user_id, r.route, r.model, r.deployment, r.cache,
                 r.input_tokens, r.output_tokens, r.cost_usd, r.latency_ms, r.ttft_ms, r.status,
-                r.error, int(r.stream), candidates, r.router, r.encoder, r.prompt, emb,
-                r.policy, r.propensity, r.answer, r.tool_calls, r.arm, r.cache_entry,
+                r.error, int(r.stream), candidates, r.router, r.encoder, prompt, emb,
+                r.policy, r.propensity, answer, tool_calls, r.arm, r.cache_entry,
                 r.project, r.credential)
+
+    @staticmethod
+    def _redacted(r: TrafficRecord, redactor: Redactor,
+                  ) -> tuple[str | None, str | None, str | None]:
+        """The record's prompt, answer and tool calls with PII replaced; if redaction fails
+        (a bug on some odd input), none of them: never a text unredacted, and never an
+        exception that would stop the writer thread."""
+        try:
+            return (redactor.redact(r.prompt) if r.prompt else r.prompt,
+                    redactor.redact(r.answer) if r.answer else r.answer,
+                    redactor.redact_json(r.tool_calls) if r.tool_calls else r.tool_calls)
+        except Exception:
+            log.exception("traffic log: redacting request %s failed; its texts are dropped",
+                          r.id)
+            return None, None, None
 
     # --- feedback and reading ------------------------------------------------------------
 
     def add_feedback(self, fb: Feedback, *, wait_s: float = 1.0,
                      tenant: str | None = None) -> None:
         """Attach a rating to a logged request (of ``tenant``, when given: no tenant rates
-        another's); ``UnknownRequest`` if the log lacks it.
+        another's), its comment redacted as the rows are; ``UnknownRequest`` if the log
+        lacks it.
 
         A client may rate an answer the moment it arrives, before its row is committed: this
         flushes our own queue first and, if the row is still missing (another replica
         answered and its writer has not committed yet), looks again for up to ``wait_s``."""
         self.flush()
+        if fb.comment and self._redactor is not None:
+            fb = msgspec.structs.replace(fb, comment=self._redactor.redact(fb.comment))
         m = self._mark
         deadline = time.monotonic() + wait_s
         while True:

@@ -27,6 +27,7 @@ from router.engine import RoutingEngine
 from router.governance.spend import SpendStore
 from router.providers import ProviderContext, build_http_client
 from router.providers.recorded import RecordedAnswers
+from router.redact import Redactor
 from router.registry import Registry
 from router.traffic import TrafficLog
 from router.usage import expire
@@ -94,6 +95,13 @@ class RecordedLookup:
         return self.answers.answer(model, prompt)
 
 
+def open_traffic_log(config: Config) -> TrafficLog:
+    """The traffic log of ``config``, redacting what ``traffic.redact`` names."""
+    t = config.traffic
+    redactor = Redactor(t.redact, region=t.redact_region) if t.redact else None
+    return TrafficLog(t.dsn, base_dir=config.resolve("."), redactor=redactor)
+
+
 async def forget_old_rows(traffic: TrafficLog, days: float, every_s: float = 3600.0) -> None:
     """Delete traffic-log rows older than ``days``, now and every ``every_s``, off the loop."""
     while True:
@@ -138,8 +146,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
         dispatchers = build_dispatchers(config, ctx, metrics.upstream_failure)
         traffic = None
         if config.traffic.enabled:
-            traffic = await asyncio.to_thread(TrafficLog, config.traffic.dsn,
-                                              base_dir=config.resolve("."))
+            traffic = await asyncio.to_thread(open_traffic_log, config)
         gateway = Gateway(eng, batcher, dispatchers, metrics=metrics, ctx=ctx, traffic=traffic,
                           traffic_config=config.traffic)
         recorded.gateway = gateway

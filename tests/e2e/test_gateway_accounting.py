@@ -135,6 +135,27 @@ def test_prompt_logging_can_be_turned_off(tmp_path, engine):
     assert row.prompt is None and row.embedding is None and row.candidates
 
 
+def test_with_redaction_on_the_log_holds_placeholders_and_the_client_the_answer(tmp_path,
+                                                                                 engine):
+    pii = "Call +44 20 7946 0958 or mail ada@example.com about routers."
+    body = {**BODY, "messages": [{"role": "user", "content": pii}]}
+    cfg = configured(tmp_path, redact=("email", "phone", "card"))
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200
+        c.post("/v1/feedback", json={"request_id": r.json()["id"], "rating": 0.1,
+                                     "comment": "it ignored ada@example.com"})
+    answer = r.json()["choices"][0]["message"]["content"]
+    assert "ada@example.com" in answer  # the simulated model echoes the prompt's start
+    logged, feedback = rows(tmp_path)
+    (row,) = logged.values()
+    assert row.prompt == "Call [PHONE] or mail [EMAIL] about routers."
+    assert row.answer == answer.replace("ada@example.com", "[EMAIL]").replace(
+        "+44 20 7946 0958", "[PHONE]")
+    assert row.embedding is not None  # embedded from the prompt as sent
+    assert [f.comment for f in feedback] == ["it ignored [EMAIL]"]
+
+
 def test_feedback_attaches_to_the_request(tmp_path, engine):
     with TestClient(create_app(configured(tmp_path), engine=engine)) as c:
         rid = c.post("/v1/chat/completions", json=BODY).json()["id"]

@@ -137,3 +137,18 @@ def test_tls_files_are_resolved_next_to_the_config_and_must_load(tmp_path, monke
     assert "the passphrase does not decrypt" in check_tls(locked)[0]
     monkeypatch.setenv("CF_PW", "open sesame")
     assert check_tls(locked) == [] and tls_files(locked)[2] == "open sesame"
+
+
+def test_traffic_redaction_is_off_by_default_and_its_kinds_and_region_are_checked(tmp_path):
+    assert load_config(_write(tmp_path, GOOD)).traffic.redact == ()
+    cfg = load_config(_write(tmp_path, GOOD + "traffic: {redact: [email, phone, card], "
+                                              "redact_region: GB}"))
+    assert (cfg.traffic.redact, cfg.traffic.redact_region) == (("email", "phone", "card"), "GB")
+    for section, message in (
+            ("traffic: {redact: [email, ssn]}", "traffic.redact[1]: Invalid enum value 'ssn'"),
+            ("traffic: {redact: email}", "traffic.redact: Expected `array`, got `str`"),
+            ("traffic: {redact: [phone], redact_region: UK}",
+             "traffic: redact_region 'UK': not a region code")):
+        with pytest.raises(ConfigError) as err:
+            load_config(_write(tmp_path, GOOD + section))
+        assert message in str(err.value)

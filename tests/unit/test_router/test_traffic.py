@@ -200,3 +200,63 @@ def test_a_log_from_an_earlier_version_gains_the_new_columns(tmp_path):
         (old,) = log.records()
         assert (old.id, old.prompt, old.answer, old.propensity) == ("old-1", "p", None, None)
         log.close()
+
+
+PII = dict(prompt="I'm ada@example.com, call +44 20 7946 0958",
+           answer="Charged card 4111 1111 1111 1111; we will call (415) 555-0132.",
+           tool_calls=('[{"id": "c1", "name": "mail", '
+                       '"arguments": "{\\"to\\": \\"ada@example.com\\"}"}]'))
+
+
+def test_with_redaction_on_the_rows_hold_placeholders(dsn):
+    import json
+
+    from router.redact import Redactor
+
+    log = TrafficLog(dsn, redactor=Redactor(["email", "phone", "card"]))
+    try:
+        log.write(record(1, **PII))
+        log.flush()
+        row = log.get("req-1")
+        assert row.prompt == "I'm [EMAIL], call [PHONE]"
+        assert row.answer == "Charged card [CARD]; we will call [PHONE]."
+        (call,) = json.loads(row.tool_calls)
+        assert json.loads(call["arguments"]) == {"to": "[EMAIL]"}
+        assert row.embedding is not None and row.model == "gpt-4o"  # the rest as written
+        log.add_feedback(Feedback("req-1", 0.0, time.time(), "u1", "wrong, mail bob@example.org"))
+        assert [f.comment for f in log.feedback("req-1")] == ["wrong, mail [EMAIL]"]
+    finally:
+        log.close()
+
+
+def test_without_redaction_the_rows_hold_the_texts_as_sent(tmp_path):
+    log = TrafficLog(f"sqlite:///{tmp_path / 'plain.sqlite3'}")
+    try:
+        log.write(record(1, **PII))
+        log.flush()
+        row = log.get("req-1")
+        assert (row.prompt, row.answer, row.tool_calls) == (
+            PII["prompt"], PII["answer"], PII["tool_calls"])
+    finally:
+        log.close()
+
+
+def test_a_failing_redaction_drops_the_texts_and_keeps_the_writer(tmp_path, caplog):
+    from router.redact import Redactor
+
+    class Broken(Redactor):
+        def redact(self, text: str) -> str:
+            raise RuntimeError("boom")
+
+    log = TrafficLog(f"sqlite:///{tmp_path / 'broken.sqlite3'}", redactor=Broken(["email"]))
+    try:
+        log.write(record(1, **PII))
+        log.flush()
+        row = log.get("req-1")
+        assert (row.prompt, row.answer, row.tool_calls) == (None, None, None)
+        assert row.model == "gpt-4o" and "redacting request req-1 failed" in caplog.text
+        log.write(record(2))  # the writer thread still runs
+        log.flush()
+        assert log.count() == 2
+    finally:
+        log.close()
