@@ -43,3 +43,22 @@ def test_a_hit_by_an_entry_of_another_question_is_a_false_hit():
     assert r["hard_negative_served_by_near_question"] == 1
     assert r["near_with_origin_cached"] == 1 and r["false_hits_labelled_non_duplicate"] == 1
     assert r["cross_tenant_hits"] == 1 and r["other_tenant_hits"] == 1
+
+
+def test_decisions_are_judged_by_the_labels_and_predicted_on_labelled_negatives():
+    from benchmarks.cache_replay import decisions
+
+    decided = [("How do I learn Python?", "how do i  learn python?", 5.0),  # same, hit
+               ("What is AI?", "Define AI.", 3.0),  # labelled paraphrase, hit
+               ("Why is the sky blue?", "Why is the sea blue?", 2.5),  # non-duplicate, hit
+               ("Why is grass green?", "Why is grass wet?", 0.1),  # non-duplicate, miss
+               ("Best pizza in Rome?", "Good pizza in Rome?", 4.0)]  # unlabelled, hit
+    d = decisions(decided, 2.0, {frozenset(("What is AI?", "Define AI."))},
+                  {frozenset(("Why is the sky blue?", "Why is the sea blue?")),
+                   frozenset(("Why is grass green?", "Why is grass wet?"))}, 0.01)
+    assert (d["candidates_match"], d["candidates_match_accepted"]) == (2, 2)
+    assert (d["candidates_non_duplicate"], d["candidates_non_duplicate_accepted"]) == (2, 1)
+    assert (d["candidates_unlabelled"], d["candidates_unlabelled_accepted"]) == (1, 1)
+    assert d["expected_false_hits"] == 0.02
+    low, high = d["non_duplicate_accept_rate_ci95"]
+    assert 0 < low < 0.5 < high < 1
