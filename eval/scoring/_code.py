@@ -152,11 +152,22 @@ async def _exchange(proc: asyncio.subprocess.Process, task: bytes, cap: int) -> 
 
 
 async def _reap(proc: asyncio.subprocess.Process, timeout_s: float = 5.0) -> int | None:
-    """The child's exit status. Twice in full test-suite runs asyncio never delivered a killed
-    child's exit (the suite hung in ``proc.wait()``; the cause was not found): past
-    ``timeout_s`` the status is asked of the OS directly, so the scorer cannot hang."""
+    """The child's exit status, once the rest of its output is read.
+
+    asyncio's ``wait()`` returns only when the child has exited *and* its pipes have closed
+    (Python 3.11's ``base_subprocess``). Output left unread after the cap paused the stdout
+    transport, which then never saw the pipe's end, so ``wait()`` never returned: the hang two
+    full test runs met. Reading to the end (after the kill: at most a pipe's buffer) closes
+    it. Past ``timeout_s`` (something else holds the pipe) the status is asked of the OS."""
+
+    async def drained() -> int:
+        if proc.stdout is not None:
+            while await proc.stdout.read(1 << 16):
+                pass
+        return await proc.wait()
+
     try:
-        return await asyncio.wait_for(proc.wait(), timeout_s)
+        return await asyncio.wait_for(drained(), timeout_s)
     except TimeoutError:
         try:
             pid, status = os.waitpid(proc.pid, os.WNOHANG)

@@ -106,6 +106,28 @@ def test_printing_gigabytes_is_cut_off():
     assert score.value == 0.0 and score.detail.startswith("printed more than 65536 bytes")
 
 
+def test_a_child_killed_with_output_unread_is_reaped_at_once():
+    # asyncio's wait() also waits for the pipes to close; a stdout transport paused on
+    # unread output never saw its end, and wait() hung (twice in full test runs).
+    import sys
+
+    from eval.scoring._code import _kill, _reap
+
+    async def main() -> tuple[int | None, float]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys\nwhile True: sys.stdout.write('x' * 65536)",
+            stdout=asyncio.subprocess.PIPE, start_new_session=True)
+        assert proc.stdout is not None
+        await proc.stdout.read(1 << 16)
+        await asyncio.sleep(0.3)  # the reader's buffer fills and its transport pauses
+        _kill(proc)
+        t0 = time.monotonic()
+        return await _reap(proc, timeout_s=30.0), time.monotonic() - t0
+
+    returncode, waited = asyncio.run(main())
+    assert returncode == -9 and waited < 15.0  # the exit itself, not the fallback at 30 s
+
+
 def test_a_socket_connection_is_refused():
     answer = f"import socket\nsocket.create_connection(('127.0.0.1', 9))\n{ADD}"
     score = run(answer)
