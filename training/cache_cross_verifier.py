@@ -35,6 +35,7 @@ from training.cache_verifier import (
     calibrate_threshold,
     export_trees,
     grouped_folds,
+    out_of_fold,
     pair_vectors,
     question_groups,
 )
@@ -46,12 +47,7 @@ STACK_ITER = 200
 def grouped_out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = FOLDS,
                         seed: int = 0, max_iter: int = STACK_ITER) -> np.ndarray:
     """Logits of each row from trees fitted on the other folds (folds grouped by ``groups``)."""
-    fold = grouped_folds(groups, folds, seed)
-    oof = np.empty(len(y))
-    for k in range(folds):
-        model = _model(seed, max_iter).fit(x[fold != k], y[fold != k])
-        oof[fold == k] = model.decision_function(x[fold == k])
-    return oof
+    return out_of_fold(x, y, grouped_folds(groups, folds, seed), seed=seed, max_iter=max_iter)
 
 
 def rates_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:

@@ -7,7 +7,7 @@ by a small model over the pair: the cosine and lexical features that catch those
 (:func:`pair_features`) and the two vectors' elementwise product and difference, read by a
 boosted tree ensemble (:class:`Trees`) that ``training.cache_verifier`` fitted, with a hit
 threshold calibrated to a target false-hit rate on out-of-fold predictions of the training
-part.
+part — on the non-duplicate pairs a lookup would meet (one question the other's nearest).
 
 Serving reads only numpy here (and the vectors the encoder already made for the lookup): the
 artifact is a small npz file, ``models/cache/verifier.npz``.

@@ -47,6 +47,10 @@ def test_eval_cache_writes_the_fixed_keys(tmp_path, encoder_dir, embed_cache, ca
     assert fixed["hit_rate"] == (cos[labels == 1] >= 0.8).mean()
     assert fixed["false_hit_rate"] == (cos[labels == 0] >= 0.8).mean()
     assert result["baselines"]["cosine_calibrated"]["threshold"] == Verifier.load().cosine_threshold
+    # The label-0 pairs a lookup would decide: here each is the other's nearest question (the
+    # reversed flight, the negation, the swapped numbers), so all three.
+    assert fixed["n_nearest_non_duplicates"] == 3
+    assert fixed["false_hit_rate_nearest"] == fixed["false_hit_rate"]
     assert "false hits" in capsys.readouterr().out
 
 

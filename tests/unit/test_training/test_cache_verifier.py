@@ -10,6 +10,7 @@ from training.cache_verifier import (
     export_trees,
     fit_verifier,
     grouped_folds,
+    nearest_selected,
     question_groups,
 )
 from training.data import Pairs
@@ -65,12 +66,12 @@ def test_fit_separates_negated_and_renumbered_pairs_from_paraphrases():
     vec = rng.normal(size=(len(y), 384))
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
     pairs = Pairs(a, b, np.array(y, dtype=np.int8), np.full(len(y), "train"), name="synthetic")
-    verifier, oof = fit_verifier(pairs, vec, vec, target=0.01, folds=3, max_iter=20)
+    verifier, oof, selected = fit_verifier(pairs, vec, vec, target=0.01, folds=3, max_iter=20)
     hits = verifier.decide(a, b, vec, vec)
     labels = np.array(y)
     assert hits[labels == 0].mean() <= 0.01
     assert hits[labels == 1].mean() > 0.9
-    assert oof.shape == (len(y),)
+    assert oof.shape == selected.shape == (len(y),)
 
 
 def test_exported_trees_score_as_sklearn_does():
@@ -112,3 +113,17 @@ def test_cross_verifier_is_chosen_and_calibrated_on_held_out_scores():
     assert figures["cross_encoder"]["false_hit_rate"] <= 0.01
     assert figures["cross_encoder"]["hit_rate"] > 0.3
     assert set(figures) == {"cross_encoder", "features+cross_encoder"}
+
+
+def test_nearest_selected_keeps_the_pairs_a_lookup_would_decide():
+    # q0's nearest is q1 and q3's is q4 (selected pairs); q2 and q3 are far apart and q2's
+    # nearest is q4, so a lookup for either would never be asked about the other.
+    vec = np.array([[1.0, 0.0, 0.0], [0.99, 0.14, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0],
+                    [0.0, 0.99, 0.14]])
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    texts = ["q0", "q1", "q2", "q3", "q4"]
+    a, b = ["q0", "q2", "q3"], ["q1", "q3", "q4"]
+    va, vb = (np.array([vec[texts.index(t)] for t in side]) for side in (a, b))
+    assert nearest_selected(a, b, va, vb).tolist() == [True, False, True]
+    # within groups (folds): q2's only other question in its group is q3
+    assert nearest_selected(a, b, va, vb, np.array([0, 1, 2])).tolist() == [True, True, True]
