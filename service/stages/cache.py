@@ -148,27 +148,32 @@ class Cache:
             route=ex.route, model=ex.model.name, body=_ENCODE.encode(completion), created=now,
             expires=now + ex.cache_ttl_s, cost_usd=ex.cost_usd,
             latency_ms=(time.perf_counter() - ex.started) * 1e3)
-        probe = ex.cache_probe
-        if probe is None or cache.dim is None:
-            probe = None
-        elif probe.vector is None:
-            probe.vector = shared_vector(ex, gw, probe.text)
-        static = probe is not None and gated(cache, gw)
-        if static and probe.static is None:  # the route stage's, when it embedded this text
-            probe.static = routed_vector(ex, gw, probe.text)
+        probe = ex.cache_probe if cache.dim is not None else None
+        gate = probe is not None and gated(cache, gw)
+        if probe is not None:
+            if probe.vector is None:
+                probe.vector = shared_vector(ex, gw, probe.text)
+            if gate and probe.static is None:  # the route stage's, when it embedded this text
+                probe.static = routed_vector(ex, gw, probe.text)
+        # Kept in the exact tier now; the vectors are indexed after the response when one is
+        # missing (the gate spared the lookup the transformer, or the route embedded another
+        # text), and always behind a gate, whose point is the request's wait: an HNSW add
+        # is ~0.1 ms, as much as the gate's own search.
+        later = probe is not None and (gate or probe.vector is None)
         try:
-            evicted = cache.keep(entry, probe and probe.text, probe and probe.scope,
-                                 probe and probe.vector, static=probe and probe.static,
-                                 generation=ex.cache_generation)
+            if probe is None or later:
+                evicted = cache.keep(entry, generation=ex.cache_generation)
+            else:
+                evicted = cache.keep(entry, probe.text, probe.scope, probe.vector,
+                                     generation=ex.cache_generation)
         except Exception:  # the answer went out; only keeping it failed
             log.exception("cache: could not keep an answer")
             return
         for tier, n in zip(("exact", "semantic"), evicted, strict=True):
             if n:
                 gw.metrics.child(gw.metrics.cache_evictions, tier).inc(n)
-        if probe is not None and (probe.vector is None or (static and probe.static is None)):
-            # Not encoded on the way (the gate stopped the lookup, or the route embedded
-            # another text): after the response.
+        if later:
+            assert probe is not None
             gw.spawn(_index_later(gw, cache, entry, probe))
 
 
