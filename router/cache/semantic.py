@@ -125,7 +125,8 @@ class SemanticIndex:
                  static: np.ndarray | None = None) -> list[int]:
         """Index entries of one tenant in one call (a snapshot's reload, a bulk fill): one row
         of ``vectors`` (and of ``static``, when this index keeps them) per entry."""
-        given = {"text": vectors, "static": static if self.static_dim else None}
+        given: dict[Space, np.ndarray | None] = {
+            "text": vectors, "static": static if self.static_dim else None}
         rows = {space: np.ascontiguousarray(v, dtype=np.float32).reshape(-1, self.dims[space])
                 for space, v in given.items() if v is not None}
         if not metas or not rows or any(len(v) != len(metas) for v in rows.values()):
