@@ -1,14 +1,19 @@
 """The cache end to end: hits, and misses with the cache on and off, through two gateways in
 one process, requests alternated between them (``cache_lookup.py`` runs it).
 
-Both apps are ``service.app.create_app`` on the shipped config (simulated providers, traffic
-log in a temporary folder), one with ``CacheConfig(enabled=True)``; they share one loaded
-encoder and router (``create_app(engine=...)``), so they differ only in the cache. Each request
+Both apps are ``service.app.create_app`` on the shipped config, or the one given
+(``--config``: e.g. routing on the static table), with simulated providers and the traffic
+log in a temporary folder, one with its cache on (the config's cache settings, no snapshot
+file); they share one loaded encoder and router (``create_app(engine=...)``), so they differ
+only in the cache. Each request
 is one ASGI call into the app (the whole Litestar app: parsing, the request path, the JSON
 response with its headers), timed around the call; no socket and no HTTP client, so what is
 timed is the gateway's own work. Requests run one at a time; each miss prompt goes to both
 apps back to back (which first alternates), and after the fill every kind is measured in
-the same rounds, so host noise and drift hit all alike.
+the same rounds, so host noise and drift hit all alike. Work a request leaves behind (on a
+static-routing config with the cache's gate: the transformer vector of an answer kept by a
+miss the gate stopped) is awaited after each request, outside its time, and timed apart
+(``after_response``): it is the gateway's work, but not the request's wait.
 
 Prompts are QQP test-split questions, each sent once per app (a miss must be new):
 - ``miss_cache_on``: the cache holds ``fill`` entries of the request's scope (the default:
@@ -36,7 +41,8 @@ import numpy as np
 PATH = "/v1/chat/completions"
 WARM = 50  # request pairs before anything is measured
 MEASURED = ("miss_on", "miss_no_scope_on", "miss_k8_on", "hit_semantic")
-PARTS = ("lookup_encode", "search_and_verify", "search", "stored_vectors", "verifier", "keep")
+PARTS = ("gate", "lookup_encode", "search_and_verify", "search", "stored_vectors", "verifier",
+         "keep")
 
 
 async def asgi_post(app, path: str, body: bytes) -> tuple[int, dict[str, str], float]:
@@ -78,7 +84,7 @@ class Timings:
     def __init__(self, gw):
         self.now: dict[str, float] = defaultdict(float)
         cache = gw.cache
-        for obj, name, label in ((cache, "find", "search_and_verify"),
+        for obj, name, label in ((cache, "admits", "gate"), (cache, "find", "search_and_verify"),
                                  (cache.semantic, "search", "search"),
                                  (cache.semantic, "vectors", "stored_vectors"),
                                  (cache.verifier, "score", "verifier"),
@@ -116,6 +122,22 @@ class Run:
         self.samples: dict[str, list[float]] = defaultdict(list)
         self.parts: dict[str, list[dict[str, float]]] = defaultdict(list)
         self.unexpected: dict[str, int] = defaultdict(int)
+        self.gate_passed: dict[str, list[bool]] = defaultdict(list)  # per on-app miss
+        self.after_response: list[float] = []  # seconds of work left behind, per request
+
+    async def settle(self) -> None:
+        """Await what the cache-on app's last request left behind (untimed for it)."""
+        gw = self.on.state.gateway
+        if gw._tasks:
+            self.timings.take()
+            t0 = time.perf_counter()
+            await gw.drain()
+            self.after_response.append(time.perf_counter() - t0)
+            self.timings.take()
+
+    def _gate(self) -> tuple[int, int]:
+        cache = self.on.state.gateway.cache
+        return tuple(cache.gate_counts) if cache.gate is not None else (0, 0)
 
     async def one(self, app, kind: str, raw: bytes, expect: str | None) -> str:
         self.timings.take()
@@ -124,6 +146,7 @@ class Run:
             raise RuntimeError(f"{kind}: HTTP {status}")
         got = headers.get("x-contextforge-cache", "")
         parts = self.timings.take()
+        await self.settle()
         if expect is None or got == expect:
             self.samples[kind].append(seconds)
             if app is self.on:
@@ -137,19 +160,26 @@ class Run:
         the cache-on app did not miss."""
         order = (self.on, self.off) if i % 2 == 0 else (self.off, self.on)
         got: dict[str, tuple[str, float, dict[str, float]]] = {}
+        passed = False
         for app in order:
             self.timings.take()
+            before = self._gate()
             status, headers, seconds = await asgi_post(app, PATH, raw)
             if status != 200:
                 raise RuntimeError(f"{kind}: HTTP {status}")
             side = "on" if app is self.on else "off"
             got[side] = (headers.get("x-contextforge-cache", ""), seconds, self.timings.take())
+            if app is self.on:
+                passed = self._gate()[1] > before[1]
+                await self.settle()
         if got["on"][0] != "miss":
             self.unexpected[f"{kind}_on"] += 1
             return
         for side in ("on", "off"):
             self.samples[f"{kind}_{side}"].append(got[side][1])
         self.parts[f"{kind}_on"].append(got["on"][2])
+        if self.on.state.gateway.cache.gate is not None:
+            self.gate_passed[kind].append(passed)
 
 
 def prompts(n_fill: int, n_miss: int, seed: int = 0) -> dict[str, list[str]]:
@@ -213,15 +243,18 @@ async def measure(run: Run, texts: dict[str, list[str]], rounds: int, k8_rounds:
             "paraphrases_hit": len(semantic), "entries_at_end": len(on_gw.cache.exact)}
 
 
-def configs(tmp: Path):
-    """The shipped config with the traffic log in ``tmp``: cache off, and cache on."""
+def configs(tmp: Path, path: Path | None = None):
+    """The shipped config (or the one at ``path``) with the traffic log in ``tmp``: cache off,
+    and cache on."""
     import msgspec
 
     from router.config import CacheConfig, load_config
 
-    base = load_config()
+    base = load_config(path) if path else load_config()
     out = []
-    for name, cache in (("off", base.cache), ("on", CacheConfig(enabled=True))):
+    # The config's own cache settings (a gate, an index), on; never its snapshot file.
+    on = msgspec.structs.replace(base.cache, enabled=True, snapshot_path="")
+    for name, cache in (("off", CacheConfig()), ("on", on)):
         traffic = msgspec.structs.replace(base.traffic,
                                           dsn=f"sqlite:///{tmp / f'traffic-{name}.sqlite3'}")
         out.append(msgspec.structs.replace(base, traffic=traffic, cache=cache))
@@ -246,6 +279,10 @@ def summary(run: Run, counts: dict[str, int]) -> dict:
         "hit_semantic_k8_e2e_p50_ms": p50_ms(s["hit_semantic_k8"]),
     }
     out["hit_e2e_p50_ms"] = out["hit_semantic_e2e_p50_ms"]
+    # The mean too: a gate makes the misses two populations (stopped, and sent on to the
+    # transformer), and the p50 shows only the larger one.
+    for key, kind in (("miss_cache_on_e2e_mean_ms", "miss_on"), ("miss_e2e_mean_ms", "miss_off")):
+        out[key] = round(float(np.mean(s[kind])) * 1e3, 3) if s[kind] else None
     for key, on, off in (("miss_on_off_ratio", "miss_cache_on_e2e_p50_ms", "miss_e2e_p50_ms"),
                          ("miss_on_off_ratio_no_scope", "miss_cache_on_no_scope_e2e_p50_ms",
                           "miss_no_scope_off_e2e_p50_ms"),
@@ -256,6 +293,15 @@ def summary(run: Run, counts: dict[str, int]) -> dict:
         on, off = np.array(s[f"{kind}_on"]), np.array(s[f"{kind}_off"])
         out[f"{kind}_added_paired_p50_ms"] = (
             round(float(np.median(on - off)) * 1e3, 3) if len(on) else None)
+    for kind, passed in run.gate_passed.items():  # the gate's verdict on each measured miss
+        flags = np.array(passed)
+        on = np.array(s[f"{kind}_on"])
+        out[f"{kind}_gate_passed_share"] = round(float(flags.mean()), 4) if len(flags) else None
+        for name, mask in (("passed", flags), ("stopped", ~flags)):
+            out[f"{kind}_on_gate_{name}_e2e_p50_ms"] = p50_ms(list(on[mask])) if len(on) else None
+    out["after_response_mean_ms"] = (round(float(np.mean(run.after_response)) * 1e3, 3)
+                                     if run.after_response else None)
+    out["after_response_count"] = len(run.after_response)
     out["samples"] = {k: len(v) for k, v in s.items()}
     out["unexpected_cache_outcome"] = dict(run.unexpected)
     out["cache_on_parts_p50_ms"] = {
@@ -270,12 +316,13 @@ def summary(run: Run, counts: dict[str, int]) -> dict:
 
 
 async def end_to_end(tmp: Path, fill: int = 2000, rounds: int = 400,
-                     k8_rounds: int = 200) -> dict:
-    """Every end-to-end figure, from one pair of gateways."""
+                     k8_rounds: int = 200, config: Path | None = None) -> dict:
+    """Every end-to-end figure, from one pair of gateways (on ``config``'s settings when
+    given)."""
     from router.engine import RoutingEngine
     from service.app import create_app
 
-    off_cfg, on_cfg = configs(tmp)
+    off_cfg, on_cfg = configs(tmp, config)
     engine = await asyncio.to_thread(RoutingEngine.from_config, off_cfg)
     texts = prompts(fill, WARM + 2 * rounds + k8_rounds)
     on, off = create_app(on_cfg, engine=engine), create_app(off_cfg, engine=engine)
@@ -284,4 +331,7 @@ async def end_to_end(tmp: Path, fill: int = 2000, rounds: int = 400,
         assert on_gw.cache is not None and off.state.gateway.cache is None
         run = Run(on, off, Timings(on_gw))
         counts = await measure(run, texts, rounds, k8_rounds, on_gw)
+        gate = on_gw.cache.gate
+        counts["routing_encoder"] = engine.encoder.id
+        counts["gate_threshold"] = gate.threshold if gate is not None else None
     return summary(run, counts)

@@ -202,6 +202,12 @@ class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Nearest entries the verifier checks per lookup: each is one more chance of a false hit.
     candidates: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     verifier: str = "models/cache/verifier.npz"
+    # When the router reads a static table (encoder.path), a lookup first searches the
+    # entries' static vectors and runs the transformer (encode, search, verifier) only when
+    # the nearest one of the scope clears this gate's threshold: a miss then costs no
+    # transformer run on the request's path. Calibrated per table on QQP's train split to keep
+    # 95 % of the verifier's hits (models/cache/CARD.md); "" runs the transformer every time.
+    gate: str = "models/cache/gate.json"
     # Where the cache is saved (relative to the config's folder; "" keeps it in memory only):
     # at start-up it is reloaded, every ``snapshot_interval_s`` and at shutdown it is written,
     # so a crash loses at most the entries kept since the last write.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from router.artifact import TrainedRouter
+from router.cache.gate import gate_for
 from router.cache.shared import build_shared_cache
 from router.cache.store import ResponseCache, build_cache
 from router.catalog import Catalog
@@ -42,16 +43,21 @@ STAGES: tuple[Stage, ...] = (Guard(), Cache(), Route(), Reserve(), Dispatch(), A
 
 def cache_for(engine: RoutingEngine) -> ResponseCache | None:
     """The response cache ``engine``'s config asks for, empty; None when it is off. The
-    semantic tier reads the text encoder's vectors (loaded here when it is not yet). With
-    ``redis.url``, the cache several replicas share (``router.cache.shared``)."""
+    semantic tier reads the text encoder's vectors (loaded here when it is not yet), and,
+    when the router reads a static table, is gated by that table's vectors
+    (``router.cache.gate``). With ``redis.url``, the cache several replicas share
+    (``router.cache.shared``)."""
     config = engine.config
     if not config.cache.enabled:
         return None
     text = engine.text_encoder if config.cache.semantic else None
     dim, encoder = (text.dim, f"{text.id}:{text.sha256[:16]}") if text else (None, "")
+    gate = None
+    if text is not None and config.cache.gate:
+        gate = gate_for(config.resolve(config.cache.gate), engine.encoder)
     if config.redis.url:  # several replicas: the exact tier in Redis, the vectors fed to all
-        return build_shared_cache(config, dim, encoder)
-    return build_cache(config, dim, encoder)
+        return build_shared_cache(config, dim, encoder, gate)
+    return build_cache(config, dim, encoder, gate)
 
 
 class Gateway:

@@ -52,11 +52,13 @@ CANCELLED = "cancelled: the client disconnected, or the server's drain ended at 
 @dataclass(slots=True)
 class Probe:
     """What the semantic tier compares of a request: its last user turn, that turn's scope
-    (``router.cache.keys.scope_key``) and, once encoded, the turn's vector."""
+    (``router.cache.keys.scope_key``) and, once encoded, the turn's vector (the text
+    encoder's) and static vector (the routing table's, for the cache's gate)."""
 
     text: str
     scope: str
     vector: np.ndarray | None = None
+    static: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,12 +51,13 @@ from redis.exceptions import RedisError
 
 from router.cache.exact import Entry
 from router.cache.semantic import Meta, SemanticIndex
-from router.cache.store import ResponseCache, Stored, semantic_tier
+from router.cache.store import ResponseCache, Stored, check_gate, semantic_tier
 from router.cache.sync import Delete, Event, Feed, Purge, Put
 from router.cache.verifier import Verifier
 from router.errors import CacheUnavailable
 
 if TYPE_CHECKING:
+    from router.cache.gate import Gate
     from router.config import Config
 
 log = logging.getLogger("contextforge.cache")
@@ -76,13 +77,14 @@ class SharedCache(ResponseCache):
                  semantic: SemanticIndex | None = None, verifier: Verifier | None = None,
                  candidates: int = 1, max_entries: int = 100_000, max_bytes: int = 1 << 28,
                  block_ms: int = 1000, clock: Callable[[], float] = time.time,
-                 encoder: str = ""):
+                 encoder: str = "", gate: Gate | None = None):
         # No local exact tier: the base's constructor (which wants one) is not called.
         if (semantic is None) != (verifier is None):
             raise ValueError("the semantic tier needs both its index and its verifier")
         self.exact = None
         self.semantic, self.verifier, self.candidates = semantic, verifier, candidates
         self.semantic_hits = 0
+        self.gate, self.gate_counts = check_gate(gate, semantic), [0, 0]
         self.encoder, self.kept, self.snapshot = encoder, 0, None
         self._purges: dict[tuple[str, str | None], int] = {}  # see ResponseCache.generation
         self.client, self.prefix = client, prefix + "cache:"
@@ -164,11 +166,12 @@ class SharedCache(ResponseCache):
     # -- writes ------------------------------------------------------------------------
 
     def keep(self, entry: Entry, text: str | None = None, scope: str | None = None,
-             vector: np.ndarray | None = None, *,
+             vector: np.ndarray | None = None, *, static: np.ndarray | None = None,
              generation: tuple[int, int] | None = None) -> tuple[int, int]:
         """Keep a new answer: served from memory at once, written to Redis in a task (with
-        its vector's ``put`` event when ``text``, ``scope`` and ``vector`` are given); not
-        when a purge of its tenant or user (here or on another replica) landed since
+        its vectors' ``put`` event when ``text``, ``scope`` and ``vector`` are given; a
+        ``static`` vector alone is indexed here, and published with the vector that follows);
+        not when a purge of its tenant or user (here or on another replica) landed since
         ``generation``. Returns the local index's evictions as ``(0, n)``: Redis evicts on
         its own."""
         if entry.size > self.max_bytes or entry.expires <= self._clock():
@@ -178,28 +181,43 @@ class SharedCache(ResponseCache):
         self.kept += 1
         before = self._semantic_evicted()
         self._pending[entry.key] = self._pending_ids[entry.id] = entry
-        put = self._index(entry, text, scope, vector)
+        put = self._index(entry, text, scope, vector, static)
         self._writes[entry.id] = self._spawn(self._write(entry, put))
         return 0, self._semantic_evicted() - before
 
     def index(self, entry: Entry, text: str | None, scope: str | None,
-              vector: np.ndarray | None) -> None:
-        """Add a kept entry's vector (known after the response) here, and to the others once
+              vector: np.ndarray | None, static: np.ndarray | None = None) -> None:
+        """Add a kept entry's vectors (known after the response) here, and to the others once
         the entry itself is in Redis."""
         if entry.size > self.max_bytes or entry.expires <= self._clock():
             return
-        put = self._index(entry, text, scope, vector)
+        put = self._index(entry, text, scope, vector, static)
         if put is not None:
             self._spawn(self._publish_after(entry.id, put))
 
     def _index(self, entry: Entry, text: str | None, scope: str | None,
-               vector: np.ndarray | None) -> Put | None:
-        if self.semantic is None or text is None or scope is None or vector is None:
+               vector: np.ndarray | None, static: np.ndarray | None = None) -> Put | None:
+        """Index what is known here; the ``put`` event for the others once the transformer's
+        vector is (with the static one: the others' gates read it)."""
+        index = self.semantic
+        static = static if self.gate is not None else None
+        if index is None or text is None or scope is None or (vector is None and static is None):
+            return None
+        if index.holds(entry.id):  # kept with its static vector; the text one came after
+            if vector is not None:
+                index.attach(entry.id, vector)
+            if static is not None:
+                index.attach(entry.id, static, "static")
+            if static is None:
+                static = index.vector_of(entry.id, "static")
+        else:
+            index.add(vector, Meta(entry=entry.id, tenant=entry.tenant, user=entry.user,
+                                   scope=scope, text=text, expires=entry.expires), static)
+        if vector is None:
             return None
         v = np.asarray(vector, dtype=np.float32).reshape(-1)
-        self.semantic.add(v, Meta(entry=entry.id, tenant=entry.tenant, user=entry.user,
-                                  scope=scope, text=text, expires=entry.expires))
-        return Put(entry.id, entry.tenant, entry.user, scope, text, v.tobytes(), entry.expires)
+        return Put(entry.id, entry.tenant, entry.user, scope, text, v.tobytes(), entry.expires,
+                   None if static is None else np.asarray(static, np.float32).tobytes())
 
     async def _write(self, entry: Entry, put: Put | None) -> bool:
         try:
@@ -323,17 +341,23 @@ class SharedCache(ResponseCache):
                 if isinstance(event, Purge):
                     self._purged(event.tenant, event.user)
             return
-        puts: dict[str, list[Put]] = {}  # a run of puts, by tenant: one add per tenant
+        # A run of puts, by tenant and by whether they carry a static vector of this gate's
+        # size: one add per run.
+        puts: dict[tuple[str, bool], list[Put]] = {}
+        static_bytes = 4 * index.static_dim if index.static_dim else -1
         for event in [*events, None]:
             if isinstance(event, Put):
                 if len(event.vector) == 4 * index.dim:  # else written with another encoder
-                    puts.setdefault(event.tenant, []).append(event)
+                    with_static = event.static is not None and len(event.static) == static_bytes
+                    puts.setdefault((event.tenant, with_static), []).append(event)
                 continue
-            for run in puts.values():
+            for (_, with_static), run in puts.items():
                 index.add_many(np.frombuffer(b"".join(e.vector for e in run), np.float32),
                                [Meta(entry=e.entry, tenant=e.tenant, user=e.user,
                                      scope=e.scope, text=e.text, expires=e.expires)
-                                for e in run])
+                                for e in run],
+                               np.frombuffer(b"".join(e.static or b"" for e in run),
+                                             np.float32) if with_static else None)
             puts.clear()
             if isinstance(event, Delete):
                 index.remove_entry(event.entry)
@@ -407,16 +431,17 @@ class SharedCache(ResponseCache):
         return task
 
 
-def build_shared_cache(config: Config, dim: int | None, encoder: str = "") -> SharedCache:
+def build_shared_cache(config: Config, dim: int | None, encoder: str = "",
+                       gate: Gate | None = None) -> SharedCache:
     """The empty shared cache ``config`` asks for (its ``redis`` and ``cache`` sections; ``dim``
     is the text encoder's vector size), not yet connected: it connects on first use, and
     ``start`` begins following the feed. ``ConfigError`` as ``build_cache`` raises it."""
     from router.redis_client import connect
 
     c, feed_block_s = config.cache, 0.5
-    semantic, verifier = semantic_tier(config, dim, encoder)
+    semantic, verifier = semantic_tier(config, dim, encoder, gate)
     return SharedCache(connect(config.redis), connect(config.redis, blocking_s=feed_block_s),
                        config.redis.prefix, semantic=semantic, verifier=verifier,
                        candidates=c.candidates, max_entries=c.max_entries,
                        max_bytes=c.max_bytes, block_ms=int(feed_block_s * 1000),
-                       encoder=encoder)
+                       encoder=encoder, gate=gate if semantic is not None else None)

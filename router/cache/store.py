@@ -1,6 +1,9 @@
 """The response cache of one gateway: the exact tier and the semantic tier behind one face.
 
 - ``get``: the exact tier, by the canonical request's key (``router.cache.keys``).
+- ``admits``: the gate, on a gateway that routes on a static table (``router.cache.gate``):
+  whether the nearest entry of the scope by the static routing vector is close enough for
+  ``find`` to be worth the transformer's encoding.
 - ``find``: the semantic tier. The index (``router.cache.semantic``) returns the nearest
   entries *of the same scope*; the verifier (``router.cache.verifier``) decides whether the
   best of them asks what the query asks. Only ``candidates`` neighbours are checked (one by
@@ -33,6 +36,7 @@ from router.cache.exact import Entry, ExactCache
 from router.cache.semantic import Meta, SemanticIndex
 
 if TYPE_CHECKING:
+    from router.cache.gate import Gate
     from router.cache.verifier import Verifier
     from router.config import Config
 
@@ -41,12 +45,14 @@ Tier = Literal["exact", "semantic"]
 
 class Stored(msgspec.Struct, frozen=True):
     """An entry as a snapshot (or another replica) receives it: the answer, and the last user
-    turn, scope and vector (float32 bytes) that let the semantic tier find it."""
+    turn, scope and vectors (float32 bytes: the transformer's, and the static table's when the
+    cache has a gate) that let the semantic tier find it."""
 
     entry: Entry
     text: str | None = None
     scope: str | None = None
     vector: bytes | None = None
+    static: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +72,15 @@ class ResponseCache:
     on_error: Callable[[str], None] | None = None
 
     def __init__(self, exact: ExactCache, semantic: SemanticIndex | None = None,
-                 verifier: Verifier | None = None, candidates: int = 1, encoder: str = ""):
+                 verifier: Verifier | None = None, candidates: int = 1, encoder: str = "",
+                 gate: Gate | None = None):
         if (semantic is None) != (verifier is None):
             raise ValueError("the semantic tier needs both its index and its verifier")
         self.exact, self.semantic, self.verifier = exact, semantic, verifier
         self.candidates = candidates
         self.encoder = encoder  # which encoder made the vectors (snapshots record it)
+        self.gate = check_gate(gate, semantic)
+        self.gate_counts = [0, 0]  # lookups the gate stopped, and let through
         self.semantic_hits = 0
         self.kept = 0  # answers kept since start
         # Purges so far per tenant and per (tenant, user): an answer made while one landed is
@@ -95,6 +104,16 @@ class ResponseCache:
         """Whether the semantic tier holds any entry of this scope: without one, a lookup need
         not even embed the query."""
         return self.semantic is not None and self.semantic.has_scope(tenant, scope)
+
+    def admits(self, tenant: str, scope: str, static: np.ndarray) -> bool:
+        """The gate: whether the nearest entry of ``tenant``'s ``scope`` by the static routing
+        vector ``static`` is close enough that ``find`` may hit (always, without a gate)."""
+        if self.gate is None or self.semantic is None:
+            return True
+        found = self.semantic.search(static, tenant, scope, k=1, space="static")
+        passed = bool(found) and found[0].cosine >= self.gate.threshold
+        self.gate_counts[passed] += 1
+        return passed
 
     async def find(self, tenant: str, scope: str, text: str, vector: np.ndarray
                    ) -> Match | None:
@@ -141,34 +160,45 @@ class ResponseCache:
         return self._purges.get((tenant, None), 0), self._purges.get((tenant, user), 0)
 
     def keep(self, entry: Entry, text: str | None = None, scope: str | None = None,
-             vector: np.ndarray | None = None, *,
+             vector: np.ndarray | None = None, *, static: np.ndarray | None = None,
              generation: tuple[int, int] | None = None) -> tuple[int, int]:
-        """Keep a new answer (in the semantic tier too when ``text``, ``scope`` and ``vector``
-        are given); returns how many entries each tier's bounds evicted to make room. With
+        """Keep a new answer (in the semantic tier too when ``text`` and ``scope`` are given
+        with its ``vector`` or its ``static`` vector: the other may follow, ``index``);
+        returns how many entries each tier's bounds evicted to make room. With
         ``generation`` (``self.generation`` when the request came in), an answer whose tenant
         or user was purged meanwhile is not kept."""
         if generation is not None and generation != self.generation(entry.tenant, entry.user):
             return 0, 0
         exact, semantic = self.exact.evicted, self._semantic_evicted()
         self.kept += 1
-        if self.semantic is None or text is None or scope is None or vector is None:
+        static = static if self.gate is not None else None
+        if (self.semantic is None or text is None or scope is None
+                or (vector is None and static is None)):
             self.exact.put(entry)
         elif self.exact.put(entry, self.semantic.entry_bytes(text)):
-            self._add(entry, text, scope, vector)
+            self._add(entry, text, scope, vector, static)
         return self.exact.evicted - exact, self._semantic_evicted() - semantic
 
-    def index(self, entry: Entry, text: str, scope: str, vector: np.ndarray) -> None:
-        """Add a kept entry's vector to the semantic tier (its vector came after the entry:
-        embedded after the response)."""
+    def index(self, entry: Entry, text: str, scope: str, vector: np.ndarray | None,
+              static: np.ndarray | None = None) -> None:
+        """Give a kept entry the vectors that came after it (embedded after the response): a
+        new semantic entry, or the missing vector of one kept with the other."""
         if self.semantic is None or self.exact.get_id(entry.id, touch=False) is None:
             return  # exact tier only, or the entry has gone meanwhile
-        self._add(entry, text, scope, vector)
-        self.exact.charge(entry.id, self.semantic.entry_bytes(text))
+        static = static if self.gate is not None else None
+        if self.semantic.holds(entry.id):
+            for space, v in (("text", vector), ("static", static)):
+                if v is not None:
+                    self.semantic.attach(entry.id, v, space)
+        elif vector is not None or static is not None:
+            self._add(entry, text, scope, vector, static)
+            self.exact.charge(entry.id, self.semantic.entry_bytes(text))
 
-    def _add(self, entry: Entry, text: str, scope: str, vector: np.ndarray) -> None:
+    def _add(self, entry: Entry, text: str, scope: str, vector: np.ndarray | None,
+             static: np.ndarray | None = None) -> None:
         assert self.semantic is not None
         self.semantic.add(vector, Meta(entry=entry.id, tenant=entry.tenant, user=entry.user,
-                                       scope=scope, text=text, expires=entry.expires))
+                                       scope=scope, text=text, expires=entry.expires), static)
 
     def _semantic_evicted(self) -> int:
         return self.semantic.evicted if self.semantic is not None else 0
@@ -202,11 +232,17 @@ class ResponseCache:
     def _semantic_stats(self) -> dict[str, object] | None:
         if self.semantic is None or self.verifier is None:
             return None
-        return {"entries": len(self.semantic), "index": self.semantic.factory,
-                "hits": self.semantic_hits, "evicted": self.semantic.evicted,
-                "candidates": self.candidates,
-                "verifier": {"target_false_hit_rate": self.verifier.target_false_hit_rate,
-                             "threshold": self.verifier.threshold}}
+        out: dict[str, object] = {
+            "entries": len(self.semantic), "index": self.semantic.factory,
+            "hits": self.semantic_hits, "evicted": self.semantic.evicted,
+            "candidates": self.candidates,
+            "verifier": {"target_false_hit_rate": self.verifier.target_false_hit_rate,
+                         "threshold": self.verifier.threshold}}
+        if self.gate is not None:
+            stopped, passed = self.gate_counts
+            out["gate"] = {"encoder": self.gate.encoder, "threshold": self.gate.threshold,
+                           "stopped": stopped, "passed": passed}
+        return out
 
     async def start(self) -> None:
         """Begin the cache's background work (the shared cache follows its feed); none here."""
@@ -225,24 +261,44 @@ class ResponseCache:
             if found is None:
                 out.append(Stored(entry))
             else:
-                meta, vec = found
-                out.append(Stored(entry, meta.text, meta.scope,
-                                  np.asarray(vec, dtype=np.float32).tobytes()))
+                meta, vec, static = found
+                out.append(Stored(entry, meta.text, meta.scope, _bytes(vec), _bytes(static)))
         return out
 
-    def restore(self, stored: list[Stored], encoder: str = "") -> int:
+    def restore(self, stored: list[Stored], encoder: str = "", static_encoder: str = "") -> int:
         """Put ``stored`` entries back (a snapshot's, oldest use first); how many. Vectors made
         by another ``encoder`` than this cache's live in another space: their entries come
-        back to the exact tier only."""
+        back to the exact tier only. Static vectors are kept when ``static_encoder`` is the
+        gate's table (``Gate.key``); an entry without one never passes the gate (the snapshot
+        loader rebuilds them: ``service.cache_snapshots``)."""
         same_space = encoder == self.encoder
+        same_static = self.gate is not None and static_encoder == self.gate.key
         for s in stored:
-            vector = None
+            vector = static = None
             if s.vector is not None and self.dim is not None and same_space:
-                vector = np.frombuffer(s.vector, dtype=np.float32)
-                if vector.size != self.dim:  # written with another encoder: exact tier only
-                    vector = None
-            self.keep(s.entry, s.text, s.scope, vector)
+                vector = _vector(s.vector, self.dim)
+            if vector is not None and s.static is not None and same_static:
+                assert self.gate is not None
+                static = _vector(s.static, self.gate.dim)
+            self.keep(s.entry, s.text, s.scope, vector, static=static)
         return len(stored)
+
+
+def _bytes(vector: np.ndarray | None) -> bytes | None:
+    return None if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def _vector(raw: bytes, dim: int) -> np.ndarray | None:
+    """A stored vector, or None when it has another size (written with another encoder)."""
+    vector = np.frombuffer(raw, dtype=np.float32)
+    return vector if vector.size == dim else None
+
+
+def check_gate(gate: Gate | None, semantic: SemanticIndex | None) -> Gate | None:
+    """``gate`` when the index keeps static vectors of its size; ``ValueError`` otherwise."""
+    if gate is not None and (semantic is None or semantic.static_dim != gate.dim):
+        raise ValueError("a gate needs a semantic index that keeps static vectors of its size")
+    return gate
 
 
 def check_cache(config: Config) -> list[str]:
@@ -260,32 +316,39 @@ def check_cache(config: Config) -> list[str]:
     if not path.is_file():
         errors.append(f"cache.verifier: {path} does not exist (the shipped verifier is "
                       "models/cache/verifier.npz; or set cache.semantic: false)")
+    if c.gate and not config.resolve(c.gate).is_file():
+        errors.append(f"cache.gate: {config.resolve(c.gate)} does not exist (the shipped gate "
+                      "is models/cache/gate.json; \"\" for none)")
     return errors
 
 
-def build_cache(config: Config, dim: int | None, encoder: str = ""
+def build_cache(config: Config, dim: int | None, encoder: str = "", gate: Gate | None = None
                 ) -> ResponseCache | None:
     """The empty cache ``config`` asks for (None when it is off); ``dim`` is the text encoder's
     vector size and ``encoder`` its ``id:sha256`` (the verifier must have been fitted on that
-    encoder's vectors). ``ConfigError`` naming ``cache.index`` or ``cache.verifier`` when the
-    semantic tier cannot be built as configured. This is the in-process cache: with
-    ``redis.url`` the gateway builds the shared one (``router.cache.shared``)."""
+    encoder's vectors); ``gate`` the static-vector gate when routing reads a static table
+    (``router.cache.gate.gate_for``). ``ConfigError`` naming ``cache.index`` or
+    ``cache.verifier`` when the semantic tier cannot be built as configured. This is the
+    in-process cache: with ``redis.url`` the gateway builds the shared one
+    (``router.cache.shared``)."""
     c = config.cache
     if not c.enabled:
         return None
-    semantic, verifier = semantic_tier(config, dim, encoder)
+    semantic, verifier = semantic_tier(config, dim, encoder, gate)
     exact = ExactCache(c.max_entries, c.max_bytes)
     if semantic is None:
         return ResponseCache(exact, encoder=encoder)
-    return ResponseCache(exact, semantic, verifier, c.candidates, encoder)
+    return ResponseCache(exact, semantic, verifier, c.candidates, encoder,
+                         gate if semantic.static_dim else None)
 
 
-def semantic_tier(config: Config, dim: int | None, encoder: str = ""
+def semantic_tier(config: Config, dim: int | None, encoder: str = "", gate: Gate | None = None
                   ) -> tuple[SemanticIndex, Verifier] | tuple[None, None]:
-    """The empty index and the verifier of the semantic tier ``config`` asks for (both None
-    when it is off or there is no text encoder); ``ConfigError`` naming ``cache.index`` or
-    ``cache.verifier`` when they cannot be built, or when the verifier was fitted on another
-    encoder's vectors than ``encoder`` (``id:sha256``)."""
+    """The empty index (keeping static vectors too when there is a ``gate``) and the verifier
+    of the semantic tier ``config`` asks for (both None when it is off or there is no text
+    encoder); ``ConfigError`` naming ``cache.index`` or ``cache.verifier`` when they cannot be
+    built, or when the verifier was fitted on another encoder's vectors than ``encoder``
+    (``id:sha256``)."""
     from router.cache.verifier import Verifier
     from router.config import ConfigError
 
@@ -293,7 +356,8 @@ def semantic_tier(config: Config, dim: int | None, encoder: str = ""
     if not c.semantic or not dim:
         return None, None
     try:
-        index = SemanticIndex(dim, c.index, max_entries=c.max_entries)
+        index = SemanticIndex(dim, c.index, max_entries=c.max_entries,
+                              static_dim=gate.dim if gate is not None else None)
     except ValueError as exc:
         raise ConfigError(f"cache.index: {exc}") from None
     path = config.resolve(c.verifier)

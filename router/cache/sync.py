@@ -7,8 +7,9 @@ lose everything sent while it was away.
 
 Events (one msgpack field ``e`` per stream entry, with the writer's replica id):
 
-- ``put``: an entry's vector and what the index keeps beside it (tenant, user, scope, last
-  user turn, expiry). The answer itself is not here: it lives once, in the exact tier.
+- ``put``: an entry's vector (and its static routing vector, on gateways whose cache has a
+  gate) and what the index keeps beside it (tenant, user, scope, last user turn, expiry).
+  The answer itself is not here: it lives once, in the exact tier.
 - ``delete``: one entry's vectors go (an invalidation, a reported wrong hit).
 - ``purge``: every entry of a tenant, or of one of its users (erasure).
 
@@ -44,6 +45,7 @@ class Put(msgspec.Struct, frozen=True, tag="put"):
     text: str
     vector: bytes  # float32, the index's dim
     expires: float
+    static: bytes | None = None  # float32: the static routing vector, for a gate
 
 
 class Delete(msgspec.Struct, frozen=True, tag="delete"):

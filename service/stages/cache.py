@@ -10,6 +10,12 @@ nothing and its log row says which entry served it. On the way out, a successful
 kept, a stream too (its text is gathered as it is relayed), with its question's vector: the
 one the lookup or the route stage made, else one made after the response. The request's
 ``cache`` options are read here and never forwarded upstream.
+
+When the router reads a static table and the cache has a gate for it (``router.cache.gate``),
+the lookup first makes the routing vector (which the route stage then reuses) and asks the
+gate whether any entry of the scope is near enough by it; only then does it run the
+transformer, the search and the verifier. A miss the gate stopped is kept with its static
+vector, and its transformer vector is made after the response.
 """
 
 from __future__ import annotations
@@ -111,7 +117,13 @@ class Cache:
         # a new tenant): no neighbour could answer, so the query is not even embedded.
         if probe is None or not cache.may_match(ex.tenant, probe.scope):
             return None
-        probe.vector = await embed(ex, gw, request, probe.text, cache.dim)
+        if gated(cache, gw):
+            probe.static = await static_vector(ex, gw, request, probe.text)
+            if not cache.admits(ex.tenant, probe.scope, probe.static):
+                return None  # no plausible neighbour: a miss without the transformer
+            probe.vector = (await gw.text_vector(probe.text)).vector[:cache.dim]
+        else:
+            probe.vector = await embed(ex, gw, request, probe.text, cache.dim)
         match = await cache.find(ex.tenant, probe.scope, probe.text, probe.vector)
         if match is None or match.entry.model not in gw.catalog or not allowed(match.entry.model):
             return None
@@ -136,20 +148,32 @@ class Cache:
             route=ex.route, model=ex.model.name, body=_ENCODE.encode(completion), created=now,
             expires=now + ex.cache_ttl_s, cost_usd=ex.cost_usd,
             latency_ms=(time.perf_counter() - ex.started) * 1e3)
-        probe = ex.cache_probe
-        if probe is not None and probe.vector is None:
-            probe.vector = shared_vector(ex, gw, probe.text)
+        probe = ex.cache_probe if cache.dim is not None else None
+        gate = probe is not None and gated(cache, gw)
+        if probe is not None:
+            if probe.vector is None:
+                probe.vector = shared_vector(ex, gw, probe.text)
+            if gate and probe.static is None:  # the route stage's, when it embedded this text
+                probe.static = routed_vector(ex, gw, probe.text)
+        # Kept in the exact tier now; the vectors are indexed after the response when one is
+        # missing (the gate spared the lookup the transformer, or the route embedded another
+        # text), and always behind a gate, whose point is the request's wait: an HNSW add
+        # is ~0.1 ms, as much as the gate's own search.
+        later = probe is not None and (gate or probe.vector is None)
         try:
-            evicted = cache.keep(entry, *_semantic(probe, cache.dim),
-                                 generation=ex.cache_generation)
+            if probe is None or later:
+                evicted = cache.keep(entry, generation=ex.cache_generation)
+            else:
+                evicted = cache.keep(entry, probe.text, probe.scope, probe.vector,
+                                     generation=ex.cache_generation)
         except Exception:  # the answer went out; only keeping it failed
             log.exception("cache: could not keep an answer")
             return
         for tier, n in zip(("exact", "semantic"), evicted, strict=True):
             if n:
                 gw.metrics.child(gw.metrics.cache_evictions, tier).inc(n)
-        if probe is not None and probe.vector is None:
-            # Not encoded on the way (the route embedded another text): after the response.
+        if later:
+            assert probe is not None
             gw.spawn(_index_later(gw, cache, entry, probe))
 
 
@@ -168,6 +192,38 @@ async def embed(ex: Exchange, gw: Gateway, request: ChatRequest, text: str,
     encoded, ex.encoded = await asyncio.gather(gw.text_vector(text),
                                                routing_encoding(gw, engine, routed))
     return encoded.vector[:dim]
+
+
+def gated(cache: ResponseCache, gw: Gateway) -> bool:
+    """Whether lookups go through the cache's gate: it has one, for the table the router
+    reads now (a promotion or reconfiguration may have changed the routing encoder)."""
+    return cache.gate is not None and cache.gate.reads(gw.engine.encoder)
+
+
+async def static_vector(ex: Exchange, gw: Gateway, request: ChatRequest, text: str
+                        ) -> np.ndarray:
+    """The routing table's vector of ``text``, for the gate. When the router embeds that same
+    text (no system prompt) it is the route stage's own encoding, made here and left in
+    ``ex.encoded``; else the two are made in one batch of the routing batcher."""
+    engine = gw.engine
+    routed = engine.routing_text(request)
+    if routed == text:
+        ex.encoded = await routing_encoding(gw, engine, text)
+        return ex.encoded.vector
+    batcher = gw.batcher_for(tuple(engine.router.layers))
+    if routed is None:  # a pinned model: nothing to route
+        return await batcher.encode(text)
+    ex.encoded, vector = await asyncio.gather(routing_encoding(gw, engine, routed),
+                                              batcher.encode(text))
+    return vector
+
+
+def routed_vector(ex: Exchange, gw: Gateway, text: str) -> np.ndarray | None:
+    """The routing encoder's vector of ``text`` if the route stage made it, else None."""
+    enc = ex.encoded
+    if enc is None or enc.text != text or enc.encoder is not gw.engine.encoder:
+        return None
+    return enc.vector
 
 
 def serve(ex: Exchange, gw: Gateway, match: Match) -> None:
@@ -201,21 +257,20 @@ def shared_vector(ex: Exchange, gw: Gateway, text: str) -> np.ndarray | None:
     return enc.vector[:gw.cache.dim]
 
 
-def _semantic(probe: Probe | None, dim: int | None
-              ) -> tuple[str | None, str | None, np.ndarray | None]:
-    if probe is None or probe.vector is None or dim is None:
-        return None, None, None
-    return probe.text, probe.scope, probe.vector
-
-
 async def _index_later(gw: Gateway, cache: ResponseCache, entry: Entry, probe: Probe) -> None:
+    """The kept entry's missing vectors (the transformer's; the table's, for a gate), made
+    after the response and added to its semantic entry."""
+    vector, static = probe.vector, probe.static
     try:
-        encoded = await gw.text_vector(probe.text)
+        if vector is None:
+            vector = (await gw.text_vector(probe.text)).vector[:cache.dim]
+        if static is None and gated(cache, gw):
+            static = await gw.batcher_for(tuple(gw.engine.router.layers)).encode(probe.text)
     except Exception:  # the answer went out; only its semantic lookup is lost
         log.exception("cache: could not embed a kept answer's question")
         return
     if gw.cache is cache:  # not replaced by a reconfiguration meanwhile
-        cache.index(entry, probe.text, probe.scope, encoded.vector[:cache.dim])
+        cache.index(entry, probe.text, probe.scope, vector, static)
 
 
 def streamed(ex: Exchange) -> ChatCompletion | None:

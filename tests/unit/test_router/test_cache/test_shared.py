@@ -18,6 +18,7 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from router.cache.gate import Gate
 from router.cache.semantic import SemanticIndex
 from router.cache.shared import SharedCache
 from router.config import CacheConfig, Config, RedisConfig
@@ -51,11 +52,12 @@ async def replica(prefix, verifier):
     """``make()`` -> a started replica on the test's prefix (closed at the end)."""
     made: list[SharedCache] = []
 
-    async def make(url: str = REDIS_URL, start: bool = True) -> SharedCache:
+    async def make(url: str = REDIS_URL, start: bool = True, gate: Gate | None = None
+                   ) -> SharedCache:
         cfg = RedisConfig(url=url, prefix=prefix, timeout_s=0.5)
+        index = SemanticIndex(DIM, "Flat", static_dim=gate.dim if gate else None)
         cache = SharedCache(connect(cfg), connect(cfg, blocking_s=0.2), prefix,
-                            semantic=SemanticIndex(DIM, "Flat"), verifier=verifier,
-                            block_ms=200)
+                            semantic=index, verifier=verifier, block_ms=200, gate=gate)
         if start:
             await cache.start()
         made.append(cache)
@@ -118,6 +120,17 @@ async def test_a_vector_known_after_the_response_reaches_the_other_replica(repli
     a.keep(kept)  # the question's vector was not made on the way in
     a.index(kept, Q, "s", v)
     assert await within(1.0, lambda: b.find("t", "s", PARA, unit(1, near=v)))
+
+
+async def test_a_gated_replica_publishes_both_vectors_once_the_transformers_comes(replica):
+    gate = Gate(encoder="tiny", sha256="ab" * 32, dim=DIM, threshold=0.9)
+    a, b = await replica(gate=gate), await replica(gate=gate)
+    kept, v, s = live(1), unit(0), unit(5)
+    a.keep(kept, Q, "s", None, static=s)  # a miss the gate stopped: the static vector only
+    assert a.admits("t", "s", s) and not b.may_match("t", "s")
+    a.index(kept, Q, "s", v)  # the transformer's, after the response: now the others learn
+    assert await within(1.0, lambda: b.find("t", "s", PARA, unit(1, near=v)))
+    assert b.admits("t", "s", unit(2, near=s)) and not b.admits("t", "s", unit(7))
 
 
 async def test_a_replica_that_starts_later_replays_the_live_vectors(replica):

@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from router.cache import Entry, ExactCache
-from router.cache.snapshot import SnapshotError, read_snapshot, write_snapshot
+from router.cache.snapshot import FORMAT, SnapshotError, read_snapshot, write_snapshot
 from router.cache.store import ResponseCache, Stored
 
 
@@ -30,7 +30,7 @@ def test_a_snapshot_round_trips_live_entries_in_recency_order(tmp_path):
 
 @pytest.mark.parametrize("damage", [
     lambda b: b"hello world\n" + b,  # not ours
-    lambda b: b.replace(b'"format": 2', b'"format": 9'),  # another version
+    lambda b: b.replace(f'"format": {FORMAT}'.encode(), b'"format": 9'),  # another version
     lambda b: b[:-5],  # truncated
     lambda b: b[:-3] + b"xyz",  # edited
 ])
