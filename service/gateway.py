@@ -54,7 +54,8 @@ def cache_for(engine: RoutingEngine) -> ResponseCache | None:
     dim, encoder = (text.dim, f"{text.id}:{text.sha256[:16]}") if text else (None, "")
     gate = None
     if text is not None and config.cache.gate:
-        gate = gate_for(config.resolve(config.cache.gate), engine.encoder)
+        gate = gate_for(config.resolve(config.cache.gate), engine.encoder,
+                        config.resolve(config.cache.verifier))
     if config.redis.url:  # several replicas: the exact tier in Redis, the vectors fed to all
         return build_shared_cache(config, dim, encoder, gate)
     return build_cache(config, dim, encoder, gate)

@@ -17,6 +17,7 @@ line: lookups then run the transformer as before.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,14 @@ def save_spec(spec: GateSpec, path: str | Path) -> Path:
     return path
 
 
-def gate_for(path: str | Path | None, routing: object) -> Gate | None:
+def gate_for(path: str | Path | None, routing: object,
+             verifier: str | Path | None = None) -> Gate | None:
     """The gate for a gateway whose router reads ``routing``: None when ``path`` is empty,
     when routing reads no static table (the transformer runs for routing anyway), or when
-    the gate was calibrated on another table (logged: lookups then run the transformer)."""
+    the gate was calibrated on another table (logged: lookups then run the transformer).
+    A gate calibrated with a verifier other than ``verifier`` (its file) still serves — it
+    only stops lookups, every hit stays the verifier's — but may keep fewer of its hits than
+    it says: logged, with how to recalibrate."""
     if not path or getattr(routing, "kind", "") != "static":
         return None
     try:
@@ -90,4 +95,14 @@ def gate_for(path: str | Path | None, routing: object) -> Gate | None:
                     "python -m training.cache_gate", path, spec.encoder, spec.sha256[:12],
                     getattr(routing, "id", "?"), str(getattr(routing, "sha256", ""))[:12])
         return None
+    if verifier is not None and spec.verifier_sha256:
+        try:
+            mine = hashlib.sha256(Path(verifier).read_bytes()).hexdigest()
+        except OSError:
+            mine = ""  # a verifier folder (the cross-encoder's) or none: nothing to compare
+        if mine and mine != spec.verifier_sha256:
+            log.warning("cache: the gate %s was calibrated with another verifier than %s: it "
+                        "may keep fewer of this one's hits than the %.0f %% it was set for; "
+                        "recalibrate with python -m training.cache_gate", path, verifier,
+                        spec.target_kept * 100)
     return gate

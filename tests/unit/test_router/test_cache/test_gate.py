@@ -3,6 +3,7 @@ leaves with it; a lookup goes on to the transformer only past the gate's thresho
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import numpy as np
@@ -173,3 +174,21 @@ def test_the_gate_is_for_the_table_it_was_calibrated_on(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="contextforge.cache"):
         assert gate_for(path, other) is None
     assert "calibrate one with python -m training.cache_gate" in caplog.text
+
+
+def test_a_gate_for_another_verifier_serves_and_says_so(tmp_path, caplog):
+    verifier = tmp_path / "verifier.npz"
+    verifier.write_bytes(b"the verifier in use")
+    path = save_spec(GateSpec(encoder="tiny", sha256="ab" * 32, dim=STATIC, threshold=0.9,
+                              target_kept=0.95, verifier_sha256="00" * 32), tmp_path / "gate.json")
+    with caplog.at_level(logging.WARNING, logger="contextforge.cache"):
+        assert gate_for(path, _Table(), verifier) == GATE
+    assert "calibrated with another verifier" in caplog.text
+    caplog.clear()
+    same = save_spec(GateSpec(encoder="tiny", sha256="ab" * 32, dim=STATIC, threshold=0.9,
+                              target_kept=0.95,
+                              verifier_sha256=hashlib.sha256(verifier.read_bytes()).hexdigest()),
+                     tmp_path / "same.json")
+    with caplog.at_level(logging.WARNING, logger="contextforge.cache"):
+        assert gate_for(same, _Table(), verifier) == GATE
+    assert caplog.text == ""
