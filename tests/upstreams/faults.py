@@ -27,10 +27,10 @@ JSON (``GET /_faults``: the schedule, the seconds since it was set, and the ``Ta
 /_faults/reset``: a zeroed tally). ``Fault.from_json`` / ``Schedule`` decode with every error's
 path, like the gateway's config.
 
-The tally counts what arrived and what was answered in full (a 2xx whose last byte went out
-while the client was still there), overall and per nonce: the first ``nonce=<word>`` in the
-request body, so a benchmark that puts one in each prompt can tell lost answers from
-duplicated ones.
+The tally counts what arrived (and when, in seconds since the schedule was set) and what was
+answered in full (a 2xx whose last byte went out while the client was still there), overall
+and per nonce: the first ``nonce=<word>`` in the request body, so a benchmark that puts one in
+each prompt can tell lost answers from duplicated ones.
 
 Run one as a process::
 
@@ -125,11 +125,13 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)  # fault kind, or "ok"
     received_by_nonce: Counter[str] = field(default_factory=Counter)
     answered_by_nonce: Counter[str] = field(default_factory=Counter)
+    arrivals: list[float] = field(default_factory=list)  # seconds since the schedule was set
 
     def as_dict(self) -> dict[str, Any]:
         return {"received": self.received, "answered": self.answered,
                 "outcomes": dict(self.outcomes), "received_by_nonce": dict(self.received_by_nonce),
-                "answered_by_nonce": dict(self.answered_by_nonce)}
+                "answered_by_nonce": dict(self.answered_by_nonce),
+                "arrivals": [round(t, 4) for t in self.arrivals]}
 
 
 @dataclass
@@ -205,6 +207,7 @@ class FaultUpstream:
         call = _call(scope, body)
         _no_delay(send)
         self.tally.received += 1
+        self.tally.arrivals.append(self.elapsed())
         if call.nonce:
             self.tally.received_by_nonce[call.nonce] += 1
         watcher = asyncio.create_task(_watch(receive, call.gone))
