@@ -1,7 +1,8 @@
 """Chaos: one model on three deployments, one failing half its requests and one hanging for a
 while, under a steady load through the gateway.
 
-    python benchmarks/chaos.py [--requests 2000] [--rate 100] [--json FILE]
+    python benchmarks/chaos.py [--requests 2000] [--rate 100] [--stream]
+                               [--format openai|anthropic] [--json FILE]
 
 Three fault-injecting upstreams (``tests/upstreams/faults.py``, one process each, 50 ms to
 answer by default) serve ``gpt-4o`` through the OpenAI-compatible adapter; the gateway
@@ -14,9 +15,10 @@ doing), each prompt carrying a nonce the upstream echoes:
 2. chaos: ``--requests``; from ``--flaky`` (start, end s) ``d1`` answers half its requests with
    503, from ``--hang`` ``d2`` sends nothing until the gateway gives up; then all recover.
 
-Reported (DESIGN.md's ``chaos`` keys first): ``requests``, ``answered`` (200 with the request's
-own nonce), ``clear_errors`` (a 5xx with an error body), ``lost`` (everything else: no answer,
-a truncated one, someone else's), ``p99_ms`` (chaos, over every response) and
+Reported (DESIGN.md's ``chaos`` keys first): ``requests``, ``answered`` (a whole answer with the
+request's own nonce: a stream must end with a finish reason and ``[DONE]``), ``clear_errors``
+(a 5xx with an error body, or a stream ending in an error event), ``lost`` (everything else: no
+answer, a truncated one, someone else's), ``p99_ms`` (chaos, over every response) and
 ``healthy_p99_ms``; ``shift_s``: for each bad deployment, from its fault's start until the
 last of its arrivals that was followed by another within ``--gap`` s (after that it only sees
 sparse probes), the slower of the two, ``null`` when traffic never left; per-phase p50/p99,
@@ -47,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway_overhead import cpu_model, free_port, running  # noqa: E402
 
-from tests.upstreams.faults import OPENAI_KEY  # noqa: E402
+from tests.upstreams.faults import ANTHROPIC_KEY, OPENAI_KEY  # noqa: E402
 
 MASTER = "sk-chaos-master-0123456789"
 AUTH = {"authorization": f"Bearer {MASTER}"}
@@ -61,8 +63,10 @@ def write_config(tmp: Path, ports: dict[str, int], args: argparse.Namespace) -> 
     for key, field in (("encoder", "path"), ("encoder", "text_path"), ("router", "path")):
         if field in cfg.get(key, {}):
             cfg[key][field] = str(ROOT / cfg[key][field])
-    cfg["providers"] = [{"name": n, "type": "openai-compatible", "api_key": OPENAI_KEY,
-                         "endpoint": f"http://127.0.0.1:{p}/v1", "timeout_s": args.timeout_s}
+    anthropic = args.format == "anthropic"
+    kind, key = ("anthropic", ANTHROPIC_KEY) if anthropic else ("openai-compatible", OPENAI_KEY)
+    cfg["providers"] = [{"name": n, "type": kind, "api_key": key, "timeout_s": args.timeout_s,
+                         "endpoint": f"http://127.0.0.1:{p}" + ("" if anthropic else "/v1")}
                         for n, p in ports.items()]
     for m in cfg["models"]:
         if m["name"] == "gpt-4o":
@@ -88,10 +92,12 @@ def schedules(args: argparse.Namespace) -> dict[str, dict]:
             "d2": {"faults": [base, hang]}}
 
 
-async def one(client: httpx.AsyncClient, nonce: str) -> dict:
+async def one(client: httpx.AsyncClient, nonce: str, stream: bool = False) -> dict:
     """One request: when it went, how long it took, and what came back."""
-    body = {"model": "gpt-4o", "messages": [
+    body: dict = {"model": "gpt-4o", "messages": [
         {"role": "user", "content": f"chaos question nonce={nonce}"}]}
+    if stream:
+        body["stream"] = True
     t0 = time.perf_counter()
     try:
         r = await client.post("/v1/chat/completions", json=body)
@@ -99,29 +105,58 @@ async def one(client: httpx.AsyncClient, nonce: str) -> dict:
         return {"nonce": nonce, "t": t0, "ms": (time.perf_counter() - t0) * 1e3,
                 "outcome": "lost", "why": type(exc).__name__}
     ms = (time.perf_counter() - t0) * 1e3
-    outcome, why = "lost", f"HTTP {r.status_code}"
+    outcome, why = judge(r, nonce)
+    return {"nonce": nonce, "t": t0, "ms": ms, "outcome": outcome, "why": why}
+
+
+def judge(r: httpx.Response, nonce: str) -> tuple[str, str]:
+    """(outcome, why): ``answered`` (a whole answer carrying ``nonce``), ``clear_error`` (a 5xx
+    with an error body, or a stream that ends with an error event) or ``lost``."""
+    if r.status_code == 200 and r.headers.get("content-type", "").startswith(
+            "text/event-stream"):
+        return _judge_stream(r.text, nonce)
     try:
         data = r.json()
     except ValueError:
         data = None
     if r.status_code == 200 and isinstance(data, dict):
         text = (data.get("choices") or [{}])[0].get("message", {}).get("content") or ""
-        words = set(text.split())
-        outcome = "answered" if f"nonce={nonce}" in words else "lost"
-        why = "" if outcome == "answered" else (
-            "misdelivered" if any(w.startswith("nonce=") for w in words) else "no nonce")
-    elif r.status_code >= 500 and isinstance(data, dict) and "error" in data:
-        outcome, why = "clear_error", f"{r.status_code} {data['error'].get('code')}"
-    return {"nonce": nonce, "t": t0, "ms": ms, "outcome": outcome, "why": why}
+        return _judge_text(text, nonce, finished=True)
+    if r.status_code >= 500 and isinstance(data, dict) and "error" in data:
+        return "clear_error", f"{r.status_code} {data['error'].get('code')}"
+    return "lost", f"HTTP {r.status_code}"
 
 
-async def load(client: httpx.AsyncClient, prefix: str, n: int, rate: float) -> list[dict]:
+def _judge_stream(raw: str, nonce: str) -> tuple[str, str]:
+    text, finished = "", False
+    for line in raw.splitlines():
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        event = json.loads(line[6:])
+        if "error" in event:
+            return "clear_error", f"error event {event['error'].get('code')}"
+        for choice in event.get("choices") or []:
+            text += choice.get("delta", {}).get("content") or ""
+            finished |= bool(choice.get("finish_reason"))
+    done = raw.rstrip().endswith("data: [DONE]")
+    return _judge_text(text, nonce, finished=finished and done)
+
+
+def _judge_text(text: str, nonce: str, *, finished: bool) -> tuple[str, str]:
+    words = set(text.split())
+    if f"nonce={nonce}" in words:
+        return ("answered", "") if finished else ("lost", "truncated")
+    return "lost", "misdelivered" if any(w.startswith("nonce=") for w in words) else "no nonce"
+
+
+async def load(client: httpx.AsyncClient, prefix: str, n: int, rate: float,
+               stream: bool = False) -> list[dict]:
     """``n`` requests, the i-th sent at ``i / rate`` s whatever the others are doing."""
     loop = asyncio.get_running_loop()
     start, tasks = loop.time(), []
     for i in range(n):
         await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
-        tasks.append(asyncio.create_task(one(client, f"{prefix}{i}")))
+        tasks.append(asyncio.create_task(one(client, f"{prefix}{i}", stream)))
     return await asyncio.gather(*tasks)
 
 
@@ -152,8 +187,8 @@ async def drive(url: str, ups: dict[str, str], ports: dict[int, str],
         base = {"faults": [{"kind": "latency", "seconds": args.upstream_ms / 1e3}]}
         for u in ups.values():
             await admin.post(f"{u}/_faults", json=base)
-        await load(client, "w", int(args.rate), args.rate)  # warm-up, not counted
-        healthy = await load(client, "h", args.healthy_requests, args.rate)
+        await load(client, "w", int(args.rate), args.rate, args.stream)  # warm-up
+        healthy = await load(client, "h", args.healthy_requests, args.rate, args.stream)
         for u in ups.values():
             await admin.post(f"{u}/_faults/reset")
         t0 = time.perf_counter()
@@ -162,7 +197,7 @@ async def drive(url: str, ups: dict[str, str], ports: dict[int, str],
         transitions: list = []
         stop = asyncio.Event()
         poller = asyncio.create_task(poll_breakers(client, t0, transitions, stop, ports))
-        chaos = await load(client, "c", args.requests, args.rate)
+        chaos = await load(client, "c", args.requests, args.rate, args.stream)
         stop.set()
         await poller
         tallies = {n: (await admin.get(f"{u}/_faults")).json()["tally"] for n, u in ups.items()}
@@ -234,7 +269,8 @@ def summarise(run: dict, args: argparse.Namespace) -> dict:
         "settings": {"rate": args.rate, "healthy_requests": args.healthy_requests,
                      "flaky": args.flaky, "hang": args.hang, "timeout_s": args.timeout_s,
                      "cooldown_s": args.cooldown_s, "failure_threshold": args.failure_threshold,
-                     "upstream_ms": args.upstream_ms, "gap_s": args.gap},
+                     "upstream_ms": args.upstream_ms, "gap_s": args.gap,
+                     "stream": args.stream, "format": args.format},
         "machine": f"{cpu_model()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -274,7 +310,8 @@ def report(r: dict) -> None:
     print(f"d1 503s half its requests {s['flaky'][0]:g}-{s['flaky'][1]:g} s, d2 hangs "
           f"{s['hang'][0]:g}-{s['hang'][1]:g} s; {s['rate']:g} req/s; timeout "
           f"{s['timeout_s']:g} s, breaker {s['failure_threshold']} failures / "
-          f"{s['cooldown_s']:g} s; {r['machine']}")
+          f"{s['cooldown_s']:g} s; {s['format']} upstreams"
+          f"{', streamed' if s['stream'] else ''}; {r['machine']}")
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -295,6 +332,9 @@ def main() -> int:
     ap.add_argument("--gap", type=float, default=0.5, help="s between arrivals still 'traffic'")
     ap.add_argument("--concurrency", type=int, default=512)
     ap.add_argument("--client-timeout-s", type=float, default=30.0)
+    ap.add_argument("--stream", action="store_true", help="streamed requests (SSE)")
+    ap.add_argument("--format", choices=["openai", "anthropic"], default="openai",
+                    help="the upstreams' wire format (the gateway's adapter for them)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 

@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import pytest
 
-from benchmarks.chaos import one, shift
+from benchmarks.chaos import judge, one, shift
 
 
 def judged(handler) -> dict:
@@ -51,3 +51,22 @@ def test_shift_is_the_last_dense_arrival_after_the_fault_starts():
     assert shift(before + probes, start=1.0, end=9.0, gap=0.5) == pytest.approx(1.94)
     assert shift(probes, start=1.0, end=9.0, gap=0.5) == 0.0  # never got traffic
     assert shift([i * 0.03 for i in range(300)], start=1.0, end=9.0, gap=0.5) is None
+
+
+def sse(*events: str) -> httpx.Response:
+    return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                          text="".join(f"data: {e}\n\n" for e in events))
+
+
+DELTA = '{"choices": [{"delta": {"content": "echo: nonce=c7"}, "finish_reason": null}]}'
+FINISH = '{"choices": [{"delta": {}, "finish_reason": "stop"}]}'
+
+
+@pytest.mark.parametrize(("response", "outcome", "why"), [
+    (sse(DELTA, FINISH, "[DONE]"), "answered", ""),
+    (sse(DELTA), "lost", "truncated"),  # silently cut: the worst outcome
+    (sse(DELTA, '{"error": {"code": "upstream_unavailable"}}', "[DONE]"), "clear_error",
+     "error event upstream_unavailable"),
+])
+def test_a_stream_counts_only_when_whole(response, outcome, why):
+    assert judge(response, "c7") == (outcome, why)
