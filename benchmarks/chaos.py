@@ -242,9 +242,10 @@ def summarise(run: dict, args: argparse.Namespace) -> dict:
                   for n, t in tallies.items()}
     opened = {n: next((t for t, d, s in run["transitions"] if d == n and s == "open"), None)
               for n in windows}
+    # Before the fault's end: a lucky half-open probe let traffic back to a bad deployment.
     closed = {n: next((t for t, d, s in run["transitions"]
-                       if d == n and s == "closed" and t >= windows[n][1]), None)
-              for n in windows}
+                       if d == n and s == "closed" and opened[n] is not None and t > opened[n]),
+                      None) for n in windows}
     return {
         "requests": len(chaos), "answered": count["answered"],
         "clear_errors": count["clear_error"], "lost": count["lost"],
@@ -259,7 +260,7 @@ def summarise(run: dict, args: argparse.Namespace) -> dict:
         "after_recovery_p50_ms": pct(after, 50), "after_recovery_p99_ms": pct(after, 99),
         "healthy_lost": sum(r["outcome"] != "answered" for r in healthy),
         "shift_s_by_deployment": shifts, "breaker_opened_s": opened,
-        "breaker_closed_after_recovery_s": closed, "breaker_transitions": run["transitions"],
+        "breaker_closed_s": closed, "breaker_transitions": run["transitions"],
         # Calls sent to a bad deployment after its fault began and before its breaker opened
         # (the flaky one answers half of them; the hanging one none).
         "arrivals_before_open": {n: sum(windows[n][0] <= t < (opened[n] or windows[n][1])
@@ -305,7 +306,7 @@ def report(r: dict) -> None:
             ("breaker opened at s", r["breaker_opened_s"]),
             ("calls to it from fault to open", r["arrivals_before_open"]),
             ("requests slower than the timeout", r["over_timeout"]),
-            ("breaker closed after recovery at s", r["breaker_closed_after_recovery_s"]),
+            ("breaker closed again at s", r["breaker_closed_s"]),
             ("lost: why", r["lost_why"]), ("5xx: why", r["clear_errors_why"])]
     for label, value in rows:
         print(f"{label:40} {value}")
