@@ -13,7 +13,8 @@ doing), each prompt carrying a nonce the upstream echoes:
 
 1. healthy: ``--healthy-requests`` with every deployment well (the p99 baseline);
 2. chaos: ``--requests``; from ``--flaky`` (start, end s) ``d1`` answers half its requests with
-   503, from ``--hang`` ``d2`` sends nothing until the gateway gives up; then all recover.
+   503 (or ``--flaky-fault``: a reset, a malformed body, a cut stream), from ``--hang`` ``d2``
+   sends nothing until the gateway gives up; then all recover.
 
 Reported (DESIGN.md's ``chaos`` keys first): ``requests``, ``answered`` (a whole answer with the
 request's own nonce: a stream must end with a finish reason and ``[DONE]``), ``clear_errors``
@@ -54,6 +55,10 @@ from tests.upstreams.faults import ANTHROPIC_KEY, OPENAI_KEY  # noqa: E402
 MASTER = "sk-chaos-master-0123456789"
 AUTH = {"authorization": f"Bearer {MASTER}"}
 NAMES = ("d0", "d1", "d2")  # healthy, flaky, hanging
+# What the flaky deployment does to half its requests (``--flaky-fault``); ``cut`` resets a
+# stream after its role chunk and first word (a plain answer: half-way through its body).
+FLAKY = {"503": {"kind": "status", "status": 503}, "reset": {"kind": "reset"},
+         "malformed": {"kind": "malformed"}, "cut": {"kind": "cut", "after_chunks": 2}}
 
 
 def write_config(tmp: Path, ports: dict[str, int], args: argparse.Namespace) -> Path:
@@ -85,7 +90,7 @@ def write_config(tmp: Path, ports: dict[str, int], args: argparse.Namespace) -> 
 def schedules(args: argparse.Namespace) -> dict[str, dict]:
     """Each deployment's fault schedule for the chaos phase (windows from its start)."""
     base = {"kind": "latency", "seconds": args.upstream_ms / 1e3}
-    flaky = {"kind": "status", "status": 503, "rate": 0.5, "start_s": args.flaky[0],
+    flaky = {**FLAKY[args.flaky_fault], "rate": 0.5, "start_s": args.flaky[0],
              "end_s": args.flaky[1]}
     hang = {"kind": "hang_before", "start_s": args.hang[0], "end_s": args.hang[1]}
     return {"d0": {"faults": [base]}, "d1": {"faults": [base, flaky], "seed": 1},
@@ -276,7 +281,8 @@ def summarise(run: dict, args: argparse.Namespace) -> dict:
                      "flaky": args.flaky, "hang": args.hang, "timeout_s": args.timeout_s,
                      "cooldown_s": args.cooldown_s, "failure_threshold": args.failure_threshold,
                      "upstream_ms": args.upstream_ms, "gap_s": args.gap,
-                     "stream": args.stream, "format": args.format},
+                     "stream": args.stream, "format": args.format,
+                     "flaky_fault": args.flaky_fault},
         "machine": f"{cpu_model()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -314,8 +320,8 @@ def report(r: dict) -> None:
     for name, counts in r["arrivals_per_s"].items():
         print(f"  {name} " + " ".join(f"{c:3d}" for c in counts))
     s = r["settings"]
-    print(f"d1 503s half its requests {s['flaky'][0]:g}-{s['flaky'][1]:g} s, d2 hangs "
-          f"{s['hang'][0]:g}-{s['hang'][1]:g} s; {s['rate']:g} req/s; timeout "
+    print(f"d1: {s['flaky_fault']} on half its requests {s['flaky'][0]:g}-{s['flaky'][1]:g} s, "
+          f"d2 hangs {s['hang'][0]:g}-{s['hang'][1]:g} s; {s['rate']:g} req/s; timeout "
           f"{s['timeout_s']:g} s, breaker {s['failure_threshold']} failures / "
           f"{s['cooldown_s']:g} s; {s['format']} upstreams"
           f"{', streamed' if s['stream'] else ''}; {r['machine']}")
@@ -331,6 +337,7 @@ def main() -> int:
     ap.add_argument("--healthy-requests", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=100.0, help="requests a second")
     ap.add_argument("--flaky", type=float, nargs=2, default=[3.0, 13.0], metavar=("START", "END"))
+    ap.add_argument("--flaky-fault", choices=sorted(FLAKY), default="503")
     ap.add_argument("--hang", type=float, nargs=2, default=[5.0, 11.0], metavar=("START", "END"))
     ap.add_argument("--timeout-s", type=float, default=1.0, help="per deployment")
     ap.add_argument("--cooldown-s", type=float, default=2.0)
