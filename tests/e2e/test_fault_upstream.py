@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.upstreams import serve
-from tests.upstreams.faults import ANTHROPIC_KEY, OPENAI_KEY, Fault, FaultUpstream, Schedule
+from tests.upstreams.faults import ANTHROPIC_KEY, OPENAI_KEY, Fault, FaultUpstream, Schedule, Tally
 
 FORMATS = ["openai", "anthropic"]
 
@@ -39,7 +39,7 @@ def up(server) -> Iterator[tuple[str, FaultUpstream, Clock]]:
     url, upstream, clock = server
     clock.t = 0.0
     upstream.set(Schedule())
-    upstream.tally.__init__()  # type: ignore[misc]
+    upstream.tally = Tally()
     yield url, upstream, clock
 
 

@@ -14,7 +14,7 @@ from router.config import Deployment, ProviderEntry, load_config
 from router.engine import RoutingEngine
 from service.app import create_app
 from tests.upstreams import serve
-from tests.upstreams.faults import ANTHROPIC_KEY, OPENAI_KEY, Fault, FaultUpstream, Schedule
+from tests.upstreams.faults import ANTHROPIC_KEY, OPENAI_KEY, Fault, FaultUpstream, Schedule, Tally
 
 TIMEOUT_S = 0.4  # each deployment's: hangs fail over fast
 MASTER = "sk-master-faults-0123456789"
@@ -38,7 +38,7 @@ def upstreams(servers):
     """(bad, good) upstreams with empty schedules and tallies."""
     for _, up in servers.values():
         up.set(Schedule())
-        up.tally.__init__()  # type: ignore[misc]
+        up.tally = Tally()
     return servers["bad"][1], servers["good"][1]
 
 
