@@ -2,6 +2,9 @@
 
 Each module holds one provider's simulator as an ASGI app; ``serve`` runs any of them under
 uvicorn on a free loopback port, so adapters are exercised over real HTTP (streaming included).
+``faults`` wraps the OpenAI and Anthropic simulators in a fault injector with a schedule that
+changes at run time (errors, resets, hangs, malformed bodies, cut streams, latency), for
+dispatch tests and ``benchmarks/chaos.py``.
 """
 
 from __future__ import annotations
