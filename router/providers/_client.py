@@ -23,7 +23,10 @@ stand-ins to look for one). The transport drops ``Set-Cookie`` too.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Literal
 
 import httpx
 
@@ -42,10 +45,35 @@ class _NoCookies(httpx.Cookies):
         raise TypeError("the gateway's upstream client keeps no cookies")
 
 
+# A deployment's own connect timeout for the calls made inside ``connect_timeout``: adapters
+# share one client and do not pass timeouts, so dispatch sets it around each attempt instead.
+_CONNECT_S: ContextVar[float | None] = ContextVar("contextforge_connect_s", default=None)
+
+
+@contextmanager
+def connect_timeout(seconds: float | None) -> Iterator[None]:
+    """Calls made on the shared client inside this block open connections within ``seconds``
+    (``None``: the client's default). Dispatch wraps each attempt in it."""
+    token = _CONNECT_S.set(seconds)
+    try:
+        yield
+    finally:
+        _CONNECT_S.reset(token)
+
+
 class _GatewayClient(httpx.AsyncClient):
-    """httpx's client with no cookie jar (see the module docstring)."""
+    """httpx's client with no cookie jar (see the module docstring) and the connect timeout
+    of the deployment being called (``connect_timeout``)."""
 
     _no_cookies = _NoCookies()
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+        request = super().build_request(*args, **kwargs)
+        connect = _CONNECT_S.get()
+        if connect is not None:
+            request.extensions["timeout"] = {**request.extensions["timeout"],
+                                             "connect": connect}
+        return request
 
     @property
     def cookies(self) -> httpx.Cookies:
