@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
 from litestar.testing import TestClient
 
 from router.config import Deployment, ProviderEntry, load_config
 from router.engine import RoutingEngine
+from router.providers import Timeouts
 from service.app import create_app
 from tests.upstreams import serve
 from tests.upstreams.openai_compat import SimState
@@ -43,8 +46,8 @@ def configured(upstream_url: str, *deployments: Deployment):
                                    traffic=traffic)
 
 
-def chat(c: TestClient, text: str, **kw):
-    return c.post("/v1/chat/completions", json={
+def chat(c: TestClient, text: str, headers=None, **kw):
+    return c.post("/v1/chat/completions", headers=headers, json={
         "model": "gpt-4o", "messages": [{"role": "user", "content": text}], **kw})
 
 
@@ -158,3 +161,53 @@ def test_a_named_model_never_falls_back(engine):
     with TestClient(breaking(engine, first, fallback_models=1)) as c:
         r = c.post("/v1/chat/completions", json={"model": first, "messages": [PROMPT]})
     assert r.status_code == 502
+
+
+def test_deployment_health_shows_in_the_admin_api_and_metrics(upstream, engine):
+    url, _ = upstream
+    cfg = configured(url, Deployment(provider="dead"), Deployment(provider="good"))
+    master = {"authorization": "Bearer admin-s3cret"}  # the admin API needs the master key
+    cfg = msgspec.structs.replace(cfg, server=msgspec.structs.replace(
+        cfg.server, master_key="admin-s3cret"))
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        for i in range(10):
+            assert chat(c, f"question {i}", headers=master).status_code == 200
+        rows = {r["deployment"].split("@")[1]: r
+                for r in c.get("/admin/deployments", headers=master).json()["data"]
+                if r["model"] == "gpt-4o"}
+        metrics = c.get("/metrics", headers=master).text
+    dead, good = rows["http://127.0.0.1:1/v1"], rows[f"{url}/v1"]
+    assert dead["state"] == "degraded" and dead["error_rate"] == 1.0
+    assert dead["consecutive_failures"] == dead["calls"] > 0
+    assert good["state"] == "healthy" and good["error_rate"] == 0.0
+    assert good["latency_ewma_ms"] > 0 and good["inflight"] == 0
+    assert good["strategy"] == "weighted" and good["calls_last_minute"] == good["calls"]
+    label = f'deployment="openai-compatible:gpt-4o@{url}/v1",model="gpt-4o"'
+    assert f"contextforge_deployment_state{{{label}}} 0.0" in metrics
+    assert "contextforge_deployment_error_rate{" in metrics
+    assert f'contextforge_deployment_latency_ewma_seconds{{{label},phase="total"}}' in metrics
+
+
+def test_a_slow_upstream_times_out_per_deployment_and_each_attempt_counts_once(upstream,
+                                                                               engine):
+    """total_s on the deployment bounds each attempt; every attempt is one upstream error."""
+    state = SimState(api_key=KEY, strict=False)
+    sim = openai_sim(state)
+
+    async def slow(scope, receive, send):
+        if scope["type"] == "http":
+            await asyncio.sleep(1.0)
+        await sim(scope, receive, send)
+
+    with serve(slow) as slow_url:
+        cfg = configured(slow_url, Deployment(provider="good",
+                                              timeouts=Timeouts(total_s=0.1)))
+        cfg = msgspec.structs.replace(cfg, providers=[ProviderEntry(
+            name="good", type="openai-compatible", endpoint=f"{slow_url}/v1", api_key=KEY)])
+        with TestClient(create_app(cfg, engine=engine)) as c:
+            r = chat(c, "hello")
+            metrics = c.get("/metrics").text
+    assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+    attempts = cfg.dispatch.retry.max_attempts
+    assert ('contextforge_upstream_errors_total{model="gpt-4o",provider="openai-compatible",'
+            f'status="504"}} {float(attempts)}') in metrics
