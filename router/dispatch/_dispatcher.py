@@ -26,7 +26,7 @@ from router.providers import (
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
-    connect_timeout,
+    call_timeouts,
 )
 
 T = TypeVar("T")
@@ -124,7 +124,7 @@ class Dispatcher:
         request = ChatRequest(model=self.model, max_tokens=1,
                               messages=[Message(role="user", content=config.prompt)])
         try:
-            with connect_timeout(u.timeouts.connect_s):
+            with call_timeouts(u.timeouts.connect_s, config.timeout_s):
                 async with asyncio.timeout(config.timeout_s):
                     await u.provider.complete(request)
         except (TimeoutError, ProviderError) as exc:
@@ -204,7 +204,10 @@ class Dispatcher:
         limit = min(u.first_token_s() if stream else u.total_s(), remaining)
         start = time.perf_counter()
         try:
-            with connect_timeout(u.timeouts.connect_s):
+            # httpx's read timeout too: the client's default (server.upstream_timeout_s) would
+            # cut a deployment whose own timeouts are longer
+            read = max(limit, u.idle_s()) if stream else limit
+            with call_timeouts(u.timeouts.connect_s, read):
                 async with asyncio.timeout(limit):
                     result = await call(u)
         except TimeoutError:

@@ -46,7 +46,7 @@ from router.providers._base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from router.providers._client import build_http_client, connect_timeout
+from router.providers._client import build_http_client, call_timeouts
 from router.providers._kit import (
     MALFORMED,
     ChunkStream,
@@ -259,11 +259,11 @@ __all__ = [
     "build_http_client",
     "build_provider",
     "call_id",
+    "call_timeouts",
     "check_deployments",
     "check_providers",
     "completion_id",
     "config_error",
-    "connect_timeout",
     "deployments_of",
     "estimate_usage",
     "has_images",

@@ -45,34 +45,36 @@ class _NoCookies(httpx.Cookies):
         raise TypeError("the gateway's upstream client keeps no cookies")
 
 
-# A deployment's own connect timeout for the calls made inside ``connect_timeout``: adapters
-# share one client and do not pass timeouts, so dispatch sets it around each attempt instead.
-_CONNECT_S: ContextVar[float | None] = ContextVar("contextforge_connect_s", default=None)
+# The timeouts of the deployment being called, for the calls made inside ``call_timeouts``:
+# adapters share one client and pass no timeouts, so dispatch sets them around each attempt.
+_TIMEOUTS: ContextVar[dict[str, float] | None] = ContextVar("contextforge_timeouts",
+                                                            default=None)
 
 
 @contextmanager
-def connect_timeout(seconds: float | None) -> Iterator[None]:
-    """Calls made on the shared client inside this block open connections within ``seconds``
-    (``None``: the client's default). Dispatch wraps each attempt in it."""
-    token = _CONNECT_S.set(seconds)
+def call_timeouts(connect: float | None = None, read: float | None = None) -> Iterator[None]:
+    """Calls made on the shared client inside this block open connections within
+    ``connect`` seconds and wait at most ``read`` seconds for bytes (``None``: the client's
+    default). Dispatch wraps each attempt in it with the deployment's own timeouts."""
+    given = {k: v for k, v in (("connect", connect), ("read", read)) if v is not None}
+    token = _TIMEOUTS.set(given or None)
     try:
         yield
     finally:
-        _CONNECT_S.reset(token)
+        _TIMEOUTS.reset(token)
 
 
 class _GatewayClient(httpx.AsyncClient):
-    """httpx's client with no cookie jar (see the module docstring) and the connect timeout
-    of the deployment being called (``connect_timeout``)."""
+    """httpx's client with no cookie jar (see the module docstring) and the timeouts of the
+    deployment being called (``call_timeouts``)."""
 
     _no_cookies = _NoCookies()
 
     def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
         request = super().build_request(*args, **kwargs)
-        connect = _CONNECT_S.get()
-        if connect is not None:
-            request.extensions["timeout"] = {**request.extensions["timeout"],
-                                             "connect": connect}
+        given = _TIMEOUTS.get()
+        if given is not None:
+            request.extensions["timeout"] = {**request.extensions["timeout"], **given}
         return request
 
     @property

@@ -311,15 +311,17 @@ def test_an_unread_stream_releases_its_deployment():
     assert asyncio.run(run()) == 0
 
 
-def test_connect_timeout_reaches_the_shared_clients_requests():
-    from router.providers import build_http_client, connect_timeout
+def test_a_deployments_timeouts_reach_the_shared_clients_requests():
+    from router.providers import build_http_client, call_timeouts
 
     client = build_http_client(timeout_s=30, backend="httpx")
     assert client.build_request("GET", "http://x/").extensions["timeout"]["connect"] == 10.0
-    with connect_timeout(0.5):
+    with call_timeouts(0.5, 90):
         request = client.build_request("GET", "http://x/")
-    assert request.extensions["timeout"] == {"connect": 0.5, "read": 30, "write": 30,
+    assert request.extensions["timeout"] == {"connect": 0.5, "read": 90, "write": 30,
                                              "pool": 30}
+    with call_timeouts(0.5):
+        assert client.build_request("GET", "http://x/").extensions["timeout"]["read"] == 30
 
 
 # --- regions ---------------------------------------------------------------------------------
