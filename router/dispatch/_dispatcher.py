@@ -151,12 +151,14 @@ class Dispatcher:
         deadline = Deadline.after(cfg.deadline_s, self._clock)
         last: ProviderError | None = None
         tried: set[int] = set()
-        attempt = retries = 0
+        attempt = retries = waits = 0
         while attempt < cfg.max_attempts:
             order = self.order(strategy, regions, stream)
             if not order:  # every deployment cooling down: wait for a short Retry-After
                 wait = self._soonest(regions)
-                if last is None or wait > cfg.max_wait_s or wait >= deadline.remaining():
+                waits += 1
+                if (last is None or wait > cfg.max_wait_s or wait >= deadline.remaining()
+                        or waits > cfg.max_attempts):
                     break
                 await asyncio.sleep(wait)
                 continue
