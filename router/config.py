@@ -437,7 +437,22 @@ def check_config(cfg: Config) -> list[str]:
     if cfg.routes and cfg.default_route not in route_names:
         errors.append(f"default_route: {cfg.default_route!r} is not a route; "
                       f"routes: {sorted(route_names)}")
-    return errors + check_redis(cfg)
+    return errors + check_regions(cfg) + check_redis(cfg)
+
+
+def check_regions(cfg: Config) -> list[str]:
+    """Every region a route or an organisation requires is some deployment's ``residency``:
+    otherwise each of their requests would be refused (a typo, or the last deployment there
+    removed)."""
+    have = {d.residency for m in cfg.models for d in cfg.deployments(m) if d.residency}
+    wanted = [(f"routes[{i}].regions[{j}]", r) for i, route in enumerate(cfg.routes)
+              for j, r in enumerate(route.regions)]
+    wanted += [(f"dispatch.tenant_regions.{org}[{j}]", r)
+               for org, regions in cfg.dispatch.tenant_regions.items()
+               for j, r in enumerate(regions)]
+    known = ", ".join(sorted(have)) or "none"
+    return [f"{where}: no deployment is in region {r!r} (deployments' residency: {known})"
+            for where, r in wanted if r not in have]
 
 
 MASTER_KEY_ENV = "CONTEXTFORGE_MASTER_KEY"

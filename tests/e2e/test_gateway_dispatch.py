@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import msgspec
 import pytest
 from litestar.testing import TestClient
 
 from router.config import Deployment, ProviderEntry, load_config
+from router.dispatch_config import ProbeConfig
 from router.engine import RoutingEngine
 from router.providers import Timeouts
 from service.app import create_app
@@ -211,3 +213,21 @@ def test_a_slow_upstream_times_out_per_deployment_and_each_attempt_counts_once(u
     attempts = cfg.dispatch.retry.max_attempts
     assert ('contextforge_upstream_errors_total{model="gpt-4o",provider="openai-compatible",'
             f'status="504"}} {float(attempts)}') in metrics
+
+
+def test_active_probes_are_off_by_default_and_call_each_deployment_when_on(engine):
+    state = SimState(api_key=KEY, strict=False)
+    with serve(openai_sim(state)) as url:
+        cfg = configured(url, Deployment(provider="good"))
+        with TestClient(create_app(cfg, engine=engine)):
+            time.sleep(1.3)
+        assert state.last_body is None  # off: no call without traffic
+        probes = ProbeConfig(enabled=True, interval_s=1, only_unhealthy=False)
+        cfg = msgspec.structs.replace(cfg, dispatch=msgspec.structs.replace(
+            cfg.dispatch, probes=probes))
+        with TestClient(create_app(cfg, engine=engine)):
+            deadline = time.monotonic() + 5
+            while state.last_body is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+    assert state.last_body is not None and state.last_body["max_tokens"] == 1
+    assert state.last_body["messages"] == [{"role": "user", "content": "ping"}]

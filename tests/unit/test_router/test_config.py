@@ -214,3 +214,11 @@ def test_a_deployments_timeouts_error_names_the_deployment(tmp_path):
                         "     deployments: [{provider: simulated, timeouts: {total_s: -3}}]}")
     with pytest.raises(ConfigError, match=r"models\[1\]\.deployments\[0\]\.timeouts\.total_s"):
         load_config(_write(tmp_path, text))
+
+
+def test_a_required_region_must_have_a_deployment(tmp_path):
+    text = GOOD.replace("strong_share: 0.25}}", "strong_share: 0.25}, regions: [eu]}")
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text + "dispatch: {tenant_regions: {acme: [us]}}"))
+    assert "routes[1].regions[0]: no deployment is in region 'eu'" in str(err.value)
+    assert "dispatch.tenant_regions.acme[0]: no deployment is in region 'us'" in str(err.value)
