@@ -27,15 +27,54 @@ _USAGE_WINDOW_S = 60.0  # RPM and TPM are per minute
 
 
 @dataclass(slots=True)
+class Window:
+    """Two running sums over the last ``span_s`` seconds, kept in ``slots`` buckets so memory
+    and time stay bounded whatever the traffic (a bucket leaves whole: the span is exact to
+    ``span_s / slots``)."""
+
+    span_s: float
+    slots: int = 20
+    a: float = 0.0
+    b: float = 0.0
+    _buckets: deque[list[float]] = field(default_factory=deque)  # [start, a, b], oldest first
+
+    def add(self, now: float, a: float = 0.0, b: float = 0.0) -> None:
+        width = self.span_s / self.slots
+        start = now - now % width
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == start:
+            last = buckets[-1]
+            last[1] += a
+            last[2] += b
+        else:
+            buckets.append([start, a, b])
+        self.a += a
+        self.b += b
+        self.trim(now)
+
+    def trim(self, now: float) -> None:
+        horizon = now - self.span_s - self.span_s / self.slots
+        buckets = self._buckets
+        while buckets and buckets[0][0] <= horizon:
+            _, a, b = buckets.popleft()
+            self.a -= a
+            self.b -= b
+        if not buckets:  # no float drift left behind
+            self.a = self.b = 0.0
+
+
+@dataclass(slots=True)
 class CircuitBreaker:
     config: BreakerConfig
     clock: Callable[[], float] = time.monotonic
     failures: int = 0  # consecutive
     open_until: float = 0.0
     probing: bool = False
-    # (when, failed) of the calls in the last window_s, oldest first
-    _window: deque[tuple[float, bool]] = field(default_factory=deque)
-    _window_failures: int = 0
+    # calls (a) and failures (b) of the last window_s
+    _window: Window = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._window = Window(self.config.window_s)
 
     @property
     def state(self) -> str:
@@ -76,25 +115,17 @@ class CircuitBreaker:
 
     def error_rate(self) -> tuple[float, int]:
         """The share of failed calls in the last ``window_s``, and how many calls that is."""
-        self._trim(self.clock())
-        n = len(self._window)
-        return (self._window_failures / n if n else 0.0), n
+        window = self._window
+        window.trim(self.clock())
+        n = round(window.a)
+        return (window.b / n if n else 0.0), n
 
     def _rate_tripped(self) -> bool:
         rate, n = self.error_rate()
         return n >= self.config.min_requests and rate >= self.config.failure_rate
 
     def _note(self, failed: bool, now: float | None = None) -> None:
-        now = self.clock() if now is None else now
-        self._window.append((now, failed))
-        self._window_failures += failed
-        self._trim(now)
-
-    def _trim(self, now: float) -> None:
-        horizon = now - self.config.window_s
-        window = self._window
-        while window and window[0][0] < horizon:
-            self._window_failures -= window.popleft()[1]
+        self._window.add(self.clock() if now is None else now, 1.0, float(failed))
 
 
 @dataclass(slots=True)
@@ -106,10 +137,8 @@ class Health:
     inflight: int = 0
     latency_ms: float | None = None  # EWMA of whole answers (non-streaming calls)
     ttft_ms: float | None = None  # EWMA of streams' time to first chunk
-    # the last minute's calls (when each went out) and tokens (when an answer said them)
-    _calls: deque[float] = field(default_factory=deque)
-    _token_log: deque[tuple[float, int]] = field(default_factory=deque)
-    _tokens: int = 0
+    # the last minute's calls (a) and tokens (b, counted when an answer says them)
+    _usage: Window = field(default_factory=lambda: Window(_USAGE_WINDOW_S, slots=60))
 
     def latency(self, ms: float) -> None:
         self.latency_ms = ms if self.latency_ms is None else (
@@ -121,23 +150,18 @@ class Health:
 
     def started(self) -> None:
         """A call went out (counts against the deployment's RPM)."""
-        self._calls.append(self.clock())
+        self._usage.add(self.clock(), 1.0)
 
     def used(self, tokens: int) -> None:
         """An answer's tokens (counted against TPM from now, for a minute)."""
         if tokens > 0:
-            self._token_log.append((self.clock(), tokens))
-            self._tokens += tokens
+            self._usage.add(self.clock(), 0.0, float(tokens))
 
     def minute(self) -> tuple[int, int]:
         """Requests and tokens of the last minute."""
-        horizon = self.clock() - _USAGE_WINDOW_S
-        calls, log = self._calls, self._token_log
-        while calls and calls[0] < horizon:
-            calls.popleft()
-        while log and log[0][0] < horizon:
-            self._tokens -= log.popleft()[1]
-        return len(calls), self._tokens
+        usage = self._usage
+        usage.trim(self.clock())
+        return round(usage.a), round(usage.b)
 
 
 def state_of(breaker: CircuitBreaker) -> State:
