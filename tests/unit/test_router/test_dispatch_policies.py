@@ -365,3 +365,13 @@ def test_a_probe_closes_a_recovered_deployments_circuit():
     assert d.upstreams[0].breaker.state == "open"
     assert asyncio.run(probe_once({"m": d}, ProbeConfig(enabled=True))) == 1
     assert d.upstreams[0].breaker.state == "closed" and a.calls == 3
+
+
+def test_windows_stay_bounded_whatever_the_traffic():
+    clock = Clock()
+    b = breaker(clock, window_s=60)
+    for _ in range(20_000):
+        clock.now += 0.005
+        b.success()
+    # 60 s of calls, give or take one bucket (3 s)
+    assert len(b._window._buckets) <= 21 and 12_000 <= b.error_rate()[1] <= 12_600
