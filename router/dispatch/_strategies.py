@@ -9,7 +9,9 @@ chain, not just a first pick:
 - ``weighted``: weighted random (``weight: 3`` takes three times the traffic of ``weight: 1``).
 - ``least_busy``: fewest calls in flight first.
 - ``lowest_latency``: lowest latency average first (time to first chunk for streams, whole
-  answer otherwise); a deployment without a sample yet goes first, so each one is measured.
+  answer otherwise); a deployment without a sample yet goes first, so each one is measured,
+  and one call in fifty takes the weighted order instead, so a slow deployment that recovered
+  is measured again (else its old average would keep it out for good).
 - ``lowest_cost``: cheapest first (the deployment's input + output price per million tokens,
   its own ``input_price`` / ``output_price`` or else the model's).
 - ``usage_based``: most headroom under its ``rpm`` / ``tpm`` quotas first (the higher of the
@@ -43,8 +45,14 @@ def least_busy(ups: Sequence[Upstream], rng: random.Random, stream: bool) -> lis
     return sorted(weighted(ups, rng, stream), key=lambda u: u.health.inflight)
 
 
+_EXPLORE = 0.02  # lowest_latency's share of calls in the weighted order
+
+
 def lowest_latency(ups: Sequence[Upstream], rng: random.Random, stream: bool,
                    ) -> list[Upstream]:
+    if rng.random() < _EXPLORE:
+        return weighted(ups, rng, stream)
+
     def latency(u: Upstream) -> float:
         h = u.health
         ms = (h.ttft_ms if h.ttft_ms is not None else h.latency_ms) if stream else h.latency_ms
