@@ -11,7 +11,9 @@ The answer is a set of region labels matched against each deployment's ``residen
 it is enforced where calls are made (``router.dispatch.Dispatcher``): no retry, failover,
 route-level fallback or future hedge reaches a deployment outside it. A route's choice is made
 among models with a deployment inside it; when there is none, or the sources contradict each
-other, the request is refused (422) with the constraint named.
+other, the request is refused (422) with the constraint named. The response cache keys a
+header-pinned request's answers apart (``service.stages.cache``), so it only meets answers
+made under the same pin.
 """
 
 from __future__ import annotations

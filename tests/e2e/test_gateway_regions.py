@@ -165,3 +165,17 @@ def test_no_deployment_in_the_regions_is_a_422_naming_them(upstreams, engine):
         bad = ask(c, "hello", regions="eu west!")
         assert bad.status_code == 400 and bad.json()["error"]["param"] == \
             "x-contextforge-regions"
+
+
+def test_a_header_pinned_request_meets_only_cached_answers_made_under_its_pin(upstreams,
+                                                                              engine):
+    cfg = configured(upstreams)
+    cfg = msgspec.structs.replace(cfg, cache=msgspec.structs.replace(
+        cfg.cache, enabled=True, semantic=False))
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        free = ask(c, "cache me", regions=None, temperature=0)
+        pinned = [ask(c, "cache me", temperature=0) for _ in range(2)]
+        again = ask(c, "cache me", regions=None, temperature=0)
+    assert free.headers["x-contextforge-cache"] == "miss"
+    assert [r.headers["x-contextforge-cache"] for r in pinned] == ["miss", "hit-exact"]
+    assert again.headers["x-contextforge-cache"] == "hit-exact"
