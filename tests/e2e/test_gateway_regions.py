@@ -171,7 +171,7 @@ def test_a_header_pinned_request_meets_only_cached_answers_made_under_its_pin(up
                                                                               engine):
     cfg = configured(upstreams)
     cfg = msgspec.structs.replace(cfg, cache=msgspec.structs.replace(
-        cfg.cache, enabled=True, semantic=False))
+        cfg.cache, enabled=True, semantic=False, snapshot_path=""))  # nothing left on disk
     with TestClient(create_app(cfg, engine=engine)) as c:
         free = ask(c, "cache me", regions=None, temperature=0)
         pinned = [ask(c, "cache me", temperature=0) for _ in range(2)]
