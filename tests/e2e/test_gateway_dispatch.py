@@ -9,7 +9,7 @@ import msgspec
 import pytest
 from litestar.testing import TestClient
 
-from router.config import Deployment, ProviderEntry, load_config
+from router.config import Deployment, ProviderEntry, RouteEntry, load_config
 from router.dispatch_config import ProbeConfig
 from router.engine import RoutingEngine
 from router.providers import Timeouts
@@ -231,3 +231,23 @@ def test_active_probes_are_off_by_default_and_call_each_deployment_when_on(engin
                 time.sleep(0.05)
     assert state.last_body is not None and state.last_body["max_tokens"] == 1
     assert state.last_body["messages"] == [{"role": "user", "content": "ping"}]
+
+
+def test_a_routes_strategy_orders_the_deployments_of_the_models_it_routes(upstream, engine):
+    url, state = upstream
+    cfg = configured(url, Deployment(provider="good", input_price=10.0),
+                     Deployment(provider="good", model="gpt-4o-cheap", input_price=1.0))
+    route = RouteEntry(name="cheap", candidates=["gpt-4o"], strategy="lowest_cost")
+    cfg = msgspec.structs.replace(cfg, routes=[*cfg.routes, route])
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        routed = set()
+        for i in range(8):
+            assert c.post("/v1/chat/completions", json={
+                "model": "cheap", "messages": [{"role": "user", "content": f"q {i}"}],
+            }).status_code == 200
+            routed.add(state.last_body["model"])
+        named = set()
+        for i in range(30):  # the model's own strategy: weighted
+            assert chat(c, f"q {i}").status_code == 200
+            named.add(state.last_body["model"])
+    assert routed == {"gpt-4o-cheap"} and named == {"gpt-4o", "gpt-4o-cheap"}
