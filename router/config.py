@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 import msgspec
 import yaml
 
+from router.dispatch_config import DispatchConfig as DispatchConfig
+from router.dispatch_config import Region, Strategy
 from router.errors import ConfigError as ConfigError
 from router.governance.networks import network_errors
 from router.policy import Exploration, PolicySpec
@@ -56,6 +58,7 @@ class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Embeddings models: the vectors' length, the most ``dimensions`` a request may ask for.
     dimensions: Annotated[int, msgspec.Meta(ge=1, le=MAX_DIMENSIONS)] | None = None
     deployments: list[Deployment] = []
+    strategy: Strategy | None = None  # how its deployments are balanced; None: dispatch's
 
 
 PromptTokens = Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
@@ -80,6 +83,10 @@ class RouteEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_prompt_tokens: PromptTokens | None = None  # None: server.max_prompt_tokens
     exploration: Exploration = Exploration()  # off by default (rate 0)
     split: Split | None = None  # online A/B against another router version
+    # Its requests only reach deployments in these regions (their ``residency``), whatever
+    # fails: no failover, fallback or retry goes elsewhere. Empty: no requirement.
+    regions: list[Region] = []
+    strategy: Strategy | None = None  # balancing for the requests it routes; None: the model's
 
 
 class EncoderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -159,26 +166,6 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         errors = network_errors(self.trusted_proxies, "trusted_proxies")
         if errors:
             raise ValueError("; ".join(errors))
-
-
-class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Retries, failover and circuit breaking (the config's ``dispatch`` section)."""
-
-    max_attempts: int = 3  # calls per request, across deployments and retries
-    backoff_ms: float = 50.0  # before retrying a deployment already tried (jittered, doubling)
-    failure_threshold: int = 5  # consecutive failures that open a deployment's breaker
-    cooldown_s: float = 30.0  # how long an open breaker skips its deployment
-    # Routed requests only: when every deployment of the chosen model failed, how many other
-    # candidates (next best by the route's policy) to try before answering with the error.
-    fallback_models: int = 1
-
-    def __post_init__(self) -> None:
-        if self.fallback_models < 0:
-            raise ValueError("fallback_models must be >= 0")
-        if self.max_attempts < 1 or self.failure_threshold < 1:
-            raise ValueError("max_attempts and failure_threshold must be >= 1")
-        if self.backoff_ms < 0 or self.cooldown_s < 0:
-            raise ValueError("backoff_ms and cooldown_s must be >= 0")
 
 
 class CacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -450,7 +437,22 @@ def check_config(cfg: Config) -> list[str]:
     if cfg.routes and cfg.default_route not in route_names:
         errors.append(f"default_route: {cfg.default_route!r} is not a route; "
                       f"routes: {sorted(route_names)}")
-    return errors + check_redis(cfg)
+    return errors + check_regions(cfg) + check_redis(cfg)
+
+
+def check_regions(cfg: Config) -> list[str]:
+    """Every region a route or an organisation requires is some deployment's ``residency``:
+    otherwise each of their requests would be refused (a typo, or the last deployment there
+    removed)."""
+    have = {d.residency for m in cfg.models for d in cfg.deployments(m) if d.residency}
+    wanted = [(f"routes[{i}].regions[{j}]", r) for i, route in enumerate(cfg.routes)
+              for j, r in enumerate(route.regions)]
+    wanted += [(f"dispatch.tenant_regions.{org}[{j}]", r)
+               for org, regions in cfg.dispatch.tenant_regions.items()
+               for j, r in enumerate(regions)]
+    known = ", ".join(sorted(have)) or "none"
+    return [f"{where}: no deployment is in region {r!r} (deployments' residency: {known})"
+            for where, r in wanted if r not in have]
 
 
 MASTER_KEY_ENV = "CONTEXTFORGE_MASTER_KEY"

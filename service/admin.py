@@ -2,7 +2,8 @@
 
 ``/admin/models[/{name}]`` and ``/admin/providers[/{name}]``: GET lists or shows, PUT adds or
 replaces (the body is the entry as the config file writes it, in JSON), DELETE removes.
-``GET /admin/deployments`` shows every deployment's health (circuit breaker, calls).
+``GET /admin/deployments`` shows every deployment's health: its state (healthy, degraded, open
+circuit), breaker, recent error rate, latency averages, load and last minute's usage.
 ``GET /admin/routers`` lists the router registry's versions; ``POST
 /admin/routers/{version}/promote`` makes one live, here at once and in the registry that every
 replica follows (``service.promotion``).
@@ -29,6 +30,7 @@ from litestar import Request, Response, Router, delete, get, post, put
 from router.artifact import ArtifactError
 from router.cache.store import ResponseCache
 from router.config import Config, ConfigError, ModelEntry, ProviderEntry
+from router.dispatch import state_of
 from router.overlay import overlay_path, read_overlay, write_overlay
 from router.registry import RegistryError, UnknownVersion
 from router.secrets import mask_url
@@ -195,10 +197,22 @@ async def deployments(gateway: Gateway) -> Response[bytes]:
     out = []
     for model, d in gateway.dispatchers.items():
         for u in d.upstreams:
+            rate, window = u.breaker.error_rate()
+            calls_1m, tokens_1m = u.health.minute()
             out.append({"model": model, "deployment": u.label, "weight": u.deployment.weight,
-                        "breaker": u.breaker.state, "consecutive_failures": u.breaker.failures,
-                        "calls": u.calls})
+                        "region": u.region or None, "strategy": d.strategy,
+                        "state": state_of(u.breaker), "breaker": u.breaker.state,
+                        "consecutive_failures": u.breaker.failures,
+                        "error_rate": round(rate, 4), "window_calls": window,
+                        "latency_ewma_ms": _ms(u.health.latency_ms),
+                        "ttft_ewma_ms": _ms(u.health.ttft_ms),
+                        "inflight": u.health.inflight, "calls": u.calls,
+                        "calls_last_minute": calls_1m, "tokens_last_minute": tokens_1m})
     return _json({"data": out})
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 @get("/routers", guards=[needs("viewer")])

@@ -68,6 +68,7 @@ from router.wire.openai import (
 from service.auth import principal_of
 from service.errors import APIError, BadRequest, client_error, decode_body, retry_after_header
 from service.gateway import Gateway
+from service.regions import asked_regions
 from service.stages.cache import with_cache_headers
 
 _STOP_REASON: dict[str | None, aw.StopReason] = {
@@ -341,7 +342,8 @@ async def create_message(request: Request[Any, Any, Any], gateway: Gateway) -> R
     chat = with_cache_headers(to_chat_request(decode_body(aw.REQUEST_DECODER,
                                                           await request.body())),
                               request.headers)
-    ex = await gateway.chat(chat, principal_of(request))
+    ex = await gateway.chat(chat, principal_of(request),
+                            regions=asked_regions(request.headers))
     if ex.chunks is not None:
         return Stream(anthropic_sse(ex.chunks, input_tokens=ex.input_tokens),
                       media_type="text/event-stream",

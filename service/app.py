@@ -21,7 +21,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from router.config import Config
-from router.dispatch import build_dispatchers
+from router.dispatch import build_dispatchers, probe_forever
 from router.embedding import MicroBatcher
 from router.engine import RoutingEngine
 from router.governance.spend import SpendStore
@@ -149,6 +149,11 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             traffic = await asyncio.to_thread(open_traffic_log, config)
         gateway = Gateway(eng, batcher, dispatchers, metrics=metrics, ctx=ctx, traffic=traffic,
                           traffic_config=config.traffic)
+        metrics.watch(lambda: gateway.dispatchers)
+        probing = None
+        if config.dispatch.probes.enabled:  # active health checks (off by default: tokens)
+            probing = asyncio.get_running_loop().create_task(
+                probe_forever(lambda: gateway.dispatchers, config.dispatch.probes))
         recorded.gateway = gateway
         await gateway.open_cache()  # a shared cache starts following the other replicas
         if gateway.limits is not None and config.limits.budgets:  # a restart keeps the spend
@@ -178,7 +183,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             yield
         finally:
             app.state.gateway = app.state.routers = None
-            for task in (loading, following, saving, retention):
+            for task in (loading, following, saving, retention, probing):
                 if task is not None:
                     task.cancel()
             await gateway.drain()  # answers still being embedded for the cache

@@ -99,18 +99,22 @@ class Gateway:
     def catalog(self) -> Catalog:
         return self.engine.catalog
 
-    async def chat(self, request: ChatRequest, principal: Principal = OPEN) -> Exchange:
+    async def chat(self, request: ChatRequest, principal: Principal = OPEN, *,
+                   regions: frozenset[str] | None = None) -> Exchange:
         """Route, dispatch and account one chat request of ``principal`` (its tenant, user
-        and scopes); a stream's ``chunks`` are accounted when they end. Raises the failure
+        and scopes); a stream's ``chunks`` are accounted when they end. ``regions``: those the
+        request itself requires (``service.regions``). Raises the failure
         (``service.errors.to_api_error`` maps it)."""
         return await self.pipeline.run(Exchange("chat", request, principal=principal,
-                                                tenant=principal.tenant), self)
+                                                tenant=principal.tenant,
+                                                regions_asked=regions), self)
 
-    async def embeddings(self, request: EmbeddingsRequest,
-                         principal: Principal = OPEN) -> Exchange:
+    async def embeddings(self, request: EmbeddingsRequest, principal: Principal = OPEN, *,
+                         regions: frozenset[str] | None = None) -> Exchange:
         """The vectors for one embeddings request (not routed: no quality trade-off)."""
         return await self.pipeline.run(Exchange("embeddings", request, principal=principal,
-                                                tenant=principal.tenant), self)
+                                                tenant=principal.tenant,
+                                                regions_asked=regions), self)
 
     @staticmethod
     def headers(ex: Exchange) -> dict[str, str]:

@@ -6,18 +6,20 @@ config; tenants from the key store), so the series count cannot grow with traffi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from router.dispatch import Upstream
+from router.dispatch import Dispatcher, Upstream, state_of
 from router.providers import ProviderError
 
 # Seconds: from sub-millisecond cache hits to multi-minute reasoning answers.
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _DECISION = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256)
 _TPS = (1, 5, 10, 25, 50, 100, 200, 400, 800)
+_STATES = {"healthy": 0, "degraded": 1, "open": 2}
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -94,6 +96,20 @@ class Metrics:
                                     "Router promotions this process applied or refused",
                                     ["outcome"], registry=r)
         self._router_version: str | None = None
+        # Deployments' health, read from the dispatchers at scrape time (``watch``).
+        labels = ["model", "deployment"]
+        self.deployment_state = Gauge("contextforge_deployment_state",
+                                      "Deployment health: 0 healthy, 1 degraded, 2 open circuit",
+                                      labels, registry=r)
+        self.deployment_error_rate = Gauge("contextforge_deployment_error_rate",
+                                           "Failed share of the deployment's calls in the "
+                                           "breaker's window", labels, registry=r)
+        self.deployment_latency = Gauge("contextforge_deployment_latency_ewma_seconds",
+                                        "Latency average of the deployment's answers (phase: "
+                                        "total or first_token)", [*labels, "phase"], registry=r)
+        self.deployment_inflight = Gauge("contextforge_deployment_inflight",
+                                         "Calls in flight to the deployment", labels, registry=r)
+        self._dispatchers: Callable[[], Mapping[str, Dispatcher]] | None = None
 
         # labels() takes a lock and builds a key on every call (~2.6 µs); the label sets are
         # bounded, so each child is looked up once and kept.
@@ -118,5 +134,27 @@ class Metrics:
         self.router_live.labels(version).set(1)
         self._router_version = version
 
+    def watch(self, dispatchers: Callable[[], Mapping[str, Dispatcher]]) -> None:
+        """Report these dispatchers' deployments (read at every scrape: a reconfigured
+        gateway's current ones)."""
+        self._dispatchers = dispatchers
+
+    def _deployment_health(self) -> None:
+        if self._dispatchers is None:
+            return
+        for gauge in (self.deployment_state, self.deployment_error_rate,
+                      self.deployment_latency, self.deployment_inflight):
+            gauge.clear()  # deployments removed by a reconfiguration disappear
+        for model, d in self._dispatchers().items():
+            for u in d.upstreams:
+                self.deployment_state.labels(model, u.label).set(_STATES[state_of(u.breaker)])
+                self.deployment_error_rate.labels(model, u.label).set(u.breaker.error_rate()[0])
+                self.deployment_inflight.labels(model, u.label).set(u.health.inflight)
+                for phase, ms in (("total", u.health.latency_ms),
+                                  ("first_token", u.health.ttft_ms)):
+                    if ms is not None:
+                        self.deployment_latency.labels(model, u.label, phase).set(ms / 1e3)
+
     def render(self) -> bytes:
+        self._deployment_health()
         return generate_latest(self.registry)

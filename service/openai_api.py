@@ -36,6 +36,7 @@ from service.errors import (
     error_event,
 )
 from service.gateway import Gateway
+from service.regions import asked_regions
 from service.stages.cache import with_cache_headers
 
 
@@ -116,7 +117,8 @@ async def chat_completions(request: Request[Any, Any, Any], gateway: Gateway) ->
     """OpenAI chat completions, routed; SSE when ``stream`` is true."""
     chat = with_cache_headers(decode_body(REQUEST_DECODER, await request.body()),
                               request.headers)
-    ex = await gateway.chat(chat, principal_of(request))
+    ex = await gateway.chat(chat, principal_of(request),
+                            regions=asked_regions(request.headers))
     if ex.chunks is not None:
         return Stream(openai_sse(chat, ex.chunks), media_type="text/event-stream",
                       headers={**gateway.headers(ex), **SSE_HEADERS})
@@ -127,7 +129,7 @@ async def chat_completions(request: Request[Any, Any, Any], gateway: Gateway) ->
 async def embeddings(request: Request[Any, Any, Any], gateway: Gateway) -> Response[bytes]:
     """OpenAI embeddings: the local encoder, or a catalog model's provider."""
     ex = await gateway.embeddings(decode_body(EMBEDDINGS_DECODER, await request.body()),
-                                  principal_of(request))
+                                  principal_of(request), regions=asked_regions(request.headers))
     return _json(ex.result, gateway.headers(ex))
 
 

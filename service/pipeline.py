@@ -93,6 +93,10 @@ class Exchange:
     prompt: str | None = None  # what the router embedded
     embedding: np.ndarray | None = None
     decision: Decision | None = None
+    # regions the request's own header asks for, and those it may reach from all sources
+    # (``service.regions``); None: no requirement
+    regions_asked: frozenset[str] | None = None
+    regions: frozenset[str] | None = None
     # dispatch
     upstream: Upstream | None = None  # the deployment that answered
     tried: tuple[str, ...] = ()  # models that failed before this one (route-level fallback)

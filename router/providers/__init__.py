@@ -46,7 +46,7 @@ from router.providers._base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from router.providers._client import build_http_client
+from router.providers._client import build_http_client, call_timeouts
 from router.providers._kit import (
     MALFORMED,
     ChunkStream,
@@ -65,6 +65,7 @@ from router.providers._settings import (
     Adapter,
     Connection,
     Settings,
+    Timeouts,
     entry_types,
     resolve_deployment,
     settings_of,
@@ -245,6 +246,7 @@ __all__ = [
     "SimulatedProvider",
     "SimulatedSettings",
     "StreamTranslator",
+    "Timeouts",
     "ToolCalls",
     "UpstreamError",
     "UpstreamRateLimited",
@@ -257,6 +259,7 @@ __all__ = [
     "build_http_client",
     "build_provider",
     "call_id",
+    "call_timeouts",
     "check_deployments",
     "check_providers",
     "completion_id",

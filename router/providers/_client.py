@@ -23,7 +23,10 @@ stand-ins to look for one). The transport drops ``Set-Cookie`` too.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Literal
 
 import httpx
 
@@ -42,10 +45,37 @@ class _NoCookies(httpx.Cookies):
         raise TypeError("the gateway's upstream client keeps no cookies")
 
 
+# The timeouts of the deployment being called, for the calls made inside ``call_timeouts``:
+# adapters share one client and pass no timeouts, so dispatch sets them around each attempt.
+_TIMEOUTS: ContextVar[dict[str, float] | None] = ContextVar("contextforge_timeouts",
+                                                            default=None)
+
+
+@contextmanager
+def call_timeouts(connect: float | None = None, read: float | None = None) -> Iterator[None]:
+    """Calls made on the shared client inside this block open connections within
+    ``connect`` seconds and wait at most ``read`` seconds for bytes (``None``: the client's
+    default). Dispatch wraps each attempt in it with the deployment's own timeouts."""
+    given = {k: v for k, v in (("connect", connect), ("read", read)) if v is not None}
+    token = _TIMEOUTS.set(given or None)
+    try:
+        yield
+    finally:
+        _TIMEOUTS.reset(token)
+
+
 class _GatewayClient(httpx.AsyncClient):
-    """httpx's client with no cookie jar (see the module docstring)."""
+    """httpx's client with no cookie jar (see the module docstring) and the timeouts of the
+    deployment being called (``call_timeouts``)."""
 
     _no_cookies = _NoCookies()
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+        request = super().build_request(*args, **kwargs)
+        given = _TIMEOUTS.get()
+        if given is not None:
+            request.extensions["timeout"] = {**request.extensions["timeout"], **given}
+        return request
 
     @property
     def cookies(self) -> httpx.Cookies:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -49,6 +49,29 @@ class Connection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise ValueError("timeout_s must be > 0")
 
 
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]
+
+
+class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How long dispatch waits on one deployment, per phase (``dispatch.timeouts`` for every
+    deployment, a deployment's own ``timeouts`` field by field over it); ``None`` falls back.
+
+    ``connect_s`` bounds opening a connection (TCP and TLS): a dead host fails over in that
+    time instead of the whole answer's. ``first_token_s`` bounds a stream's first chunk,
+    ``stream_idle_s`` each later one, ``total_s`` a whole non-streaming answer (and each retry
+    also stays within the request's ``dispatch.retry.deadline_s``)."""
+
+    connect_s: Seconds | None = None
+    first_token_s: Seconds | None = None
+    total_s: Seconds | None = None
+    stream_idle_s: Seconds | None = None
+
+    def over(self, base: Timeouts) -> Timeouts:
+        """These timeouts, ``base``'s where these say nothing."""
+        return Timeouts(*(getattr(self, f) if getattr(self, f) is not None else getattr(base, f)
+                          for f in self.__struct_fields__))
+
+
 class Settings(Connection):
     """What every adapter reads: one deployment's common fields. An adapter with settings of
     its own subclasses this (``class BedrockSettings(Settings): region: str = ""``)."""
@@ -56,6 +79,18 @@ class Settings(Connection):
     provider: str  # the adapter (once a named provider is resolved)
     model: str = ""  # the upstream's model id (e.g. a dated version); "" = the catalog name
     weight: float = 1.0  # share of this model's traffic among its healthy deployments
+    # Where the deployment processes data (a label such as "eu", "us"; matched exactly): a
+    # request pinned to regions only ever reaches deployments that name one of them. Not
+    # ``region``: Bedrock and Vertex already read that as their cloud region (``eu-west-1``).
+    residency: str = ""
+    timeouts: Timeouts = Timeouts()
+    # Its quota (dispatch ``strategy: usage_based`` keeps each deployment under them).
+    rpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    tpm: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # USD per million tokens when this deployment's price differs from the model's
+    # (``strategy: lowest_cost``); None: the catalog model's price.
+    input_price: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    output_price: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

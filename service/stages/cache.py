@@ -85,13 +85,17 @@ class Cache:
         if not (verdict.lookup or verdict.store):
             return  # stays "bypass"
         scope = (options.scope if options and options.scope else cfg.scope)
-        ex.cache_key = exact_key(request, ex.tenant, scope)
+        # A request pinned to regions by its header meets only answers made under the same
+        # pin (the tenant's own and a route's pins are in every key of theirs already).
+        keyed = (ex.tenant if ex.regions_asked is None
+                 else f"{ex.tenant}\x00regions={','.join(sorted(ex.regions_asked))}")
+        ex.cache_key = exact_key(request, keyed, scope)
         ex.cache_store = verdict.store
         ex.cache_ttl_s = options.ttl if options and options.ttl else cfg.ttl_s
         ex.cache = "miss"
         text = last_user_text(request) if cache.dim is not None else None
         if text:
-            ex.cache_probe = Probe(text, scope_key(request, ex.tenant, scope))
+            ex.cache_probe = Probe(text, scope_key(request, keyed, scope))
         # An erasure that lands while this request is answered must not be undone by it.
         ex.cache_generation = cache.generation(ex.tenant, request.user)
         if not verdict.lookup:

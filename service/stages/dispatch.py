@@ -6,6 +6,9 @@ next-best eligible model (``dispatch.fallback_models`` times at most). Streams f
 until their first chunk, which is awaited here, so a failing upstream is still an HTTP error
 status; a later failure ends the stream with an error event (``APIError`` from the iterator).
 Embeddings go to the gateway's own encoder (off the event loop) or a provider's deployments.
+A request pinned to regions (``ex.regions``, ``service.regions``) passes them to every
+dispatcher call, fallbacks included: no other region's deployment is ever called. A route's
+own ``strategy`` overrides its chosen model's for the requests it routes.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from router.policy import NoEligibleModel
-from router.providers import ProviderError, UpstreamTimeout
+from router.providers import ProviderError
 from router.wire.openai import (
     ChatCompletionChunk,
     ChatRequest,
@@ -32,6 +35,7 @@ from router.wire.openai import (
 from service.answer import Answer
 from service.errors import from_provider_error
 from service.pipeline import CANCELLED, CLIENT_GONE, Exchange
+from service.regions import models_in
 from service.stages.route import arm_key
 
 if TYPE_CHECKING:
@@ -54,11 +58,14 @@ class Dispatch:
         assert ex.model is not None and isinstance(ex.request, ChatRequest)
         while True:
             dispatcher = gw.dispatchers[ex.model.name]
+            strategy = _route_strategy(ex, gw)
             try:
                 if ex.stream:
-                    first, rest, ex.upstream = await dispatcher.open_stream(ex.request)
+                    first, rest, ex.upstream = await dispatcher.open_stream(
+                        ex.request, regions=ex.regions, strategy=strategy)
                 else:
-                    completion, ex.upstream = await dispatcher.complete(ex.request)
+                    completion, ex.upstream = await dispatcher.complete(
+                        ex.request, regions=ex.regions, strategy=strategy)
                 break
             except ProviderError as exc:
                 if not _fall_back(ex, gw, exc):
@@ -80,6 +87,14 @@ class Dispatch:
         return None
 
 
+def _route_strategy(ex: Exchange, gw: Gateway) -> str | None:
+    """The balancing strategy of the route that chose the model, if it sets one."""
+    if ex.decision is None:
+        return None
+    route = gw.engine.routes.get(ex.decision.route)
+    return route.entry.strategy if route is not None else None
+
+
 def _fall_back(ex: Exchange, gw: Gateway, exc: ProviderError) -> bool:
     """Move a routed exchange to the next-best eligible model after every deployment of its
     model failed; ``False`` when there is none (or fallback is off, or the request was at
@@ -91,6 +106,8 @@ def _fall_back(ex: Exchange, gw: Gateway, exc: ProviderError) -> bool:
         return False
     failed = (*ex.tried, ex.model.name)
     allowed = {c.model for c in d.candidates if c.eligible} - set(failed)
+    if ex.regions is not None:  # the route's choice kept to them already; kept here too
+        allowed &= models_in(gw, ex.regions)
     if not allowed:
         return False
     try:
@@ -107,18 +124,6 @@ def _fall_back(ex: Exchange, gw: Gateway, exc: ProviderError) -> bool:
     return True
 
 
-async def _next(chunks: AsyncIterator[ChatCompletionChunk],
-                timeout: float) -> ChatCompletionChunk | None:
-    """The next chunk within the deployment's timeout; ``None`` at the end of the stream."""
-    try:
-        async with asyncio.timeout(timeout):
-            return await anext(chunks)
-    except StopAsyncIteration:
-        return None
-    except TimeoutError:
-        raise UpstreamTimeout("no next chunk in time") from None
-
-
 async def _relay(ex: Exchange, first: ChatCompletionChunk | None,
                  chunks: AsyncIterator[ChatCompletionChunk],
                  upstream: Upstream) -> AsyncIterator[ChatCompletionChunk]:
@@ -131,7 +136,8 @@ async def _relay(ex: Exchange, first: ChatCompletionChunk | None,
             if answer is not None:
                 answer.add(chunk)
             yield msgspec.structs.replace(chunk, id=ex.id)
-            chunk = await _next(chunks, upstream.timeout_s)
+            # within the deployment's stream_idle_s (the dispatcher's stream enforces it)
+            chunk = await anext(chunks, None)
     except Exception as exc:
         failure = (upstream.clean(exc) if isinstance(exc, ProviderError)
                    else upstream.unexpected(exc))
@@ -161,5 +167,6 @@ async def _local_embeddings(ex: Exchange, request: EmbeddingsRequest, gw: Gatewa
 
 async def _provider_embeddings(ex: Exchange, request: EmbeddingsRequest, gw: Gateway) -> None:
     assert ex.model is not None
-    ex.result, ex.upstream = await gw.dispatchers[ex.model.name].embed(request)
+    ex.result, ex.upstream = await gw.dispatchers[ex.model.name].embed(request,
+                                                                       regions=ex.regions)
     ex.usage = ex.result.usage

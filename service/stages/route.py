@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from router.config import ModelEntry
-from router.engine import PINNED
+from router.engine import PINNED, Decision
+from router.policy import NoEligibleModel
 from router.requirements import (
     check_request,
     conversation_texts,
@@ -28,6 +29,7 @@ from router.requirements import (
 from router.wire.openai import ChatRequest, EmbeddingsRequest
 from service.errors import BadRequest, ModelNotFound, Unsatisfiable
 from service.pipeline import Encoded, Exchange
+from service.regions import models_in, required_regions, unservable
 
 if TYPE_CHECKING:
     from router.embedding import Encoder
@@ -76,10 +78,9 @@ class Route:
             else:
                 ex.encoded = await routing_encoding(gw, engine, text)
                 emb = ex.encoded.vector
-        decision = engine.select(target, prompt or "", needs=needs, input_tokens=n_in,
-                                 embedding=emb, exploring=True,
-                                 arm_key=arm_key(ex, engine, target),
-                                 allowed=ex.principal.models)  # the credential's models
+        decision = select_within_regions(ex, gw, target, prompt or "", needs=needs,
+                                         input_tokens=n_in, embedding=emb, exploring=True,
+                                         arm_key=arm_key(ex, engine, target))
         ex.needs, ex.input_tokens, ex.prompt, ex.embedding = needs, n_in, prompt, emb
         ex.model = engine.catalog.get(decision.model)
         ex.route = decision.route
@@ -106,6 +107,9 @@ class Route:
                                  "shorten its vectors (omit `dimensions`)", param="dimensions")
         elif request.model in gw.catalog:
             model = gw.catalog.get(request.model)
+            ex.regions = required_regions(ex, gw, None)
+            if ex.regions is not None and not gw.dispatchers[model.name].serves(ex.regions):
+                raise unservable(model.name, ex.regions)
             if "embeddings" not in model.capabilities:
                 raise Unsatisfiable(f"model {model.name!r} is not an embeddings model; use "
                                     f"{encoder.id!r} or a model with the embeddings capability",
@@ -129,6 +133,31 @@ class Route:
         ex.input_tokens = sum(counts)
         ex.model, ex.route = model, EMBEDDINGS_ROUTE
         ex.request = msgspec.structs.replace(request, model=model.name)
+
+
+def select_within_regions(ex: Exchange, gw: Gateway, target: str, prompt: str,
+                          **kw: Any) -> Decision:
+    """``engine.select`` among the models the credential allows (``principal.models``) and,
+    when the request is pinned to regions (``service.regions``), that have a deployment
+    there; 422 naming the regions when none has."""
+    engine = gw.engine
+    routed = target in engine.routes
+    ex.regions = regions = required_regions(ex, gw, target if routed else None)
+    allowed = ex.principal.models
+    if regions is not None:
+        inside = models_in(gw, regions)
+        if not routed and target in engine.catalog:
+            model = engine.catalog.get(target).name
+            if model not in inside:
+                raise unservable(model, regions)
+        allowed = inside if allowed is None else allowed & inside
+    try:
+        return engine.select(target, prompt, allowed=allowed, **kw)
+    except NoEligibleModel as exc:
+        if regions is None or not routed:
+            raise
+        raise NoEligibleModel(f"{exc} among models with a deployment in region(s) "
+                              f"{', '.join(sorted(regions))}") from None
 
 
 async def routing_encoding(gw: Gateway, engine: RoutingEngine, text: str) -> Encoded:

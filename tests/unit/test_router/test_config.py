@@ -152,3 +152,73 @@ def test_traffic_redaction_is_off_by_default_and_its_kinds_and_region_are_checke
         with pytest.raises(ConfigError) as err:
             load_config(_write(tmp_path, GOOD + section))
         assert message in str(err.value)
+
+
+DISPATCH = """
+dispatch:
+  strategy: least_busy
+  retry: {max_attempts: 4, backoff_base_ms: 20, backoff_max_ms: 500, deadline_s: 30}
+  breaker: {consecutive_failures: 3, failure_rate: 0.4, window_s: 30, min_requests: 10}
+  timeouts: {connect_s: 2, stream_idle_s: 20}
+  probes: {enabled: true, interval_s: 15}
+  tenant_regions: {acme: [eu]}
+"""
+
+
+def test_the_dispatch_section_decodes_and_deployments_refine_it(tmp_path):
+    text = GOOD.replace("context_window: 4000}", "context_window: 4000, strategy: lowest_cost,\n"
+                        "     deployments: [{provider: simulated, residency: eu, rpm: 60,\n"
+                        "                    timeouts: {connect_s: 0.5, total_s: 9}}]}")
+    text = text.replace("strong_share: 0.25}}", "strong_share: 0.25},\n"
+                        "     regions: [eu], strategy: lowest_latency}")
+    cfg = load_config(_write(tmp_path, text + DISPATCH))
+    d = cfg.dispatch
+    assert d.strategy == "least_busy" and d.retry.max_attempts == 4
+    assert d.breaker.failure_rate == 0.4 and d.probes.enabled
+    assert d.tenant_regions == {"acme": ["eu"]}
+    small = cfg.models[1]
+    assert small.strategy == "lowest_cost" and small.deployments[0].residency == "eu"
+    own = small.deployments[0].timeouts.over(d.timeouts)
+    assert (own.connect_s, own.total_s, own.stream_idle_s, own.first_token_s) == (0.5, 9, 20,
+                                                                                  None)
+    assert cfg.routes[1].regions == ["eu"] and cfg.routes[1].strategy == "lowest_latency"
+
+
+def test_the_flat_dispatch_keys_of_earlier_versions_still_work(tmp_path):
+    cfg = load_config(_write(tmp_path, GOOD + "dispatch: {max_attempts: 5, backoff_ms: 10, "
+                                              "failure_threshold: 2, cooldown_s: 7}"))
+    d = cfg.dispatch
+    assert (d.retry.max_attempts, d.retry.backoff_base_ms) == (5, 10)
+    assert (d.breaker.consecutive_failures, d.breaker.cooldown_s) == (2, 7)
+    assert d.max_attempts is None and d.backoff_ms is None
+
+
+@pytest.mark.parametrize("section,message", [
+    ("dispatch: {strategy: fastest}", "dispatch.strategy: Invalid enum value 'fastest'"),
+    ("dispatch: {retry: {max_attempts: 0}}", "dispatch.retry.max_attempts: Expected `int` >= 1"),
+    ("dispatch: {breaker: {failure_rate: 2}}", "dispatch.breaker.failure_rate: Expected"),
+    ("dispatch: {timeouts: {connect_s: 0}}", "dispatch.timeouts.connect_s: Expected `float` > 0"),
+    ("dispatch: {tenant_regions: {acme: [EU West]}}", "dispatch.tenant_regions[...][0]: Expected"),
+    ("dispatch: {backoff_ms: -1}", "dispatch: backoff_ms: Expected `float` >= 0.0"),
+    ("dispatch: {retry: {backoff_base_ms: 100, backoff_max_ms: 10}}",
+     "retry.backoff_max_ms must be >= retry.backoff_base_ms"),
+])
+def test_dispatch_errors_name_their_path(tmp_path, section, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, GOOD + section))
+    assert message in str(err.value)
+
+
+def test_a_deployments_timeouts_error_names_the_deployment(tmp_path):
+    text = GOOD.replace("context_window: 4000}", "context_window: 4000,\n"
+                        "     deployments: [{provider: simulated, timeouts: {total_s: -3}}]}")
+    with pytest.raises(ConfigError, match=r"models\[1\]\.deployments\[0\]\.timeouts\.total_s"):
+        load_config(_write(tmp_path, text))
+
+
+def test_a_required_region_must_have_a_deployment(tmp_path):
+    text = GOOD.replace("strong_share: 0.25}}", "strong_share: 0.25}, regions: [eu]}")
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text + "dispatch: {tenant_regions: {acme: [us]}}"))
+    assert "routes[1].regions[0]: no deployment is in region 'eu'" in str(err.value)
+    assert "dispatch.tenant_regions.acme[0]: no deployment is in region 'us'" in str(err.value)

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from router.config import Deployment, DispatchConfig
-from router.dispatch import CircuitBreaker, Dispatcher, Upstream
+from router.dispatch import CircuitBreaker, Dispatcher, Health, Upstream
 from router.providers import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -62,13 +62,16 @@ class Fake:
         pass
 
 
-def dispatcher(*fakes: Fake, weights=None, clock=None, **cfg) -> Dispatcher:
+def dispatcher(*fakes: Fake, weights=None, clock=None, deployments=None, strategy=None,
+               on_failure=None, **cfg) -> Dispatcher:
     config = DispatchConfig(**{"backoff_ms": 0, **cfg})
     clock = clock or Clock()
-    ups = [Upstream(f.name, Deployment(provider="fake", weight=(weights or {}).get(f.name, 1.0)),
-                    f, CircuitBreaker(config.failure_threshold, config.cooldown_s, clock), 5.0)
+    ups = [Upstream(f.name, (deployments or {}).get(f.name) or Deployment(
+                        provider="fake", weight=(weights or {}).get(f.name, 1.0)),
+                    f, CircuitBreaker(config.breaker, clock), 5.0, health=Health(clock=clock))
            for f in fakes]
-    return Dispatcher("m", ups, config, rng=random.Random(0))
+    return Dispatcher("m", ups, config, rng=random.Random(0), clock=clock, strategy=strategy,
+                      on_failure=on_failure)
 
 
 def answer(d: Dispatcher) -> str:
@@ -185,7 +188,7 @@ def test_an_adapter_bug_fails_over_and_ends_as_a_502_naming_its_type(caplog):
     deployment answers; when none does, the client gets a 502 naming the type only."""
     buggy = Fake("a", [ValueError("the HTTP client refused the request")])
     d = dispatcher(buggy, Fake("b"))
-    d.order = lambda: list(d.upstreams)  # a first
+    d.order = lambda *a: list(d.upstreams)  # a first
     completion, upstream = asyncio.run(d.complete(REQUEST))
     assert upstream.label == "b" and completion.choices[0].message.content == "b"
     only = dispatcher(Fake("a", [KeyError("k")] * 3), max_attempts=3)

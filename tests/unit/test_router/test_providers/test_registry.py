@@ -41,10 +41,12 @@ PUBLIC = {
     "OpenAISettings", "Provider", "ProviderContext", "ProviderEntry", "ProviderError",
     "ReplicateProvider", "ReplicateSettings", "Settings", "SharedClientProvider",
     "SimulatedDeploymentSettings", "SimulatedProvider", "SimulatedSettings", "StreamTranslator",
-    "ToolCalls", "UpstreamError", "UpstreamRateLimited", "UpstreamRejected", "UpstreamTimeout",
+    "Timeouts", "ToolCalls", "UpstreamError", "UpstreamRateLimited", "UpstreamRejected",
+    "UpstreamTimeout",
     "UpstreamUnavailable", "Usage", "VertexProvider", "VertexSettings", "build_http_client",
     "build_provider",
     "call_id", "check_deployments", "check_providers", "completion_id", "config_error",
+    "call_timeouts",
     "deployments_of", "estimate_usage", "has_images", "message_text", "relay",
     "resolve_api_key", "resolve_deployment", "usage_of",
 }

@@ -1,0 +1,309 @@
+"""``Dispatcher``: one model's deployments, called in the strategy's order until one answers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from typing import TypeVar
+
+from router.dispatch._health import CircuitBreaker
+from router.dispatch._retry import Deadline, RetryPolicy
+from router.dispatch._strategies import STRATEGIES
+from router.dispatch._upstream import Upstream
+from router.dispatch_config import DispatchConfig, ProbeConfig
+from router.providers import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    EmbeddingProvider,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    Message,
+    ProviderError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    call_timeouts,
+)
+
+T = TypeVar("T")
+FailureHook = Callable[[Upstream, str, ProviderError], None]
+Regions = Collection[str] | None
+
+
+class NoDeploymentInRegion(UpstreamUnavailable):
+    """The request may only reach deployments in some regions, and the model has none there
+    (503, not retried: no other deployment of this model may be called)."""
+
+    retryable = False
+
+
+class Dispatcher:
+    """One model's deployments: balancing, failover, retries, circuit breakers, timeouts.
+
+    ``strategy`` is the model's (``models[].strategy``, else ``dispatch.strategy``); a call may
+    name another (a route's). ``regions``, when a call gives them, is a hard filter: a
+    deployment whose ``residency`` is not among them is never called, by any attempt."""
+
+    def __init__(self, model: str, upstreams: list[Upstream], config: DispatchConfig,
+                 *, strategy: str | None = None, rng: random.Random | None = None,
+                 on_failure: FailureHook | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        if not upstreams:
+            raise ValueError(f"model {model!r} has no deployments")
+        self.model = model
+        self.upstreams = upstreams
+        self.config = config
+        self.strategy = strategy or config.strategy
+        self._rng = rng or random.Random()
+        self._retry = RetryPolicy(config.retry, self._rng)
+        self._on_failure = on_failure
+        self._clock = clock
+
+    def serves(self, regions: Regions) -> bool:
+        """Whether any deployment is in ``regions`` (``None``: no requirement)."""
+        return regions is None or any(u.region in regions for u in self.upstreams)
+
+    def order(self, strategy: str | None = None, regions: Regions = None,
+              stream: bool = False) -> list[Upstream]:
+        """The deployments to try, in order: those in ``regions`` whose breaker is not open,
+        as the strategy ranks them. This is the whole dispatch decision."""
+        ready = [u for u in self.upstreams if u.breaker.state != "open"
+                 and (regions is None or u.region in regions)]
+        return STRATEGIES[strategy or self.strategy](ready, self._rng, stream)
+
+    async def complete(self, request: ChatRequest, *, regions: Regions = None,
+                       strategy: str | None = None) -> tuple[ChatCompletion, Upstream]:
+        """The first deployment's answer that succeeds, and which one gave it."""
+        return await self._attempts(lambda u: u.provider.complete(request), regions, strategy)
+
+    async def embed(self, request: EmbeddingsRequest, *, regions: Regions = None,
+                    ) -> tuple[EmbeddingsResponse, Upstream]:
+        """Embeddings from the first deployment that serves them."""
+
+        async def call(u: Upstream) -> EmbeddingsResponse:
+            if not isinstance(u.provider, EmbeddingProvider):
+                raise UpstreamRejected(f"provider {u.deployment.provider!r} serves no "
+                                       "embeddings")
+            return await u.provider.embed(request)
+
+        return await self._attempts(call, regions, None)
+
+    async def open_stream(self, request: ChatRequest, *, regions: Regions = None,
+                          strategy: str | None = None,
+                          ) -> tuple[ChatCompletionChunk | None,
+                                     AsyncIterator[ChatCompletionChunk], Upstream]:
+        """A stream whose first chunk has arrived (``None``: an empty stream), the rest of it,
+        and its deployment. The rest is read under the deployment's ``stream_idle_s``; a
+        failure there ends the stream with an ``UpstreamTimeout`` / ``ProviderError``
+        (streams fail over only until their first chunk: after it the client has the
+        answer's start, and a switch would splice two answers)."""
+
+        async def first(u: Upstream) -> tuple[ChatCompletionChunk | None,
+                                              AsyncIterator[ChatCompletionChunk]]:
+            chunks = u.provider.stream(request)
+            try:
+                return await anext(chunks), chunks
+            except StopAsyncIteration:
+                return None, chunks
+            except BaseException:
+                await chunks.aclose()  # type: ignore[attr-defined]
+                raise
+
+        (chunk, rest), upstream = await self._attempts(first, regions, strategy, stream=True)
+        if chunk is not None and chunk.usage is not None:
+            upstream.health.used(chunk.usage.total_tokens)
+        return chunk, _Rest(upstream, rest, self._failed), upstream
+
+    async def probe(self, u: Upstream, config: ProbeConfig) -> bool:
+        """One active health check of ``u`` (a one-token chat call); its outcome counts
+        toward the breaker like real traffic's, and a success closes an open one."""
+        request = ChatRequest(model=self.model, max_tokens=1,
+                              messages=[Message(role="user", content=config.prompt)])
+        try:
+            with call_timeouts(u.timeouts.connect_s, config.timeout_s):
+                async with asyncio.timeout(config.timeout_s):
+                    await u.provider.complete(request)
+        except (TimeoutError, ProviderError) as exc:
+            if isinstance(exc, ProviderError) and not exc.retryable:
+                u.breaker.answered()
+                return True
+            u.breaker.failure(exc.retry_after if isinstance(exc, UpstreamRateLimited)
+                              else None)
+            return False
+        except Exception as exc:
+            u.unexpected(exc)
+            u.breaker.failure()
+            return False
+        u.breaker.success()
+        return True
+
+    async def _attempts(self, call: Callable[[Upstream], Awaitable[T]], regions: Regions,
+                        strategy: str | None, stream: bool = False) -> tuple[T, Upstream]:
+        if not self.serves(regions):
+            raise NoDeploymentInRegion(
+                f"no deployment of {self.model!r} is in the required region(s) "
+                f"{', '.join(sorted(regions or ()))}")
+        cfg = self.config.retry
+        deadline = Deadline.after(cfg.deadline_s, self._clock)
+        last: ProviderError | None = None
+        tried: set[int] = set()
+        attempt = retries = waits = 0
+        while attempt < cfg.max_attempts:
+            order = self.order(strategy, regions, stream)
+            if not order:  # every deployment cooling down: wait for a short Retry-After
+                wait = self._soonest(regions)
+                waits += 1
+                if (last is None or wait > cfg.max_wait_s or wait >= deadline.remaining()
+                        or waits > cfg.max_attempts):
+                    break
+                await asyncio.sleep(wait)
+                continue
+            called = False
+            for u in order:
+                if attempt >= cfg.max_attempts or not u.breaker.allows():
+                    continue
+                if id(u) in tried:
+                    pause = self._retry.backoff_s(retries)
+                    retries += 1
+                    if pause >= deadline.remaining():
+                        u.breaker.probing = False
+                        break
+                    if pause:
+                        await asyncio.sleep(pause)
+                remaining = deadline.remaining()
+                if remaining <= 0:
+                    u.breaker.probing = False
+                    break
+                tried.add(id(u))
+                attempt += 1
+                called = True
+                try:
+                    return await self._call(u, call, remaining, stream), u
+                except ProviderError as failure:
+                    if not failure.retryable:
+                        raise
+                    last = failure
+            if not called or deadline.remaining() <= 0:
+                break
+        if last is not None:
+            raise last
+        if deadline.remaining() <= 0:
+            raise UpstreamTimeout(f"no deployment of {self.model!r} answered within "
+                                  f"{cfg.deadline_s:g} s (dispatch.retry.deadline_s)")
+        raise self._all_open(regions)
+
+    async def _call(self, u: Upstream, call: Callable[[Upstream], Awaitable[T]],
+                    remaining: float, stream: bool) -> T:
+        """One attempt at ``u``: its outcome recorded once (breaker, health, failure hook)."""
+        u.calls += 1
+        health = u.health
+        health.inflight += 1
+        health.started()
+        limit = min(u.first_token_s() if stream else u.total_s(), remaining)
+        start = time.perf_counter()
+        try:
+            # httpx's read timeout too: the client's default (server.upstream_timeout_s) would
+            # cut a deployment whose own timeouts are longer
+            read = max(limit, u.idle_s()) if stream else limit
+            with call_timeouts(u.timeouts.connect_s, read):
+                async with asyncio.timeout(limit):
+                    result = await call(u)
+        except TimeoutError:
+            what = "no first chunk" if stream else "no answer"
+            failure: ProviderError = UpstreamTimeout(
+                f"{u.deployment.provider} upstream gave {what} in {limit:g} s")
+        except ProviderError as exc:
+            failure = exc
+        except Exception as exc:  # an adapter bug fails this deployment, not the client
+            failure = u.unexpected(exc)
+        else:
+            ms = (time.perf_counter() - start) * 1e3
+            if stream:
+                health.first_token(ms)  # in flight until the stream ends (``_rest``)
+            else:
+                health.latency(ms)
+                health.inflight -= 1
+                health.used(_tokens(result))
+            u.breaker.success()
+            return result
+        health.inflight -= 1
+        if isinstance(failure, UpstreamTimeout):  # slowness is latency too
+            ms = (time.perf_counter() - start) * 1e3
+            (health.first_token if stream else health.latency)(ms)
+        self._failed(u, u.clean(failure))
+        raise failure
+
+    def _failed(self, u: Upstream, exc: ProviderError) -> None:
+        """Record one failed attempt, once: the hook (metrics), then the breaker."""
+        if self._on_failure is not None:
+            self._on_failure(u, self.model, exc)
+        if not exc.retryable:
+            u.breaker.answered()  # it answered: the request was at fault
+            return
+        cool = exc.retry_after if isinstance(exc, UpstreamRateLimited) else None
+        u.breaker.failure(cool)
+
+    def _soonest(self, regions: Regions) -> float:
+        """Seconds until the first of the (allowed) deployments' breakers lets a call in."""
+        now = self._clock()
+        return max(0.0, min((u.breaker.open_until - now for u in self.upstreams
+                             if regions is None or u.region in regions), default=0.0))
+
+    def _all_open(self, regions: Regions) -> UpstreamUnavailable:
+        exc = UpstreamUnavailable(f"every deployment of {self.model!r} is cooling down after "
+                                  "repeated failures")
+        exc.retry_after = max(1.0, self._soonest(regions))
+        return exc
+
+
+class _Rest:
+    """A started stream's later chunks, each within the deployment's ``stream_idle_s``. The
+    deployment's in-flight count and tokens follow it, and a failure in it is recorded once;
+    ``aclose`` (idempotent) releases the upstream stream even if it was never read."""
+
+    def __init__(self, u: Upstream, chunks: AsyncIterator[ChatCompletionChunk],
+                 failed: Callable[[Upstream, ProviderError], None]):
+        self._u, self._chunks, self._failed = u, chunks, failed
+        self._idle = u.idle_s()
+        self._open = True
+
+    def __aiter__(self) -> _Rest:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        u = self._u
+        try:
+            async with asyncio.timeout(self._idle):
+                chunk = await anext(self._chunks)
+        except StopAsyncIteration:
+            await self.aclose()
+            raise
+        except TimeoutError:
+            failure = UpstreamTimeout(f"{u.deployment.provider} upstream sent no next chunk "
+                                      f"in {self._idle:g} s")
+            self._failed(u, failure)
+            raise failure from None
+        except ProviderError as exc:
+            self._failed(u, u.clean(exc))
+            raise
+        if chunk.usage is not None:
+            u.health.used(chunk.usage.total_tokens)
+        return chunk
+
+    async def aclose(self) -> None:
+        if self._open:
+            self._open = False
+            self._u.health.inflight -= 1
+            await self._chunks.aclose()  # type: ignore[attr-defined]
+
+
+def _tokens(result: object) -> int:
+    usage = getattr(result, "usage", None)
+    return getattr(usage, "total_tokens", 0) or 0
+
+
+__all__ = ["CircuitBreaker", "Dispatcher", "FailureHook", "NoDeploymentInRegion", "Regions"]
