@@ -130,7 +130,7 @@ def test_an_embeddings_batch(client):
     (jsonl(chat_lines(2, tag="d") + chat_lines(1, tag="d")), "line 3: custom_id 'd-0'"),
     (jsonl([{**chat_lines(1)[0], "method": "GET"}]), "line 1: method must be POST"),
     (jsonl([{**chat_lines(1)[0], "url": "/v1/images"}]), "line 1: url '/v1/images'"),
-    (jsonl(chat_lines(1) + [{**chat_lines(2)[1], "url": "/v1/embeddings"}]),
+    (jsonl([*chat_lines(1), {**chat_lines(2)[1], "url": "/v1/embeddings"}]),
      "line 2: url '/v1/embeddings' differs"),
     (b"\n", "no requests"),
 ])
