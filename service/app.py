@@ -118,14 +118,15 @@ async def forget_old_rows(traffic: TrafficLog, days: float, every_s: float = 360
         await asyncio.sleep(every_s)
 
 
-def open_batches(config: Config, gateway: Gateway, live: LiveRequests) -> BatchRunner:
+def open_batches(config: Config, gateway: Gateway, live: LiveRequests,
+                 auth: Authenticator) -> BatchRunner:
     """The batch store (``batch.dsn``, else the governance database) and its runner
     (blocking: opens and migrates the database)."""
     dsn = config.batch.dsn or config.governance.dsn
     db = Database(dsn, base_dir=Path(config.base_dir) if config.base_dir else None)
     # One SQLite file is one process's: lines it left running are its own to free at start.
     return BatchRunner(BatchStore(db), gateway, config.batch, live,
-                       exclusive=db.kind == "sqlite")
+                       exclusive=db.kind == "sqlite", authorize=auth.still_valid)
 
 
 def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litestar:
@@ -190,7 +191,8 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             saving = asyncio.get_running_loop().create_task(snapshots.run())
         batches, batching = None, None
         if config.batch.enabled:
-            batches = await asyncio.to_thread(open_batches, config, gateway, live)
+            batches = await asyncio.to_thread(open_batches, config, gateway, live,
+                                            auth)
             batching = asyncio.get_running_loop().create_task(batches.run())
         app.state.gateway, app.state.routers, app.state.batches = gateway, routers, batches
         try:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -69,8 +69,11 @@ class BatchRunner:
     """Claims and runs batch lines until cancelled (see the module docstring)."""
 
     def __init__(self, store: BatchStore, gateway: Gateway, config: BatchConfig,
-                 live: LiveRequests, *, exclusive: bool):
+                 live: LiveRequests, *, exclusive: bool,
+                 authorize: Callable[[Principal], Awaitable[None]] | None = None):
         self.store, self.gateway, self.config, self.live = store, gateway, config, live
+        # Raises when the batch's credential stopped working (a revoked key): its lines fail.
+        self.authorize = authorize
         # exclusive: this process is the database's only runner (SQLite), so at start-up
         # every line left running was its own predecessor's, and is freed at once.
         self.exclusive = exclusive
@@ -170,6 +173,8 @@ class BatchRunner:
         request_id = ""
         try:
             principal = _PRINCIPAL.decode(line.principal)
+            if self.authorize is not None:
+                await self.authorize(principal)
             request = decode_body(REQUEST_DECODER if chat else EMBEDDINGS_DECODER, line.body)
             ex = Exchange("chat" if chat else "embeddings", request, principal=principal,
                           tenant=principal.tenant)

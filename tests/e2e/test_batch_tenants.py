@@ -128,3 +128,29 @@ def test_cancel_finishes_lines_in_flight_and_runs_no_more(cfg, engine):
         until(client, other.id, "completed")
         with pytest.raises(openai.ConflictError):  # a completed batch stays completed
             client.batches.cancel(other.id)
+
+
+def test_lines_of_a_revoked_key_fail_and_are_reported(cfg, engine):
+    gov = Governance.open(cfg)
+    try:
+        made, presented = gov.keys.create("alice")
+    finally:
+        gov.close()
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        client = sdk(c, presented)
+        _, batch = submit(client, 30)
+        until(client, batch.id, "in_progress")
+        time.sleep(0.4)
+        assert c.delete(f"/admin/keys/{made.id}",
+                        headers={"authorization": "Bearer master-key"}).status_code == 204
+        deadline = time.monotonic() + 30
+        while True:  # the key no longer reads its batch; the runner reports the rest as failed
+            row = c.get(f"/admin/batches/{batch.id}",
+                        headers={"authorization": "Bearer master-key"}).json()
+            if row["status"] == "completed":
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        counts = row["request_counts"]
+        assert counts["completed"] < 30 and counts["failed"] > 0
+        assert counts["completed"] + counts["failed"] == 30
