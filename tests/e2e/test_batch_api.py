@@ -191,3 +191,18 @@ def test_files_list_and_delete(client):
 def test_admin_batches_needs_a_credential(base_url):
     r = httpx.get(f"{base_url}/admin/batches")
     assert r.status_code in (401, 403)
+
+
+@pytest.mark.slow
+def test_a_thousand_line_batch_answers_every_line(client):
+    lines = chat_lines(1000, model="auto", tag="k")
+    t0 = time.perf_counter()
+    batch = client.batches.create(input_file_id=upload(client, lines).id,
+                                  endpoint="/v1/chat/completions", completion_window="24h")
+    done = wait(client, batch.id, timeout_s=600)
+    took = time.perf_counter() - t0
+    assert done.status == "completed" and done.request_counts.completed == 1000
+    out = results(client, done.output_file_id)
+    assert len(out) == 1000
+    assert sorted(o["custom_id"] for o in out) == sorted(x["custom_id"] for x in lines)
+    print(f"\n1,000 lines in {took:.1f} s ({1000 / took:.0f} lines/s)")
