@@ -91,8 +91,8 @@ def routes(config: BatchConfig) -> list[Any]:
         if len(content) > config.max_file_bytes:
             raise TooLarge(f"the file has {len(content)} bytes, more than "
                            f"{config.max_file_bytes} (batch.max_file_bytes)", param="file")
-        try:
-            parse(content, max_lines=config.max_lines)
+        try:  # off the event loop: a file may hold 50,000 lines
+            await asyncio.to_thread(parse, content, max_lines=config.max_lines)
         except InvalidFile as exc:
             raise _invalid(exc) from None
         tenant = principal_of(request).tenant

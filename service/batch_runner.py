@@ -81,7 +81,8 @@ class BatchRunner:
         self._wake = asyncio.Event()
         self._lines: set[asyncio.Task[None]] = set()
         self._wait_until: dict[str, float] = {}  # batch -> when a rate limit lets it go on
-        self._finalized = 0.0
+        self._finalized = self._started = 0.0
+        self._new = False  # a batch was created or cancelled since the last round
         self.yielded = 0  # rounds that claimed nothing because live traffic was high
 
     @property
@@ -89,8 +90,9 @@ class BatchRunner:
         """Lines this runner is running now."""
         return len(self._lines)
 
-    def wake(self) -> None:
-        """Look for work now (a batch was created or cancelled, a line ended)."""
+    def wake(self, *, batch: bool = True) -> None:
+        """Look for work now: a batch was created or cancelled (``batch``), or a line ended."""
+        self._new = self._new or batch
         self._wake.set()
 
     async def run(self) -> None:
@@ -121,7 +123,9 @@ class BatchRunner:
         """Start batches, claim what there is room for, end finished batches. True when it
         held back for live traffic."""
         store, now = self.store, time.monotonic()
-        await asyncio.to_thread(store.start)
+        if self._new or now - self._started > self.config.poll_s:
+            self._new, self._started = False, now  # (not a write per line ended)
+            await asyncio.to_thread(store.start)
         free = self.config.concurrency - len(self._lines)
         if free > 0 and self.live.in_flight >= self.config.yield_above:
             self.yielded += 1
@@ -147,7 +151,7 @@ class BatchRunner:
 
     def _line_done(self, task: asyncio.Task[None]) -> None:
         self._lines.discard(task)
-        self._wake.set()
+        self.wake(batch=False)
 
     async def _run_line(self, line: Claimed) -> None:
         status, body, request_id, retry_after = await self._answer(line)

@@ -27,7 +27,6 @@ import msgspec
 from router.batch.lines import Request
 from router.batch.wire import (
     Batch,
-    BatchError,
     BatchErrors,
     FileObject,
     LineError,
@@ -314,18 +313,20 @@ class BatchStore:
             cancelling = cur.fetch("SELECT id FROM batches WHERE status = 'cancelling' AND NOT "
                                    "EXISTS (SELECT 1 FROM batch_lines WHERE batch_id = "
                                    "batches.id AND state = 'running')")
-        ended = []
-        for (bid,) in cancelling:
-            ended.append(self._end(bid, "cancelled", now, skip=True))
-        for (bid,) in expired:
-            ended.append(self._end(bid, "expired", now, skip=False))
-        for (bid,) in self.db.query("SELECT id FROM batches WHERE status = 'finalizing'"):
-            ended.append(self._end(bid, "completed", now, skip=True))
-        return ended
+        ends = [(bid, "cancelling", "cancelled") for (bid,) in cancelling]
+        ends += [(bid, "in_progress", "expired") for (bid,) in expired]
+        ends += [(bid, "finalizing", "completed") for (bid,) in
+                 self.db.query("SELECT id FROM batches WHERE status = 'finalizing'")]
+        return [bid for bid, was, status in ends if self._end(bid, was, status, now)]
 
-    def _end(self, batch_id: str, status: str, now: int, *, skip: bool) -> str:
+    def _end(self, batch_id: str, was: str, status: str, now: int) -> bool:
+        """Move ``batch_id`` from ``was`` to ``status`` and record its files; False when it
+        is no longer ``was`` (another replica ended it first)."""
         with self.db.transaction(lock=f"batch:{batch_id}") as cur:
-            if skip:
+            current = cur.fetch("SELECT status FROM batches WHERE id = ?", (batch_id,))
+            if not current or current[0][0] != was:
+                return False
+            if status != "expired":
                 cur.execute("UPDATE batch_lines SET state = 'skipped', owner = NULL WHERE "
                             "batch_id = ? AND state = 'pending'", (batch_id,))
             else:  # expired: what never ran is reported, as OpenAI does
@@ -354,17 +355,7 @@ class BatchStore:
             cur.execute(f"UPDATE batches SET status = ?, {status}_at = ?, output_file_id = ?, "
                         "error_file_id = ? WHERE id = ?",
                         (status, now, files["output"], files["error"], batch_id))
-        return batch_id
-
-    def fail(self, batch_id: str, errors: list[BatchError]) -> None:
-        """Mark a batch ``failed`` with its reasons (lines not started are skipped)."""
-        with self.db.transaction(lock=f"batch:{batch_id}") as cur:
-            cur.execute("UPDATE batch_lines SET state = 'skipped' WHERE batch_id = ? AND "
-                        "state = 'pending'", (batch_id,))
-            cur.execute("UPDATE batches SET status = 'failed', failed_at = ?, errors = ? "
-                        "WHERE id = ?", (int(time.time()),
-                                         msgspec.json.encode(BatchErrors(errors)).decode(),
-                                         batch_id))
+        return True
 
 
 def expired_line(custom_id: str) -> bytes:
