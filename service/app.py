@@ -199,11 +199,11 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             yield
         finally:
             app.state.gateway = app.state.routers = app.state.batches = None
-            for task in (loading, following, saving, retention, batching):
+            for task in (loading, following, saving, retention):
                 if task is not None:
                     task.cancel()
-            if batching is not None:  # lines in flight stop uncommitted: they run again
-                await asyncio.gather(batching, return_exceptions=True)
+            if batching is not None:  # lines in flight may finish within the drain
+                await batches.stop(batching, config.server.drain_timeout_s)
                 await asyncio.to_thread(batches.store.db.close)
             await gateway.drain()  # answers still being embedded for the cache
             if snapshots is not None:  # after the drain: every answer kept so far

@@ -83,6 +83,7 @@ class BatchRunner:
         self._wait_until: dict[str, float] = {}  # batch -> when a rate limit lets it go on
         self._finalized = self._started = 0.0
         self._new = False  # a batch was created or cancelled since the last round
+        self._stopping = False
         self.yielded = 0  # rounds that claimed nothing because live traffic was high
 
     @property
@@ -95,9 +96,18 @@ class BatchRunner:
         self._new = self._new or batch
         self._wake.set()
 
+    async def stop(self, task: asyncio.Task[None], grace_s: float) -> None:
+        """End ``task`` (this runner's ``run``): no new line starts, lines in flight get
+        ``grace_s`` to finish and commit (an answer paid for is kept), then the rest are
+        abandoned uncommitted and run again after the restart."""
+        self._stopping = True
+        if self._lines:
+            await asyncio.wait(set(self._lines), timeout=grace_s)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
     async def run(self) -> None:
-        """The runner's loop; cancel it to stop (lines in flight are abandoned uncommitted,
-        and run again after the restart)."""
+        """The runner's loop; ``stop`` ends it."""
         freed = await asyncio.to_thread(self.store.release, everyone=self.exclusive)
         if freed:
             log.info("batch: %d lines left in flight by the last run will run again", freed)
@@ -113,7 +123,8 @@ class BatchRunner:
                     await asyncio.sleep(min(self.config.poll_s, 0.05))
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
+                    async with asyncio.timeout(self.config.poll_s):
+                        await self._wake.wait()
         finally:
             for task in self._lines:
                 task.cancel()
@@ -126,7 +137,7 @@ class BatchRunner:
         if self._new or now - self._started > self.config.poll_s:
             self._new, self._started = False, now  # (not a write per line ended)
             await asyncio.to_thread(store.start)
-        free = self.config.concurrency - len(self._lines)
+        free = 0 if self._stopping else self.config.concurrency - len(self._lines)
         if free > 0 and self.live.in_flight >= self.config.yield_above:
             self.yielded += 1
             return True

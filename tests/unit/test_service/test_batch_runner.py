@@ -15,7 +15,6 @@ import pytest
 from router.batch.lines import parse
 from router.batch.store import BatchStore
 from router.config import BatchConfig
-from router.governance.db import Database
 from router.governance.principal import Principal
 from service.batch_runner import BatchRunner, LiveRequests
 from service.limits import RateLimited
@@ -56,10 +55,8 @@ def anyio_backend():
 
 
 @pytest.fixture()
-def store(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'b.sqlite3'}")
-    yield BatchStore(db)
-    db.close()
+def store(governance_db):
+    return BatchStore(governance_db)
 
 
 def submit(store: BatchStore, n: int) -> str:
@@ -156,3 +153,16 @@ async def test_a_runner_stopped_mid_line_is_resumed_without_repeats(store):
 def _done(store: BatchStore, batch_id: str) -> list[str]:
     return [r for (r,) in store.db.query("SELECT result FROM batch_lines WHERE batch_id = ? "
                                          "AND state = 'done'", (batch_id,))]
+
+
+async def test_stop_lets_lines_in_flight_commit_and_starts_no_more(store):
+    batch_id, slow = submit(store, 8), Pipeline(delay_s=0.2)
+    r = runner(store, slow, concurrency=2)
+    task = asyncio.create_task(r.run())
+    r.wake()
+    async with asyncio.timeout(5):
+        while slow.now < 2:
+            await asyncio.sleep(0.005)
+    await r.stop(task, grace_s=5)
+    assert store.line_states(batch_id) == {"done": 2, "pending": 6}
+    assert sum(slow.calls.values()) == 2
