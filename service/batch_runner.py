@@ -165,7 +165,7 @@ class BatchRunner:
         self.wake(batch=False)
 
     async def _run_line(self, line: Claimed) -> None:
-        status, body, request_id, retry_after = await self._answer(line)
+        status, body, request_id, retry_after, tokens = await self._answer(line)
         if retry_after is not None:
             self._wait_until[line.batch_id] = time.monotonic() + min(retry_after, 60.0)
             await asyncio.to_thread(self.store.requeue, self.owner, line.batch_id, line.line)
@@ -176,14 +176,16 @@ class BatchRunner:
             error=None))
         try:
             if not await asyncio.to_thread(self.store.finish, self.owner, line.batch_id,
-                                           line.line, 200 <= status < 300, result):
+                                           line.line, 200 <= status < 300, result, tokens):
                 log.warning("batch: line %d of %s was taken over (its lease ended): this "
                             "answer is dropped", line.line, line.batch_id)
         except Exception:  # the lease frees it; it runs again
             log.exception("batch: could not record line %d of %s", line.line, line.batch_id)
 
-    async def _answer(self, line: Claimed) -> tuple[int, Any, str, float | None]:
-        """(status, body, request id, retry after when refused for now) of one line."""
+    async def _answer(self, line: Claimed
+                      ) -> tuple[int, Any, str, float | None, tuple[int, int]]:
+        """(status, body, request id, retry after when refused for now, (input, output)
+        tokens) of one line."""
         chat = line.endpoint == "/v1/chat/completions"
         request_id = ""
         try:
@@ -197,7 +199,10 @@ class BatchRunner:
             # Bounded well inside the lease, so no other runner takes the line meanwhile.
             async with asyncio.timeout(self.config.lease_s / 2):
                 await self.gateway.pipeline.run(ex, self.gateway)
-            return 200, ex.result, request_id, None
+            usage, tokens = ex.usage, (0, 0)
+            if usage is not None:  # embeddings have no completion tokens
+                tokens = (usage.prompt_tokens, getattr(usage, "completion_tokens", 0))
+            return 200, ex.result, request_id, None, tokens
         except Exception as exc:
             if isinstance(exc, TimeoutError):
                 err = APIError("the request took longer than batch.lease_s / 2",
@@ -206,5 +211,6 @@ class BatchRunner:
             else:
                 err = to_api_error(exc)
             if err.status == 429 and err.retry_after is not None:
-                return err.status, None, request_id, err.retry_after
-            return err.status, ErrorBody(err.detail()), request_id or new_id("req_"), None
+                return err.status, None, request_id, err.retry_after, (0, 0)
+            return (err.status, ErrorBody(err.detail()), request_id or new_id("req_"), None,
+                    (0, 0))

@@ -28,6 +28,7 @@ from router.batch.lines import Request
 from router.batch.wire import (
     Batch,
     BatchErrors,
+    BatchUsage,
     FileObject,
     LineError,
     OutputLine,
@@ -58,12 +59,16 @@ MIGRATIONS = [
         "lease_until {float}, ok INTEGER, result TEXT, PRIMARY KEY (batch_id, line))",
         "CREATE INDEX IF NOT EXISTS batch_lines_state ON batch_lines (batch_id, state)",
     ]),
+    (2, [
+        "ALTER TABLE batches ADD COLUMN input_tokens BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE batches ADD COLUMN output_tokens BIGINT NOT NULL DEFAULT 0",
+    ]),
 ]
 FILE_COLUMNS = "id, bytes, created, filename, purpose, expires_at"
 BATCH_COLUMNS = ("id, endpoint, input_file_id, completion_window, status, created, total, "
                  "completed, failed, output_file_id, error_file_id, errors, in_progress_at, "
                  "expires_at, finalizing_at, completed_at, failed_at, expired_at, "
-                 "cancelling_at, cancelled_at, metadata")
+                 "cancelling_at, cancelled_at, metadata, input_tokens, output_tokens")
 WINDOW_S = 24 * 3600
 
 
@@ -95,7 +100,7 @@ def _file(row: Sequence[Any]) -> FileObject:
 
 def _batch(row: Sequence[Any]) -> Batch:
     (bid, endpoint, file_id, window, status, created, total, completed, failed, out, err,
-     errors, *stamps, metadata) = row
+     errors, *stamps, metadata, input_tokens, output_tokens) = row
     return Batch(id=bid, endpoint=endpoint, input_file_id=file_id, completion_window=window,
                  status=status, created_at=int(created),
                  request_counts=RequestCounts(total=total, completed=completed, failed=failed),
@@ -104,7 +109,10 @@ def _batch(row: Sequence[Any]) -> Batch:
                  in_progress_at=stamps[0], expires_at=stamps[1], finalizing_at=stamps[2],
                  completed_at=stamps[3], failed_at=stamps[4], expired_at=stamps[5],
                  cancelling_at=stamps[6], cancelled_at=stamps[7],
-                 metadata=msgspec.json.decode(metadata) if metadata else None)
+                 metadata=msgspec.json.decode(metadata) if metadata else None,
+                 usage=BatchUsage(input_tokens=int(input_tokens),
+                                  output_tokens=int(output_tokens),
+                                  total_tokens=int(input_tokens) + int(output_tokens)))
 
 
 class BatchStore:
@@ -276,9 +284,11 @@ class BatchStore:
         return [Claimed(b, int(n_), c, body.encode(), e, p.encode())
                 for b, n_, c, body, e, p in rows]
 
-    def finish(self, owner: str, batch_id: str, line: int, ok: bool, result: bytes) -> bool:
-        """Commit a line's result and count it, together; False (nothing written) when the
-        line is no longer ``owner``'s (its lease ended and another runner took it)."""
+    def finish(self, owner: str, batch_id: str, line: int, ok: bool, result: bytes,
+               tokens: tuple[int, int] = (0, 0)) -> bool:
+        """Commit a line's result and count it (and its input and output ``tokens``),
+        together; False (nothing written) when the line is no longer ``owner``'s (its lease
+        ended and another runner took it)."""
         with self.db.transaction(lock=f"batch:{batch_id}") as cur:
             changed = cur.execute("UPDATE batch_lines SET state = 'done', ok = ?, result = ? "
                                   "WHERE batch_id = ? AND line = ? AND state = 'running' AND "
@@ -286,8 +296,9 @@ class BatchStore:
                                                 line, owner))
             if changed:
                 column = "completed" if ok else "failed"
-                cur.execute(f"UPDATE batches SET {column} = {column} + 1 WHERE id = ?",
-                            (batch_id,))
+                cur.execute(f"UPDATE batches SET {column} = {column} + 1, input_tokens = "
+                            "input_tokens + ?, output_tokens = output_tokens + ? WHERE id = ?",
+                            (*tokens, batch_id))
         return changed > 0
 
     def requeue(self, owner: str, batch_id: str, line: int) -> bool:

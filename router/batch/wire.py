@@ -51,6 +51,24 @@ class RequestCounts(msgspec.Struct, frozen=True):
     failed: int
 
 
+class InputTokensDetails(msgspec.Struct, frozen=True):
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(msgspec.Struct, frozen=True):
+    reasoning_tokens: int = 0
+
+
+class BatchUsage(msgspec.Struct, frozen=True):
+    """The tokens the batch's answered lines used (as each line's ``usage`` reported)."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    input_tokens_details: InputTokensDetails = InputTokensDetails()
+    output_tokens_details: OutputTokensDetails = OutputTokensDetails()
+
+
 class Batch(msgspec.Struct, frozen=True):
     id: str
     endpoint: str
@@ -72,6 +90,7 @@ class Batch(msgspec.Struct, frozen=True):
     cancelling_at: int | None = None
     cancelled_at: int | None = None
     metadata: dict[str, str] | None = None
+    usage: BatchUsage | None = None
 
 
 class Page(msgspec.Struct, frozen=True):

@@ -88,6 +88,10 @@ def test_a_chat_batch_through_the_sdk_answers_every_line_once(client):
     assert done.error_file_id is None
     out = results(client, done.output_file_id)
     assert sorted(o["custom_id"] for o in out) == sorted(x["custom_id"] for x in lines)
+    usage = [o["response"]["body"]["usage"] for o in out]
+    assert done.usage.input_tokens == sum(u["prompt_tokens"] for u in usage) > 0
+    assert done.usage.output_tokens == sum(u["completion_tokens"] for u in usage) > 0
+    assert done.usage.total_tokens == done.usage.input_tokens + done.usage.output_tokens
     first = out[0]
     assert first["error"] is None and first["response"]["status_code"] == 200
     assert first["id"].startswith("batch_req_") and first["response"]["request_id"]

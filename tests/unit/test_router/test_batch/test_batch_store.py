@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from router.batch.lines import parse
-from router.batch.store import BatchStore, NotCancellable
+from router.batch.store import COMPONENT, MIGRATIONS, BatchStore, NotCancellable
 from router.governance.principal import Principal
 
 ALICE = Principal(tenant="alice", via="key", credential="k1")
@@ -159,3 +159,14 @@ def test_pages_newest_first(store):
     page = [b.id for _, b in store.list_batches("alice", limit=2)]
     assert page == ids[::-1][:2]
     assert [b.id for _, b in store.list_batches("alice", after=page[-1])] == [ids[0]]
+
+
+def test_a_store_of_the_first_version_gains_token_counts(governance_db):
+    governance_db.migrate(COMPONENT, MIGRATIONS[:1])
+    store = BatchStore(governance_db)
+    batch = new_batch(store, 1)
+    store.start()
+    [c] = store.claim("r", 1, 600)
+    assert store.finish("r", c.batch_id, c.line, True, result("c0"), (7, 3))
+    usage = store.get_batch("alice", batch.id).usage
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (7, 3, 10)
