@@ -1,6 +1,7 @@
 """A batch survives its server being killed (SIGKILL, mid-batch): restarted on the same
 database, the job completes with every ``custom_id`` answered exactly once, and no line
-whose answer was committed before the kill is sent upstream again."""
+whose answer was committed before the kill is sent upstream again — on SQLite and on
+PostgreSQL (there after the dead server's leases end)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,14 +19,17 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 from litestar import Litestar, Request, post
 
+from router.governance.db import Database
 from tests.upstreams import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 LATENCY_S = 0.25
 CONCURRENCY = 4
 N = 60
+LEASE_S = 10  # PostgreSQL: how long the dead server's lines stay its own
 
 
 def counting_upstream(calls: Counter) -> Litestar:
@@ -54,13 +57,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(folder: Path, upstream: str) -> tuple[subprocess.Popen, str]:
+def start(folder: Path, upstream: str, dsn: str = "") -> tuple[subprocess.Popen, str]:
     port = free_port()
+    store = ["--dsn", dsn, "--lease-s", str(LEASE_S)] if dsn else []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(folder / "err.log", "ab") as err:  # the child keeps its own copy
         proc = subprocess.Popen([sys.executable, "-m", "tests.e2e.batch_server", "--port",
                                  str(port), "--dir", str(folder), "--upstream", upstream,
-                                 "--concurrency", str(CONCURRENCY)], cwd=ROOT, env=env,
+                                 "--concurrency", str(CONCURRENCY), *store], cwd=ROOT,
+                                env=env,
                                 stdout=subprocess.DEVNULL, stderr=err)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -75,16 +80,26 @@ def start(folder: Path, upstream: str) -> tuple[subprocess.Popen, str]:
         time.sleep(0.1)
 
 
-def lines_in(folder: Path, state: str) -> set[str]:
-    with sqlite3.connect(folder / "gov.sqlite3") as db:
-        return {c for (c,) in db.execute("SELECT custom_id FROM batch_lines WHERE state = ?",
-                                         (state,))}
+def lines_in(folder: Path, state: str, dsn: str = "") -> set[str]:
+    db = Database(dsn or f"sqlite:///{folder / 'gov.sqlite3'}")
+    try:
+        return {c for (c,) in db.query("SELECT custom_id FROM batch_lines WHERE state = ?",
+                                       (state,))}
+    finally:
+        db.close()
 
 
-def test_a_killed_server_resumes_the_batch_without_losing_or_repeating_a_line(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dsn(request) -> str:
+    """Where the batch store lives: the governance SQLite file, or PostgreSQL (where the
+    restarted server takes the dead one's lines over when their lease ends)."""
+    return "" if request.param == "sqlite" else request.getfixturevalue("pg_dsn")
+
+
+def test_a_killed_server_resumes_the_batch_without_losing_or_repeating_a_line(tmp_path, dsn):
     calls: Counter[str] = Counter()
     with serve(counting_upstream(calls)) as upstream:
-        proc, url = start(tmp_path, upstream)
+        proc, url = start(tmp_path, upstream, dsn)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         try:
             lines = [{"custom_id": f"id-{i}", "method": "POST", "url": "/v1/chat/completions",
@@ -95,7 +110,7 @@ def test_a_killed_server_resumes_the_batch_without_losing_or_repeating_a_line(tm
                 "".join(json.dumps(x) + "\n" for x in lines).encode())), purpose="batch")
             batch = client.batches.create(input_file_id=f.id, completion_window="24h",
                                           endpoint="/v1/chat/completions")
-            while len(lines_in(tmp_path, "done")) < N // 3:
+            while len(lines_in(tmp_path, "done", dsn)) < N // 3:
                 time.sleep(0.05)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -103,14 +118,15 @@ def test_a_killed_server_resumes_the_batch_without_losing_or_repeating_a_line(tm
             client.close()
             if proc.poll() is None:
                 proc.kill()
-        committed, in_flight = lines_in(tmp_path, "done"), lines_in(tmp_path, "running")
+        committed = lines_in(tmp_path, "done", dsn)
+        in_flight = lines_in(tmp_path, "running", dsn)
         assert N // 3 <= len(committed) < N and len(in_flight) <= CONCURRENCY
         before = Counter(calls)
 
-        proc, url = start(tmp_path, upstream)
+        proc, url = start(tmp_path, upstream, dsn)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 60 + LEASE_S
             while (done := client.batches.retrieve(batch.id)).status != "completed":
                 assert time.monotonic() < deadline, done.status
                 time.sleep(0.1)
