@@ -108,14 +108,19 @@ class BatchRunner:
 
     async def run(self) -> None:
         """The runner's loop; ``stop`` ends it."""
-        freed = await asyncio.to_thread(self.store.release, everyone=self.exclusive)
-        if freed:
-            log.info("batch: %d lines left in flight by the last run will run again", freed)
+        released = False
         try:
             while True:
                 self._wake.clear()
                 busy = False
                 try:
+                    if not released:  # before the first claim: the last run's lines
+                        freed = await asyncio.to_thread(self.store.release,
+                                                        everyone=self.exclusive)
+                        released = True
+                        if freed:
+                            log.info("batch: %d lines the last run left in flight will run "
+                                     "again", freed)
                     busy = await self._round()
                 except Exception:  # the store is down: the next round tries again
                     log.exception("batch: a round of the runner failed")
@@ -143,7 +148,8 @@ class BatchRunner:
             return True
         claimed: list[Claimed] = []
         if free > 0:
-            waiting = [b for b, t in self._wait_until.items() if t > now]
+            self._wait_until = {b: t for b, t in self._wait_until.items() if t > now}
+            waiting = list(self._wait_until)
             claimed = await asyncio.to_thread(store.claim, self.owner, free,
                                               self.config.lease_s, skip=waiting)
             for line in claimed:
@@ -168,7 +174,12 @@ class BatchRunner:
         status, body, request_id, retry_after, tokens = await self._answer(line)
         if retry_after is not None:
             self._wait_until[line.batch_id] = time.monotonic() + min(retry_after, 60.0)
-            await asyncio.to_thread(self.store.requeue, self.owner, line.batch_id, line.line)
+            try:
+                await asyncio.to_thread(self.store.requeue, self.owner, line.batch_id,
+                                        line.line)
+            except Exception:  # the lease frees it
+                log.exception("batch: could not requeue line %d of %s", line.line,
+                              line.batch_id)
             return
         result = _ENCODE.encode(OutputLine(
             id=new_id("batch_req_"), custom_id=line.custom_id,
