@@ -154,3 +154,14 @@ def test_lines_of_a_revoked_key_fail_and_are_reported(cfg, engine):
         counts = row["request_counts"]
         assert counts["completed"] < 30 and counts["failed"] > 0
         assert counts["completed"] + counts["failed"] == 30
+
+
+def test_a_file_over_max_file_bytes_is_a_413(cfg, engine):
+    cfg = msgspec.structs.replace(cfg, batch=msgspec.structs.replace(cfg.batch,
+                                                                     max_file_bytes=1024))
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        client = sdk(c, key(cfg, "alice"))
+        with pytest.raises(openai.APIStatusError) as err:
+            submit(client, 40)
+        assert err.value.status_code == 413 and "batch.max_file_bytes" in err.value.message
+        assert submit(client, 2)[1].request_counts.total == 2
