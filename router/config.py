@@ -371,6 +371,26 @@ class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     state_path: str = "var/admin-state.json"
 
 
+class BatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The Batch API (``/v1/files``, ``/v1/batches``): where jobs live and how fast they run."""
+
+    enabled: bool = True
+    # Files, jobs and per-line results; "" keeps them in the governance database.
+    dsn: str = ""
+    # Lines in flight at once, over every batch of this replica: low, so live traffic keeps
+    # the upstreams' capacity and the event loop.
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4
+    # Live (non-batch) requests in flight at which the runner claims no more lines.
+    yield_above: Annotated[int, msgspec.Meta(ge=0)] = 16
+    max_file_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 100 * 1024 * 1024
+    max_lines: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 50_000
+    # How often the runner looks for work when nothing wakes it (another replica's batch).
+    poll_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    # A claimed line belongs to its runner this long; a line still unanswered then fails
+    # (so a runner that died releases its lines to another replica after it).
+    lease_s: Annotated[float, msgspec.Meta(ge=10, le=86400)] = 600.0
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     version: int = 1
     admin: AdminConfig = AdminConfig()
@@ -381,6 +401,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cache: CacheConfig = CacheConfig()
     redis: RedisConfig = RedisConfig()
     dispatch: DispatchConfig = DispatchConfig()
+    batch: BatchConfig = BatchConfig()
     # Serves every model that lists no deployments: the default config runs without API keys.
     default_deployment: Deployment = Deployment(provider="simulated")
     providers: list[ProviderEntry] = []

@@ -34,6 +34,7 @@ from router.dispatch import state_of
 from router.overlay import overlay_path, read_overlay, write_overlay
 from router.registry import RegistryError, UnknownVersion
 from router.secrets import mask_url
+from service.admin_batches import BATCH_ADMIN_ROUTES
 from service.admin_governance import GOVERNANCE_ROUTES
 from service.auth import Authenticator, admin_access, audited, needs, own_only
 from service.errors import APIError, BadRequest, Conflict, ModelNotFound, decode_body
@@ -295,5 +296,5 @@ def admin_router(auth: Authenticator) -> Router:
         list_models, show_model, put_model, delete_model,
         list_providers, put_provider, delete_provider, deployments,
         list_routers, promote_router, cache_stats, cache_invalidate, cache_purge,
-        *GOVERNANCE_ROUTES,
+        *GOVERNANCE_ROUTES, *BATCH_ADMIN_ROUTES,
     ])

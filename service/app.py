@@ -15,15 +15,18 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from router.batch.store import BatchStore
 from router.config import Config
 from router.dispatch import build_dispatchers, probe_forever
 from router.embedding import MicroBatcher
 from router.engine import RoutingEngine
+from router.governance.db import Database
 from router.governance.spend import SpendStore
 from router.providers import ProviderContext, build_http_client
 from router.providers.recorded import RecordedAnswers
@@ -32,10 +35,11 @@ from router.registry import Registry
 from router.traffic import TrafficLog
 from router.usage import expire
 from router.validate import build_engine, check
-from service import openai_api, ops
+from service import batch_api, openai_api, ops
 from service.admin import admin_router
 from service.anthropic_api import create_message
 from service.auth import Authenticator, api_guard, jwt_verifier
+from service.batch_runner import BatchRunner, LiveRequests
 from service.cache_snapshots import CacheSnapshots
 from service.errors import NotReady, handle_exception
 from service.gateway import Gateway
@@ -114,6 +118,17 @@ async def forget_old_rows(traffic: TrafficLog, days: float, every_s: float = 360
         await asyncio.sleep(every_s)
 
 
+def open_batches(config: Config, gateway: Gateway, live: LiveRequests,
+                 auth: Authenticator) -> BatchRunner:
+    """The batch store (``batch.dsn``, else the governance database) and its runner
+    (blocking: opens and migrates the database)."""
+    dsn = config.batch.dsn or config.governance.dsn
+    db = Database(dsn, base_dir=Path(config.base_dir) if config.base_dir else None)
+    # One SQLite file is one process's: lines it left running are its own to free at start.
+    return BatchRunner(BatchStore(db), gateway, config.batch, live,
+                       exclusive=db.kind == "sqlite", authorize=auth.still_valid)
+
+
 def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litestar:
     """The gateway app for ``config``.
 
@@ -124,6 +139,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
     """
     check(config)
     auth = Authenticator(config, jwt=jwt_verifier(config))
+    live = LiveRequests()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -178,14 +194,22 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
                                        config.cache.snapshot_interval_s)
             await snapshots.load()
             saving = asyncio.get_running_loop().create_task(snapshots.run())
-        app.state.gateway, app.state.routers = gateway, routers
+        batches, batching = None, None
+        if config.batch.enabled:
+            batches = await asyncio.to_thread(open_batches, config, gateway, live,
+                                            auth)
+            batching = asyncio.get_running_loop().create_task(batches.run())
+        app.state.gateway, app.state.routers, app.state.batches = gateway, routers, batches
         try:
             yield
         finally:
-            app.state.gateway = app.state.routers = None
+            app.state.gateway = app.state.routers = app.state.batches = None
             for task in (loading, following, saving, retention, probing):
                 if task is not None:
                     task.cancel()
+            if batching is not None:  # lines in flight may finish within the drain
+                await batches.stop(batching, config.server.drain_timeout_s)
+                await asyncio.to_thread(batches.store.db.close)
             await gateway.drain()  # answers still being embedded for the cache
             if snapshots is not None:  # after the drain: every answer kept so far
                 await asyncio.gather(saving, return_exceptions=True)
@@ -208,18 +232,21 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
     guards = [api_guard(auth)]
     # Health probes and the API description stay open: orchestrators and tools call them
     # without credentials.
-    api = Router(path="/v1", route_handlers=[*openai_api.ROUTES, create_message], guards=guards)
+    api = Router(path="/v1", route_handlers=[*openai_api.ROUTES, create_message,
+                                                *batch_api.routes(config.batch)],
+                 guards=guards)
     scrape = Router(path="/", route_handlers=[ops.metrics], guards=guards)
     return Litestar(
         route_handlers=[api, scrape, admin_router(auth), ops.healthz, ops.readyz,
                         openapi_handler],
         dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False),
-                      "routers": Provide(provide_routers, sync_to_thread=False)},
+                      "routers": Provide(provide_routers, sync_to_thread=False),
+                      "batches": Provide(batch_api.provide_batches, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
-        middleware=[BodyTimeout.middleware(config.server.body_timeout_s)],
+        middleware=[live.middleware, BodyTimeout.middleware(config.server.body_timeout_s)],
         request_max_body_size=config.server.max_body_bytes,
-        state=State({"gateway": None, "routers": None, "auth": auth}),
+        state=State({"gateway": None, "routers": None, "batches": None, "auth": auth}),
         openapi_config=None,
         debug=False,
     )

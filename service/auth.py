@@ -153,6 +153,7 @@ class Authenticator:
         self._opening = asyncio.Lock()
         self._seen: OrderedDict[bytes, tuple[float, ApiKey]] = OrderedDict()
         self._failures: dict[str, float] = {}  # client address -> last audited failure
+        self._states: dict[str, tuple[float, str]] = {}  # key id -> (checked, state)
         # The client address of a request, for everything here and the audit log's source.
         self.proxies = TrustedProxies.of(config.server)
         self._networks: dict[str, tuple[Network, ...]] = {
@@ -243,6 +244,25 @@ class Authenticator:
         while len(self._seen) > KEY_CACHE_ENTRIES:
             self._seen.popitem(last=False)
         return key
+
+    async def still_valid(self, principal: Principal) -> None:
+        """``AuthenticationFailed`` when the API key ``principal`` came from no longer works
+        (revoked, expired, rotated out): work it left running (a batch) stops with it. Read
+        at most once per ``governance.key_cache_s`` per key."""
+        if principal.via != "key" or principal.credential is None:
+            return
+        now, key_id = self._clock(), principal.credential
+        hit = self._states.get(key_id)
+        if hit is None or now - hit[0] >= self.config.governance.key_cache_s:
+            gov = await self.governance()
+            key = await asyncio.to_thread(gov.keys.get, key_id)
+            state = key.state(time.time()) if key is not None else "revoked"
+            hit = self._states[key_id] = (now, state)
+            if len(self._states) > KEY_CACHE_ENTRIES:
+                self._states.clear()
+        if hit[1] != "active":
+            raise AuthenticationFailed(f"the API key {key_id} that created this batch is "
+                                       f"{hit[1]}")
 
     def forget(self, key_id: str) -> None:
         """Drop a key from this replica's cache at once (revoked here)."""

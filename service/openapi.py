@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 from litestar import Response, get
 
+from router.batch.wire import Batch, CreateBatch, FileDeleted, FileObject, Page
 from router.config import ModelEntry, ProviderEntry
 from router.registry import VersionInfo
 from router.wire import anthropic as aw
@@ -37,6 +38,17 @@ OPERATIONS: list[tuple[str, str, str, Any, tuple[int, Any], str]] = [
      (201, FeedbackRecorded), "api"),
     ("get", "/v1/models", "Catalog models and routes", None, (200, ModelList), "api"),
     ("get", "/v1/models/{model_id}", "One model or route", None, (200, ModelCard), "api"),
+    ("post", "/v1/batches", "A batch of an uploaded file's requests (POST /v1/files, "
+     "multipart, purpose=batch, uploads the file)", CreateBatch, (200, Batch), "api"),
+    ("get", "/v1/batches", "The caller's batches, newest first", None, (200, Page), "api"),
+    ("get", "/v1/batches/{batch_id}", "One batch", None, (200, Batch), "api"),
+    ("post", "/v1/batches/{batch_id}/cancel", "Cancel a batch", None, (200, Batch), "api"),
+    ("get", "/v1/files", "The caller's files, newest first", None, (200, Page), "api"),
+    ("get", "/v1/files/{file_id}", "One file", None, (200, FileObject), "api"),
+    ("get", "/v1/files/{file_id}/content", "A file's bytes (JSONL)", None, (200, None), "api"),
+    ("delete", "/v1/files/{file_id}", "Delete a file", None, (200, FileDeleted), "api"),
+    ("get", "/admin/batches", "Batches with counts and progress", None, (200, None), "admin"),
+    ("get", "/admin/batches/{batch_id}", "One batch's progress", None, (200, None), "admin"),
     ("get", "/admin/models", "Catalog models with deployments", None, (200, None), "admin"),
     ("get", "/admin/models/{name}", "One catalog model", None, (200, ModelEntry), "admin"),
     ("put", "/admin/models/{name}", "Add or replace a catalog model", ModelEntry,

@@ -137,6 +137,14 @@ class Cursor:
         """Run one statement; how many rows it changed."""
         return self._conn.execute(self._db.sql(statement), tuple(params)).rowcount
 
+    def execute_many(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows`` (a batch's lines: one call, not thousands)."""
+        if self._db.kind == "sqlite":
+            self._conn.executemany(statement, rows)
+        else:
+            with self._conn.cursor() as cur:
+                cur.executemany(self._db.sql(statement), rows)
+
     def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """The rows of one query."""
         return list(self._conn.execute(self._db.sql(statement), tuple(params)).fetchall())
