@@ -3,8 +3,10 @@
 Deployments of one model fail over inside ``router.dispatch.Dispatcher``; when all of them
 failed with an error another model could survive, a routed request moves to its route's
 next-best eligible model (``dispatch.fallback_models`` times at most). Streams fail over only
-until their first chunk, which is awaited here, so a failing upstream is still an HTTP error
-status; a later failure ends the stream with an error event (``APIError`` from the iterator).
+until their first content (the dispatcher holds back content-free chunks, a role, empty
+deltas, until then), which is awaited here, so a failing upstream is still an HTTP error status
+and the time to first token is the client's; a later failure ends the stream with an error
+event (``APIError`` from the iterator), and the deployment's breaker counts it once.
 Embeddings go to the gateway's own encoder (off the event loop) or a provider's deployments.
 A request pinned to regions (``ex.regions``, ``service.regions``) passes them to every
 dispatcher call, fallbacks included: no other region's deployment is ever called. A route's
