@@ -1,12 +1,13 @@
 """The dispatch stage: call the chosen model's deployments, fail over, relay the answer.
 
 Deployments of one model fail over inside ``router.dispatch.Dispatcher``; when all of them
-failed with an error another model could survive, a routed request moves to its route's
-next-best eligible model (``dispatch.fallback_models`` times at most). Streams fail over only
-until their first content (the dispatcher holds back content-free chunks, a role, empty
-deltas, until then), which is awaited here, so a failing upstream is still an HTTP error status
-and the time to first token is the client's; a later failure ends the stream with an error
-event (``APIError`` from the iterator), and the deployment's breaker counts it once.
+failed with an error another model could survive, the request moves to the next model
+(``service.fallback``: the configured chain, then a routed request's next-best candidates).
+Streams fail over only until their first content (the dispatcher holds back content-free
+chunks, a role, empty deltas, until then), which is awaited here, so a failing upstream is
+still an HTTP error status and the time to first token is the client's; a later failure ends
+the stream with an error event (``APIError`` from the iterator), counted in the deployment's
+breaker once.
 Embeddings go to the gateway's own encoder (off the event loop) or a provider's deployments.
 A request pinned to regions (``ex.regions``, ``service.regions``) passes them to every
 dispatcher call, fallbacks included: no other region's deployment is ever called. A route's
@@ -23,7 +24,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from router.policy import NoEligibleModel
 from router.providers import ProviderError
 from router.wire.openai import (
     ChatCompletionChunk,
@@ -36,9 +36,8 @@ from router.wire.openai import (
 )
 from service.answer import Answer
 from service.errors import from_provider_error
+from service.fallback import fall_back
 from service.pipeline import CANCELLED, CLIENT_GONE, Exchange
-from service.regions import models_in
-from service.stages.route import arm_key
 
 if TYPE_CHECKING:
     from router.dispatch import Upstream
@@ -70,7 +69,7 @@ class Dispatch:
                         ex.request, regions=ex.regions, strategy=strategy)
                 break
             except ProviderError as exc:
-                if not _fall_back(ex, gw, exc):
+                if not exc.retryable or not fall_back(ex, gw, str(exc.status)):
                     raise
         # The answer is gathered for the log (traffic.log_answers) and for the cache to keep.
         keep = ex.cache_store or (gw.traffic is not None and gw.traffic_config.log_answers)
@@ -95,35 +94,6 @@ def _route_strategy(ex: Exchange, gw: Gateway) -> str | None:
         return None
     route = gw.engine.routes.get(ex.decision.route)
     return route.entry.strategy if route is not None else None
-
-
-def _fall_back(ex: Exchange, gw: Gateway, exc: ProviderError) -> bool:
-    """Move a routed exchange to the next-best eligible model after every deployment of its
-    model failed; ``False`` when there is none (or fallback is off, or the request was at
-    fault, or the client named a concrete model)."""
-    d, engine = ex.decision, gw.engine
-    if (not exc.retryable or d is None or ex.needs is None or ex.model is None
-            or len(ex.tried) >= engine.config.dispatch.fallback_models
-            or d.route not in engine.routes):
-        return False
-    failed = (*ex.tried, ex.model.name)
-    allowed = {c.model for c in d.candidates if c.eligible} - set(failed)
-    if ex.regions is not None:  # the route's choice kept to them already; kept here too
-        allowed &= models_in(gw, ex.regions)
-    if not allowed:
-        return False
-    try:
-        decision = engine.select(d.route, ex.prompt or "", needs=ex.needs,
-                                 input_tokens=ex.input_tokens, embedding=ex.embedding,
-                                 allowed=allowed, arm_key=arm_key(ex, engine, d.route))
-    except NoEligibleModel:
-        return False
-    log.warning("%s failed (%s); falling back to %s", ex.model.name, exc.status, decision.model)
-    gw.metrics.upstream_fallbacks.labels(ex.model.name, decision.model).inc()
-    ex.tried, ex.decision = failed, decision
-    ex.model = engine.catalog.get(decision.model)
-    ex.request = msgspec.structs.replace(ex.request, model=ex.model.name)
-    return True
 
 
 async def _relay(ex: Exchange, first: ChatCompletionChunk | None,
