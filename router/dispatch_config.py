@@ -90,6 +90,10 @@ class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Routed requests only: when every deployment of the chosen model failed, how many other
     # candidates (next best by the route's policy) to try before answering with the error.
     fallback_models: Annotated[int, msgspec.Meta(ge=0, le=20)] = 1
+    # An upstream refusing a request on its content policy (a 400): off, the client gets the
+    # refusal; on, the request moves along its fallbacks (chain, then next-best) to a model
+    # none of whose deployments is that provider's. A refusal never opens a breaker.
+    content_policy_failover: bool = False
     # Organisations whose requests may only reach deployments in these regions (each
     # deployment's ``residency``), e.g. ``{acme: [eu]}``.
     tenant_regions: dict[str, list[Region]] = {}

@@ -2,7 +2,9 @@
 
 In order: the failed model's configured chain (``models[].fallbacks``), then the route's
 (``routes[].fallbacks``, routed requests), then the route's next-best eligible candidates by
-its policy (at most ``dispatch.fallback_models`` of them). Every model tried must serve the
+its policy (at most ``dispatch.fallback_models`` of them). After a content-policy refusal
+(with ``dispatch.content_policy_failover``), only models no deployment of the refusing provider
+serves. Every model tried must serve the
 request as the first had to: its capabilities and context window, the credential's allowed
 models, and a deployment in the request's required regions; none is tried twice.
 
@@ -47,34 +49,42 @@ def configured_chain(ex: Exchange, gw: Gateway) -> list[str]:
 
 
 def serves(ex: Exchange, gw: Gateway, model: ModelEntry, needs: Requirements,
-           input_tokens: int) -> str | None:
-    """Why ``model`` may not take over ``ex`` (``None``: it may)."""
+           input_tokens: int, avoid: str | None = None) -> str | None:
+    """Why ``model`` may not take over ``ex`` (``None``: it may); ``avoid``: a provider none
+    of its deployments may be (one that refused the request on its content policy)."""
     why = excluded_because(model, needs, input_tokens, ex.principal.models)
     if why is None and model.name not in gw.dispatchers:
         why = "it has no deployments"
+    if why is None and avoid is not None and not _avoids(gw, model.name, avoid):
+        why = f"a deployment of it is {avoid}'s"
     if why is None and ex.regions is not None and model.name not in models_in(gw, ex.regions):
         why = f"no deployment in region(s) {', '.join(sorted(ex.regions))}"
     return why
 
 
-def fall_back(ex: Exchange, gw: Gateway, reason: str) -> bool:
+def _avoids(gw: Gateway, model: str, provider: str) -> bool:
+    return all(u.deployment.provider != provider for u in gw.dispatchers[model].upstreams)
+
+
+def fall_back(ex: Exchange, gw: Gateway, reason: str, avoid: str | None = None) -> bool:
     """Move ``ex`` to the next model after its model failed (``reason``, for the log): the
-    configured chain first, then a routed request's next-best candidate. ``False`` when no
-    model is left."""
+    configured chain first, then a routed request's next-best candidate; ``avoid``: a
+    provider the next model may not be served by. ``False`` when no model is left."""
     if ex.needs is None or ex.model is None:
         return False
     failed = (*ex.tried, ex.model.name)
     chain = configured_chain(ex, gw)
     for name in chain:
         model = gw.engine.catalog.get(name)
-        if name not in failed and serves(ex, gw, model, ex.needs, ex.input_tokens) is None:
+        if (name not in failed
+                and serves(ex, gw, model, ex.needs, ex.input_tokens, avoid) is None):
             _move(ex, gw, failed, model, reason, "configured fallback")
             return True
-    return _next_best(ex, gw, failed, chain, reason)
+    return _next_best(ex, gw, failed, chain, reason, avoid)
 
 
 def _next_best(ex: Exchange, gw: Gateway, failed: tuple[str, ...], chain: list[str],
-               reason: str) -> bool:
+               reason: str, avoid: str | None) -> bool:
     d, engine = ex.decision, gw.engine
     assert ex.needs is not None
     picked = sum(m not in chain for m in failed[1:])  # next-best models already tried
@@ -84,6 +94,8 @@ def _next_best(ex: Exchange, gw: Gateway, failed: tuple[str, ...], chain: list[s
     allowed = {c.model for c in d.candidates if c.eligible} - set(failed)
     if ex.regions is not None:  # the route's choice kept to them already; kept here too
         allowed &= models_in(gw, ex.regions)
+    if avoid is not None:
+        allowed = {m for m in allowed if m in gw.dispatchers and _avoids(gw, m, avoid)}
     if not allowed:
         return False
     from service.stages.route import arm_key  # the route stage imports this module

@@ -24,6 +24,7 @@ from router.providers import (
     Message,
     ProviderError,
     UpstreamRateLimited,
+    UpstreamRefused,
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -227,6 +228,8 @@ class Dispatcher:
                 f"{u.deployment.provider} upstream gave {what} in {limit:g} s")
         except ProviderError as exc:
             failure = exc
+            if isinstance(exc, UpstreamRefused):
+                exc.provider = u.deployment.provider
         except Exception as exc:  # an adapter bug fails this deployment, not the client
             failure = u.unexpected(exc)
         else:

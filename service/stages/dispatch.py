@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from router.providers import ProviderError
+from router.providers import ProviderError, UpstreamRefused
 from router.wire.openai import (
     ChatCompletionChunk,
     ChatRequest,
@@ -69,7 +69,8 @@ class Dispatch:
                         ex.request, regions=ex.regions, strategy=strategy)
                 break
             except ProviderError as exc:
-                if not exc.retryable or not fall_back(ex, gw, str(exc.status)):
+                if not _may_fall_back(exc, gw) or not fall_back(
+                        ex, gw, str(exc), avoid=getattr(exc, "provider", None)):
                     raise
         # The answer is gathered for the log (traffic.log_answers) and for the cache to keep.
         keep = ex.cache_store or (gw.traffic is not None and gw.traffic_config.log_answers)
@@ -86,6 +87,14 @@ class Dispatch:
 
     def leave(self, ex: Exchange, gw: Gateway) -> None:
         return None
+
+
+def _may_fall_back(exc: ProviderError, gw: Gateway) -> bool:
+    """Whether another model may answer: after failures it could survive, and after a
+    content-policy refusal when ``dispatch.content_policy_failover`` is on."""
+    if isinstance(exc, UpstreamRefused):
+        return gw.engine.config.dispatch.content_policy_failover
+    return exc.retryable
 
 
 def _route_strategy(ex: Exchange, gw: Gateway) -> str | None:
