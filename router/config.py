@@ -16,7 +16,7 @@ import msgspec
 import yaml
 
 from router.dispatch_config import DispatchConfig as DispatchConfig
-from router.dispatch_config import Region, Strategy
+from router.dispatch_config import FallbackResponse, Region, Strategy
 from router.errors import ConfigError as ConfigError
 from router.governance.networks import network_errors
 from router.policy import Exploration, PolicySpec
@@ -94,6 +94,8 @@ class RouteEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Models to try, in order, when the chosen model (and its own ``fallbacks``) failed,
     # before the route's next-best candidates (``dispatch.fallback_models``).
     fallbacks: list[str] = []
+    # Its requests' answer when everything failed; None: ``dispatch.fallback_response``.
+    fallback_response: FallbackResponse | None = None
 
 
 class EncoderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -73,6 +73,15 @@ class ProbeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "ping"
 
 
+class FallbackResponse(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The answer a chat request gets when every deployment and every fallback model failed
+    (instead of the 5xx): a normal completion or stream with this text, marked by the
+    response header ``x-contextforge-fallback: static`` and the traffic log's error; never
+    cached, never charged."""
+
+    content: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+
+
 class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Balancing, retries, failover, circuit breaking and timeouts (``dispatch``)."""
 
@@ -94,6 +103,8 @@ class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # refusal; on, the request moves along its fallbacks (chain, then next-best) to a model
     # none of whose deployments is that provider's. A refusal never opens a breaker.
     content_policy_failover: bool = False
+    # Answer with this when everything failed (a route may set its own); None: the error.
+    fallback_response: FallbackResponse | None = None
     # Organisations whose requests may only reach deployments in these regions (each
     # deployment's ``residency``), e.g. ``{acme: [eu]}``.
     tenant_regions: dict[str, list[Region]] = {}

@@ -11,13 +11,13 @@ breaker once.
 Embeddings go to the gateway's own encoder (off the event loop) or a provider's deployments.
 A request pinned to regions (``ex.regions``, ``service.regions``) passes them to every
 dispatcher call, fallbacks included: no other region's deployment is ever called. A route's
-own ``strategy`` overrides its chosen model's for the requests it routes.
+own ``strategy`` overrides its chosen model's for the requests it routes. When everything
+failed, a configured fallback response (``service.fallback_response``) answers instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -34,6 +34,7 @@ from router.wire.openai import (
     EmbeddingUsage,
     encode_vector,
 )
+from service import fallback_response
 from service.answer import Answer
 from service.errors import from_provider_error
 from service.fallback import fall_back
@@ -42,9 +43,6 @@ from service.pipeline import CANCELLED, CLIENT_GONE, Exchange
 if TYPE_CHECKING:
     from router.dispatch import Upstream
     from service.gateway import Gateway
-
-log = logging.getLogger("contextforge.gateway")
-
 
 
 class Dispatch:
@@ -69,9 +67,14 @@ class Dispatch:
                         ex.request, regions=ex.regions, strategy=strategy)
                 break
             except ProviderError as exc:
-                if not _may_fall_back(exc, gw) or not fall_back(
+                if _may_fall_back(exc, gw) and fall_back(
                         ex, gw, str(exc), avoid=getattr(exc, "provider", None)):
+                    continue
+                reply = fallback_response.configured(ex, gw) if exc.retryable else None
+                if reply is None:
                     raise
+                fallback_response.answer(ex, reply, exc)
+                return
         # The answer is gathered for the log (traffic.log_answers) and for the cache to keep.
         keep = ex.cache_store or (gw.traffic is not None and gw.traffic_config.log_answers)
         if ex.stream:

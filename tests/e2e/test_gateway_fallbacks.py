@@ -9,7 +9,9 @@ import pytest
 from litestar.testing import TestClient
 
 from router.config import ConfigError, Deployment, SimulatedSettings, load_config
+from router.dispatch_config import FallbackResponse
 from router.engine import RoutingEngine
+from router.traffic import TrafficLog
 from service.app import create_app
 
 BROKEN = Deployment(provider="simulated", simulated=SimulatedSettings(failure_rate=1.0))
@@ -21,14 +23,15 @@ def engine():
     return RoutingEngine.from_config(load_config())
 
 
-def gateway(engine, *, models=None, routes=None, dispatch=None):
+def gateway(engine, *, models=None, routes=None, dispatch=None, log_to=None):
     """The default config with ``models``' entries replaced ({name: {field: value}}), routes'
-    likewise, and dispatch settings."""
+    likewise, and dispatch settings; the traffic log in ``log_to`` (a folder), else off."""
     cfg = load_config()
     ms = [msgspec.structs.replace(m, **(models or {}).get(m.name, {})) for m in cfg.models]
     rs = [msgspec.structs.replace(r, **(routes or {}).get(r.name, {})) for r in cfg.routes]
     d = msgspec.structs.replace(cfg.dispatch, backoff_ms=0, **(dispatch or {}))
-    traffic = msgspec.structs.replace(cfg.traffic, enabled=False)
+    traffic = (msgspec.structs.replace(cfg.traffic, dsn=f"sqlite:///{log_to / 't.sqlite3'}")
+               if log_to is not None else msgspec.structs.replace(cfg.traffic, enabled=False))
     return create_app(msgspec.structs.replace(cfg, models=ms, routes=rs, dispatch=d,
                                               traffic=traffic), engine=engine)
 
@@ -119,3 +122,55 @@ def test_unknown_fallbacks_are_config_errors_with_their_path(tmp_path):
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"routes\[0\]\.fallbacks\[0\]: unknown model 'gpt5'"):
         load_config(path)
+
+
+# --- the configured fallback response -------------------------------------------------------
+
+
+def test_everything_failing_answers_with_the_fallback_response(engine, tmp_path):
+    app = gateway(engine, models={"gpt-4o": {"deployments": [BROKEN]}}, log_to=tmp_path,
+                  dispatch={"fallback_response": FallbackResponse(content="Try again soon.")})
+    with TestClient(app) as c:
+        r = chat(c, "gpt-4o")
+        s = chat(c, "gpt-4o", stream=True, stream_options={"include_usage": True})
+        refused = chat(c, "gpt-4o", "hi", max_tokens=10**6)  # the request's fault: no reply
+        anthropic = c.post("/v1/messages", json={
+            "model": "gpt-4o", "max_tokens": 64, "stream": True,
+            "messages": [{"role": "user", "content": "hello"}]})
+    assert r.status_code == 200 and r.headers["x-contextforge-fallback"] == "static"
+    assert r.json()["choices"][0]["message"]["content"] == "Try again soon."
+    assert s.status_code == 200 and s.headers["x-contextforge-fallback"] == "static"
+    events = [msgspec.json.decode(line[6:]) for line in s.text.splitlines()
+              if line.startswith("data: {")]
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events
+                   if e["choices"]) == "Try again soon."
+    assert s.text.rstrip().endswith("data: [DONE]")
+    assert refused.status_code in (400, 422) and "x-contextforge-fallback" not in refused.headers
+    assert anthropic.status_code == 200 and "Try again soon." in anthropic.text
+    assert "event: message_stop" in anthropic.text and "event: error" not in anthropic.text
+    log = TrafficLog(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    try:
+        logged = {row.id: row for row in log.records()}
+    finally:
+        log.close()
+    for reply in (r, s):
+        row = logged[reply.headers["x-contextforge-request-id"]]
+        assert row.error.startswith("static fallback response after:") and row.cost_usd == 0
+
+
+def test_a_routes_fallback_response_overrides_the_gateways(engine):
+    first = engine.decide(PROMPT["content"]).model
+    own = FallbackResponse(content="The auto route is resting.")
+    app = gateway(engine, models={first: {"deployments": [BROKEN]}},
+                  routes={"auto": {"fallback_response": own}},
+                  dispatch={"fallback_models": 0,
+                            "fallback_response": FallbackResponse(content="generic")})
+    with TestClient(app) as c:
+        r = chat(c, "auto")
+    assert r.json()["choices"][0]["message"]["content"] == "The auto route is resting."
+
+
+def test_off_by_default_everything_failing_is_a_5xx(engine):
+    with TestClient(gateway(engine, models={"gpt-4o": {"deployments": [BROKEN]}})) as c:
+        r = chat(c, "gpt-4o")
+    assert r.status_code == 502 and "x-contextforge-fallback" not in r.headers
