@@ -16,7 +16,7 @@ import msgspec
 import yaml
 
 from router.dispatch_config import DispatchConfig as DispatchConfig
-from router.dispatch_config import Region, Strategy
+from router.dispatch_config import FallbackResponse, Region, Strategy
 from router.errors import ConfigError as ConfigError
 from router.governance.networks import network_errors
 from router.policy import Exploration, PolicySpec
@@ -59,6 +59,10 @@ class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     dimensions: Annotated[int, msgspec.Meta(ge=1, le=MAX_DIMENSIONS)] | None = None
     deployments: list[Deployment] = []
     strategy: Strategy | None = None  # how its deployments are balanced; None: dispatch's
+    # Models (names or aliases) to try, in order, when every deployment of this one failed,
+    # before a route's next-best candidates; a pinned request's prompt that does not fit this
+    # model's context window goes to the first of them that holds it.
+    fallbacks: list[str] = []
 
 
 PromptTokens = Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
@@ -87,6 +91,11 @@ class RouteEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # fails: no failover, fallback or retry goes elsewhere. Empty: no requirement.
     regions: list[Region] = []
     strategy: Strategy | None = None  # balancing for the requests it routes; None: the model's
+    # Models to try, in order, when the chosen model (and its own ``fallbacks``) failed,
+    # before the route's next-best candidates (``dispatch.fallback_models``).
+    fallbacks: list[str] = []
+    # Its requests' answer when everything failed; None: ``dispatch.fallback_response``.
+    fallback_response: FallbackResponse | None = None
 
 
 class EncoderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -442,6 +451,9 @@ def check_config(cfg: Config) -> list[str]:
             if key in names:
                 errors.append(f"{where}: name or alias {key!r} already used by {names[key]}")
             names[key] = where
+    for i, m in enumerate(cfg.models):
+        errors += _check_fallbacks(f"models[{i}].fallbacks", m.fallbacks, names,
+                                   own=(m.name, *m.aliases))
     seen: set[str] = set()
     for i, p in enumerate(cfg.providers):
         if p.name in seen:
@@ -455,10 +467,23 @@ def check_config(cfg: Config) -> list[str]:
         for j, c in enumerate(r.candidates):
             if c not in names:
                 errors.append(f"routes[{i}].candidates[{j}]: unknown model {c!r}")
+        errors += _check_fallbacks(f"routes[{i}].fallbacks", r.fallbacks, names)
     if cfg.routes and cfg.default_route not in route_names:
         errors.append(f"default_route: {cfg.default_route!r} is not a route; "
                       f"routes: {sorted(route_names)}")
     return errors + check_regions(cfg) + check_redis(cfg)
+
+
+def _check_fallbacks(where: str, chain: list[str], names: dict[str, str],
+                     own: tuple[str, ...] = ()) -> list[str]:
+    """A fallback chain's problems: unknown names, and a model falling back to itself."""
+    out = []
+    for j, name in enumerate(chain):
+        if name not in names:
+            out.append(f"{where}[{j}]: unknown model {name!r}")
+        elif name in own:
+            out.append(f"{where}[{j}]: a model cannot fall back to itself")
+    return out
 
 
 def check_regions(cfg: Config) -> list[str]:

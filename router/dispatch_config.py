@@ -73,6 +73,15 @@ class ProbeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "ping"
 
 
+class FallbackResponse(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The answer a chat request gets when every deployment and every fallback model failed
+    (instead of the 5xx): a normal completion or stream with this text, marked by the
+    response header ``x-contextforge-fallback: static`` and the traffic log's error; never
+    cached, never charged."""
+
+    content: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+
+
 class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Balancing, retries, failover, circuit breaking and timeouts (``dispatch``)."""
 
@@ -90,6 +99,12 @@ class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Routed requests only: when every deployment of the chosen model failed, how many other
     # candidates (next best by the route's policy) to try before answering with the error.
     fallback_models: Annotated[int, msgspec.Meta(ge=0, le=20)] = 1
+    # An upstream refusing a request on its content policy (a 400): off, the client gets the
+    # refusal; on, the request moves along its fallbacks (chain, then next-best) to a model
+    # none of whose deployments is that provider's. A refusal never opens a breaker.
+    content_policy_failover: bool = False
+    # Answer with this when everything failed (a route may set its own); None: the error.
+    fallback_response: FallbackResponse | None = None
     # Organisations whose requests may only reach deployments in these regions (each
     # deployment's ``residency``), e.g. ``{acme: [eu]}``.
     tenant_regions: dict[str, list[Region]] = {}

@@ -33,7 +33,7 @@ from litestar.exceptions import HTTPException
 from router.engine import UnknownTarget
 from router.errors import CacheUnavailable
 from router.policy import NoEligibleModel
-from router.providers import ProviderError
+from router.providers import ProviderError, UpstreamRefused
 from router.requirements import InvalidRequest, PromptTooLong
 
 log = logging.getLogger("contextforge.service")
@@ -149,7 +149,10 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
 
 
 def from_provider_error(exc: ProviderError) -> UpstreamFailed:
-    return UpstreamFailed(f"upstream provider error: {exc}", exc.status, exc.retry_after)
+    err = UpstreamFailed(f"upstream provider error: {exc}", exc.status, exc.retry_after)
+    if isinstance(exc, UpstreamRefused):  # what OpenAI's clients know a refusal by
+        err.code = "content_policy_violation"
+    return err
 
 
 def retry_after_header(err: APIError) -> dict[str, str]:

@@ -16,8 +16,9 @@ one model's deployments and, per call:
    backoff; a 429's ``Retry-After`` keeps that deployment out until then.
 
 Every failed attempt is recorded once: the failure hook (metrics), the breaker, the health.
-Streams fail over only until their first chunk: after that the client has the answer's start
-and a switch would splice two answers.
+Streams fail over only until their first content (content-free chunks are held back until
+then): after that the client has the answer's start and a switch would splice two answers; a
+later failure counts in the deployment's breaker once, and a stream's success is its clean end.
 
 Health (``_health``) is passive by default — real traffic's errors and latency — and active
 when ``dispatch.probes.enabled`` (``probe_forever``). The breaker opens on consecutive

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import TypeVar
 
@@ -23,6 +24,7 @@ from router.providers import (
     Message,
     ProviderError,
     UpstreamRateLimited,
+    UpstreamRefused,
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -96,27 +98,35 @@ class Dispatcher:
                           strategy: str | None = None,
                           ) -> tuple[ChatCompletionChunk | None,
                                      AsyncIterator[ChatCompletionChunk], Upstream]:
-        """A stream whose first chunk has arrived (``None``: an empty stream), the rest of it,
-        and its deployment. The rest is read under the deployment's ``stream_idle_s``; a
-        failure there ends the stream with an ``UpstreamTimeout`` / ``ProviderError``
-        (streams fail over only until their first chunk: after it the client has the
-        answer's start, and a switch would splice two answers)."""
+        """A stream whose first content has arrived, and its deployment: its first chunk
+        (``None``: an empty stream), the rest of it (replaying any chunks read ahead), and the
+        deployment. Content-free chunks (a role, empty deltas) are held back until a chunk
+        carries content, a tool call or a finish reason, so a failure before any of the answer
+        fails over like one before the first byte. The rest is read under the deployment's
+        ``stream_idle_s``; a failure there ends the stream with an ``UpstreamTimeout`` /
+        ``ProviderError``, recorded in the breaker once (streams fail over only until their
+        first content: after it the client has the answer's start, and a switch would splice
+        two answers)."""
 
-        async def first(u: Upstream) -> tuple[ChatCompletionChunk | None,
-                                              AsyncIterator[ChatCompletionChunk]]:
+        async def head(u: Upstream) -> tuple[list[ChatCompletionChunk],
+                                             AsyncIterator[ChatCompletionChunk]]:
             chunks = u.provider.stream(request)
+            held: list[ChatCompletionChunk] = []
             try:
-                return await anext(chunks), chunks
+                while not (held and _carries_answer(held[-1])):
+                    held.append(await anext(chunks))
             except StopAsyncIteration:
-                return None, chunks
+                pass
             except BaseException:
                 await chunks.aclose()  # type: ignore[attr-defined]
                 raise
+            return held, chunks
 
-        (chunk, rest), upstream = await self._attempts(first, regions, strategy, stream=True)
-        if chunk is not None and chunk.usage is not None:
-            upstream.health.used(chunk.usage.total_tokens)
-        return chunk, _Rest(upstream, rest, self._failed), upstream
+        (held, rest), upstream = await self._attempts(head, regions, strategy, stream=True)
+        first = held[0] if held else None
+        if first is not None and first.usage is not None:
+            upstream.health.used(first.usage.total_tokens)
+        return first, _Rest(upstream, rest, self._failed, held[1:]), upstream
 
     async def probe(self, u: Upstream, config: ProbeConfig) -> bool:
         """One active health check of ``u`` (a one-token chat call); its outcome counts
@@ -218,17 +228,21 @@ class Dispatcher:
                 f"{u.deployment.provider} upstream gave {what} in {limit:g} s")
         except ProviderError as exc:
             failure = exc
+            if isinstance(exc, UpstreamRefused):
+                exc.provider = u.deployment.provider
         except Exception as exc:  # an adapter bug fails this deployment, not the client
             failure = u.unexpected(exc)
         else:
             ms = (time.perf_counter() - start) * 1e3
             if stream:
-                health.first_token(ms)  # in flight until the stream ends (``_rest``)
+                # In flight until the stream ends; its breaker outcome is the whole stream's
+                # (``_Rest``): a success here would reset the count of streams cut mid-answer.
+                health.first_token(ms)
             else:
                 health.latency(ms)
                 health.inflight -= 1
                 health.used(_tokens(result))
-            u.breaker.success()
+                u.breaker.success()
             return result
         health.inflight -= 1
         if isinstance(failure, UpstreamTimeout):  # slowness is latency too
@@ -261,44 +275,70 @@ class Dispatcher:
 
 
 class _Rest:
-    """A started stream's later chunks, each within the deployment's ``stream_idle_s``. The
-    deployment's in-flight count and tokens follow it, and a failure in it is recorded once;
-    ``aclose`` (idempotent) releases the upstream stream even if it was never read."""
+    """A started stream's later chunks: first those read ahead with its first, then each
+    within the deployment's ``stream_idle_s``. The deployment's in-flight count and tokens
+    follow it; its outcome is recorded once, in the breaker too (a clean end or a client
+    that left is a success, a cut or stall a failure); ``aclose`` (idempotent) releases the
+    upstream stream even if it was never read."""
 
     def __init__(self, u: Upstream, chunks: AsyncIterator[ChatCompletionChunk],
-                 failed: Callable[[Upstream, ProviderError], None]):
+                 failed: Callable[[Upstream, ProviderError], None],
+                 held: list[ChatCompletionChunk] | None = None):
         self._u, self._chunks, self._failed = u, chunks, failed
+        self._held = deque(held or ())
         self._idle = u.idle_s()
         self._open = True
+        self._settled = False  # the breaker has this stream's outcome
 
     def __aiter__(self) -> _Rest:
         return self
 
     async def __anext__(self) -> ChatCompletionChunk:
         u = self._u
-        try:
-            async with asyncio.timeout(self._idle):
-                chunk = await anext(self._chunks)
-        except StopAsyncIteration:
-            await self.aclose()
-            raise
-        except TimeoutError:
-            failure = UpstreamTimeout(f"{u.deployment.provider} upstream sent no next chunk "
-                                      f"in {self._idle:g} s")
-            self._failed(u, failure)
-            raise failure from None
-        except ProviderError as exc:
-            self._failed(u, u.clean(exc))
-            raise
+        if self._held:
+            chunk = self._held.popleft()
+        else:
+            try:
+                async with asyncio.timeout(self._idle):
+                    chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                await self.aclose()
+                raise
+            except TimeoutError:
+                failure: ProviderError = UpstreamTimeout(
+                    f"{u.deployment.provider} upstream sent no next chunk in {self._idle:g} s")
+                self._fail(failure)
+                raise failure from None
+            except ProviderError as exc:
+                self._fail(u.clean(exc))
+                raise
+            except Exception as exc:  # an adapter bug mid-stream: this deployment's failure
+                failure = u.unexpected(exc)
+                self._fail(failure)
+                raise failure from exc
         if chunk.usage is not None:
             u.health.used(chunk.usage.total_tokens)
         return chunk
+
+    def _fail(self, failure: ProviderError) -> None:
+        self._settled = True
+        self._failed(self._u, failure)
 
     async def aclose(self) -> None:
         if self._open:
             self._open = False
             self._u.health.inflight -= 1
+            if not self._settled:  # ended, or the client left: the deployment delivered
+                self._settled = True
+                self._u.breaker.success()
             await self._chunks.aclose()  # type: ignore[attr-defined]
+
+
+def _carries_answer(chunk: ChatCompletionChunk) -> bool:
+    """Whether a chunk holds part of the answer (content, a tool call) or ends it: from
+    then on the client has something a switch of deployment would contradict."""
+    return any(c.delta.content or c.delta.tool_calls or c.finish_reason
+               for c in chunk.choices)
 
 
 def _tokens(result: object) -> int:

@@ -8,7 +8,9 @@ Errors, each with the HTTP status the gateway answers with::
     ProviderError (502)
     ├── UpstreamError        the upstream answered with an error or an unusable body (502)
     ├── UpstreamRejected     the upstream refused the request itself as invalid (400); the
-    │                        client's fault, so no failover to another deployment
+    │   │                    client's fault, so no failover to another deployment
+    │   └── UpstreamRefused  ... on its content policy (400); another provider may answer
+    │                        (``dispatch.content_policy_failover``), never a breaker failure
     ├── UpstreamRateLimited  the upstream said 429; ``retry_after`` seconds if it said (429)
     ├── UpstreamUnavailable  the upstream cannot take the call now: overloaded, down (503)
     └── UpstreamTimeout      no answer (or no next chunk) in time (504)
@@ -49,6 +51,13 @@ class UpstreamError(ProviderError):
 class UpstreamRejected(ProviderError):
     status = 400
     retryable = False
+
+
+class UpstreamRefused(UpstreamRejected):
+    """The upstream refused the request on its content policy; ``provider``: the refusing
+    deployment's provider (set by dispatch), which a content-policy failover avoids."""
+
+    provider: str | None = None
 
 
 class UpstreamRateLimited(ProviderError):

@@ -57,9 +57,10 @@ class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     deployment, a deployment's own ``timeouts`` field by field over it); ``None`` falls back.
 
     ``connect_s`` bounds opening a connection (TCP and TLS): a dead host fails over in that
-    time instead of the whole answer's. ``first_token_s`` bounds a stream's first chunk,
-    ``stream_idle_s`` each later one, ``total_s`` a whole non-streaming answer (and each retry
-    also stays within the request's ``dispatch.retry.deadline_s``)."""
+    time instead of the whole answer's. ``first_token_s`` bounds a stream's first content (the
+    chunks before it, a role, empty deltas, included), ``stream_idle_s`` each later chunk,
+    ``total_s`` a whole non-streaming answer (and each retry also stays within the request's
+    ``dispatch.retry.deadline_s``)."""
 
     connect_s: Seconds | None = None
     first_token_s: Seconds | None = None

@@ -4,7 +4,9 @@ Adapters translate bodies; this module owns what an upstream's status code or a 
 connection means for the gateway, so every provider fails the same way:
 
 - 400, 404, 409, 413, 422 -> ``UpstreamRejected`` (400): the request itself is at fault
-  (a bad image, too many tokens); another deployment would refuse it too.
+  (a bad image, too many tokens); another deployment would refuse it too. A 400 refusing it
+  on content policy (OpenAI's ``content_policy_violation``, Azure's ``content_filter``,
+  Anthropic's "blocked by content filtering policy") is ``UpstreamRefused``.
 - 401, 403 -> ``UpstreamError`` (502): *our* credentials are wrong; the client cannot fix it.
 - 429 -> ``UpstreamRateLimited`` with the upstream's ``Retry-After`` when it sent one (or,
   from Google APIs, the ``google.rpc.RetryInfo`` ``retryDelay`` in the error body).
@@ -35,6 +37,7 @@ from router.providers._base import (
     ProviderError,
     UpstreamError,
     UpstreamRateLimited,
+    UpstreamRefused,
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -42,6 +45,8 @@ from router.providers._base import (
 
 _MAX_DETAIL = 300
 _REJECTED = frozenset({400, 404, 409, 413, 422})
+_POLICY_CODES = frozenset({"content_policy_violation", "content_filter"})
+_POLICY_PHRASES = ("content filtering policy", "content management policy")
 
 
 def upstream_message(body: bytes) -> str:
@@ -129,7 +134,8 @@ def error_for_status(provider: str, status: int, body: bytes,
     if aws_type == "ModelTimeoutException" or status == 408:  # the upstream gave up waiting
         return UpstreamTimeout(f"{where}: {detail}")
     if status in _REJECTED:
-        return UpstreamRejected(f"{where}: {detail}")
+        refused = status == 400 and _content_policy(body, detail)
+        return (UpstreamRefused if refused else UpstreamRejected)(f"{where}: {detail}")
     if status in (401, 403):
         return UpstreamError(f"{where}: the deployment's credentials were refused; "
                              "check its API key")
@@ -141,6 +147,18 @@ def error_for_status(provider: str, status: int, body: bytes,
     if status >= 500:  # 529 too: Anthropic's "overloaded"
         return UpstreamUnavailable(f"{where}: {detail}")
     return UpstreamError(f"{where}: {detail}")
+
+
+def _content_policy(body: bytes, detail: str) -> bool:
+    """Whether a 400 refuses the request on the upstream's content policy."""
+    try:
+        err = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        err = None
+    code = err.get("code") if isinstance(err, dict) else None
+    if isinstance(code, str) and code in _POLICY_CODES:
+        return True
+    return any(phrase in detail.lower() for phrase in _POLICY_PHRASES)
 
 
 def error_for_exception(provider: str, exc: httpx.HTTPError) -> ProviderError:

@@ -1,28 +1,30 @@
 """The dispatch stage: call the chosen model's deployments, fail over, relay the answer.
 
 Deployments of one model fail over inside ``router.dispatch.Dispatcher``; when all of them
-failed with an error another model could survive, a routed request moves to its route's
-next-best eligible model (``dispatch.fallback_models`` times at most). Streams fail over only
-until their first chunk, which is awaited here, so a failing upstream is still an HTTP error
-status; a later failure ends the stream with an error event (``APIError`` from the iterator).
+failed with an error another model could survive, the request moves to the next model
+(``service.fallback``: the configured chain, then a routed request's next-best candidates).
+Streams fail over only until their first content (the dispatcher holds back content-free
+chunks, a role, empty deltas, until then), which is awaited here, so a failing upstream is
+still an HTTP error status and the time to first token is the client's; a later failure ends
+the stream with an error event (``APIError`` from the iterator), counted in the deployment's
+breaker once.
 Embeddings go to the gateway's own encoder (off the event loop) or a provider's deployments.
 A request pinned to regions (``ex.regions``, ``service.regions``) passes them to every
 dispatcher call, fallbacks included: no other region's deployment is ever called. A route's
-own ``strategy`` overrides its chosen model's for the requests it routes.
+own ``strategy`` overrides its chosen model's for the requests it routes. When everything
+failed, a configured fallback response (``service.fallback_response``) answers instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from router.policy import NoEligibleModel
-from router.providers import ProviderError
+from router.providers import ProviderError, UpstreamRefused
 from router.wire.openai import (
     ChatCompletionChunk,
     ChatRequest,
@@ -32,18 +34,15 @@ from router.wire.openai import (
     EmbeddingUsage,
     encode_vector,
 )
+from service import fallback_response
 from service.answer import Answer
 from service.errors import from_provider_error
+from service.fallback import fall_back
 from service.pipeline import CANCELLED, CLIENT_GONE, Exchange
-from service.regions import models_in
-from service.stages.route import arm_key
 
 if TYPE_CHECKING:
     from router.dispatch import Upstream
     from service.gateway import Gateway
-
-log = logging.getLogger("contextforge.gateway")
-
 
 
 class Dispatch:
@@ -68,8 +67,14 @@ class Dispatch:
                         ex.request, regions=ex.regions, strategy=strategy)
                 break
             except ProviderError as exc:
-                if not _fall_back(ex, gw, exc):
+                if _may_fall_back(exc, gw) and fall_back(
+                        ex, gw, str(exc), avoid=getattr(exc, "provider", None)):
+                    continue
+                reply = fallback_response.configured(ex, gw) if exc.retryable else None
+                if reply is None:
                     raise
+                fallback_response.answer(ex, reply, exc)
+                return
         # The answer is gathered for the log (traffic.log_answers) and for the cache to keep.
         keep = ex.cache_store or (gw.traffic is not None and gw.traffic_config.log_answers)
         if ex.stream:
@@ -87,41 +92,20 @@ class Dispatch:
         return None
 
 
+def _may_fall_back(exc: ProviderError, gw: Gateway) -> bool:
+    """Whether another model may answer: after failures it could survive, and after a
+    content-policy refusal when ``dispatch.content_policy_failover`` is on."""
+    if isinstance(exc, UpstreamRefused):
+        return gw.engine.config.dispatch.content_policy_failover
+    return exc.retryable
+
+
 def _route_strategy(ex: Exchange, gw: Gateway) -> str | None:
     """The balancing strategy of the route that chose the model, if it sets one."""
     if ex.decision is None:
         return None
     route = gw.engine.routes.get(ex.decision.route)
     return route.entry.strategy if route is not None else None
-
-
-def _fall_back(ex: Exchange, gw: Gateway, exc: ProviderError) -> bool:
-    """Move a routed exchange to the next-best eligible model after every deployment of its
-    model failed; ``False`` when there is none (or fallback is off, or the request was at
-    fault, or the client named a concrete model)."""
-    d, engine = ex.decision, gw.engine
-    if (not exc.retryable or d is None or ex.needs is None or ex.model is None
-            or len(ex.tried) >= engine.config.dispatch.fallback_models
-            or d.route not in engine.routes):
-        return False
-    failed = (*ex.tried, ex.model.name)
-    allowed = {c.model for c in d.candidates if c.eligible} - set(failed)
-    if ex.regions is not None:  # the route's choice kept to them already; kept here too
-        allowed &= models_in(gw, ex.regions)
-    if not allowed:
-        return False
-    try:
-        decision = engine.select(d.route, ex.prompt or "", needs=ex.needs,
-                                 input_tokens=ex.input_tokens, embedding=ex.embedding,
-                                 allowed=allowed, arm_key=arm_key(ex, engine, d.route))
-    except NoEligibleModel:
-        return False
-    log.warning("%s failed (%s); falling back to %s", ex.model.name, exc.status, decision.model)
-    gw.metrics.upstream_fallbacks.labels(ex.model.name, decision.model).inc()
-    ex.tried, ex.decision = failed, decision
-    ex.model = engine.catalog.get(decision.model)
-    ex.request = msgspec.structs.replace(ex.request, model=ex.model.name)
-    return True
 
 
 async def _relay(ex: Exchange, first: ChatCompletionChunk | None,

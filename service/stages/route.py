@@ -28,6 +28,7 @@ from router.requirements import (
 )
 from router.wire.openai import ChatRequest, EmbeddingsRequest
 from service.errors import BadRequest, ModelNotFound, Unsatisfiable
+from service.fallback import fitting
 from service.pipeline import Encoded, Exchange
 from service.regions import models_in, required_regions, unservable
 
@@ -154,10 +155,26 @@ def select_within_regions(ex: Exchange, gw: Gateway, target: str, prompt: str,
     try:
         return engine.select(target, prompt, allowed=allowed, **kw)
     except NoEligibleModel as exc:
-        if regions is None or not routed:
+        if not routed:
+            return _pinned_fallback(ex, gw, target, exc, **kw)
+        if regions is None:
             raise
         raise NoEligibleModel(f"{exc} among models with a deployment in region(s) "
                               f"{', '.join(sorted(regions))}") from None
+
+
+def _pinned_fallback(ex: Exchange, gw: Gateway, target: str, exc: NoEligibleModel,
+                     **kw: Any) -> Decision:
+    """A pinned model that cannot serve the request (its prompt does not fit, say): the first
+    model of its configured ``fallbacks`` that can, else ``exc`` (the reason, for the
+    client). Routed requests need none of this: the route only picks models that fit."""
+    model = gw.engine.catalog.get(target)
+    other = fitting(ex, gw, model, kw["needs"], kw["input_tokens"])
+    if other is None:
+        raise exc
+    ex.tried = (model.name,)  # logged as a fallback, and no bandit sample
+    return gw.engine.select(other.name, "", **{k: v for k, v in kw.items()
+                                               if k in ("needs", "input_tokens")})
 
 
 async def routing_encoding(gw: Gateway, engine: RoutingEngine, text: str) -> Encoded:

@@ -14,7 +14,8 @@ tool results when the last turn carries them; ``max_tokens`` (one word = one tok
 is a JSON instance of the schema (strings hold the last user text, integers its word count),
 and a schema with an object lacking ``"additionalProperties": false`` is a 400, as the API
 requires of every object. The last user text triggers failures: ``FAIL 400`` / ``401`` /
-``429`` (``retry-after: 7``) / ``500`` / ``529`` answer with that status, ``FAIL MIDSTREAM``
+``429`` (``retry-after: 7``) / ``500`` / ``529`` answer with that status, ``FAIL CONTENT`` is
+a 400 content-policy refusal ("Output blocked by content filtering policy"), ``FAIL MIDSTREAM``
 sends an ``error`` event after the first text delta, ``REFUSE`` stops with ``refusal``.
 
 Docs: https://docs.anthropic.com/en/api/messages,
@@ -256,6 +257,8 @@ def _trigger_failure(req: aw.MessagesRequest) -> None:
     for trigger, status in statuses.items():
         if text.startswith(trigger):
             raise Invalid(f"simulated failure ({trigger})", status)
+    if text.startswith("FAIL CONTENT"):  # the API's content-policy refusal
+        raise Invalid("Output blocked by content filtering policy", 400)
 
 
 # --- answers -------------------------------------------------------------------------------

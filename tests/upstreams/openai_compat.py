@@ -24,7 +24,8 @@ offered and ``tool_choice`` is not ``"none"``; ``tool result: <content>`` after 
 cut to ``max_tokens`` words with ``finish_reason: "length"``. One word is one token.
 
 The last user text fails on demand: ``FAIL 400`` / ``FAIL 429`` (with ``retry-after: 7``) /
-``FAIL 500`` / ``FAIL 503``; ``FAIL MALFORMED`` (a 200 with an unusable body or event);
+``FAIL 500`` / ``FAIL 503``; ``FAIL CONTENT`` (a content-policy refusal: 400,
+``content_policy_violation``); ``FAIL MALFORMED`` (a 200 with an unusable body or event);
 ``FAIL NOUSAGE`` (no usage, even when asked); ``FAIL MIDSTREAM`` (the connection drops after
 the first delta); ``FAIL STREAMERROR`` (an error event inside the stream); ``FAIL TRUNCATED``
 (the stream ends without a finish reason or ``[DONE]``).
@@ -161,6 +162,9 @@ def _fail(text: str) -> str | None:
     if mode == "503":
         raise ApiError(503, "The engine is currently overloaded, please try again later.",
                        type_="server_error")
+    if mode == "CONTENT":  # OpenAI's content-policy refusal
+        raise ApiError(400, "Your request was rejected as a result of our safety system.",
+                       code="content_policy_violation")
     return mode
 
 

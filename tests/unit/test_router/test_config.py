@@ -49,6 +49,12 @@ def test_a_good_config_decodes_and_resolves_paths_next_to_the_file(tmp_path):
     (("mode: tradeoff", "mode: cheapest"), "Invalid enum value 'cheapest'"),
     (("version: 1", "version: 1\nbogus: 2"), "unknown field `bogus`"),
     (("name: small", "name: big-2024"), "'big-2024' already used"),
+    (("context_window: 4000}", "context_window: 4000, fallbacks: [big, gpt5]}"),
+     "models[1].fallbacks[1]: unknown model 'gpt5'"),
+    (("context_window: 4000}", "context_window: 4000, fallbacks: [small]}"),
+     "models[1].fallbacks[0]: a model cannot fall back to itself"),
+    (("strong_share: 0.25}}", "strong_share: 0.25}, fallbacks: [big, tiny]}"),
+     "routes[1].fallbacks[1]: unknown model 'tiny'"),
 ])
 def test_every_error_names_its_path(tmp_path, edit, message):
     with pytest.raises(ConfigError) as err:
@@ -202,11 +208,22 @@ def test_the_flat_dispatch_keys_of_earlier_versions_still_work(tmp_path):
     ("dispatch: {backoff_ms: -1}", "dispatch: backoff_ms: Expected `float` >= 0.0"),
     ("dispatch: {retry: {backoff_base_ms: 100, backoff_max_ms: 10}}",
      "retry.backoff_max_ms must be >= retry.backoff_base_ms"),
+    ("dispatch: {fallback_response: {content: ''}}",
+     "dispatch.fallback_response.content: Expected `str` of length >= 1"),
+    ("dispatch: {content_policy_failover: maybe}", "dispatch.content_policy_failover: Expected"),
 ])
 def test_dispatch_errors_name_their_path(tmp_path, section, message):
     with pytest.raises(ConfigError) as err:
         load_config(_write(tmp_path, GOOD + section))
     assert message in str(err.value)
+
+
+def test_fallbacks_decode_by_name_or_alias(tmp_path):
+    text = GOOD.replace("context_window: 4000}", "context_window: 4000, fallbacks: [big-2024]}")
+    cfg = load_config(_write(tmp_path, text + "dispatch: {fallback_response: {content: Sorry}}"))
+    assert cfg.models[1].fallbacks == ["big-2024"]
+    assert cfg.dispatch.fallback_response.content == "Sorry"
+    assert not cfg.dispatch.content_policy_failover and cfg.routes[0].fallbacks == []
 
 
 def test_a_deployments_timeouts_error_names_the_deployment(tmp_path):

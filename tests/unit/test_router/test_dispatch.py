@@ -183,6 +183,56 @@ def test_stream_fails_over_before_the_first_chunk():
     assert a.calls >= 1
 
 
+class CutAfterRole(Fake):
+    """A stream that sends its role chunk (no content), then fails."""
+
+    async def stream(self, request: ChatRequest):
+        self.calls += 1
+        yield ChatCompletionChunk(id="x", created=0, model="m", choices=[
+            ChunkChoice(index=0, delta=Delta(role="assistant"))])
+        raise UpstreamUnavailable("cut")
+
+
+def test_a_stream_fails_over_until_its_first_content_not_its_first_chunk():
+    a, b = CutAfterRole("a"), Fake("b")
+    d = dispatcher(a, b, failure_threshold=100)
+    d.order = lambda *a, **k: list(d.upstreams)  # the cutting one first
+
+    async def run() -> tuple[list[str | None], str]:
+        first, rest, upstream = await d.open_stream(REQUEST)
+        pieces = [first.choices[0].delta.content]
+        pieces += [c.choices[0].delta.content async for c in rest]
+        return pieces, upstream.label
+
+    assert asyncio.run(run()) == (["b", "!"], "b")
+    assert a.calls == 1 and d.upstreams[0].breaker.failures == 1
+
+
+def test_a_stream_cut_mid_answer_counts_once_and_a_clean_one_resets_the_count():
+    failures = []
+    a = Fake("a")
+    d = dispatcher(a, on_failure=lambda u, m, e: failures.append(e), failure_threshold=2)
+
+    async def cut() -> None:
+        _, rest, _ = await d.open_stream(REQUEST)
+        rest._chunks = _failing()  # the upstream connection drops after the first content
+        with pytest.raises(UpstreamUnavailable):
+            async for _ in rest:
+                pass
+        await rest.aclose()
+
+    async def _failing():
+        raise UpstreamUnavailable("cut")
+        yield  # an async generator
+
+    asyncio.run(cut())
+    assert len(failures) == 1 and d.upstreams[0].breaker.failures == 1
+    assert answer(d) == "a" and d.upstreams[0].breaker.failures == 0
+    asyncio.run(cut())
+    asyncio.run(cut())
+    assert d.upstreams[0].breaker.state == "open"
+
+
 def test_an_adapter_bug_fails_over_and_ends_as_a_502_naming_its_type(caplog):
     """Anything but a ProviderError from an adapter is that deployment's failure: the next
     deployment answers; when none does, the client gets a 502 naming the type only."""
