@@ -22,6 +22,7 @@ import msgspec
 
 from router.policy import NoEligibleModel
 from router.requirements import Requirements, excluded_because
+from service.arms import arm_key
 from service.regions import models_in
 
 if TYPE_CHECKING:
@@ -98,8 +99,6 @@ def _next_best(ex: Exchange, gw: Gateway, failed: tuple[str, ...], chain: list[s
         allowed = {m for m in allowed if m in gw.dispatchers and _avoids(gw, m, avoid)}
     if not allowed:
         return False
-    from service.stages.route import arm_key  # the route stage imports this module
-
     try:
         decision = engine.select(d.route, ex.prompt or "", needs=ex.needs,
                                  input_tokens=ex.input_tokens, embedding=ex.embedding,

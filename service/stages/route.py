@@ -27,6 +27,7 @@ from router.requirements import (
     routing_prompt,
 )
 from router.wire.openai import ChatRequest, EmbeddingsRequest
+from service.arms import arm_key
 from service.errors import BadRequest, ModelNotFound, Unsatisfiable
 from service.fallback import fitting
 from service.pipeline import Encoded, Exchange
@@ -187,13 +188,3 @@ async def routing_encoding(gw: Gateway, engine: RoutingEngine, text: str) -> Enc
 def matches(encoded: Encoded, engine: RoutingEngine) -> bool:
     """Whether ``encoded`` is what ``engine``'s router reads (same encoder, same layers)."""
     return encoded.encoder is engine.encoder and encoded.layers == tuple(engine.router.layers)
-
-
-def arm_key(ex: Exchange, engine: RoutingEngine, target: str) -> str | None:
-    """Who a split route's arm is drawn for: the request's ``user`` (else its tenant), or the
-    tenant, as the route's ``split.by`` says."""
-    route = engine.routes.get(target)
-    if route is None or route.entry.split is None:
-        return None
-    user = getattr(ex.request, "user", None)
-    return ex.tenant if route.entry.split.by == "tenant" or not user else f"user:{user}"
