@@ -10,22 +10,11 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get
 
-from service.auth import needs, own_only
+from service.auth import needs, own_only, tenant_in_view
 from service.batch_api import NotFound
 from service.batch_runner import BatchRunner
 
 _ENCODE = msgspec.json.Encoder()
-
-
-def _scope(request: Request[Any, Any, Any], tenant: str | None) -> str | None:
-    """The tenant a caller may look at: any (None) for the platform, else its own."""
-    principal = request.state.principal
-    org = request.app.state.auth.config.governance.platform_org
-    if principal.via != "master" and principal.tenant != org:
-        tenant = tenant or principal.tenant
-    if tenant is not None:
-        own_only(request, tenant)
-    return tenant
 
 
 def _row(tenant: str, batch: Any, lines: dict[str, int]) -> dict[str, Any]:
@@ -40,7 +29,7 @@ async def admin_list_batches(request: Request[Any, Any, Any], batches: BatchRunn
                              tenant: str | None = None, status: str | None = None,
                              after: str | None = None, limit: int = 100) -> Response[bytes]:
     """Batches newest first, with their counts, progress (0..1) and lines per state."""
-    tenant = _scope(request, tenant)
+    tenant = tenant_in_view(request, tenant)
     store = batches.store
     found = await asyncio.to_thread(store.list_batches, tenant, after=after, status=status,
                                     limit=min(max(limit, 1), 1000))

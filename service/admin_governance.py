@@ -19,7 +19,7 @@ from litestar import Request, Response, delete, get, post
 
 from router.governance.keys import ApiKey, Role
 from router.usage import erase_user, usage
-from service.auth import Authenticator, audited, needs, own_only
+from service.auth import Authenticator, audited, needs, own_only, tenant_in_view
 from service.errors import APIError, BadRequest, Conflict, decode_body
 from service.gateway import Gateway
 
@@ -133,12 +133,7 @@ async def usage_report(request: Request[Any, Any, Any], gateway: Gateway,
                        ) -> Response[bytes]:
     """Requests, tokens and spend grouped by any of tenant, user, project, model, key and day
     (``group_by=model,day``); an organisation sees only its own."""
-    principal = request.state.principal
-    org = request.app.state.auth.config.governance.platform_org
-    if principal.via != "master" and principal.tenant != org:
-        tenant = tenant or principal.tenant
-    if tenant is not None:
-        own_only(request, tenant)
+    tenant = tenant_in_view(request, tenant)
     if gateway.traffic is None:
         raise Conflict("usage is read from the traffic log: traffic.enabled is false")
     groups = [g.strip() for g in group_by.split(",") if g.strip()]

@@ -325,6 +325,18 @@ def own_only(connection: ASGIConnection, tenant: str) -> None:
         raise Forbidden(f"this credential acts for {principal.tenant!r}, not {tenant!r}")
 
 
+def tenant_in_view(connection: ASGIConnection, tenant: str | None) -> str | None:
+    """The tenant a listing may show: the one asked for if the caller may act on it (else
+    403), else the caller's own organisation — or every tenant (None) for the platform."""
+    principal: Principal = connection.state.principal
+    org = connection.app.state.auth.config.governance.platform_org
+    if principal.via != "master" and principal.tenant != org:
+        tenant = tenant or principal.tenant
+    if tenant is not None:
+        own_only(connection, tenant)
+    return tenant
+
+
 async def audited(connection: ASGIConnection, action: str, target: str | None = None,
                   detail: dict | None = None) -> None:
     """Append an admin action to the audit log: who (the credential), what, from where."""

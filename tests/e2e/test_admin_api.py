@@ -7,7 +7,6 @@ import pytest
 from litestar.testing import TestClient
 
 from router.config import load_config
-from router.engine import RoutingEngine
 from router.overlay import load_effective_config, read_overlay
 from service.app import create_app
 
@@ -18,10 +17,6 @@ NEW_MODEL = {"name": "qwen-2.5-72b", "input_price": 0.9, "output_price": 0.9,
 PROVIDER = {"name": "sim-fast", "type": "simulated", "simulated": {"ttft_ms": 0}}
 CHAT = {"messages": [{"role": "user", "content": "Summarise the plot of Hamlet."}]}
 
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 @pytest.fixture()

@@ -12,15 +12,9 @@ import pytest
 from litestar.testing import TestClient
 
 from router.config import Deployment, GovernanceConfig, load_config
-from router.engine import RoutingEngine
 from router.governance.stores import Governance
 from router.providers.simulated import SimulatedSettings
 from service.app import create_app
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 @pytest.fixture()

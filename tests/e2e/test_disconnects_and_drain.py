@@ -9,20 +9,14 @@ import time
 
 import httpx
 import msgspec
-import pytest
 
 from router.config import Deployment, SimulatedSettings, load_config
-from router.engine import RoutingEngine
 from router.traffic import TrafficLog
 from tests.e2e.gateway_server import app_logs, gateway
 
 BODY = {"model": "gpt-4o", "stream": True, "max_tokens": 200,
         "messages": [{"role": "user", "content": "Tell me a long story about routers."}]}
 
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 def slow_config(tmp_path, drain_s: float):

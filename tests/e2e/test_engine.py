@@ -3,15 +3,10 @@
 import numpy as np
 import pytest
 
-from router.config import ConfigError, load_config
+from router.config import ConfigError
 from router.engine import RoutingEngine
 from router.policy import NoEligibleModel, PolicySpec
 from training.data import load
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import pytest
 from litestar.testing import TestClient
 
 from router.config import Deployment, SimulatedSettings, load_config
-from router.engine import RoutingEngine
 from router.traffic import TrafficLog
 from service.app import create_app
 
@@ -16,10 +15,6 @@ PROMPT = "Write a haiku about routers, then explain its meter."
 BODY = {"model": "auto", "messages": [{"role": "system", "content": "You are a poet."},
                                       {"role": "user", "content": PROMPT}], "user": "ada"}
 
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 def configured(tmp_path, **traffic):

@@ -8,17 +8,12 @@ import pytest
 from litestar.testing import TestClient
 
 from router.config import CacheConfig, load_config
-from router.engine import RoutingEngine
 from router.traffic import TrafficLog
 from service.app import create_app
 
 ASK = {"model": "auto", "temperature": 0,
        "messages": [{"role": "user", "content": "Name three prime numbers."}]}
 
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 def configured(tmp_path, **cache):

@@ -11,7 +11,6 @@ import pytest
 from litestar.testing import TestClient
 
 from router.config import Deployment, ProviderEntry, load_config
-from router.engine import RoutingEngine
 from router.providers import UpstreamRefused, UpstreamRejected
 from router.providers.http_io import error_for_status
 from service.app import create_app
@@ -23,10 +22,6 @@ from tests.upstreams.openai_compat import create_app as openai_sim
 
 OPENAI_KEY = "sk-sim-0123456789abcdef"
 
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 @pytest.fixture(scope="module")

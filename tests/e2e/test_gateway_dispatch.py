@@ -11,7 +11,6 @@ from litestar.testing import TestClient
 
 from router.config import Deployment, ProviderEntry, RouteEntry, load_config
 from router.dispatch_config import ProbeConfig
-from router.engine import RoutingEngine
 from router.providers import Timeouts
 from service.app import create_app
 from tests.upstreams import serve
@@ -20,10 +19,6 @@ from tests.upstreams.openai_compat import create_app as openai_sim
 
 KEY = "sk-sim-0123456789abcdef"
 
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 @pytest.fixture(scope="module")

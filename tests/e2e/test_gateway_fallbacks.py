@@ -10,17 +10,12 @@ from litestar.testing import TestClient
 
 from router.config import ConfigError, Deployment, SimulatedSettings, load_config
 from router.dispatch_config import FallbackResponse
-from router.engine import RoutingEngine
 from router.traffic import TrafficLog
 from service.app import create_app
 
 BROKEN = Deployment(provider="simulated", simulated=SimulatedSettings(failure_rate=1.0))
 PROMPT = {"role": "user", "content": "Prove that the square root of 2 is irrational."}
 
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 def gateway(engine, *, models=None, routes=None, dispatch=None, log_to=None):

@@ -11,7 +11,6 @@ import pytest
 from litestar.testing import TestClient
 
 from router.config import Deployment, ProviderEntry, load_config
-from router.engine import RoutingEngine
 from service.app import create_app
 from tests.upstreams import serve
 from tests.upstreams.faults import ANTHROPIC_KEY, OPENAI_KEY, Fault, FaultUpstream, Schedule, Tally
@@ -20,10 +19,6 @@ TIMEOUT_S = 0.4  # each deployment's: hangs fail over fast
 MASTER = "sk-master-faults-0123456789"
 AUTH = {"authorization": f"Bearer {MASTER}"}
 
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 @pytest.fixture(scope="module")

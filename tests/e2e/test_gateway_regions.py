@@ -16,7 +16,6 @@ import pytest
 from litestar.testing import TestClient
 
 from router.config import Deployment, ProviderEntry, RouteEntry, load_config
-from router.engine import RoutingEngine
 from router.providers import Timeouts
 from service.app import create_app
 from tests.upstreams import serve
@@ -40,10 +39,6 @@ class Counted:
                 await asyncio.sleep(self.slow)
         await self.app(scope, receive, send)
 
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 @pytest.fixture(scope="module")

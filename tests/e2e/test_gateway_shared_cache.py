@@ -15,7 +15,6 @@ import msgspec
 import pytest
 
 from router.config import CacheConfig, RedisConfig, load_config
-from router.engine import RoutingEngine
 from tests.e2e.gateway_server import gateway, redis_prefix
 
 REDIS_URL = os.environ.get("CONTEXTFORGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -29,10 +28,6 @@ def asking(text: str, **extra) -> dict:
     return {"model": "auto", "temperature": 0,
             "messages": [{"role": "user", "content": text}], **extra}
 
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 @pytest.fixture()

@@ -7,7 +7,6 @@ import pytest
 from litestar.testing import TestClient
 
 from router.config import GovernanceConfig, LimitsConfig, load_config
-from router.engine import RoutingEngine
 from router.governance.stores import Governance
 from router.traffic import TrafficLog
 from service.app import create_app
@@ -15,14 +14,6 @@ from service.app import create_app
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "Name three prime numbers."}]}
 
 
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
-
-
-@pytest.fixture()
-def secret(monkeypatch):
-    monkeypatch.setenv("CONTEXTFORGE_KEY_SECRET", "test-secret-0123456789")
 
 
 def configured(tmp_path, *, limits: LimitsConfig | None = None, host: str = "127.0.0.1",

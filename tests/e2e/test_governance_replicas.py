@@ -21,7 +21,6 @@ from router.config import (
     RedisConfig,
     load_config,
 )
-from router.engine import RoutingEngine
 from router.governance.stores import Governance
 from tests.e2e.gateway_server import gateway, redis_prefix
 
@@ -29,10 +28,6 @@ REDIS_URL = os.environ.get("CONTEXTFORGE_TEST_REDIS_URL", "redis://127.0.0.1:637
 ASK = {"model": "gpt-4o", "max_tokens": 10,
        "messages": [{"role": "user", "content": "Name three prime numbers."}]}
 
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 @pytest.fixture()

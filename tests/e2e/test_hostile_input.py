@@ -15,7 +15,6 @@ from litestar import Litestar, Request, post
 from litestar.testing import TestClient
 
 from router.config import load_config
-from router.engine import RoutingEngine
 from router.traffic import TrafficLog
 from service.app import create_app
 from tests.e2e.gateway_server import gateway
@@ -23,10 +22,6 @@ from tests.upstreams import serve
 
 MSG = [{"role": "user", "content": "Is 97 prime?"}]
 
-
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
 
 
 def configured(tmp_path, **server):

@@ -11,8 +11,7 @@ import httpx
 import msgspec
 import pytest
 
-from router.config import JwtConfig, TlsConfig, load_config
-from router.engine import RoutingEngine
+from router.config import JwtConfig, TlsConfig
 from router.governance.audit import AuditRecord
 from router.governance.stores import Governance
 from tests.e2e.gateway_server import gateway
@@ -22,14 +21,6 @@ from tests.tls_certs import self_signed
 CHAT = "/v1/chat/completions"
 
 
-@pytest.fixture(scope="module")
-def engine():
-    return RoutingEngine.from_config(load_config())
-
-
-@pytest.fixture()
-def secret(monkeypatch):
-    monkeypatch.setenv("CONTEXTFORGE_KEY_SECRET", "test-secret-0123456789")
 
 
 def networked(cfg, *, proxies: list[str] | None = None, header: str = "x-forwarded-for",
