@@ -16,7 +16,7 @@ import msgspec
 import yaml
 
 from router.dispatch_config import DispatchConfig as DispatchConfig
-from router.dispatch_config import FallbackResponse, Region, Strategy
+from router.dispatch_config import FallbackResponse, HedgeConfig, Region, Strategy
 from router.errors import ConfigError as ConfigError
 from router.governance.networks import network_errors
 from router.policy import Exploration, PolicySpec
@@ -96,6 +96,8 @@ class RouteEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fallbacks: list[str] = []
     # Its requests' answer when everything failed; None: ``dispatch.fallback_response``.
     fallback_response: FallbackResponse | None = None
+    # Hedging of the requests it routes (its own share cap); None: ``dispatch.hedge``.
+    hedge: HedgeConfig | None = None
 
 
 class EncoderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -1,5 +1,5 @@
 """The config's ``dispatch`` section: balancing strategy, retries, circuit breakers, timeouts,
-active health probes and region requirements (decoded by ``router.config``; read by
+active health probes, hedging and region requirements (decoded by ``router.config``; read by
 ``router.dispatch``).
 
 Its own module so that ``router.dispatch`` and ``router.config`` both import it without a
@@ -73,6 +73,27 @@ class ProbeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "ping"
 
 
+class HedgeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Hedged requests: when a call's first token is late — later than ``percentile`` of that
+    deployment's recent times to first token (a whole answer's time, unstreamed), and at
+    least ``min_delay_ms`` — a second call goes to another eligible deployment of the model
+    (same region rules, breaker closed, not tried yet); the first to produce a first token
+    answers and the other is cancelled, its cost (the prompt) added to the request's.
+
+    ``max_share`` caps the hedged share of the requests a route (``routes[].hedge``, else
+    this) sent in the last ``window_s``: a slow provider must not double the traffic. A
+    deployment with fewer than ``min_samples`` recent timings is never the first call of a
+    hedge (no percentile to trust yet). Off by default: a hedge may pay for a second prompt.
+    """
+
+    enabled: bool = False
+    percentile: Annotated[float, msgspec.Meta(ge=50, le=99.9)] = 95.0
+    min_delay_ms: Annotated[float, msgspec.Meta(ge=0, le=600_000)] = 20.0
+    max_share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.1
+    window_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
+    min_samples: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
+
+
 class FallbackResponse(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The answer a chat request gets when every deployment and every fallback model failed
     (instead of the 5xx): a normal completion or stream with this text, marked by the
@@ -94,6 +115,7 @@ class DispatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # deployment's ``timeout_s``, else ``server.upstream_timeout_s`` (10 s for connect).
     timeouts: Timeouts = Timeouts()
     probes: ProbeConfig = ProbeConfig()
+    hedge: HedgeConfig = HedgeConfig()  # a route may set its own (``routes[].hedge``)
     # Smoothing of the latency averages that ``lowest_latency`` reads (weight of a new call).
     latency_alpha: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.2
     # Routed requests only: when every deployment of the chosen model failed, how many other

@@ -18,7 +18,7 @@ from router.cache.shared import build_shared_cache
 from router.cache.store import ResponseCache, build_cache
 from router.catalog import Catalog
 from router.config import Config, TrafficConfig
-from router.dispatch import Dispatcher, build_dispatchers
+from router.dispatch import Dispatcher, HedgeBudgets, build_dispatchers
 from router.embedding import MicroBatcher
 from router.engine import RoutingEngine
 from router.governance.principal import OPEN, Principal
@@ -71,6 +71,7 @@ class Gateway:
         self.engine = engine
         self.batcher = batcher
         self.dispatchers = dispatchers
+        self.hedges = HedgeBudgets()  # each route's hedged share (``service.hedging``)
         self.metrics = metrics
         self.ctx = ctx
         self.traffic = traffic

@@ -38,6 +38,10 @@ class Metrics:
                                           "Routed requests moved to the next-best model after "
                                           "every deployment of the chosen one failed",
                                           ["failed", "chosen"], registry=r)
+        self.hedges = Counter("contextforge_hedged_requests",
+                              "Hedges (a late first token raced a call to a second deployment),"
+                              " by whether the hedge's answer was the one used",
+                              ["model", "answered"], registry=r)
         self.latency = Histogram("contextforge_request_duration_seconds",
                                  "Request latency, arrival to last byte",
                                  ["endpoint", "model"], buckets=_LATENCY, registry=r)

@@ -20,6 +20,10 @@ Streams fail over only until their first content (content-free chunks are held b
 then): after that the client has the answer's start and a switch would splice two answers; a
 later failure counts in the deployment's breaker once, and a stream's success is its clean end.
 
+Hedging (``_hedge``, off by default): when a call's first token is later than a percentile of
+its deployment's recent ones, a second call goes to another eligible deployment and the first
+to answer wins; the other is cancelled and its cost noted; a route caps its hedged share.
+
 Health (``_health``) is passive by default — real traffic's errors and latency — and active
 when ``dispatch.probes.enabled`` (``probe_forever``). The breaker opens on consecutive
 failures or on a failure rate over a window; a request the upstream refused as invalid never
@@ -27,7 +31,8 @@ counts. When every deployment is open, a call fails fast with 503 and a Retry-Af
 soonest reopening: hammering a dead upstream only adds latency.
 
 Module layout: ``_health`` (breaker, load and latency), ``_strategies`` (orderings),
-``_retry`` (backoff, deadline), ``_upstream`` (one deployment), ``_dispatcher`` (the calls).
+``_retry`` (backoff, deadline), ``_hedge`` (hedging's budgets and record), ``_upstream`` (one
+deployment), ``_dispatcher`` (the calls).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from collections.abc import Callable, Mapping
 from router.config import Config, ModelEntry
 from router.dispatch._dispatcher import Dispatcher, FailureHook, NoDeploymentInRegion, Regions
 from router.dispatch._health import CircuitBreaker, Health, State, state_of
+from router.dispatch._hedge import Hedge, HedgeBudget, HedgeBudgets, Waste
 from router.dispatch._retry import Deadline, RetryPolicy
 from router.dispatch._strategies import STRATEGIES
 from router.dispatch._upstream import Upstream, deployment_label, upstream_for
@@ -109,11 +115,15 @@ __all__ = [
     "Dispatcher",
     "FailureHook",
     "Health",
+    "Hedge",
+    "HedgeBudget",
+    "HedgeBudgets",
     "NoDeploymentInRegion",
     "Regions",
     "RetryPolicy",
     "State",
     "Upstream",
+    "Waste",
     "build_dispatchers",
     "deployment_label",
     "probe_forever",

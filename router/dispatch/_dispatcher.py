@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import TypeVar
 
 from router.dispatch._health import CircuitBreaker
+from router.dispatch._hedge import Hedge, Waste
 from router.dispatch._retry import Deadline, RetryPolicy
 from router.dispatch._strategies import STRATEGIES
 from router.dispatch._upstream import Upstream
@@ -34,6 +35,9 @@ from router.providers import (
 T = TypeVar("T")
 FailureHook = Callable[[Upstream, str, ProviderError], None]
 Regions = Collection[str] | None
+# What to do with a call's result that lost a race but arrived anyway: release what it holds
+# (a stream's connection) and say its tokens, if known.
+Release = Callable[[Upstream, T], Awaitable[tuple[int, int] | None]]
 
 
 class NoDeploymentInRegion(UpstreamUnavailable):
@@ -78,9 +82,17 @@ class Dispatcher:
         return STRATEGIES[strategy or self.strategy](ready, self._rng, stream)
 
     async def complete(self, request: ChatRequest, *, regions: Regions = None,
-                       strategy: str | None = None) -> tuple[ChatCompletion, Upstream]:
-        """The first deployment's answer that succeeds, and which one gave it."""
-        return await self._attempts(lambda u: u.provider.complete(request), regions, strategy)
+                       strategy: str | None = None, hedge: Hedge | None = None,
+                       ) -> tuple[ChatCompletion, Upstream]:
+        """The first deployment's answer that succeeds, and which one gave it. With ``hedge``
+        (enabled), a late answer races a second call to another deployment."""
+
+        async def release(u: Upstream, late: ChatCompletion) -> tuple[int, int] | None:
+            usage = late.usage
+            return (usage.prompt_tokens, usage.completion_tokens) if usage else None
+
+        return await self._attempts(lambda u: u.provider.complete(request), regions, strategy,
+                                    hedge=hedge, release=release)
 
     async def embed(self, request: EmbeddingsRequest, *, regions: Regions = None,
                     ) -> tuple[EmbeddingsResponse, Upstream]:
@@ -95,7 +107,7 @@ class Dispatcher:
         return await self._attempts(call, regions, None)
 
     async def open_stream(self, request: ChatRequest, *, regions: Regions = None,
-                          strategy: str | None = None,
+                          strategy: str | None = None, hedge: Hedge | None = None,
                           ) -> tuple[ChatCompletionChunk | None,
                                      AsyncIterator[ChatCompletionChunk], Upstream]:
         """A stream whose first content has arrived, and its deployment: its first chunk
@@ -106,7 +118,8 @@ class Dispatcher:
         ``stream_idle_s``; a failure there ends the stream with an ``UpstreamTimeout`` /
         ``ProviderError``, recorded in the breaker once (streams fail over only until their
         first content: after it the client has the answer's start, and a switch would splice
-        two answers)."""
+        two answers). With ``hedge`` (enabled), a late first content races a second stream
+        from another deployment, and the loser is closed before the client sees a chunk."""
 
         async def head(u: Upstream) -> tuple[list[ChatCompletionChunk],
                                              AsyncIterator[ChatCompletionChunk]]:
@@ -122,7 +135,16 @@ class Dispatcher:
                 raise
             return held, chunks
 
-        (held, rest), upstream = await self._attempts(head, regions, strategy, stream=True)
+        async def release(u: Upstream, late: tuple[list[ChatCompletionChunk],
+                                                    AsyncIterator[ChatCompletionChunk]],
+                          ) -> tuple[int, int] | None:
+            await late[1].aclose()  # type: ignore[attr-defined]
+            u.health.inflight -= 1  # a stream's call stays in flight until it is closed
+            u.breaker.success()
+            return None
+
+        (held, rest), upstream = await self._attempts(head, regions, strategy, stream=True,
+                                                      hedge=hedge, release=release)
         first = held[0] if held else None
         if first is not None and first.usage is not None:
             upstream.health.used(first.usage.total_tokens)
@@ -152,7 +174,9 @@ class Dispatcher:
         return True
 
     async def _attempts(self, call: Callable[[Upstream], Awaitable[T]], regions: Regions,
-                        strategy: str | None, stream: bool = False) -> tuple[T, Upstream]:
+                        strategy: str | None, stream: bool = False, *,
+                        hedge: Hedge | None = None, release: Release[T] | None = None,
+                        ) -> tuple[T, Upstream]:
         if not self.serves(regions):
             raise NoDeploymentInRegion(
                 f"no deployment of {self.model!r} is in the required region(s) "
@@ -162,6 +186,23 @@ class Dispatcher:
         last: ProviderError | None = None
         tried: set[int] = set()
         attempt = retries = waits = 0
+        if hedge is not None and not hedge.config.enabled:
+            hedge = None
+        if hedge is not None:
+            hedge.count_request()
+
+        def spare() -> Upstream | None:
+            """Another deployment for a hedge: allowed here, closed breaker, not tried yet,
+            the best the strategy ranks (and then it counts as an attempt)."""
+            nonlocal attempt
+            if attempt >= cfg.max_attempts:
+                return None
+            for h in self.order(strategy, regions, stream):
+                if id(h) not in tried and h.breaker.state == "closed":
+                    tried.add(id(h))
+                    attempt += 1
+                    return h
+            return None
         while attempt < cfg.max_attempts:
             order = self.order(strategy, regions, stream)
             if not order:  # every deployment cooling down: wait for a short Retry-After
@@ -192,7 +233,10 @@ class Dispatcher:
                 attempt += 1
                 called = True
                 try:
-                    return await self._call(u, call, remaining, stream), u
+                    if hedge is None:
+                        return await self._call(u, call, remaining, stream), u
+                    assert release is not None
+                    return await self._hedged(u, call, deadline, stream, hedge, spare, release)
                 except ProviderError as failure:
                     if not failure.retryable:
                         raise
@@ -232,6 +276,10 @@ class Dispatcher:
                 exc.provider = u.deployment.provider
         except Exception as exc:  # an adapter bug fails this deployment, not the client
             failure = u.unexpected(exc)
+        except asyncio.CancelledError:  # the client left, or a hedge race was decided
+            health.inflight -= 1
+            u.breaker.probing = False  # a half-open breaker's probe must not stay taken
+            raise
         else:
             ms = (time.perf_counter() - start) * 1e3
             if stream:
@@ -250,6 +298,66 @@ class Dispatcher:
             (health.first_token if stream else health.latency)(ms)
         self._failed(u, u.clean(failure))
         raise failure
+
+    async def _hedged(self, u: Upstream, call: Callable[[Upstream], Awaitable[T]],
+                      deadline: Deadline, stream: bool, hedge: Hedge,
+                      spare: Callable[[], Upstream | None], release: Release[T],
+                      ) -> tuple[T, Upstream]:
+        """One attempt at ``u`` that, when its first token is late, races a second call to
+        ``spare()``: the first to succeed answers, the other is cancelled (or, if it too
+        answered, released) and noted in ``hedge.wasted``. A racer that fails leaves the other
+        running: that is the failover. A cancelled call counts as a failure of its
+        deployment (a timeout) only when it had been running past its own lateness, so a
+        deployment that hangs opens its breaker while every request it holds is rescued."""
+        cfg = hedge.config
+        late = u.health.late_after_ms(stream, cfg.percentile, cfg.min_samples)
+        remaining = deadline.remaining()
+        if late is None or max(late, cfg.min_delay_ms) / 1e3 >= remaining:
+            return await self._call(u, call, remaining, stream), u
+        racers: dict[asyncio.Task[T], tuple[Upstream, float]] = {
+            asyncio.ensure_future(self._call(u, call, remaining, stream)):
+                (u, time.perf_counter())}
+        try:
+            done, _ = await asyncio.wait(racers, timeout=max(late, cfg.min_delay_ms) / 1e3)
+            if not done and hedge.budget.allows() and (h := spare()) is not None:
+                hedge.budget.take()
+                hedge.fired += 1
+                task = asyncio.ensure_future(self._call(h, call, deadline.remaining(), stream))
+                racers[task] = (h, time.perf_counter())
+            failure: BaseException | None = None
+            while racers:
+                done, _ = await asyncio.wait(racers, return_when=asyncio.FIRST_COMPLETED)
+                for task in [t for t in racers if t in done]:  # the first call first
+                    who, _started = racers.pop(task)
+                    failure = task.exception()
+                    if failure is None:
+                        hedge.won += who is not u
+                        return task.result(), who
+                    if isinstance(failure, ProviderError) and not failure.retryable:
+                        raise failure  # the request's fault: the other call's too
+            assert failure is not None
+            raise failure
+        finally:
+            await self._settle_losers(racers, hedge, stream, release)
+
+    async def _settle_losers(self, racers: dict[asyncio.Task[T], tuple[Upstream, float]],
+                             hedge: Hedge, stream: bool, release: Release[T]) -> None:
+        """Cancel the calls still racing, and record what each cost and how it ended."""
+        for task in racers:
+            task.cancel()
+        await asyncio.gather(*racers, return_exceptions=True)
+        cfg = hedge.config
+        for task, (who, started) in racers.items():
+            if task.cancelled():
+                hedge.wasted.append(Waste(who))
+                ran_ms = (time.perf_counter() - started) * 1e3
+                late = who.health.late_after_ms(stream, cfg.percentile, cfg.min_samples)
+                if late is not None and ran_ms >= max(late, cfg.min_delay_ms):
+                    self._failed(who, UpstreamTimeout(
+                        f"{who.deployment.provider} upstream gave no first token in "
+                        f"{ran_ms:.0f} ms (a hedge answered first)"))
+            elif task.exception() is None:  # it answered too, in a race too close to call
+                hedge.wasted.append(Waste(who, await release(who, task.result())))
 
     def _failed(self, u: Upstream, exc: ProviderError) -> None:
         """Record one failed attempt, once: the hook (metrics), then the breaker."""
@@ -346,4 +454,5 @@ def _tokens(result: object) -> int:
     return getattr(usage, "total_tokens", 0) or 0
 
 
-__all__ = ["CircuitBreaker", "Dispatcher", "FailureHook", "NoDeploymentInRegion", "Regions"]
+__all__ = ["CircuitBreaker", "Dispatcher", "FailureHook", "NoDeploymentInRegion", "Regions",
+           "Release"]

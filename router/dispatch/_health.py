@@ -9,11 +9,13 @@ itself caused (the upstream refused it as invalid) are recorded as ``answered``:
 deployment is alive, so they close a half-open breaker and never count as failures.
 
 ``Health``: what balancing reads: calls in flight, latency averages (EWMA of whole answers and
-of streams' first chunks) and the last minute's requests and tokens (against RPM/TPM quotas).
+of streams' first chunks) and the last minute's requests and tokens (against RPM/TPM quotas);
+and what hedging reads: the recent timings' percentiles (``Recent``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -129,6 +131,36 @@ class CircuitBreaker:
 
 
 @dataclass(slots=True)
+class Recent:
+    """The last ``size`` timings (ms) and their percentiles. The sorted copy is redone only
+    after ``size // 16`` new samples: a hedge asks on every call, and a percentile of
+    hundreds of samples barely moves with one more."""
+
+    size: int = 256
+    _samples: deque[float] = field(default_factory=deque)
+    _sorted: list[float] = field(default_factory=list)
+    _stale: int = 0
+
+    def add(self, ms: float) -> None:
+        if len(self._samples) == self.size:
+            self._samples.popleft()
+        self._samples.append(ms)
+        self._stale += 1
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def percentile(self, q: float) -> float | None:
+        """The ``q``-th percentile (nearest rank) of the samples; ``None`` without any."""
+        if not self._samples:
+            return None
+        if self._stale > max(1, self.size // 16) or not self._sorted:
+            self._sorted, self._stale = sorted(self._samples), 0
+        ranked = self._sorted
+        return ranked[min(len(ranked) - 1, max(0, math.ceil(q / 100 * len(ranked)) - 1))]
+
+
+@dataclass(slots=True)
 class Health:
     """Load and latency of one deployment (see the module docstring)."""
 
@@ -139,14 +171,25 @@ class Health:
     ttft_ms: float | None = None  # EWMA of streams' time to first chunk
     # the last minute's calls (a) and tokens (b, counted when an answer says them)
     _usage: Window = field(default_factory=lambda: Window(_USAGE_WINDOW_S, slots=60))
+    # recent timings of whole answers and of streams' first chunks (hedging's percentiles)
+    recent_latency: Recent = field(default_factory=Recent)
+    recent_ttft: Recent = field(default_factory=Recent)
 
     def latency(self, ms: float) -> None:
         self.latency_ms = ms if self.latency_ms is None else (
             self.latency_ms + self.alpha * (ms - self.latency_ms))
+        self.recent_latency.add(ms)
 
     def first_token(self, ms: float) -> None:
         self.ttft_ms = ms if self.ttft_ms is None else (
             self.ttft_ms + self.alpha * (ms - self.ttft_ms))
+        self.recent_ttft.add(ms)
+
+    def late_after_ms(self, stream: bool, percentile: float, min_samples: int) -> float | None:
+        """When a call's first token (a whole answer, unstreamed) is late: the ``percentile``
+        of the recent ones; ``None`` with fewer than ``min_samples`` of them."""
+        recent = self.recent_ttft if stream else self.recent_latency
+        return recent.percentile(percentile) if len(recent) >= min_samples else None
 
     def started(self) -> None:
         """A call went out (counts against the deployment's RPM)."""

@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 
 def cost_usd(ex: Exchange) -> float:
     """What the answer cost: the provider's usage priced by the catalog (nothing for an answer
-    the cache gave)."""
+    the cache gave), plus the calls it paid for and did not use (a hedge's loser), which a
+    failed request pays too."""
+    return _answer_cost_usd(ex) + ex.wasted_usd
+
+
+def _answer_cost_usd(ex: Exchange) -> float:
     if ex.model is None or ex.status != 200 or ex.cache.startswith("hit"):
         return 0.0
     u = ex.usage
@@ -70,9 +75,10 @@ class Account:
                     ex.upstream.deployment.provider if ex.upstream else "none")
         m.child(m.requests, ex.kind, provider, model, str(ex.status)).inc()
         m.child(m.latency, ex.kind, model).observe(elapsed)
+        if (u is not None and ex.status == 200) or ex.wasted_usd:
+            m.child(m.cost, ex.tenant, model).inc(ex.cost_usd)
         if u is not None and ex.status == 200:
             m.child(m.tokens, ex.tenant, model, "input").inc(u.prompt_tokens)
-            m.child(m.cost, ex.tenant, model).inc(ex.cost_usd)
             if not isinstance(u, EmbeddingUsage):
                 m.child(m.tokens, ex.tenant, model, "output").inc(u.completion_tokens)
                 if ex.ttft_ms is not None:

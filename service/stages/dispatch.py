@@ -13,6 +13,8 @@ A request pinned to regions (``ex.regions``, ``service.regions``) passes them to
 dispatcher call, fallbacks included: no other region's deployment is ever called. A route's
 own ``strategy`` overrides its chosen model's for the requests it routes. When everything
 failed, a configured fallback response (``service.fallback_response``) answers instead.
+With hedging on for the request (``service.hedging``), a late first token races a second
+deployment inside the dispatcher; the calls it paid for and did not use are priced here.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from service import fallback_response
 from service.answer import Answer
 from service.errors import from_provider_error
 from service.fallback import fall_back
+from service.hedging import hedge_for, settle
 from service.pipeline import CANCELLED, CLIENT_GONE, Exchange
 
 if TYPE_CHECKING:
@@ -55,18 +58,21 @@ class Dispatch:
                    else _provider_embeddings(ex, ex.request, gw))
             return
         assert ex.model is not None and isinstance(ex.request, ChatRequest)
+        hedge = ex.hedge = hedge_for(ex, gw)
         while True:
             dispatcher = gw.dispatchers[ex.model.name]
             strategy = _route_strategy(ex, gw)
             try:
                 if ex.stream:
                     first, rest, ex.upstream = await dispatcher.open_stream(
-                        ex.request, regions=ex.regions, strategy=strategy)
+                        ex.request, regions=ex.regions, strategy=strategy, hedge=hedge)
                 else:
                     completion, ex.upstream = await dispatcher.complete(
-                        ex.request, regions=ex.regions, strategy=strategy)
+                        ex.request, regions=ex.regions, strategy=strategy, hedge=hedge)
                 break
             except ProviderError as exc:
+                if hedge is not None:
+                    settle(ex, hedge, gw)
                 if _may_fall_back(exc, gw) and fall_back(
                         ex, gw, str(exc), avoid=getattr(exc, "provider", None)):
                     continue
@@ -75,6 +81,8 @@ class Dispatch:
                     raise
                 fallback_response.answer(ex, reply, exc)
                 return
+        if hedge is not None:
+            settle(ex, hedge, gw)
         # The answer is gathered for the log (traffic.log_answers) and for the cache to keep.
         keep = ex.cache_store or (gw.traffic is not None and gw.traffic_config.log_answers)
         if ex.stream:

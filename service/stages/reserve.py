@@ -5,9 +5,10 @@ route stage (the model and the prompt's token count are known) and dispatch (the
 provider is called): the model's own request limits, tokens per minute on every scope — the
 prompt's tokens plus the most the model may write (``max_tokens``, else what its context
 window leaves), corrected to the real count when the answer is in — and the budgets: the most
-the request can cost at the chosen model's prices is reserved against each budget it falls
-under, and replaced by the real cost when it ends (released if it failed at no cost). See
-``router.limits`` for why this cannot overspend.
+the request can cost at the chosen model's prices (twice that when it may be hedged: two calls
+could both answer) is reserved against each budget it falls under, and replaced by the real
+cost when it ends (released if it failed at no cost). See ``router.limits`` for why this cannot
+overspend.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from router.catalog import Catalog
 from router.limits.plan import budgets_for, request_charges, token_charges
 from router.limits.windows import Admission, Charge
 from router.wire.openai import ChatRequest, EmbeddingUsage, Usage
+from service.hedging import hedge_config
 from service.pipeline import Exchange
 from service.stages.headers import rate_headers
 
@@ -55,6 +57,8 @@ class Reserve:
             ex.token_charges = tokens
         budgets = budgets_for(limits.config.budgets, ex.principal)
         most = Catalog.cost_usd(model, prompt, most_out)
+        if hedge_config(ex, gw).enabled:  # a hedge may pay for a second call
+            most *= 2
         if budgets and most > 0:  # a free model (the gateway's own encoder) spends nothing
             ex.hold = await limits.reserve(ex.id, budgets, most)
 
