@@ -119,6 +119,8 @@ class Exchange:
     cache_generation: tuple[int, int] = (0, 0)  # erasures of its tenant and user seen at entry
     encoded: Encoded | None = None  # the last text encoded for this request (shared by stages)
     cost_usd: float = 0.0
+    # 200 refusals the request moved on from (content_policy_failover): billed all the same
+    refused_usd: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)  # more response headers (limits)
     # limits: concurrency slots held, token windows to correct, the budget reservation
     slots: list[tuple[str, int]] = field(default_factory=list)

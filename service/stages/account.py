@@ -1,9 +1,10 @@
 """The account stage: price the answer, count it in the metrics, write its traffic-log row.
 
 One module for chat, messages and embeddings alike. The price comes from the provider's usage
-(the prompt's counted tokens when it reported none); failed requests cost nothing. Requests
-that never reached a model (an unknown model, a malformed body) have no row: the log is what
-retraining reads, one row per answered or failed model call.
+(the prompt's counted tokens when it reported none), plus any 200 refusal the request moved
+on from (``service.stages.dispatch``); failed requests cost nothing else. Requests that never
+reached a model (an unknown model, a malformed body) have no row: the log is what retraining
+reads, one row per answered or failed model call.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ if TYPE_CHECKING:
 
 def cost_usd(ex: Exchange) -> float:
     """What the answer cost: the provider's usage priced by the catalog (nothing for an answer
-    the cache gave)."""
+    the cache gave), and what any refusal it moved on from cost (even when the request then
+    failed: the refusing provider billed it)."""
+    return ex.refused_usd + _answer_usd(ex)
+
+
+def _answer_usd(ex: Exchange) -> float:
     if ex.model is None or ex.status != 200 or ex.cache.startswith("hit"):
         return 0.0
     u = ex.usage
