@@ -101,7 +101,8 @@ class Exchange:
     upstream: Upstream | None = None  # the deployment that answered
     tried: tuple[str, ...] = ()  # models that failed before this one (route-level fallback)
     hedge: Hedge | None = None  # when hedging is on for it (``service.hedging``)
-    wasted_usd: float = 0.0  # calls paid for and not used (a hedge's loser)
+    # calls paid for and not used: a hedge's loser, a 200 refusal the request moved on from
+    wasted_usd: float = 0.0
     ttft_ms: float | None = None
     # outcome
     answered: bool = False

@@ -43,7 +43,13 @@ import time
 from collections.abc import Callable, Mapping
 
 from router.config import Config, ModelEntry
-from router.dispatch._dispatcher import Dispatcher, FailureHook, NoDeploymentInRegion, Regions
+from router.dispatch._dispatcher import (
+    Dispatcher,
+    FailureHook,
+    NoDeploymentInRegion,
+    Regions,
+    carries_answer,
+)
 from router.dispatch._health import CircuitBreaker, Health, State, state_of
 from router.dispatch._hedge import Hedge, HedgeBudget, HedgeBudgets, Waste
 from router.dispatch._retry import Deadline, RetryPolicy
@@ -125,6 +131,7 @@ __all__ = [
     "Upstream",
     "Waste",
     "build_dispatchers",
+    "carries_answer",
     "deployment_label",
     "probe_forever",
     "probe_once",

@@ -126,7 +126,7 @@ class Dispatcher:
             chunks = u.provider.stream(request)
             held: list[ChatCompletionChunk] = []
             try:
-                while not (held and _carries_answer(held[-1])):
+                while not (held and carries_answer(held[-1])):
                     held.append(await anext(chunks))
             except StopAsyncIteration:
                 pass
@@ -442,7 +442,7 @@ class _Rest:
             await self._chunks.aclose()  # type: ignore[attr-defined]
 
 
-def _carries_answer(chunk: ChatCompletionChunk) -> bool:
+def carries_answer(chunk: ChatCompletionChunk) -> bool:
     """Whether a chunk holds part of the answer (content, a tool call) or ends it: from
     then on the client has something a switch of deployment would contradict."""
     return any(c.delta.content or c.delta.tool_calls or c.finish_reason
@@ -454,5 +454,12 @@ def _tokens(result: object) -> int:
     return getattr(usage, "total_tokens", 0) or 0
 
 
-__all__ = ["CircuitBreaker", "Dispatcher", "FailureHook", "NoDeploymentInRegion", "Regions",
-           "Release"]
+__all__ = [
+    "CircuitBreaker",
+    "Dispatcher",
+    "FailureHook",
+    "NoDeploymentInRegion",
+    "Regions",
+    "Release",
+    "carries_answer",
+]

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 def cost_usd(ex: Exchange) -> float:
     """What the answer cost: the provider's usage priced by the catalog (nothing for an answer
-    the cache gave), plus the calls it paid for and did not use (a hedge's loser), which a
-    failed request pays too."""
+    the cache gave), plus the calls it paid for and did not use (a hedge's loser, a 200
+    refusal it moved on from), which a failed request pays too: the providers billed them."""
     return _answer_cost_usd(ex) + ex.wasted_usd
 
 

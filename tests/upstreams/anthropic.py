@@ -16,7 +16,10 @@ and a schema with an object lacking ``"additionalProperties": false`` is a 400, 
 requires of every object. The last user text triggers failures: ``FAIL 400`` / ``401`` /
 ``429`` (``retry-after: 7``) / ``500`` / ``529`` answer with that status, ``FAIL CONTENT`` is
 a 400 content-policy refusal ("Output blocked by content filtering policy"), ``FAIL MIDSTREAM``
-sends an ``error`` event after the first text delta, ``REFUSE`` stops with ``refusal``.
+sends an ``error`` event after the first text delta, ``REFUSE`` and ``FAIL FILTERED`` answer
+200 with no content and ``stop_reason: "refusal"`` (the classifiers' refusal), ``FAIL
+FILTERLATE`` likewise after the answer's first two words (streamed, then the refusal's
+``message_delta``).
 
 Docs: https://docs.anthropic.com/en/api/messages,
 https://docs.anthropic.com/en/docs/build-with-claude/streaming,
@@ -293,7 +296,10 @@ def answer(req: aw.MessagesRequest, message_id: str) -> aw.Message:
     stop_reason: aw.StopReason = "end_turn"
     stop_sequence = None
     choice = req.tool_choice
-    if last_text.startswith("REFUSE"):
+    if last_text.startswith(("REFUSE", "FAIL FILTERED")):
+        stop_reason = "refusal"
+    elif last_text.startswith("FAIL FILTERLATE"):
+        content.append(aw.TextBlock(" ".join(f"Echo: {last_text}".split(" ")[:2])))
         stop_reason = "refusal"
     elif req.tools and not results and not isinstance(choice, aw.ToolChoiceNone):
         name = choice.name if isinstance(choice, aw.ToolChoiceTool) else req.tools[0].name

@@ -25,10 +25,12 @@ cut to ``max_tokens`` words with ``finish_reason: "length"``. One word is one to
 
 The last user text fails on demand: ``FAIL 400`` / ``FAIL 429`` (with ``retry-after: 7``) /
 ``FAIL 500`` / ``FAIL 503``; ``FAIL CONTENT`` (a content-policy refusal: 400,
-``content_policy_violation``); ``FAIL MALFORMED`` (a 200 with an unusable body or event);
-``FAIL NOUSAGE`` (no usage, even when asked); ``FAIL MIDSTREAM`` (the connection drops after
-the first delta); ``FAIL STREAMERROR`` (an error event inside the stream); ``FAIL TRUNCATED``
-(the stream ends without a finish reason or ``[DONE]``).
+``content_policy_violation``); ``FAIL FILTERED`` (the refusal as a 200: no content,
+``finish_reason: "content_filter"``; the stream a role chunk, then the finish);
+``FAIL FILTERLATE`` (likewise after the answer's first two words); ``FAIL MALFORMED`` (a 200
+with an unusable body or event); ``FAIL NOUSAGE`` (no usage, even when asked); ``FAIL
+MIDSTREAM`` (the connection drops after the first delta); ``FAIL STREAMERROR`` (an error event
+inside the stream); ``FAIL TRUNCATED`` (the stream ends without a finish reason or ``[DONE]``).
 """
 
 from __future__ import annotations
@@ -303,6 +305,17 @@ def _answer(body: dict[str, Any]) -> _Answer:
     return _Answer(" ".join(words), None, finish, _usage(prompt, len(words)))
 
 
+def _filtered(answer: _Answer, mode: str | None) -> _Answer:
+    """``answer`` as OpenAI's output filter leaves it: cut (to nothing, or its first two
+    words), ``content_filter``, billed for what was generated."""
+    if mode not in ("FILTERED", "FILTERLATE"):
+        return answer
+    words = (answer.text or "").split(" ")[:2] if mode == "FILTERLATE" else []
+    usage = {**answer.usage, "completion_tokens": len(words),
+             "total_tokens": answer.usage["prompt_tokens"] + len(words)}
+    return _Answer(" ".join(words) or None, None, "content_filter", usage)
+
+
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
@@ -321,7 +334,7 @@ async def _chat(request: Request, model: str | None) -> Response[bytes] | Stream
                                  if m.get("role") == "user"), "")))
     except ApiError as exc:
         return exc.response()
-    answer = _answer(body)
+    answer = _filtered(_answer(body), mode)
     model = model or body["model"]
     if body.get("stream"):
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -377,8 +390,8 @@ async def _events(answer: _Answer, model: str, include_usage: bool,
         args = fn["arguments"]
         for i in range(0, len(args), 8):
             yield delta({"tool_calls": [{"index": 0, "function": {"arguments": args[i:i + 8]}}]})
-    else:
-        words = (answer.text or "").split(" ")
+    elif answer.text is not None:
+        words = answer.text.split(" ")
         for i, word in enumerate(words):
             yield delta({"content": word if i == 0 else f" {word}"})
             if mode == "MIDSTREAM":
