@@ -16,6 +16,7 @@ import pytest
 from litestar.testing import TestClient
 
 from router.config import Deployment, ProviderEntry, RouteEntry, load_config
+from router.dispatch_config import HedgeConfig
 from router.providers import Timeouts
 from service.app import create_app
 from tests.upstreams import serve
@@ -50,7 +51,7 @@ def upstreams():
 
 
 def configured(upstreams, *, eu_endpoint: str | None = None, eu_timeouts: Timeouts | None = None,
-               tenant_regions=None, routes=()):
+               tenant_regions=None, routes=(), hedge: HedgeConfig | None = None):
     cfg = load_config()
     providers = [ProviderEntry(name=name, type="openai-compatible", endpoint=f"{url}/v1",
                                api_key=KEY) for name, (url, _) in upstreams.items()]
@@ -62,7 +63,8 @@ def configured(upstreams, *, eu_endpoint: str | None = None, eu_timeouts: Timeou
               for m in cfg.models]
     dispatch = msgspec.structs.replace(cfg.dispatch, backoff_ms=0, max_attempts=4,
                                        fallback_models=3,
-                                       tenant_regions=tenant_regions or {})
+                                       tenant_regions=tenant_regions or {},
+                                       hedge=hedge or HedgeConfig())
     return msgspec.structs.replace(
         cfg, providers=providers, models=models, dispatch=dispatch, default_deployment=us,
         routes=[*cfg.routes, *routes],
@@ -106,6 +108,35 @@ def test_a_pinned_request_never_reaches_another_region_under_any_fault(upstreams
     assert us.calls == us_before  # no failover, retry or fallback left the EU
     if fault != "dead":
         assert eu.calls > eu_before  # the EU deployment was tried (and failed)
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_a_hedge_never_leaves_the_required_regions(upstreams, engine, pinned):
+    """The EU deployment turns slow (late, not failing): hedging on, a pinned request waits
+    for it; the control, unpinned, is hedged to the US one (so a leak would show)."""
+    eu, us = upstreams["eu"][1], upstreams["us"][1]
+    hedge = HedgeConfig(enabled=True, min_delay_ms=20, max_share=1.0, min_samples=5)
+    regions = "eu" if pinned else None
+    cfg = configured(upstreams, hedge=hedge)
+    cfg = msgspec.structs.replace(cfg, dispatch=msgspec.structs.replace(
+        cfg.dispatch, strategy="lowest_latency"))
+    with TestClient(create_app(cfg, engine=engine)) as c:
+        # EU first for every request: the US deployment is made the slower on record
+        us.slow = 0.05
+        assert all(ask(c, f"warm {i}", regions=None, stream=s).status_code == 200
+                   for i in range(8) for s in (False, True))
+        us.slow, eu.slow = 0.0, 0.6
+        before = us.calls
+        try:
+            replies = [ask(c, f"late {i}", regions=regions, stream=i % 2 == 1)
+                       for i in range(4)]
+        finally:
+            eu.slow = 0.0
+    assert all(r.status_code == 200 for r in replies)
+    if pinned:
+        assert us.calls == before  # no hedge (nor anything else) left the EU
+    else:
+        assert us.calls > before
 
 
 @pytest.mark.parametrize("fault", ["FAIL 503", "dead"])
