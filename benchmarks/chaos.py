@@ -6,8 +6,11 @@ while, under a steady load through the gateway.
 
 Three fault-injecting upstreams (``tests/upstreams/faults.py``, one process each, 50 ms to
 answer by default) serve ``gpt-4o`` through the OpenAI-compatible adapter; the gateway
-(``contextforge serve`` on the shipped config with those three deployments, a 1 s
-per-deployment timeout and a 2 s breaker cooldown) runs in its own process. Requests go out
+(``contextforge serve`` on the shipped config with those three deployments) runs in its own
+process with: a 1 s per-deployment timeout; breakers that open on 5 failures in a row or on a
+30% failure rate over the last 1 s (at least 10 calls) and cool down 2 s; hedging on (a call
+later than the 90th percentile of its deployment's recent ones races another deployment, at
+most 10% of requests; ``--no-hedge`` turns it off). Requests go out
 on an open-loop schedule (``--rate`` a second, each on time whatever the earlier ones are
 doing), each prompt carrying a nonce the upstream echoes:
 
@@ -77,8 +80,14 @@ def write_config(tmp: Path, ports: dict[str, int], args: argparse.Namespace) -> 
         if m["name"] == "gpt-4o":
             m["deployments"] = [{"provider": n, "model": "sim-gpt-4o"} for n in NAMES]
     cfg["default_deployment"] = {"provider": "d0"}
-    cfg["dispatch"] = {**cfg.get("dispatch", {}), "cooldown_s": args.cooldown_s,
-                       "failure_threshold": args.failure_threshold}
+    cfg["dispatch"] = {
+        **cfg.get("dispatch", {}),
+        "breaker": {"consecutive_failures": args.failure_threshold,
+                    "failure_rate": args.failure_rate, "window_s": args.window_s,
+                    "min_requests": args.min_requests, "cooldown_s": args.cooldown_s},
+        "hedge": {"enabled": not args.no_hedge, "percentile": args.hedge_percentile,
+                  "max_share": args.hedge_share, "min_delay_ms": 20},
+    }
     cfg["server"] = {**cfg.get("server", {}), "master_key": MASTER}
     cfg["traffic"]["dsn"] = f"sqlite:///{tmp / 'traffic.sqlite3'}"
     cfg["admin"] = {"state_path": str(tmp / "admin.json")}
@@ -202,13 +211,23 @@ async def drive(url: str, ups: dict[str, str], ports: dict[int, str],
         transitions: list = []
         stop = asyncio.Event()
         poller = asyncio.create_task(poll_breakers(client, t0, transitions, stop, ports))
+        hedges_before = await hedges(client)
         chaos = await load(client, "c", args.requests, args.rate, args.stream)
         stop.set()
         await poller
+        hedged = await hedges(client) - hedges_before
         tallies = {n: (await admin.get(f"{u}/_faults")).json()["tally"] for n, u in ups.items()}
     for r in chaos:
         r["t"] -= t0
-    return {"healthy": healthy, "chaos": chaos, "transitions": transitions, "tallies": tallies}
+    return {"healthy": healthy, "chaos": chaos, "transitions": transitions, "tallies": tallies,
+            "hedged": hedged}
+
+
+async def hedges(client: httpx.AsyncClient) -> int:
+    """Hedges the gateway sent so far (``contextforge_hedged_requests_total``, every label)."""
+    text = (await client.get("/metrics")).text
+    return round(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                     if line.startswith("contextforge_hedged_requests_total{")))
 
 
 def pct(rows: list[dict], q: float) -> float | None:
@@ -274,12 +293,17 @@ def summarise(run: dict, args: argparse.Namespace) -> dict:
         "clear_errors_why": _sum_counts([{r["why"]: 1} for r in chaos
                                          if r["outcome"] == "clear_error"]),
         "duplicated_answers": answered_twice,
+        "hedged": run["hedged"], "hedged_share": round(run["hedged"] / len(chaos), 4),
         "misdelivered": sum(r["why"] == "misdelivered" for r in chaos),
         "arrivals_per_s": per_second,
         "upstream_outcomes": {n: t["outcomes"] for n, t in tallies.items()},
         "settings": {"rate": args.rate, "healthy_requests": args.healthy_requests,
                      "flaky": args.flaky, "hang": args.hang, "timeout_s": args.timeout_s,
                      "cooldown_s": args.cooldown_s, "failure_threshold": args.failure_threshold,
+                     "failure_rate": args.failure_rate, "window_s": args.window_s,
+                     "min_requests": args.min_requests, "hedge": not args.no_hedge,
+                     "hedge_percentile": args.hedge_percentile,
+                     "hedge_share": args.hedge_share,
                      "upstream_ms": args.upstream_ms, "gap_s": args.gap,
                      "stream": args.stream, "format": args.format,
                      "flaky_fault": args.flaky_fault},
@@ -301,6 +325,8 @@ def report(r: dict) -> None:
             ("success rate", r["success_rate"]),
             ("answers made twice upstream / misdelivered",
              f"{r['duplicated_answers']} / {r['misdelivered']}"),
+            ("hedged requests (share of the chaos phase)",
+             f"{r['hedged']} ({r['hedged_share']:.1%})"),
             ("healthy p50 / p99 ms", f"{r['healthy_p50_ms']} / {r['healthy_p99_ms']}"),
             ("chaos p50 / p99 ms", f"{r['p50_ms']} / {r['p99_ms']}"),
             ("  during faults p50 / p99 ms",
@@ -322,8 +348,11 @@ def report(r: dict) -> None:
     s = r["settings"]
     print(f"d1: {s['flaky_fault']} on half its requests {s['flaky'][0]:g}-{s['flaky'][1]:g} s, "
           f"d2 hangs {s['hang'][0]:g}-{s['hang'][1]:g} s; {s['rate']:g} req/s; timeout "
-          f"{s['timeout_s']:g} s, breaker {s['failure_threshold']} failures / "
-          f"{s['cooldown_s']:g} s; {s['format']} upstreams"
+          f"{s['timeout_s']:g} s, breaker {s['failure_threshold']} in a row or "
+          f"{s['failure_rate']:.0%} of >= {s['min_requests']} in {s['window_s']:g} s, "
+          f"cooldown {s['cooldown_s']:g} s; hedging "
+          + (f"p{s['hedge_percentile']:g}, <= {s['hedge_share']:.0%}" if s["hedge"] else "off")
+          + f"; {s['format']} upstreams"
           f"{', streamed' if s['stream'] else ''}; {r['machine']}")
 
 
@@ -341,7 +370,13 @@ def main() -> int:
     ap.add_argument("--hang", type=float, nargs=2, default=[5.0, 11.0], metavar=("START", "END"))
     ap.add_argument("--timeout-s", type=float, default=1.0, help="per deployment")
     ap.add_argument("--cooldown-s", type=float, default=2.0)
-    ap.add_argument("--failure-threshold", type=int, default=5)
+    ap.add_argument("--failure-threshold", type=int, default=5, help="failures in a row")
+    ap.add_argument("--failure-rate", type=float, default=0.3)
+    ap.add_argument("--window-s", type=float, default=1.0, help="the failure rate's window")
+    ap.add_argument("--min-requests", type=int, default=10, help="in the window, to trip")
+    ap.add_argument("--no-hedge", action="store_true")
+    ap.add_argument("--hedge-percentile", type=float, default=90.0)
+    ap.add_argument("--hedge-share", type=float, default=0.1)
     ap.add_argument("--upstream-ms", type=float, default=50.0, help="every upstream's latency")
     ap.add_argument("--gap", type=float, default=0.5, help="s between arrivals still 'traffic'")
     ap.add_argument("--concurrency", type=int, default=512)
