@@ -240,3 +240,17 @@ def test_a_client_that_leaves_mid_race_leaves_nothing_in_flight():
     asyncio.run(go())
     assert (a.cancelled, b.cancelled) == (1, 1)
     assert all(x.health.inflight == 0 for x in d.upstreams)
+
+
+def test_lateness_is_a_nearest_rank_percentile_of_the_recent_timings():
+    h = Health()
+    assert h.late_after_ms(False, 95, 1) is None  # nothing measured yet
+    for ms in range(1, 101):  # 1..100 ms
+        h.latency(float(ms))
+    assert h.late_after_ms(False, 95, 1) == 95.0
+    assert h.late_after_ms(False, 50, 1) == 50.0
+    assert h.late_after_ms(False, 95, 101) is None  # too few samples to trust
+    assert h.late_after_ms(True, 95, 1) is None  # streams' first tokens are their own
+    for _ in range(256):  # the window slides: only the last 256 count
+        h.latency(1000.0)
+    assert h.late_after_ms(False, 50, 1) == 1000.0
