@@ -19,6 +19,7 @@ def test_it_times_every_strategy_and_writes_json(tmp_path):
     assert run.returncode in (0, 1), run.stderr
     figures = json.loads(out.read_text())
     assert {r["strategy"] for r in figures["rows"]} == {
-        "weighted", "least_busy", "lowest_latency", "lowest_cost", "usage_based"}
+        "weighted", "least_busy", "lowest_latency", "lowest_cost", "usage_based",
+        "hedge_lateness"}
     assert figures["target_us"] == 200.0 and figures["max_p99_us"] > 0
     assert "the 200 µs target" in run.stdout
