@@ -65,7 +65,7 @@ from service.errors import ErrorBody, to_api_error
 from service.gateway import Gateway
 from service.pipeline import Exchange
 from service.stages.account import Account
-from service.stages.forward import discount_of
+from service.stages.forward import discount_of, has_native
 
 log = logging.getLogger("contextforge.batch")
 _ENCODE = msgspec.json.Encoder()
@@ -124,6 +124,8 @@ class NativeBatches:
     async def tick(self) -> None:
         """Skip what cancelled batches no longer need, submit what is ready, poll."""
         store = self.store
+        if not has_native(self.gateway) and await asyncio.to_thread(store.idle):
+            return  # no deployment forwards, and nothing is left from one that did
         await asyncio.to_thread(store.skip_unsubmitted)
         everyone = self.exclusive and not self._started
         self._started = True

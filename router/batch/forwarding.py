@@ -49,6 +49,8 @@ class HeldLine:
     principal: bytes
 
 
+# OpenAI's bound on the requests of one batch: a larger group goes out in several.
+MAX_LINES = 50_000
 _JOB = ("n.id, n.batch_id, n.model, n.deployment, n.provider_id, n.cancel_sent, b.status "
         "FROM native_batches n JOIN batches b ON b.id = n.batch_id")
 
@@ -63,6 +65,12 @@ class ForwardStore:
 
     def __init__(self, db: Database):
         self.db = db
+
+    def idle(self) -> bool:
+        """No line is held and no native batch open (one read, no write lock)."""
+        return not self.db.query(
+            "SELECT 1 FROM native_batches WHERE status <> 'done' UNION ALL SELECT 1 FROM "
+            "batch_lines WHERE state = 'forwarded' LIMIT 1")
 
     def forward(self, owner: str, batch_id: str, line: int, model: str, deployment: str,
                 routed: bytes) -> bool:
@@ -88,16 +96,20 @@ class ForwardStore:
 
     def assemble(self, batch_id: str, model: str, deployment: str, owner: str,
                  lease_s: float) -> NativeJob | None:
-        """A new native batch of every held, unsubmitted line of the group, ``owner``'s to
-        submit within ``lease_s``; None when another replica took them first."""
+        """A new native batch of the group's held, unsubmitted lines (at most ``MAX_LINES``:
+        the rest stay ready for the next), ``owner``'s to submit within ``lease_s``; None
+        when another replica took them first."""
         nid, now = new_id("nbatch_"), time.time()
         with self.db.transaction(lock="batch:claim") as cur:
             cur.execute("INSERT INTO native_batches (id, batch_id, model, deployment, status, "
                         "owner, lease_until, created) VALUES (?, ?, ?, ?, 'submitting', ?, ?, ?)",
                         (nid, batch_id, model, deployment, owner, now + lease_s, now))
-            taken = cur.execute("UPDATE batch_lines SET fwd_batch = ? WHERE batch_id = ? AND "
-                                "state = 'forwarded' AND fwd_batch IS NULL AND fwd_model = ? "
-                                "AND fwd_deployment = ?", (nid, batch_id, model, deployment))
+            held = ("batch_id = ? AND state = 'forwarded' AND fwd_batch IS NULL AND "
+                    "fwd_model = ? AND fwd_deployment = ?")
+            taken = cur.execute(f"UPDATE batch_lines SET fwd_batch = ? WHERE {held} AND line IN "
+                                f"(SELECT line FROM batch_lines WHERE {held} ORDER BY line "
+                                "LIMIT ?)", (nid, batch_id, model, deployment, batch_id, model,
+                                             deployment, MAX_LINES))
             if not taken:
                 cur.execute("DELETE FROM native_batches WHERE id = ?", (nid,))
                 return None

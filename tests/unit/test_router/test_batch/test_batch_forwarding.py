@@ -78,3 +78,20 @@ def test_held_lines_of_a_cancelled_batch_are_never_sent(governance_db):
     store.cancel("alice", batch.id)
     assert fwd.skip_unsubmitted() == 3
     assert fwd.ready(0) == [] and store.finalize() == [batch.id]
+
+
+def test_a_native_batch_holds_at_most_the_providers_bound(governance_db, monkeypatch):
+    monkeypatch.setattr("router.batch.forwarding.MAX_LINES", 2)
+    _, fwd, batch = forwarded(governance_db, 3)
+    first = fwd.assemble(batch.id, MODEL, DEP, "r1", 600)
+    assert len(fwd.lines(first.id)) == 2 and fwd.ready(60) == [(batch.id, MODEL, DEP)]
+    second = fwd.assemble(batch.id, MODEL, DEP, "r1", 600)
+    assert len(fwd.lines(second.id)) == 1 and fwd.ready(60) == []
+
+
+def test_idle_until_a_line_is_held(governance_db):
+    fwd = ForwardStore(governance_db)
+    BatchStore(governance_db)
+    assert fwd.idle()
+    forwarded(governance_db, 1)
+    assert not fwd.idle()
