@@ -56,16 +56,15 @@ from router.governance.principal import Principal
 from router.limits.budgets import Hold, period_key
 from router.limits.plan import budgets_for
 from router.providers import ProviderError
-from router.providers.http_io import error_for_status
-from router.providers.openai_batches import LineResponse as ProviderResponse
-from router.providers.openai_batches import OpenAIBatches
-from router.providers.openai_compat import OpenAICompatProvider
+from router.providers.batch_api import BatchAPI
+from router.providers.batch_api import LineResponse as ProviderResponse
+from router.providers.native_batch import batch_api_for, discount_of
 from router.wire.openai import ChatRequest
 from service.errors import ErrorBody, to_api_error
 from service.gateway import Gateway
 from service.pipeline import Exchange
 from service.stages.account import Account
-from service.stages.forward import discount_of, has_native
+from service.stages.forward import has_native
 
 log = logging.getLogger("contextforge.batch")
 _ENCODE = msgspec.json.Encoder()
@@ -141,11 +140,13 @@ class NativeBatches:
         for job in await asyncio.to_thread(store.active):
             await self._poll(job)
 
-    def _upstream(self, job: NativeJob) -> tuple[Upstream, OpenAIBatches] | None:
+    def _upstream(self, job: NativeJob) -> tuple[Upstream, BatchAPI] | None:
         dispatcher = self.gateway.dispatchers.get(job.model)
         for up in dispatcher.upstreams if dispatcher is not None else ():
-            if up.label == job.deployment and isinstance(up.provider, OpenAICompatProvider):
-                return up, OpenAIBatches(up.provider, self.gateway.ctx.client())
+            api = batch_api_for(up.provider, self.gateway.ctx.client()) \
+                if up.label == job.deployment else None
+            if api is not None:
+                return up, api
         return None
 
     async def _submit(self, job: NativeJob, *, resumed: bool) -> None:
@@ -155,15 +156,16 @@ class NativeBatches:
             return
         client = found[1]
         try:
-            if resumed and (known := await client.find(job.id)) is not None:
+            held = await asyncio.to_thread(self.store.lines, job.id)
+            if resumed and (known := await client.find(job.id, len(held),
+                                                        job.created)) is not None:
                 await asyncio.to_thread(self.store.submitted, job.id, known.id)
                 return
-            held = await asyncio.to_thread(self.store.lines, job.id)
             if not held:
                 await self._close(job, skip=False, why="no line left")
                 return
-            content = client.jsonl([(str(h.line), _ROUTED.decode(h.routed).request)
-                                    for h in held])
+            content = client.encode([(str(h.line), _ROUTED.decode(h.routed).request)
+                                     for h in held])
             batch = await client.submit(content, job.id)
         except ProviderError as exc:
             if exc.retryable:  # try again at the next poll
@@ -204,7 +206,7 @@ class NativeBatches:
             if response is None or response.status_code == 429 or \
                     response.status_code >= 500:
                 continue  # not answered: it runs live (or is skipped when cancelling)
-            answered += await self._settle(job, held, response, up)
+            answered += await self._settle(job, held, response, up, client)
         await self._close(job, skip=job.batch_status == "cancelling",
                           why=f"the provider batch {batch.id} is {batch.status}")
         self._polled.pop(job.id, None)
@@ -220,7 +222,7 @@ class NativeBatches:
             self.on_change()
 
     async def _settle(self, job: NativeJob, held: HeldLine, response: ProviderResponse,
-                      up: Upstream) -> int:
+                      up: Upstream, client: BatchAPI) -> int:
         """Commit one answered line and account it; 1 when this call committed it."""
         gw = self.gateway
         routed = _ROUTED.decode(held.routed)
@@ -228,17 +230,15 @@ class NativeBatches:
         ex = Exchange("chat", routed.request, id=routed.id, principal=principal,
                       tenant=principal.tenant, route=routed.route,
                       input_tokens=routed.input_tokens, upstream=up,
-                      price_factor=1 - discount_of(up))
+                      price_factor=1 - discount_of(up.provider))
         if routed.model in gw.catalog:
             ex.model = gw.catalog.get(routed.model)
         status, tokens = response.status_code, (0, 0)
-        assert isinstance(up.provider, OpenAICompatProvider)
         try:
             if status >= 300:
-                raise error_for_status(up.provider.name, status, _ENCODE.encode(response.body),
-                                       {})
+                raise client.error(status, response.body)
             completion = msgspec.structs.replace(
-                up.provider.completion(routed.request, response.body), id=routed.id)
+                client.completion(routed.request, response.body), id=routed.id)
             ex.result, ex.usage = completion, completion.usage
             body: object = completion
             tokens = (completion.usage.prompt_tokens, completion.usage.completion_tokens)

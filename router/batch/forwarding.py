@@ -37,6 +37,7 @@ class NativeJob:
     model: str
     deployment: str
     provider_id: str | None
+    created: float = 0.0  # when its lines were gathered (before the submission began)
     cancel_sent: bool = False
     batch_status: str = "in_progress"  # the gateway batch's
 
@@ -51,13 +52,14 @@ class HeldLine:
 
 # OpenAI's bound on the requests of one batch: a larger group goes out in several.
 MAX_LINES = 50_000
-_JOB = ("n.id, n.batch_id, n.model, n.deployment, n.provider_id, n.cancel_sent, b.status "
+_JOB = ("n.id, n.batch_id, n.model, n.deployment, n.provider_id, n.created, n.cancel_sent, "
+        "b.status "
         "FROM native_batches n JOIN batches b ON b.id = n.batch_id")
 
 
 def _job(row: tuple) -> NativeJob:
-    nid, bid, model, deployment, pid, sent, status = row
-    return NativeJob(nid, bid, model, deployment, pid, bool(sent), status)
+    nid, bid, model, deployment, pid, created, sent, status = row
+    return NativeJob(nid, bid, model, deployment, pid, float(created), bool(sent), status)
 
 
 class ForwardStore:
@@ -113,7 +115,7 @@ class ForwardStore:
             if not taken:
                 cur.execute("DELETE FROM native_batches WHERE id = ?", (nid,))
                 return None
-        return NativeJob(nid, batch_id, model, deployment, None)
+        return NativeJob(nid, batch_id, model, deployment, None, now)
 
     def lines(self, nid: str) -> list[HeldLine]:
         """The lines of a native batch still waiting for their results."""

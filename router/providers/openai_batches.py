@@ -1,7 +1,7 @@
 """OpenAI's Files and Batches API, as a client: upload a JSONL of chat requests, start a
 batch of them, read its state, cancel it, and read its output and error files back.
 
-One ``OpenAIBatches`` per ``native_batch`` deployment (``OpenAISettings.native_batch``); the
+One ``OpenAIBatches`` per ``native_batch`` deployment (``router.providers.native_batch``); the
 request bodies are exactly what that deployment's adapter sends live (``request_body``) and
 each answer is translated by the same code as a live answer (``completion``), so a line
 answered through the Batch API is indistinguishable from one answered live but for its price.
@@ -22,9 +22,11 @@ from typing import Any
 import httpx
 import msgspec
 
+from router.providers._base import ProviderError
+from router.providers.batch_api import LineResponse, ProviderBatch, ResultLine
 from router.providers.http_io import error_for_exception, error_for_status, send_json
 from router.providers.openai_compat import OpenAICompatProvider
-from router.wire.openai import ChatRequest
+from router.wire.openai import ChatCompletion, ChatRequest
 
 ENDPOINT = "/v1/chat/completions"
 # Where the gateway's own id for a provider batch travels, so a batch whose creation was
@@ -33,51 +35,28 @@ TAG = "contextforge_batch"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
-class RequestCounts(msgspec.Struct):
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
-
-
-class ProviderBatch(msgspec.Struct):
-    """What the gateway reads of a provider's batch object."""
-
+class _Batch(msgspec.Struct):
     id: str
     status: str
     output_file_id: str | None = None
     error_file_id: str | None = None
-    request_counts: RequestCounts | None = None
     metadata: dict[str, str] | None = None
 
-    @property
-    def ended(self) -> bool:
-        return self.status in TERMINAL
+    def ours(self) -> ProviderBatch:
+        return ProviderBatch(self.id, self.status, self.status in TERMINAL,
+                             self.output_file_id, self.error_file_id)
 
 
 class _Page(msgspec.Struct):
-    data: list[ProviderBatch]
+    data: list[_Batch]
 
 
-class LineResponse(msgspec.Struct):
-    status_code: int
-    body: Any = None
-    request_id: str = ""
-
-
-class LineError(msgspec.Struct):
-    code: str | None = None
-    message: str | None = None
-
-
-class ResultLine(msgspec.Struct):
-    """One line of a provider batch's output or error file."""
-
+class _Line(msgspec.Struct):
     custom_id: str
     response: LineResponse | None = None
-    error: LineError | None = None
 
 
-_RESULT = msgspec.json.Decoder(ResultLine)
+_RESULT = msgspec.json.Decoder(_Line)
 _ENCODE = msgspec.json.Encoder()
 
 
@@ -88,14 +67,14 @@ class OpenAIBatches:
         self.provider, self.http = provider, http
         self.name = provider.name
 
-    def jsonl(self, lines: list[tuple[str, ChatRequest]]) -> bytes:
+    def encode(self, lines: list[tuple[str, ChatRequest]]) -> bytes:
         """The input file: one ``{custom_id, method, url, body}`` per (custom id, request)."""
         return b"".join(_ENCODE.encode({"custom_id": cid, "method": "POST", "url": ENDPOINT,
                                         "body": self.provider.request_body(request)}) + b"\n"
                         for cid, request in lines)
 
     async def submit(self, content: bytes, tag: str) -> ProviderBatch:
-        """Upload ``content`` (``jsonl``) and start a 24-hour batch of it, tagged ``tag``."""
+        """Upload ``content`` (``encode``) and start a 24-hour batch of it, tagged ``tag``."""
         try:
             response = await self.http.post(
                 f"{self.provider.base_url}/files", headers=self.provider.auth_headers,
@@ -111,27 +90,27 @@ class OpenAIBatches:
                                body={"input_file_id": file_id, "endpoint": ENDPOINT,
                                      "completion_window": "24h", "metadata": {TAG: tag}},
                                headers=self.provider.auth_headers)
-        return msgspec.convert(data, ProviderBatch)
+        return msgspec.convert(data, _Batch).ours()
 
-    async def find(self, tag: str) -> ProviderBatch | None:
+    async def find(self, tag: str, count: int = 0, since: float = 0.0) -> ProviderBatch | None:
         """The batch tagged ``tag`` among the upstream's latest 100, if one is."""
         data = await send_json(self.http, self.name, f"{self.provider.base_url}/batches",
                                method="GET", params={"limit": "100"},
                                headers=self.provider.auth_headers)
         page = msgspec.convert(data, _Page)
-        return next((b for b in page.data if (b.metadata or {}).get(TAG) == tag), None)
+        return next((b.ours() for b in page.data if (b.metadata or {}).get(TAG) == tag), None)
 
     async def get(self, batch_id: str) -> ProviderBatch:
         data = await send_json(self.http, self.name,
                                f"{self.provider.base_url}/batches/{batch_id}", method="GET",
                                headers=self.provider.auth_headers)
-        return msgspec.convert(data, ProviderBatch)
+        return msgspec.convert(data, _Batch).ours()
 
     async def cancel(self, batch_id: str) -> ProviderBatch:
         data = await send_json(self.http, self.name,
                                f"{self.provider.base_url}/batches/{batch_id}/cancel",
                                body={}, headers=self.provider.auth_headers)
-        return msgspec.convert(data, ProviderBatch)
+        return msgspec.convert(data, _Batch).ours()
 
     async def results(self, batch: ProviderBatch) -> dict[str, ResultLine]:
         """Every line of the batch's output and error files, by custom id."""
@@ -151,5 +130,11 @@ class OpenAIBatches:
             for raw in response.content.splitlines():
                 if raw.strip():
                     line = _RESULT.decode(raw)
-                    out[line.custom_id] = line
+                    out[line.custom_id] = ResultLine(line.custom_id, line.response)
         return out
+
+    def completion(self, request: ChatRequest, body: Any) -> ChatCompletion:
+        return self.provider.completion(request, body)
+
+    def error(self, status: int, body: Any) -> ProviderError:
+        return error_for_status(self.name, status, _ENCODE.encode(body), {})

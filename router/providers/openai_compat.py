@@ -83,7 +83,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
 import msgspec
@@ -105,7 +105,7 @@ from router.providers._kit import (
     resolve_api_key,
     usage_of,
 )
-from router.providers._settings import Settings
+from router.providers._settings import BatchSettings, Settings
 from router.providers.http_io import open_stream, send_json, sse_events
 from router.wire.openai import (
     AssistantMessage,
@@ -144,13 +144,9 @@ Body = dict[str, Any]
 NATIVE_BATCH = frozenset({"openai", "openai-compatible"})
 
 
-class OpenAISettings(Settings):
+class OpenAISettings(BatchSettings):
     """An OpenAI-compatible deployment reads the common fields, and may send batch lines to
-    its upstream's own Batch API (``native_batch``, ``router.providers.openai_batches``),
-    whose answers are priced at ``1 - batch_discount`` of the list price (OpenAI: half)."""
-
-    native_batch: bool = False
-    batch_discount: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.5
+    its upstream's own Batch API (``native_batch``: ``router.providers.openai_batches``)."""
 
 
 class AzureSettings(Settings):

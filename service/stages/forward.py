@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from router.providers.openai_compat import OpenAICompatProvider
+from router.providers.native_batch import forwards
 from router.wire.openai import ChatRequest
 from service.pipeline import Exchange, Stage
 
@@ -30,10 +30,7 @@ def native_upstream(gw: Gateway, model: str, regions: frozenset[str] | None = No
     """The deployment of ``model`` whose provider batch API takes its batch lines, if any."""
     dispatcher = gw.dispatchers.get(model)
     for up in dispatcher.upstreams if dispatcher is not None else ():
-        provider = up.provider
-        if (isinstance(provider, OpenAICompatProvider)
-                and getattr(provider.settings, "native_batch", False)
-                and (regions is None or up.region in regions)):
+        if forwards(up.provider) and (regions is None or up.region in regions):
             return up
     return None
 
@@ -41,12 +38,6 @@ def native_upstream(gw: Gateway, model: str, regions: frozenset[str] | None = No
 def has_native(gw: Gateway) -> bool:
     """Whether any deployment forwards batch lines (else the stage is never needed)."""
     return any(native_upstream(gw, name) is not None for name in gw.dispatchers)
-
-
-def discount_of(up: Upstream) -> float:
-    """The share of the list price ``up``'s batch API takes off (its ``batch_discount``)."""
-    settings = up.provider.settings if isinstance(up.provider, OpenAICompatProvider) else None
-    return float(getattr(settings, "batch_discount", 0.0))
 
 
 class Forward:

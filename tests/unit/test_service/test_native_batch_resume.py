@@ -44,7 +44,7 @@ def test_an_orphaned_submission_is_found_by_its_tag_not_sent_again(governance_db
                 native_batch=True), ProviderContext(count_tokens=len, http=http))
             client = OpenAIBatches(provider, http)
             held = fwd.lines(job.id)
-            sent = await client.submit(client.jsonl([(str(h.line), request) for h in held]),
+            sent = await client.submit(client.encode([(str(h.line), request) for h in held]),
                                        job.id)  # ... and the process died here
             gateway = SimpleNamespace(
                 dispatchers={"gpt-4o-mini": SimpleNamespace(upstreams=[SimpleNamespace(

@@ -92,7 +92,7 @@ def test_the_client_submits_polls_and_reads_results(url):
     async def work(provider):
         client = OpenAIBatches(provider, provider._ctx.client())
         req = harness.chat_request("gpt-4o-mini", [{"role": "user", "content": "hi there"}])
-        batch = await client.submit(client.jsonl([("7", req)]), "nb_1")
+        batch = await client.submit(client.encode([("7", req)]), "nb_1")
         assert (await client.find("nb_1")).id == batch.id
         assert await client.find("nb_unknown") is None
         while not (batch := await client.get(batch.id)).ended:
