@@ -2,7 +2,8 @@
 official SDK drives the gateway's ``/v1/batches``; the gateway drives the OpenAI simulator's
 Files and Batches API (``tests.upstreams.openai_batches``). Covered: answers and discounted
 cost, a mixed batch, a provider batch that fails or expires, cancellation, and a gateway
-killed while its provider batch runs."""
+killed while its provider batch runs; and Anthropic's Message Batches API
+(``tests.upstreams.anthropic_batches``) for ``claude-3-haiku``."""
 
 from __future__ import annotations
 
@@ -24,22 +25,33 @@ from service.app import create_app
 from service.server import with_address
 from tests.e2e.test_batch_restart import start
 from tests.upstreams import serve
+from tests.upstreams.anthropic import API_KEY as ANTHROPIC_KEY
+from tests.upstreams.anthropic import AnthropicSimulator
+from tests.upstreams.anthropic_batches import BatchSim as MessageBatchSim
 from tests.upstreams.openai_batches import BatchSim
 from tests.upstreams.openai_compat import SimState
 from tests.upstreams.openai_compat import create_app as openai_sim
 
 SIM, BATCHES = SimState(), BatchSim(delay_s=0.3)
+CLAUDE = AnthropicSimulator(batches=(MESSAGE_BATCHES := MessageBatchSim(delay_s=0.3)))
 MINI = (0.15, 0.6)  # gpt-4o-mini's list prices, USD per million tokens
+HAIKU = (0.25, 1.25)
 
 
-def native_config(folder: Path, upstream: str):
-    """The shipped config with ``gpt-4o-mini`` on the simulator through its Batch API, a
-    route whose only candidate it is, and fast polling."""
+def native_config(folder: Path, upstream: str, claude: str = ""):
+    """The shipped config with ``gpt-4o-mini`` on the simulator through its Batch API (and
+    ``claude-3-haiku`` on the Anthropic one's, at a 40 % discount), a route whose only
+    candidate is ``gpt-4o-mini``, and fast polling."""
     cfg = load_config()
     provider = ProviderEntry(name="oai-batch", type="openai-compatible",
                              endpoint=f"{upstream}/v1", api_key=SIM.api_key, native_batch=True)
-    models = [msgspec.structs.replace(m, deployments=[Deployment(provider="oai-batch")])
-              if m.name == "gpt-4o-mini" else m for m in cfg.models]
+    native = {"gpt-4o-mini": Deployment(provider="oai-batch")}
+    if claude:
+        native["claude-3-haiku"] = Deployment(provider="anthropic", endpoint=claude,
+                                              api_key=ANTHROPIC_KEY, native_batch=True,
+                                              batch_discount=0.4)
+    models = [msgspec.structs.replace(m, deployments=[native[m.name]])
+              if m.name in native else m for m in cfg.models]
     db = lambda name: f"sqlite:///{folder / name}"  # noqa: E731
     return with_address(msgspec.structs.replace(
         cfg, providers=[*cfg.providers, provider], models=models,
@@ -63,7 +75,8 @@ def folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(upstream, folder) -> Iterator[openai.OpenAI]:
-    with serve(create_app(native_config(folder, upstream)), lifespan="on") as url, \
+    with serve(CLAUDE.app) as claude, \
+            serve(create_app(native_config(folder, upstream, claude)), lifespan="on") as url, \
             openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as c:
         yield c
 
@@ -72,6 +85,7 @@ def client(upstream, folder) -> Iterator[openai.OpenAI]:
 def fresh() -> None:
     SIM.last_body = None  # set by a live chat call only
     BATCHES.delay_s, BATCHES.fail, BATCHES.expire = 0.3, False, False
+    MESSAGE_BATCHES.delay_s, MESSAGE_BATCHES.expire, CLAUDE.calls = 0.3, False, 0
 
 
 def line(cid: str, model: str, text: str) -> dict:
@@ -234,3 +248,45 @@ def test_a_killed_gateway_resumes_polling_its_provider_batch(tmp_path, upstream)
     assert sorted(out) == [f"k{i}" for i in range(6)]
     assert BATCHES.submissions == before + 1  # polled again, never submitted again
     assert SIM.last_body is None
+
+
+def test_anthropic_lines_go_to_its_message_batches_api(client, folder):
+    before = MESSAGE_BATCHES.submissions
+    lines = [line(f"a{i}", "claude-3-haiku", f"claude {i}") for i in range(3)]
+    lines += [line("a-bad", "claude-3-haiku", "FAIL 400")]
+    done = wait(client, submit(client, lines).id)
+    assert done.request_counts.completed == 3 and done.request_counts.failed == 1
+    assert MESSAGE_BATCHES.submissions == before + 1 and CLAUDE.calls == 0  # none live
+    out = output(client, done.output_file_id)
+    assert sorted(out) == ["a0", "a1", "a2"]
+    assert output(client, done.error_file_id)["a-bad"]["response"]["status_code"] == 400
+    logged = rows(folder, {o["response"]["body"]["id"] for o in out.values()})
+    for cid, o in out.items():
+        body = o["response"]["body"]
+        assert body["choices"][0]["message"]["content"].startswith(f"Echo: claude {cid[1]}")
+        row = logged[body["id"]]
+        assert row.model == "claude-3-haiku" and row.deployment.startswith("anthropic:")
+        assert row.cost_usd == pytest.approx(0.6 * list_price(row, HAIKU)) and row.cost_usd > 0
+
+
+@pytest.mark.parametrize("how", ["expire", "cancel"])
+def test_anthropic_batches_expire_to_live_and_cancel(client, how):
+    MESSAGE_BATCHES.expire = how == "expire"
+    MESSAGE_BATCHES.delay_s = 0.3 if how == "expire" else 60
+    before, cancels = MESSAGE_BATCHES.submissions, MESSAGE_BATCHES.cancels
+    batch = submit(client, [line(f"{how}{i}", "claude-3-haiku", f"{how} {i}")
+                            for i in range(2)])
+    if how == "cancel":
+        deadline = time.monotonic() + 10
+        while MESSAGE_BATCHES.submissions == before:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        client.batches.cancel(batch.id)
+    done = wait(client, batch.id)
+    assert MESSAGE_BATCHES.submissions == before + 1
+    if how == "expire":  # every line answered live instead
+        assert done.status == "completed" and done.request_counts.completed == 2
+        assert CLAUDE.calls == 2
+    else:
+        assert done.status == "cancelled" and done.request_counts.completed == 0
+        assert MESSAGE_BATCHES.cancels == cancels + 1 and CLAUDE.calls == 0
