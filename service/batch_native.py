@@ -1,9 +1,11 @@
-"""Batch lines answered by a provider's own batch API (OpenAI's Files and Batches API), at
-its discount: submission, polling, results back to the lines, accounting, cancellation.
+"""Batch lines answered by a provider's own batch API, at its discount: submission,
+polling, results back to the lines, accounting, cancellation.
 
 Opt-in per deployment: ``native_batch: true`` on an ``openai`` or ``openai-compatible``
-deployment (``batch_discount``, 0.5 by default, is the share of the list price taken off).
-Nothing changes for a config without one: the runner then never builds the forward stage.
+deployment (OpenAI's Files + Batches API) or an ``anthropic`` one (its Message Batches API);
+``batch_discount``, 0.5 by default, is the share of the list price taken off. The APIs are
+behind one Protocol (``router.providers.batch_api``). Nothing changes for a config without
+such a deployment: the runner never builds the forward stage, and this loop only reads.
 
 A line's way, when its model has such a deployment:
 
@@ -17,15 +19,17 @@ A line's way, when its model has such a deployment:
    (``Routed``); a line whose model has no native deployment runs live, as before.
 2. **Submission** (``NativeBatches.tick``): a gateway batch's forwarded lines for one
    deployment go into one provider batch once the batch has no line left to admit, or when
-   its oldest held line waited ``batch.native_collect_s``. The native batch and its lines
-   are recorded before the upload (``router.batch.forwarding``), tagged by id in the
-   provider batch's ``metadata``: after a crash mid-submission the provider is asked for
-   that tag first, so a line is never submitted twice.
+   its oldest held line waited ``batch.native_collect_s`` (at most 50,000 lines a provider
+   batch). The native batch and its lines are recorded before the upload
+   (``router.batch.forwarding``): after a crash mid-submission the provider is asked for it
+   first (OpenAI: by a tag in its ``metadata``; Anthropic, which keeps none: a batch of that
+   many requests created since), so a line is not submitted twice.
 3. **Polling**: every ``batch.native_poll_s``. When the provider batch ends (completed,
-   failed, expired, cancelled), its output and error files are read and each line's result
+   failed, expired, cancelled; Anthropic: ended), its results are read and each line's
    committed under its ``custom_id`` (the line number). A line the provider answered (2xx,
-   or a 4xx the request itself caused) gets that answer; one it did not (a failed or expired
-   batch, an ``error`` line, a 429 or 5xx) goes back to ``pending`` and runs live.
+   or a 4xx the request itself caused) gets that answer, translated by the adapter's live
+   code; one it did not (a failed or expired batch, an unrun line, a 429 or 5xx) goes back to
+   ``pending`` and runs live.
 4. **Accounting**, for each committed line: its traffic-log row (status, tokens, cost at
    ``1 - batch_discount`` of the list price), the metrics, the batch's usage, and the spend
    on every budget the caller falls under. A crash between the commit and the row loses the
@@ -35,7 +39,9 @@ A line's way, when its model has such a deployment:
    reports ``cancelled`` (lines it answered before are kept, as OpenAI does).
 
 Only ``/v1/chat/completions`` lines are forwarded (embeddings run live). A routed line's row
-lacks the router's candidate list (the decision is not kept across the wait).
+lacks the router's candidate list (the decision is not kept across the wait), its latency is
+not the provider's, and the token-per-minute windows count its prompt only. A line that fails
+over to live is admitted again (its rate limits count twice).
 """
 
 from __future__ import annotations

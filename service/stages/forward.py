@@ -5,11 +5,12 @@ Only batch lines pass here (``service.batch_runner`` builds its own stage list, 
 dispatch's place); live requests never do. By the time a line reaches it, the guard has
 admitted it (rate limits, the credential's models), the cache has not answered it, the route
 stage has chosen its model, and the reserve stage has checked its budgets. When that model
-has a deployment with ``native_batch`` (the first one, in the config's order, that the
-line's regions allow), the exchange is marked ``deferred`` and answered with nothing: the
-account and cache stages skip it, the reserve stage releases its hold, and the runner
-records the line as forwarded (``service.batch_native`` takes it from there). Otherwise the
-line is dispatched live, as any request.
+has a deployment with ``native_batch`` (``router.providers.native_batch``: the first one,
+in the config's order, that the line's regions allow; its breaker is not consulted), the
+exchange is marked ``deferred`` and answered with nothing: the account and cache stages skip
+it, the reserve stage releases its hold, and the runner records the line as forwarded
+(``service.batch_native`` takes it from there). Otherwise the line is dispatched live, as
+any request.
 """
 
 from __future__ import annotations
