@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -102,7 +103,7 @@ class NativeBatches:
     """Submits, polls and settles provider batches (see the module docstring)."""
 
     def __init__(self, store: ForwardStore, gateway: Gateway, config: BatchConfig, *,
-                 owner: str, exclusive: bool, on_change=None):
+                 owner: str, exclusive: bool, on_change: Callable[[], None] | None = None):
         self.store, self.gateway, self.config = store, gateway, config
         self.owner, self.exclusive = owner, exclusive
         self.on_change = on_change  # lines went back to pending, or a batch may end

@@ -104,7 +104,7 @@ def test_the_client_submits_polls_and_reads_results(url):
     assert completion.usage.completion_tokens == 3
 
 
-def test_a_refused_upload_is_an_upstream_error(url):
+def test_an_unknown_batch_is_an_upstream_rejection(url):
     async def work(provider):
         client = OpenAIBatches(provider, provider._ctx.client())
         return await client.get("batch_missing")
