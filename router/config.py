@@ -400,6 +400,11 @@ class BatchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # A claimed line belongs to its runner this long; a line still unanswered then fails
     # (so a runner that died releases its lines to another replica after it).
     lease_s: Annotated[float, msgspec.Meta(ge=10, le=86400)] = 600.0
+    # Deployments with ``native_batch`` (``service.batch_native``): how often their provider
+    # batches are polled, and how long an admitted line waits for its batch's other lines
+    # before it is submitted without them.
+    native_poll_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    native_collect_s: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 60.0
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -26,14 +26,18 @@ from typing import Any
 
 import msgspec
 
+from router.batch.forwarding import ForwardStore
 from router.batch.store import BatchStore, Claimed, new_id
 from router.batch.wire import LineResponse, OutputLine
 from router.config import BatchConfig
 from router.governance.principal import Principal
 from router.wire.openai import EMBEDDINGS_DECODER, REQUEST_DECODER
+from service.batch_native import NativeBatches, Routed
 from service.errors import APIError, ErrorBody, decode_body, to_api_error
 from service.gateway import Gateway
-from service.pipeline import Exchange
+from service.pipeline import Exchange, Pipeline
+from service.stages.dispatch import Dispatch
+from service.stages.forward import Forward, has_native
 
 log = logging.getLogger("contextforge.batch")
 _PRINCIPAL = msgspec.json.Decoder(Principal)
@@ -85,6 +89,12 @@ class BatchRunner:
         self._new = False  # a batch was created or cancelled since the last round
         self._stopping = False
         self.yielded = 0  # rounds that claimed nothing because live traffic was high
+        # Lines whose model has a native_batch deployment go to its provider's batch API
+        # (``service.batch_native``): dispatch's place in their stages is the forward stage.
+        self.forwards = ForwardStore(store.db)
+        self.native = NativeBatches(self.forwards, gateway, config, owner=self.owner,
+                                    exclusive=exclusive, on_change=self.wake)
+        self._forwarding: Pipeline | None = None  # built when first needed
 
     @property
     def in_flight(self) -> int:
@@ -109,6 +119,7 @@ class BatchRunner:
     async def run(self) -> None:
         """The runner's loop; ``stop`` ends it."""
         released = False
+        native = asyncio.get_running_loop().create_task(self.native.run())
         try:
             while True:
                 self._wake.clear()
@@ -131,9 +142,10 @@ class BatchRunner:
                     async with asyncio.timeout(self.config.poll_s):
                         await self._wake.wait()
         finally:
+            native.cancel()
             for task in self._lines:
                 task.cancel()
-            await asyncio.gather(*self._lines, return_exceptions=True)
+            await asyncio.gather(native, *self._lines, return_exceptions=True)
 
     async def _round(self) -> bool:
         """Start batches, claim what there is room for, end finished batches. True when it
@@ -172,6 +184,16 @@ class BatchRunner:
 
     async def _run_line(self, line: Claimed) -> None:
         status, body, request_id, retry_after, tokens = await self._answer(line)
+        if isinstance(body, Routed):  # held for its deployment's batch API
+            try:
+                if await asyncio.to_thread(self.forwards.forward, self.owner, line.batch_id,
+                                           line.line, body.model, body.deployment,
+                                           _ENCODE.encode(body)):
+                    self.native.wake()
+            except Exception:  # the lease frees it; it is admitted again
+                log.exception("batch: could not forward line %d of %s", line.line,
+                              line.batch_id)
+            return
         if retry_after is not None:
             self._wait_until[line.batch_id] = time.monotonic() + min(retry_after, 60.0)
             try:
@@ -193,10 +215,21 @@ class BatchRunner:
         except Exception:  # the lease frees it; it runs again
             log.exception("batch: could not record line %d of %s", line.line, line.batch_id)
 
+    def _pipeline(self, line: Claimed, chat: bool) -> Pipeline:
+        """The live stages, or (a chat line that may be forwarded, and a deployment that
+        takes them) the same with the forward stage in dispatch's place."""
+        gw = self.gateway
+        if not chat or line.live or not has_native(gw):
+            return gw.pipeline
+        if self._forwarding is None:
+            self._forwarding = Pipeline([Forward(s) if isinstance(s, Dispatch) else s
+                                         for s in gw.pipeline.stages])
+        return self._forwarding
+
     async def _answer(self, line: Claimed
                       ) -> tuple[int, Any, str, float | None, tuple[int, int]]:
         """(status, body, request id, retry after when refused for now, (input, output)
-        tokens) of one line."""
+        tokens) of one line; the body is the line's ``Routed`` when it is to be forwarded."""
         chat = line.endpoint == "/v1/chat/completions"
         request_id = ""
         try:
@@ -209,7 +242,9 @@ class BatchRunner:
             request_id = ex.id
             # Bounded well inside the lease, so no other runner takes the line meanwhile.
             async with asyncio.timeout(self.config.lease_s / 2):
-                await self.gateway.pipeline.run(ex, self.gateway)
+                await self._pipeline(line, chat).run(ex, self.gateway)
+            if ex.deferred:
+                return 200, Routed.of(ex), request_id, None, (0, 0)
             usage, tokens = ex.usage, (0, 0)
             if usage is not None:  # embeddings have no completion tokens
                 tokens = (usage.prompt_tokens, getattr(usage, "completion_tokens", 0))

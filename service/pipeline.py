@@ -122,6 +122,12 @@ class Exchange:
     cache_generation: tuple[int, int] = (0, 0)  # erasures of its tenant and user seen at entry
     encoded: Encoded | None = None  # the last text encoded for this request (shared by stages)
     cost_usd: float = 0.0
+    # The share of the list price paid: below 1 for an answer of a provider's batch API.
+    price_factor: float = 1.0
+    # Admitted, routed and held for a provider's batch API (``service.stages.forward``): no
+    # answer yet, so nothing is accounted or cached now; ``service.batch_native`` accounts
+    # it when the provider's batch answers.
+    deferred: bool = False
     headers: dict[str, str] = field(default_factory=dict)  # more response headers (limits)
     # limits: concurrency slots held, token windows to correct, the budget reservation
     slots: list[tuple[str, int]] = field(default_factory=list)

@@ -5,7 +5,9 @@ Files live in the database, not on disk: a PostgreSQL deployment's replicas all 
 with no shared folder to mount, and one backup holds jobs and their inputs together. An
 output or error file is not a copy: it is read from the job's line results when downloaded.
 
-A line moves ``pending -> running -> done`` (or ``skipped`` when its batch is cancelled).
+A line moves ``pending -> running -> done`` (or ``skipped`` when its batch is cancelled);
+a line held for a provider's batch API goes ``running -> forwarded -> done`` (or back to
+``pending``, to run live, when that batch fails it: ``router.batch.forwarding``).
 ``finish`` writes a line's result and the batch's count in one transaction, and only while
 the line is still ``running`` under the runner that claimed it: a result is either committed
 and counted, or neither, and a line never gets two. A line left ``running`` by a runner that
@@ -63,6 +65,20 @@ MIGRATIONS = [
         "ALTER TABLE batches ADD COLUMN input_tokens BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE batches ADD COLUMN output_tokens BIGINT NOT NULL DEFAULT 0",
     ]),
+    (3, [  # provider batch APIs (``router.batch.forwarding``)
+        "ALTER TABLE batch_lines ADD COLUMN fwd_model TEXT",
+        "ALTER TABLE batch_lines ADD COLUMN fwd_deployment TEXT",
+        "ALTER TABLE batch_lines ADD COLUMN fwd_batch TEXT",
+        "ALTER TABLE batch_lines ADD COLUMN fwd_at {float}",
+        "ALTER TABLE batch_lines ADD COLUMN routed TEXT",
+        "ALTER TABLE batch_lines ADD COLUMN live INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX IF NOT EXISTS batch_lines_fwd ON batch_lines (fwd_batch)",
+        "CREATE TABLE IF NOT EXISTS native_batches (id TEXT PRIMARY KEY, batch_id TEXT NOT "
+        "NULL, model TEXT NOT NULL, deployment TEXT NOT NULL, status TEXT NOT NULL, "
+        "provider_id TEXT, owner TEXT, lease_until {float}, cancel_sent INTEGER NOT NULL "
+        "DEFAULT 0, created {float} NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS native_batches_status ON native_batches (status)",
+    ]),
 ]
 FILE_COLUMNS = "id, bytes, created, filename, purpose, expires_at"
 BATCH_COLUMNS = ("id, endpoint, input_file_id, completion_window, status, created, total, "
@@ -86,6 +102,7 @@ class Claimed:
     body: bytes
     endpoint: str
     principal: bytes
+    live: bool = False  # its provider batch failed it: run it live, never forward it again
 
 
 def new_id(prefix: str) -> str:
@@ -272,7 +289,8 @@ class BatchStore:
         but = f"AND b.id NOT IN ({', '.join('?' * len(skip))}) " if skip else ""
         with self.db.transaction(lock="batch:claim") as cur:
             rows = cur.fetch(
-                "SELECT l.batch_id, l.line, l.custom_id, l.body, b.endpoint, b.principal "
+                "SELECT l.batch_id, l.line, l.custom_id, l.body, b.endpoint, b.principal, "
+                "l.live "
                 "FROM batch_lines l JOIN batches b ON b.id = l.batch_id "
                 f"WHERE b.status = 'in_progress' AND l.state = 'pending' {but}"
                 "ORDER BY b.created, l.line LIMIT ?", (*skip, n))
@@ -281,8 +299,8 @@ class BatchStore:
                 cur.execute("UPDATE batch_lines SET state = 'running', owner = ?, "
                             "lease_until = ? WHERE batch_id = ? AND line = ?",
                             (owner, until, batch_id, line))
-        return [Claimed(b, int(n_), c, body.encode(), e, p.encode())
-                for b, n_, c, body, e, p in rows]
+        return [Claimed(b, int(n_), c, body.encode(), e, p.encode(), bool(live))
+                for b, n_, c, body, e, p, live in rows]
 
     def finish(self, owner: str, batch_id: str, line: int, ok: bool, result: bytes,
                tokens: tuple[int, int] = (0, 0)) -> bool:
@@ -317,13 +335,14 @@ class BatchStore:
         with self.db.transaction() as cur:
             cur.execute("UPDATE batches SET status = 'finalizing', finalizing_at = ? "
                         "WHERE status = 'in_progress' AND NOT EXISTS (SELECT 1 FROM batch_lines "
-                        "WHERE batch_id = batches.id AND state IN ('pending', 'running'))",
+                        "WHERE batch_id = batches.id AND state IN ('pending', 'running', "
+                        "'forwarded'))",
                         (now,))
             expired = cur.fetch("SELECT id FROM batches WHERE status = 'in_progress' AND "
                                 "expires_at < ?", (now,))
             cancelling = cur.fetch("SELECT id FROM batches WHERE status = 'cancelling' AND NOT "
                                    "EXISTS (SELECT 1 FROM batch_lines WHERE batch_id = "
-                                   "batches.id AND state = 'running')")
+                                   "batches.id AND state IN ('running', 'forwarded'))")
         ends = [(bid, "cancelling", "cancelled") for (bid,) in cancelling]
         ends += [(bid, "in_progress", "expired") for (bid,) in expired]
         ends += [(bid, "finalizing", "completed") for (bid,) in
@@ -342,7 +361,8 @@ class BatchStore:
                             "batch_id = ? AND state = 'pending'", (batch_id,))
             else:  # expired: what never ran is reported, as OpenAI does
                 pending = cur.fetch("SELECT line, custom_id FROM batch_lines WHERE batch_id = ? "
-                                    "AND state IN ('pending', 'running')", (batch_id,))
+                                    "AND state IN ('pending', 'running', 'forwarded')",
+                                    (batch_id,))
                 for line, custom_id in pending:
                     result = expired_line(custom_id)
                     cur.execute("UPDATE batch_lines SET state = 'done', ok = 0, result = ? "

@@ -106,6 +106,16 @@ class Settings(Connection):
                f"endpoint={self.endpoint!r})"
 
 
+class BatchSettings(Settings):
+    """The settings of an adapter whose upstream has a batch API of its own
+    (``router.providers.native_batch``): batch lines routed to the deployment's model go
+    there (``native_batch``), their answers priced at ``1 - batch_discount`` of the list
+    price (OpenAI's and Anthropic's batch APIs: half)."""
+
+    native_batch: bool = False
+    batch_discount: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.5
+
+
 S = TypeVar("S", bound=Settings)
 
 

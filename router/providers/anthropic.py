@@ -73,7 +73,7 @@ from router.providers._kit import (
     resolve_api_key,
     usage_of,
 )
-from router.providers._settings import Settings
+from router.providers._settings import BatchSettings
 from router.providers.http_io import error_for_status, open_stream, send_json, sse_events
 from router.wire import anthropic as aw
 from router.wire.openai import (
@@ -108,8 +108,9 @@ _JSON_INSTRUCTION = ("Respond with a single valid JSON object and nothing else: 
 Block = aw.TextBlock | aw.ImageBlock | aw.ToolUseBlock | aw.ToolResultBlock
 
 
-class AnthropicSettings(Settings):
-    """The common fields and ``api_version`` (the ``anthropic-version`` header)."""
+class AnthropicSettings(BatchSettings):
+    """The common fields, ``api_version`` (the ``anthropic-version`` header), and the Message
+    Batches API's (``native_batch``: ``router.providers.anthropic_batches``)."""
 
     api_version: str = ""
 
@@ -146,11 +147,29 @@ class AnthropicProvider(SharedClientProvider):
     async def complete(self, request: ChatRequest) -> ChatCompletion:
         body = self._body(request, stream=False)
         data = await send_json(self._client(), NAME, self._url, body=body, headers=self._headers)
+        return self.completion(request, data)
+
+    def completion(self, request: ChatRequest, data: Any) -> ChatCompletion:
+        """A Message (a live answer, or a Message Batches result) as ours."""
         try:
             return to_completion(data, request.model)
         except MALFORMED as exc:
             raise UpstreamError(f"{NAME} upstream answered with an unexpected body: "
                                 f"{type(exc).__name__}") from None
+
+    # --- for the Message Batches API (``router.providers.anthropic_batches``) -------------
+
+    @property
+    def messages_url(self) -> str:
+        return self._url
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return self._headers
+
+    def request_body(self, request: ChatRequest) -> dict[str, Any]:
+        """The Messages API body of a (non-streaming) chat request, as ``complete`` sends it."""
+        return self._body(request, stream=False)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatCompletionChunk]:
         body = self._body(request, stream=True)

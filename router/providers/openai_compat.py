@@ -105,7 +105,7 @@ from router.providers._kit import (
     resolve_api_key,
     usage_of,
 )
-from router.providers._settings import Settings
+from router.providers._settings import BatchSettings, Settings
 from router.providers.http_io import open_stream, send_json, sse_events
 from router.wire.openai import (
     AssistantMessage,
@@ -140,12 +140,18 @@ FINISH_REASONS = FinishReasons(
 Body = dict[str, Any]
 
 
-class OpenAISettings(Settings):
-    """An OpenAI-compatible deployment reads only the common fields."""
+# The presets whose upstream has OpenAI's Files and Batches API, shape for shape.
+NATIVE_BATCH = frozenset({"openai", "openai-compatible"})
 
 
-class AzureSettings(OpenAISettings):
-    """Azure OpenAI also reads its ``api-version`` (default ``AZURE_DEFAULT_API_VERSION``)."""
+class OpenAISettings(BatchSettings):
+    """An OpenAI-compatible deployment reads the common fields, and may send batch lines to
+    its upstream's own Batch API (``native_batch``: ``router.providers.openai_batches``)."""
+
+
+class AzureSettings(Settings):
+    """Azure OpenAI reads its ``api-version`` (default ``AZURE_DEFAULT_API_VERSION``); its
+    batch API differs from OpenAI's (deployment types, global batch), so no ``native_batch``."""
 
     api_version: str = ""
 
@@ -393,10 +399,15 @@ class OpenAIStreamTranslator(ChunkStream):
 class OpenAICompatProvider(SharedClientProvider):
     """One deployment on an upstream that speaks OpenAI's chat-completions format."""
 
-    def __init__(self, name: str, settings: OpenAISettings, ctx: ProviderContext):
+    def __init__(self, name: str, settings: OpenAISettings | AzureSettings,
+                 ctx: ProviderContext):
         if name not in PRESETS:
             raise config_error(name, f"unknown OpenAI-compatible provider; "
                                      f"known: {', '.join(sorted(PRESETS))}")
+        if getattr(settings, "native_batch", False) and name not in NATIVE_BATCH:
+            raise config_error(name, "native_batch: only "
+                                     f"{', '.join(sorted(NATIVE_BATCH))} deployments have "
+                                     "OpenAI's Batch API")
         self.name = name
         self.preset = PRESETS[name]
         self.settings = settings
@@ -417,7 +428,7 @@ class OpenAICompatProvider(SharedClientProvider):
         self._headers = {**auth, **settings.headers}
 
     @classmethod
-    def from_settings(cls, settings: OpenAISettings, ctx: ProviderContext,
+    def from_settings(cls, settings: OpenAISettings | AzureSettings, ctx: ProviderContext,
                       ) -> OpenAICompatProvider:
         return cls(settings.provider, settings, ctx)
 
@@ -430,6 +441,11 @@ class OpenAICompatProvider(SharedClientProvider):
         url, params = self._url(request.model, "chat/completions")
         data = await send_json(self._ctx.client(), self.name, url, body=self._body(request),
                                headers=self._headers, params=params)
+        return self.completion(request, data)
+
+    def completion(self, request: ChatRequest, data: Any) -> ChatCompletion:
+        """An upstream chat-completion body (a live answer, or a line of its Batch API's
+        output file) as ours."""
         try:
             upstream = msgspec.convert(data, _Completion)
         except msgspec.ValidationError as exc:
@@ -497,6 +513,20 @@ class OpenAICompatProvider(SharedClientProvider):
             tokens = sum(self._count(t) for t in texts)
         return EmbeddingsResponse(data=out, model=request.model, usage=EmbeddingUsage(
             prompt_tokens=tokens, total_tokens=tokens))
+
+    # --- for the Batch API (``router.providers.openai_batches``) --------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self._base
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return self._headers
+
+    def request_body(self, request: ChatRequest) -> Body:
+        """The upstream body of a (non-streaming) chat request, as ``complete`` sends it."""
+        return self._body(request)
 
     # --- helpers -----------------------------------------------------------------------
 

@@ -34,9 +34,11 @@ def _answer_cost_usd(ex: Exchange) -> float:
         return 0.0
     u = ex.usage
     if u is None:  # an answer without usage: the prompt as counted (a stream cut short)
-        return Catalog.cost_usd(ex.model, ex.input_tokens, 0) if ex.upstream else 0.0
-    out = 0 if isinstance(u, EmbeddingUsage) else u.completion_tokens
-    return Catalog.cost_usd(ex.model, u.prompt_tokens, out)
+        full = Catalog.cost_usd(ex.model, ex.input_tokens, 0) if ex.upstream else 0.0
+    else:
+        out = 0 if isinstance(u, EmbeddingUsage) else u.completion_tokens
+        full = Catalog.cost_usd(ex.model, u.prompt_tokens, out)
+    return full * ex.price_factor
 
 
 def estimated_cost_usd(ex: Exchange) -> float:
@@ -57,7 +59,7 @@ class Account:
         return None
 
     def leave(self, ex: Exchange, gw: Gateway) -> None:
-        if ex.model is None:
+        if ex.model is None or ex.deferred:  # deferred: accounted when its answer comes
             return
         if ex.kind == "chat":
             gw.metrics.child(gw.metrics.cache, ex.cache).inc()

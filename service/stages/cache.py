@@ -136,7 +136,7 @@ class Cache:
     def leave(self, ex: Exchange, gw: Gateway) -> None:
         cache = gw.cache
         if (ex.cache != "miss" or not ex.cache_store or ex.status != 200 or ex.model is None
-                or cache is None or ex.cache_key is None):
+                or cache is None or ex.cache_key is None or ex.deferred):
             return
         completion = ex.result if isinstance(ex.result, ChatCompletion) else streamed(ex)
         if completion is None or not completion.choices:

@@ -57,9 +57,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(folder: Path, upstream: str, dsn: str = "") -> tuple[subprocess.Popen, str]:
+def start(folder: Path, upstream: str, dsn: str = "", *, native: str = ""
+          ) -> tuple[subprocess.Popen, str]:
+    """``tests.e2e.batch_server`` on a free port (``native``: the upstream's key, to send
+    lines through its Batch API)."""
     port = free_port()
     store = ["--dsn", dsn, "--lease-s", str(LEASE_S)] if dsn else []
+    store += ["--native", native] if native else []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(folder / "err.log", "ab") as err:  # the child keeps its own copy
         proc = subprocess.Popen([sys.executable, "-m", "tests.e2e.batch_server", "--port",

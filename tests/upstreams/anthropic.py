@@ -73,13 +73,18 @@ class Invalid(Exception):
 class AnthropicSimulator:
     """The simulator's state: the key it accepts and the last request it received."""
 
-    def __init__(self, api_key: str = API_KEY):
+    def __init__(self, api_key: str = API_KEY, batches: Any = None):
+        """``batches`` (an ``anthropic_batches.BatchSim``): also the Message Batches API."""
         self.api_key = api_key
         self.last_body: dict[str, Any] | None = None
         self.last_headers: dict[str, str] = {}
         self.calls = 0
         self._ids = itertools.count(1)
-        self.app = Litestar(route_handlers=[self._handler()], debug=False)
+        handlers = [self._handler(), *(batches.routes(self) if batches is not None else [])]
+        self.app = Litestar(route_handlers=handlers, debug=False)
+
+    def message_id(self) -> str:
+        return f"msg_sim{next(self._ids):06d}"
 
     def _handler(self) -> Any:
         @post("/v1/messages", status_code=200)
@@ -93,7 +98,7 @@ class AnthropicSimulator:
                 headers = {"retry-after": "7"} if err.status == 429 else {}
                 return Response(aw.error_body(err.status, err.message), status_code=err.status,
                                 media_type="application/json", headers=headers)
-            message = answer(req, f"msg_sim{next(self._ids):06d}")
+            message = answer(req, self.message_id())
             if not req.stream:
                 return Response(aw.ENCODER.encode(message), media_type="application/json")
             return Stream(events(message, fail=_text(req.messages[-1]).startswith(
@@ -102,28 +107,37 @@ class AnthropicSimulator:
 
         return messages
 
-    def _validate(self, request: Request[Any, Any, Any], body: bytes) -> aw.MessagesRequest:
+    def authorize(self, request: Request[Any, Any, Any]) -> None:
+        """Refuse a request without this simulator's key or an ``anthropic-version``."""
         # The docs name x-api-key; SDK 2.x sends the same key as a bearer token instead.
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
         if self.api_key not in (request.headers.get("x-api-key"), bearer):
             raise Invalid("invalid x-api-key", 401)
         if not request.headers.get("anthropic-version"):
             raise Invalid("anthropic-version: header is required")
+
+    def _validate(self, request: Request[Any, Any, Any], body: bytes) -> aw.MessagesRequest:
+        self.authorize(request)
         try:
             raw = json.loads(body)
         except ValueError:
             raise Invalid("There was an issue with the JSON body of your request") from None
         self.last_body = raw
-        try:
-            req = aw.REQUEST_DECODER.decode(body)
-        except msgspec.ValidationError as exc:
-            m = _AT.match(str(exc))
-            assert m is not None
-            path = re.sub(r"\[(\d+)\]", r".\1", m["path"] or "")
-            raise Invalid(f"{path}: {m['msg']}" if path else m["msg"]) from None
-        _no_extra_fields(raw)
-        _check_semantics(req)
-        return req
+        return checked(body, raw)
+
+
+def checked(body: bytes, raw: dict[str, Any]) -> aw.MessagesRequest:
+    """A Messages body (``raw``, decoded from ``body``) checked as the API checks it."""
+    try:
+        req = aw.REQUEST_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        m = _AT.match(str(exc))
+        assert m is not None
+        path = re.sub(r"\[(\d+)\]", r".\1", m["path"] or "")
+        raise Invalid(f"{path}: {m['msg']}" if path else m["msg"]) from None
+    _no_extra_fields(raw)
+    _check_semantics(req)
+    return req
 
 
 # --- validation ----------------------------------------------------------------------------

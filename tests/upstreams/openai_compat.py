@@ -341,8 +341,24 @@ async def _chat(request: Request, model: str | None) -> Response[bytes] | Stream
         return Stream(_events(answer, model, usage and mode != "NOUSAGE", mode),
                       status_code=200, media_type="text/event-stream",
                       headers={"cache-control": "no-cache"})
+    return _json(_completion(answer, model, mode))
+
+
+def chat_answer(body: dict[str, Any], strict: bool = True) -> tuple[int, dict[str, Any]]:
+    """(status, body) of a non-streaming chat request, as ``POST /v1/chat/completions``
+    answers it (the Batch API's lines are answered by this, ``openai_batches``)."""
+    try:
+        _check_chat(body, strict)
+        mode = _fail(_text(next((m.get("content") for m in reversed(body["messages"])
+                                 if m.get("role") == "user"), "")))
+    except ApiError as exc:
+        return exc.status, exc.body
+    return 200, _completion(_answer(body), body["model"], mode)
+
+
+def _completion(answer: _Answer, model: str, mode: str | None) -> dict[str, Any]:
     if mode == "MALFORMED":
-        return _json({"object": "chat.completion", "choices": "not a list"})
+        return {"object": "chat.completion", "choices": "not a list"}
     message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None,
                                "annotations": []}
     if answer.call:
@@ -355,7 +371,7 @@ async def _chat(request: Request, model: str | None) -> Response[bytes] | Stream
         "usage": answer.usage, "service_tier": "default", "system_fingerprint": "fp_sim"}
     if mode == "NOUSAGE":
         del completion["usage"]
-    return _json(completion)
+    return completion
 
 
 async def _events(answer: _Answer, model: str, include_usage: bool,
@@ -476,8 +492,14 @@ async def azure_embeddings(request: Request, deployment: FromPath[str]) -> Respo
     return await _embeddings(request, deployment)
 
 
-def create_app(state: SimState | None = None) -> Litestar:
-    """The simulator as an ASGI app; its ``state.sim`` is the ``SimState`` it uses."""
-    app = Litestar([chat_completions, embeddings, azure_chat_completions, azure_embeddings])
+def create_app(state: SimState | None = None, batches: Any = None) -> Litestar:
+    """The simulator as an ASGI app; its ``state.sim`` is the ``SimState`` it uses. With
+    ``batches`` (an ``openai_batches.BatchSim``), also OpenAI's Files and Batches API."""
+    handlers: list[Any] = [chat_completions, embeddings, azure_chat_completions,
+                           azure_embeddings]
+    if batches is not None:
+        handlers += batches.routes()
+    app = Litestar(handlers)
     app.state.sim = state or SimState()
+    app.state.batches = batches
     return app

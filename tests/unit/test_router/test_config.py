@@ -2,6 +2,7 @@ import pytest
 
 from router.catalog import Catalog
 from router.config import DEFAULT_CONFIG, ConfigError, load_config
+from router.providers import check_providers
 
 GOOD = """
 version: 1
@@ -239,3 +240,23 @@ def test_a_required_region_must_have_a_deployment(tmp_path):
         load_config(_write(tmp_path, text + "dispatch: {tenant_regions: {acme: [us]}}"))
     assert "routes[1].regions[0]: no deployment is in region 'eu'" in str(err.value)
     assert "dispatch.tenant_regions.acme[0]: no deployment is in region 'us'" in str(err.value)
+
+
+def test_native_batch_is_off_by_default_and_its_discount_is_checked_with_its_path(tmp_path):
+    cfg = load_config(_write(tmp_path, GOOD))
+    assert all(not getattr(d, "native_batch", False) for m in cfg.models
+               for d in cfg.deployments(m))
+    text = GOOD.replace("context_window: 4000}", "context_window: 4000,\n     deployments: "
+                        "[{provider: openai, api_key: k, native_batch: true, "
+                        "batch_discount: 1.5}]}")
+    with pytest.raises(ConfigError, match=r"models\[1\]\.deployments\[0\]\.batch_discount"):
+        load_config(_write(tmp_path, text))
+    ok = load_config(_write(tmp_path, text.replace("1.5", "0.4")))
+    assert ok.models[1].deployments[0].native_batch and \
+        ok.models[1].deployments[0].batch_discount == 0.4
+    assert ok.batch.native_poll_s == 30.0 and ok.batch.native_collect_s == 60.0
+    azure = text.replace("provider: openai,", "provider: azure, endpoint: 'https://x',") \
+        .replace("1.5", "0.5")
+    with pytest.raises(ConfigError, match=r"models\[1\]\.deployments\[0\]\.native_batch: "
+                                          "adapter 'azure' has no setting"):
+        check_providers(load_config(_write(tmp_path, azure)))

@@ -71,7 +71,7 @@ def submit(store: BatchStore, n: int) -> str:
 
 
 def runner(store, pipeline, live=None, **config) -> BatchRunner:
-    gateway = SimpleNamespace(pipeline=pipeline)
+    gateway = SimpleNamespace(pipeline=pipeline, dispatchers={})
     return BatchRunner(store, gateway, BatchConfig(poll_s=0.05, **config),  # type: ignore[arg-type]
                        live or LiveRequests(), exclusive=True)
 
