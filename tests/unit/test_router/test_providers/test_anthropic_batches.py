@@ -47,8 +47,12 @@ def test_the_sdk_reads_the_simulators_message_batches(url):
             results = {r.custom_id: r async for r in
                        await client.messages.batches.results(batch.id)}
             listed = [b.id async for b in client.messages.batches.list(limit=5)]
-            other = await client.messages.batches.create(requests=[
-                {"custom_id": "c", "params": params("x")}])
+            BATCHES.delay_s = 60.0  # still in progress when the cancel comes, however slow
+            try:
+                other = await client.messages.batches.create(requests=[
+                    {"custom_id": "c", "params": params("x")}])
+            finally:
+                BATCHES.delay_s = 0.2
             cancelling = await client.messages.batches.cancel(other.id)
             after = await client.messages.batches.retrieve(other.id)
             return first, batch, results, listed, cancelling, after

@@ -76,8 +76,12 @@ def test_the_sdk_cancels_a_batch(url):
                                       max_retries=0) as client:
             f = await client.files.create(file=("in.jsonl", io.BytesIO(
                 (json.dumps(line("a", "x")) + "\n").encode())), purpose="batch")
-            b = await client.batches.create(input_file_id=f.id, completion_window="24h",
-                                            endpoint="/v1/chat/completions")
+            BATCHES.delay_s = 60.0  # still in progress when the cancel comes, however slow
+            try:
+                b = await client.batches.create(input_file_id=f.id, completion_window="24h",
+                                                endpoint="/v1/chat/completions")
+            finally:
+                BATCHES.delay_s = 0.2
             cancelling = await client.batches.cancel(b.id)
             return cancelling.status, (await client.batches.retrieve(b.id)).status
     assert asyncio.run(main()) == ("cancelling", "cancelled")
