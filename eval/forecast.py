@@ -133,8 +133,9 @@ def forecast_month(tenant: str | None, by_day: Mapping[str, float], as_of: float
     usable = {n: b for n, b in tried.items() if b is not None and b.windows >= MIN_WINDOWS}
     if not usable:
         need = _HISTORY_NEEDED + horizon + MIN_WINDOWS - 1
-        return replace(base, note=f"too little history: {len(daily)} complete days of spend; "
-                        f"a backtested forecast of the {horizon} days left needs {need}")
+        days = f"{len(daily)} complete day{'' if len(daily) == 1 else 's'}"
+        return replace(base, note=f"too little history: {days} of spend; a backtested "
+                        f"forecast of the {horizon} days left needs {need}")
     # Ties go to the mean (the simpler model): dicts keep MODELS' order and min keeps the first.
     method = min(usable, key=lambda n: usable[n].mae_usd)
     total = spent + MODELS[method](daily, horizon)

@@ -201,7 +201,7 @@ def render(d: ReportData, *, source: str) -> str:
              f"- Traffic log: {source}", ""]
     for section in (_summary, _cost, _models, _people, _quality, _arms, _forecasts):
         lines += section(d)
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def write_report(log: TrafficLog, window: Window, out: Path, *, source: str,

@@ -35,9 +35,11 @@ def _dates(by_day: Sequence[dict]) -> list[dt.date]:
     return [dt.date.fromisoformat(r["day"]) for r in by_day]
 
 
-def _date_axis(ax) -> None:
+def _date_axis(ax, days: Sequence[dt.date]) -> None:
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
+    if len(set(days)) < 2:  # one day: give the locator a span to place ticks in
+        ax.set_xlim(days[0] - dt.timedelta(days=1), days[0] + dt.timedelta(days=1))
     locator = AutoDateLocator(maxticks=8)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
@@ -82,7 +84,7 @@ def plot_cost(data: ReportData, path: Path) -> Path:
     daily.plot(days, [r["cost_usd"] / r["requests"] for r in data.by_day], marker=".")
     daily.set_title("mean cost per request, by day (UTC)")
     daily.set_ylabel("USD")
-    _date_axis(daily)
+    _date_axis(daily, days)
     return _save(fig, path)
 
 
@@ -95,7 +97,7 @@ def plot_tokens(data: ReportData, path: Path) -> Path:
     ax.set_title("tokens per day (UTC)")
     ax.set_ylabel("tokens")
     ax.legend()
-    _date_axis(ax)
+    _date_axis(ax, days)
     return _save(fig, path)
 
 

@@ -34,9 +34,7 @@ def parse_when(text: str | None, now: float, flag: str) -> float | None:
 
 
 def shown_dsn(dsn: str) -> str:
-    """The DSN without its password, as the report prints it."""
-    if dsn.startswith("sqlite:"):
-        return dsn
+    """A PostgreSQL DSN without its password and options, as the report prints it."""
     parts = urlsplit(dsn)
     host = parts.hostname or ""
     user = f"{parts.username}@" if parts.username else ""
@@ -44,24 +42,25 @@ def shown_dsn(dsn: str) -> str:
     return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
+def _sqlite_file(dsn: str, base_dir: Path) -> Path:
+    path = Path(dsn.removeprefix("sqlite:///").removeprefix("sqlite://"))
+    return path if path.is_absolute() else base_dir / path
+
+
 def _open_log(dsn: str, base_dir: Path):
     """The traffic log, refusing a SQLite file that is not there (opening would create an
     empty one) and a PostgreSQL server that does not answer, with one clear line each."""
     from router.traffic import TrafficLog
 
-    if dsn.startswith("sqlite:"):
-        path = Path(dsn.removeprefix("sqlite:///").removeprefix("sqlite://"))
-        path = path if path.is_absolute() else base_dir / path
-        if not path.is_file():
-            raise FileNotFoundError(f"traffic log {path}: no such file")
+    if dsn.startswith("sqlite:") and not _sqlite_file(dsn, base_dir).is_file():
+        raise FileNotFoundError(f"traffic log {_sqlite_file(dsn, base_dir)}: no such file")
     try:
         return TrafficLog(dsn, base_dir=base_dir)
     except ValueError:
         raise
     except Exception as exc:  # psycopg's OperationalError and kin: the server did not answer
-        raise ValueError(f"traffic log {shown_dsn(dsn)}: cannot open: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
-                         ) from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise ValueError(f"traffic log {shown_dsn(dsn)}: cannot open: {first}") from exc
 
 
 def _budgets(config):
@@ -77,7 +76,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from eval.report_data import Window
 
     now = time.time()
-    until = parse_when(args.until, now, "--until") or now
+    until = parse_when(args.until, now, "--until")
+    until = now if until is None else until
     since = parse_when(args.since, until, "--since")
     if since is not None and since >= until:
         raise ValueError("--since must be before --until (or now)")
@@ -92,9 +92,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         dsn = args.logs or config.traffic.dsn
         base = Path.cwd() if args.logs else config.resolve(".")
     log = _open_log(dsn, base)
+    source = (f"sqlite:///{_sqlite_file(dsn, base).resolve()}" if dsn.startswith("sqlite:")
+              else shown_dsn(dsn))
     try:
         written = write_report(log, Window(until=until, since=since, tenant=args.tenant),
-                               Path(args.out), source=shown_dsn(dsn), budget_for=budget_for)
+                               Path(args.out), source=source, budget_for=budget_for)
     finally:
         log.close()
     print(f"{written['report.md']}: usage report with {len(written) - 1} plots", file=sys.stderr)

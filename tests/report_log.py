@@ -78,3 +78,32 @@ def write_log(path) -> tuple[str, list[TrafficRecord], list[ScoreRow]]:
     finally:
         log.close()
     return dsn, rows, scores
+
+
+def tables(markdown: str) -> dict[str, list[dict[str, str]]]:
+    """Each ``## Section``'s first table, as rows of {header: cell}."""
+    out: dict[str, list[dict[str, str]]] = {}
+    section, header, done = None, None, set()
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            section, header = line[3:].strip(), None
+        elif line.startswith("|") and section is not None and section not in done:
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if header is None:
+                header = cells
+                out[section] = []
+            elif not set(line) <= set("|-: "):  # not the alignment row
+                out[section].append(dict(zip(header, cells, strict=True)))
+        elif header is not None:
+            done.add(section)
+            header = None
+    return out
+
+
+def money(cell: str) -> float:
+    """``$1,234.5`` (or ``$0.6000 (15 d)``) as a float."""
+    return float(cell.split()[0].removeprefix("$").replace(",", ""))
+
+
+def count(cell: str) -> int:
+    return int(cell.replace(",", ""))
