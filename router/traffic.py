@@ -534,7 +534,7 @@ class TrafficLog:
         after the rows queued so far are written."""
         self.flush()
         with self._lock:
-            rows = self._reader.execute(sql.replace("?", self._mark), tuple(params)).fetchall()
+            rows = self._reader.execute(self._placeholders(sql), tuple(params)).fetchall()
             self._reader.rollback()
         return list(rows)
 
@@ -543,9 +543,16 @@ class TrafficLog:
         erasure, the retention period). Rows still queued are flushed first."""
         self.flush()
         with self._lock:
-            count = self._reader.execute(sql.replace("?", self._mark), tuple(params)).rowcount
+            count = self._reader.execute(self._placeholders(sql), tuple(params)).rowcount
             self._reader.commit()
         return count
+
+    def _placeholders(self, sql: str) -> str:
+        """``?`` placeholders as the driver wants them; psycopg reads every ``%`` as one, so
+        a literal one (``LIKE 'hit%'``) is doubled."""
+        if self.kind == "sqlite":
+            return sql
+        return sql.replace("%", "%%").replace("?", self._mark)
 
     def _select(self, tail: str, params: Sequence[Any]) -> list[TrafficRecord]:
         with self._lock:
