@@ -12,7 +12,7 @@ import numpy as np
 
 from eval.report_data import ReportData
 
-TOP = 12  # bars per chart: the biggest, the rest summed as "other"
+TOP = 12  # bars per chart: the biggest (the report's tables list them all)
 
 
 def _figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (9, 4.2)):
@@ -50,16 +50,14 @@ def _label(value: object) -> str:
     return "(none)" if value is None else str(value)
 
 
-def _top(rows: Sequence[dict], key: str, value: str) -> tuple[list[str], list[float]]:
-    """The ``TOP - 1`` biggest rows by ``value`` and the rest as "other", biggest last (so a
-    horizontal bar chart shows the biggest at the top)."""
-    ranked = sorted(rows, key=lambda r: -r[value])
-    names = [_label(r[key]) for r in ranked[:TOP - 1]]
-    values = [float(r[value]) for r in ranked[:TOP - 1]]
-    if len(ranked) >= TOP:
-        names.append(f"other ({len(ranked) - TOP + 1})")
-        values.append(float(sum(r[value] for r in ranked[TOP - 1:])))
-    return names[::-1], values[::-1]
+def _top(rows: Sequence[dict], key: str, value: str) -> tuple[list[str], list[float], str]:
+    """The ``TOP`` biggest rows by ``value``, biggest last (a horizontal bar chart shows it at
+    the top), and a note for the title when there were more (an "other" bar summing many
+    small ones would dwarf the ones shown)."""
+    ranked = sorted(rows, key=lambda r: -r[value])[:TOP]
+    note = f" (top {TOP} of {len(rows)})" if len(rows) > TOP else ""
+    return ([_label(r[key]) for r in ranked][::-1], [float(r[value]) for r in ranked][::-1],
+            note)
 
 
 def plot_cost(data: ReportData, path: Path) -> Path:
@@ -104,12 +102,12 @@ def plot_tokens(data: ReportData, path: Path) -> Path:
 def plot_models(data: ReportData, path: Path) -> Path:
     """Requests and spend per model."""
     fig, (count, spend) = _figure(1, 2, (10, 4.2))
-    names, values = _top(data.by_model, "model", "requests")
+    names, values, note = _top(data.by_model, "model", "requests")
     count.barh(names, values, color="#4c72b0")
-    count.set_title("requests per model")
-    names, values = _top(data.by_model, "model", "cost_usd")
+    count.set_title(f"requests per model{note}")
+    names, values, note = _top(data.by_model, "model", "cost_usd")
     spend.barh(names, values, color="#dd8452")
-    spend.set_title("spend per model (USD)")
+    spend.set_title(f"spend per model (USD){note}")
     return _save(fig, path)
 
 
@@ -120,9 +118,9 @@ def plot_people(data: ReportData, path: Path) -> Path:
                                  (projects, data.by_project, "project",
                                   "spend per project (USD)")):
         labelled = [{**r, "who": f"{_label(r['tenant'])}/{_label(r[key])}"} for r in rows]
-        names, values = _top(labelled, "who", "cost_usd")
+        names, values, note = _top(labelled, "who", "cost_usd")
         ax.barh(names, values, color="#55a868")
-        ax.set_title(title)
+        ax.set_title(title + note)
     return _save(fig, path)
 
 
@@ -176,9 +174,10 @@ def plot_forecast(data: ReportData, path: Path) -> Path | None:
     made = [f for f in data.forecasts if f.total_usd is not None]
     if not made:
         return None
-    fig, (ax,) = _figure(size=(9, 0.6 * len(made) + 1.8))
-    names = [_label(f.tenant) for f in made][::-1]
-    made = made[::-1]
+    note = f" (top {TOP} of {len(made)})" if len(made) > TOP else ""
+    made = sorted(made, key=lambda f: f.total_usd)[-TOP:]  # the biggest at the top
+    fig, (ax,) = _figure(size=(9, 0.5 * len(made) + 1.8))
+    names = [_label(f.tenant) for f in made]
     ax.barh(names, [f.spent_to_date_usd for f in made], color="#4c72b0", label="spent so far")
     ax.barh(names, [f.total_usd - f.spent_to_date_usd for f in made],
             left=[f.spent_to_date_usd for f in made], color="#a1c9f4",
@@ -189,7 +188,7 @@ def plot_forecast(data: ReportData, path: Path) -> Path | None:
         ax.scatter([b for _, b in budgets], [i for i, _ in budgets], marker="|", s=400,
                    color="#c44e52", label="budget", zorder=5)
     ax.set_xlabel("USD")
-    ax.set_title(f"spend forecast for {made[0].period}")
+    ax.set_title(f"spend forecast for {made[0].period}{note}")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
