@@ -11,6 +11,7 @@ its backtest needs the months before.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -100,8 +101,7 @@ def gather(log: TrafficLog, window: Window, *,
     if not totals or totals[0]["requests"] == 0:
         raise EmptyWindow(_empty_message(window))
     where, params = window.where()
-    rows = log.read(f"SELECT ts, COALESCE(cost_usd, 0) FROM requests WHERE {where} "
-                    "ORDER BY ts", params)
+    rows = log.read(f"SELECT ts, COALESCE(cost_usd, 0) FROM requests WHERE {where}", params)
     ts = np.array([r[0] for r in rows], dtype=float)
     return ReportData(
         window=window, first_ts=float(ts.min()), last_ts=float(ts.max()), totals=totals[0],
@@ -118,8 +118,6 @@ def gather(log: TrafficLog, window: Window, *,
 
 
 def _empty_message(window: Window) -> str:
-    import datetime as dt
-
     def iso(t: float) -> str:
         return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
