@@ -65,9 +65,8 @@ def build_records(seed: int = 7) -> tuple[list[TrafficRecord], list[ScoreRow]]:
     return rows, scores
 
 
-def write_log(path) -> tuple[str, list[TrafficRecord], list[ScoreRow]]:
-    """The log at ``path`` (SQLite): its DSN, and the rows and scores written."""
-    dsn = f"sqlite:///{path}"
+def write_log(dsn: str) -> tuple[list[TrafficRecord], list[ScoreRow]]:
+    """The test log written at ``dsn``: the rows and scores it holds."""
     rows, scores = build_records()
     log = TrafficLog(dsn)
     try:
@@ -77,7 +76,7 @@ def write_log(path) -> tuple[str, list[TrafficRecord], list[ScoreRow]]:
         log.write_scores(scores)
     finally:
         log.close()
-    return dsn, rows, scores
+    return rows, scores
 
 
 def tables(markdown: str) -> dict[str, list[dict[str, str]]]:

@@ -21,7 +21,8 @@ UNTIL = AS_OF.timestamp()
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
     """(the log, the rows and scores written)."""
-    dsn, rows, scores = write_log(tmp_path_factory.mktemp("report") / "traffic.sqlite3")
+    dsn = f"sqlite:///{tmp_path_factory.mktemp('report') / 'traffic.sqlite3'}"
+    rows, scores = write_log(dsn)
     log = TrafficLog(dsn)
     yield log, rows, scores
     log.close()

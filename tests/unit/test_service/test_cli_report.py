@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from router.config import DEFAULT_CONFIG
-from router.traffic import TrafficLog
 from service.cli import main
 from service.cli_report import parse_when, shown_dsn
 from tests.report_log import AS_OF, build_records, count, money, tables, write_log
@@ -18,7 +17,9 @@ UNTIL = "2026-03-16"
 
 @pytest.fixture(scope="module")
 def dsn(tmp_path_factory):
-    return write_log(tmp_path_factory.mktemp("cli-report") / "traffic.sqlite3")[0]
+    dsn = f"sqlite:///{tmp_path_factory.mktemp('cli-report') / 'traffic.sqlite3'}"
+    write_log(dsn)
+    return dsn
 
 
 def _run(capsys, *argv) -> tuple[int, str, str]:
@@ -63,15 +64,7 @@ def test_report_reads_the_configs_log_and_shows_its_budgets(dsn, tmp_path, capsy
 
 
 def test_report_on_postgresql(pg_dsn, tmp_path, capsys):
-    rows, scores = build_records()
-    log = TrafficLog(pg_dsn)
-    try:
-        for r in rows:
-            log.write(r)
-        log.flush()
-        log.write_scores(scores)
-    finally:
-        log.close()
+    rows, _ = write_log(pg_dsn)
     code, _, _ = _run(capsys, "--logs", pg_dsn, "--until", UNTIL, "--out", str(tmp_path / "r"))
     assert code == 0
     markdown = (tmp_path / "r" / "report.md").read_text()
