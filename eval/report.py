@@ -26,9 +26,9 @@ MAX_ROWS = 25  # rows per user or project table; the rest are counted
 
 def usd(x: float) -> str:
     """About four significant figures, never scientific: $1,234.57, $12.35, $0.0001235."""
-    if x == 0:
+    if abs(x) < 5e-11:  # float noise (a backtest error of 1e-17): nothing a bill shows
         return "$0"
-    decimals = max(2, 3 - math.floor(math.log10(abs(x))))
+    decimals = min(10, max(2, 3 - math.floor(math.log10(abs(x)))))
     return f"${x:,.{decimals}f}"
 
 

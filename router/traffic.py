@@ -181,7 +181,8 @@ _CANDIDATES_DECODER = msgspec.json.Decoder(list[CandidateLog])
 _STOP = object()
 
 
-def _sqlite_path(dsn: str, base_dir: Path | None) -> Path:
+def sqlite_path(dsn: str, base_dir: Path | None) -> Path:
+    """The file a ``sqlite:///PATH`` DSN names (a relative PATH is under ``base_dir``)."""
     path = Path(dsn.removeprefix("sqlite:///").removeprefix("sqlite://"))
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
@@ -200,7 +201,7 @@ class TrafficLog:
         self._redactor = redactor
         if dsn.startswith("sqlite:"):
             self.kind = "sqlite"
-            self._path = _sqlite_path(dsn, base_dir)
+            self._path = sqlite_path(dsn, base_dir)
             self._path.parent.mkdir(parents=True, exist_ok=True)
         elif dsn.startswith(("postgresql://", "postgres://")):
             self.kind = "postgresql"

@@ -42,20 +42,19 @@ def shown_dsn(dsn: str) -> str:
     return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
-def _sqlite_file(dsn: str, base_dir: Path) -> Path:
-    path = Path(dsn.removeprefix("sqlite:///").removeprefix("sqlite://"))
-    return path if path.is_absolute() else base_dir / path
-
-
 def _open_log(dsn: str, base_dir: Path):
-    """The traffic log, refusing a SQLite file that is not there (opening would create an
-    empty one) and a PostgreSQL server that does not answer, with one clear line each."""
-    from router.traffic import TrafficLog
+    """The traffic log and how the report names it (a file's full path; a database without
+    its password), refusing a SQLite file that is not there (opening would create an empty
+    one) and a PostgreSQL server that does not answer, with one clear line each."""
+    from router.traffic import TrafficLog, sqlite_path
 
-    if dsn.startswith("sqlite:") and not _sqlite_file(dsn, base_dir).is_file():
-        raise FileNotFoundError(f"traffic log {_sqlite_file(dsn, base_dir)}: no such file")
+    if dsn.startswith("sqlite:"):
+        path = sqlite_path(dsn, base_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"traffic log {path}: no such file")
+        return TrafficLog(dsn, base_dir=base_dir), f"sqlite:///{path.resolve()}"
     try:
-        return TrafficLog(dsn, base_dir=base_dir)
+        return TrafficLog(dsn, base_dir=base_dir), shown_dsn(dsn)
     except ValueError:
         raise
     except Exception as exc:  # psycopg's OperationalError and kin: the server did not answer
@@ -91,9 +90,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         budget_for = _budgets(config)
         dsn = args.logs or config.traffic.dsn
         base = Path.cwd() if args.logs else config.resolve(".")
-    log = _open_log(dsn, base)
-    source = (f"sqlite:///{_sqlite_file(dsn, base).resolve()}" if dsn.startswith("sqlite:")
-              else shown_dsn(dsn))
+    log, source = _open_log(dsn, base)
     try:
         written = write_report(log, Window(until=until, since=since, tenant=args.tenant),
                                Path(args.out), source=source, budget_for=budget_for)

@@ -201,6 +201,7 @@ def test_no_scores_and_no_arms_are_said_not_drawn(tmp_path):
 
 @pytest.mark.parametrize(("value", "shown"), [(0, "$0"), (1234.5678, "$1,234.57"),
                                               (12.345, "$12.35"), (0.5, "$0.5000"),
-                                              (0.000123456, "$0.0001235")])
+                                              (0.000123456, "$0.0001235"),
+                                              (1.2e-17, "$0"), (3e-9, "$0.0000000030")])
 def test_usd_keeps_four_significant_figures(value, shown):
     assert usd(value) == shown
