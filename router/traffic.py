@@ -181,7 +181,8 @@ _CANDIDATES_DECODER = msgspec.json.Decoder(list[CandidateLog])
 _STOP = object()
 
 
-def _sqlite_path(dsn: str, base_dir: Path | None) -> Path:
+def sqlite_path(dsn: str, base_dir: Path | None) -> Path:
+    """The file a ``sqlite:///PATH`` DSN names (a relative PATH is under ``base_dir``)."""
     path = Path(dsn.removeprefix("sqlite:///").removeprefix("sqlite://"))
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
@@ -200,7 +201,7 @@ class TrafficLog:
         self._redactor = redactor
         if dsn.startswith("sqlite:"):
             self.kind = "sqlite"
-            self._path = _sqlite_path(dsn, base_dir)
+            self._path = sqlite_path(dsn, base_dir)
             self._path.parent.mkdir(parents=True, exist_ok=True)
         elif dsn.startswith(("postgresql://", "postgres://")):
             self.kind = "postgresql"
@@ -534,7 +535,7 @@ class TrafficLog:
         after the rows queued so far are written."""
         self.flush()
         with self._lock:
-            rows = self._reader.execute(sql.replace("?", self._mark), tuple(params)).fetchall()
+            rows = self._reader.execute(self._placeholders(sql), tuple(params)).fetchall()
             self._reader.rollback()
         return list(rows)
 
@@ -543,9 +544,16 @@ class TrafficLog:
         erasure, the retention period). Rows still queued are flushed first."""
         self.flush()
         with self._lock:
-            count = self._reader.execute(sql.replace("?", self._mark), tuple(params)).rowcount
+            count = self._reader.execute(self._placeholders(sql), tuple(params)).rowcount
             self._reader.commit()
         return count
+
+    def _placeholders(self, sql: str) -> str:
+        """``?`` placeholders as the driver wants them; psycopg reads every ``%`` as one, so
+        a literal one (``LIKE 'hit%'``) is doubled."""
+        if self.kind == "sqlite":
+            return sql
+        return sql.replace("%", "%%").replace("?", self._mark)
 
     def _select(self, tail: str, params: Sequence[Any]) -> list[TrafficRecord]:
         with self._lock:

@@ -5,7 +5,8 @@ Verbs (DESIGN.md fixes their names and flags): ``serve``, ``route``, ``train``,
 ``models list|promote`` (the router registry), ``keys create|list|rotate|revoke`` and
 ``audit verify`` (``service.cli_governance``), plus ``setup`` (build the encoder and the
 default router when missing) and ``validate`` (check a config file). The closed loop's verbs
-run in ``service.cli_loop``.
+run in ``service.cli_loop``; ``report`` (a usage report of the traffic log) in
+``service.cli_report``.
 Heavy imports happen inside each verb so ``route`` never imports torch.
 """
 
@@ -25,6 +26,7 @@ from service.cli_loop import (
     cmd_eval_score,
     print_json,
 )
+from service.cli_report import add_report_verb
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROUTER = REPO / "models" / "routers" / "default"
@@ -401,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config")
     s.set_defaults(func=cmd_models_promote)
     add_governance_verbs(sub)
+    add_report_verb(sub)
     return p
 
 
