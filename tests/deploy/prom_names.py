@@ -65,9 +65,9 @@ def reads(expr: str) -> Reads:
         if isinstance(node, promql_parser.VectorSelector):
             labels = {m.name for m in node.matchers.matchers} - {"__name__"}
             found.selectors.append((node.name, labels))
-        elif isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
-            if node.modifier.type == promql_parser.AggModifierType.By:
-                found.grouped.append((set(node.modifier.labels), selectors_under(node.expr)))
+        elif (isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None
+              and node.modifier.type == promql_parser.AggModifierType.By):
+            found.grouped.append((set(node.modifier.labels), selectors_under(node.expr)))
 
     promql_parser.walk(tree, visit)
     return found
