@@ -12,14 +12,17 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from litestar import Litestar, Request, Response, post
 from litestar.testing import TestClient
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from router.config import CacheConfig, Deployment, ProviderEntry, load_config
+from router.tracing_config import TracingConfig
 from service.app import create_app
 from service.tracing import Tracing
 from tests.upstreams import serve
@@ -340,3 +343,49 @@ def test_the_configured_tracer_is_built_and_shut_down(upstream, engine):
         provider = gateway.tracing.provider
     # Shut down with the app: no span is recorded any more.
     assert not provider.get_tracer("t").start_span("after").is_recording()
+
+
+def collector(received: list[tuple[dict[str, str], bytes]]) -> Litestar:
+    @post("/v1/traces", status_code=200)
+    async def traces(request: Request) -> Response[bytes]:
+        received.append((dict(request.headers), await request.body()))
+        return Response(b"", media_type="application/x-protobuf")
+
+    return Litestar([traces])
+
+
+def test_the_otlp_exporter_sends_the_requests_spans_to_the_collector(monkeypatch, engine):
+    received: list[tuple[dict[str, str], bytes]] = []
+    monkeypatch.setenv("CF_TEST_OTLP_KEY", "team-secret")
+    with serve(collector(received)) as url:
+        cfg = load_config()
+        tracing = TracingConfig(enabled=True, endpoint=f"{url}/v1/traces",
+                                headers={"x-dataset": "gw"},
+                                headers_env={"x-team": "CF_TEST_OTLP_KEY"},
+                                service_name="cf-test")
+        cfg = msgspec.structs.replace(cfg, tracing=tracing, traffic=msgspec.structs.replace(
+            cfg.traffic, enabled=False))
+        with TestClient(create_app(cfg, engine=engine)) as c:
+            r = c.post("/v1/chat/completions", json={
+                "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200
+        # The app's shutdown flushed the batch: the collector has it now.
+    assert received
+    headers = received[0][0]
+    assert headers["content-type"] == "application/x-protobuf"
+    assert (headers["x-dataset"], headers["x-team"]) == ("gw", "team-secret")
+    spans, services = {}, set()
+    for _, body in received:
+        export = ExportTraceServiceRequest.FromString(body)
+        for rs in export.resource_spans:
+            services |= {a.value.string_value for a in rs.resource.attributes
+                         if a.key == "service.name"}
+            for ss in rs.scope_spans:
+                spans |= {s.name: s for s in ss.spans}
+    assert services == {"cf-test"}
+    root = spans["chat gpt-4o-mini"]
+    attrs = {a.key: a.value for a in root.attributes}
+    assert attrs["gen_ai.response.id"].string_value == r.json()["id"]
+    assert attrs["gen_ai.usage.output_tokens"].int_value == r.json()["usage"][
+        "completion_tokens"]
+    assert {"contextforge.route", "contextforge.dispatch"} <= set(spans)
