@@ -1,19 +1,22 @@
-"""What tracing costs per request: the gateway's pipeline with tracing off, on with spans made
-and dropped, and on with every span exported to the SDK's in-memory exporter, in one run.
+"""What tracing costs per request: the gateway's pipeline with tracing off, on but sampled out,
+on with spans made and dropped, and on with every span exported to the SDK's in-memory
+exporter, in one run.
 
     python benchmarks/tracing_overhead.py [--json FILE] [--requests 400] [--rounds 5]
 
 One gateway (the shipped config, traffic log off, the in-process simulated provider answering
 at once) serves chat requests through ``Gateway.chat`` on its own event loop, without HTTP, so
 the figure is the pipeline's own time (stages, spans, the attempt hook) and nothing else.
-Between batches the same gateway's tracer is swapped: ``off`` (``Gateway.tracing`` None,
-no observer: the default), ``dropped`` (a tracer provider with no span processor: every span
-is made, sampled and ended, then dropped; the cost of tracing itself) and ``memory`` (each
-span handed to an ``InMemorySpanExporter`` as it ends, on the request's thread: an upper
-bound, since the OTLP exporter batches on its own thread). Modes rotate within each round so
-drift on a shared machine falls on all of them. Requests: pinned to ``gpt-4o-mini`` (no
-routing encoder, so the overhead is not hidden under it), streamed and not, and routed
-(``auto``). Per request: p50 and mean in microseconds, and each mode's extra over ``off``.
+Between batches the same gateway's tracer is swapped: ``off`` (``Gateway.tracing`` None, no
+observer: the default), ``unsampled`` (on, ``sample_ratio: 0``: what a request the sampler
+leaves out costs, its trace context still propagated), ``dropped`` (a tracer provider with no
+span processor: every span is made, sampled and ended, then dropped; the cost of tracing
+itself) and ``memory`` (each span handed to an ``InMemorySpanExporter`` as it ends, on the
+request's thread: an upper bound, since the OTLP exporter batches on its own thread). Modes
+rotate within each round so drift on a shared machine falls on all of them. Requests: pinned to
+``gpt-4o-mini`` (no routing encoder, so the overhead is not hidden under it), streamed and not,
+and routed (``auto``). Per request: p50 and mean in microseconds, and each mode's extra over
+``off``.
 
 ``off`` adds to the request path one attribute read in the pipeline, one ``is None`` in the
 dispatcher and one ``ContextVar.get`` per upstream HTTP request; ``--json`` writes those
@@ -44,7 +47,7 @@ from router.wire.openai import ChatRequest, Message  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.tracing import Tracing, _provider  # noqa: E402
 
-MODES = ("off", "dropped", "memory")
+MODES = ("off", "unsampled", "dropped", "memory")
 KINDS = ("pinned", "pinned-stream", "routed")
 
 
@@ -96,8 +99,8 @@ def main() -> None:
     cfg = msgspec.structs.replace(cfg, traffic=msgspec.structs.replace(cfg.traffic,
                                                                        enabled=False))
     memory = InMemorySpanExporter()
-    tracers = {"off": None, "dropped": Tracing(_provider("bench", 1.0)),
-               "memory": Tracing.to(memory)}
+    tracers = {"off": None, "unsampled": Tracing(_provider("bench", 0.0)),
+               "dropped": Tracing(_provider("bench", 1.0)), "memory": Tracing.to(memory)}
     app = create_app(cfg)
     times: dict[tuple[str, str], list[float]] = {(m, k): [] for m in MODES for k in KINDS}
     with TestClient(app) as client:
@@ -109,7 +112,7 @@ def main() -> None:
                 portal.call(batch, gateway, kind, 50, 0)
         for r in range(args.rounds):
             for kind in KINDS:
-                order = MODES[r % 3:] + MODES[: r % 3]
+                order = MODES[r % len(MODES):] + MODES[: r % len(MODES)]
                 for mode in order:
                     use(gateway, tracers[mode])
                     times[mode, kind] += portal.call(batch, gateway, kind, args.requests,

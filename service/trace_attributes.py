@@ -12,7 +12,9 @@ cost, the tenant, the router version, and a routing decision's candidates as par
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from router.wire.openai import ChatCompletion, ChatRequest, EmbeddingUsage
 
@@ -185,10 +187,26 @@ def stage_attributes(name: str, ex: Exchange) -> Attributes:
 
 
 def attempt_attributes(u: Upstream, model: str, op: str, *, hedge: bool) -> Attributes:
-    """One call to a deployment, as a GenAI client span: the model as the upstream knows it."""
+    """One call to a deployment, as a GenAI client span: the model as the upstream knows it,
+    and the upstream's host and port (``server.*``, as the conventions ask of a client span)."""
     d = u.deployment
-    return {"gen_ai.operation.name": op,
-            "gen_ai.provider.name": provider_name(d.provider),
-            "gen_ai.request.model": d.upstream_model(model),
-            "contextforge.deployment": u.label,
-            "contextforge.attempt.hedge": hedge}
+    out: Attributes = {"gen_ai.operation.name": op,
+                       "gen_ai.provider.name": provider_name(d.provider),
+                       "gen_ai.request.model": d.upstream_model(model),
+                       "contextforge.deployment": u.label,
+                       "contextforge.attempt.hedge": hedge}
+    if d.endpoint:
+        out.update(_server(d.endpoint))
+    return out
+
+
+@lru_cache(maxsize=256)
+def _server(endpoint: str) -> dict[str, str | int]:
+    """``server.address`` / ``server.port`` of an endpoint URL (never its path or query: a
+    key may sit in either)."""
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return {}
+    return {"server.address": parts.hostname or "", "server.port": port}

@@ -207,6 +207,8 @@ def test_a_failover_is_two_attempts_the_first_failed(upstream, engine):
     dispatch = by_name(spans)["contextforge.dispatch"][0]
     first, second = sorted(children(spans, dispatch), key=lambda s: s.start_time)
     assert "127.0.0.1:1" in first.attributes["contextforge.deployment"]
+    assert (first.attributes["server.address"], first.attributes["server.port"]) == (
+        "127.0.0.1", 1)
     assert first.attributes["contextforge.attempt.outcome"] == "error"
     assert first.attributes["error.type"] == "UpstreamUnavailable"
     assert first.status.status_code == StatusCode.ERROR
