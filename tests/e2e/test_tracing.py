@@ -391,3 +391,21 @@ def test_the_otlp_exporter_sends_the_requests_spans_to_the_collector(monkeypatch
     assert attrs["gen_ai.usage.output_tokens"].int_value == r.json()["usage"][
         "completion_tokens"]
     assert {"contextforge.route", "contextforge.dispatch"} <= set(spans)
+
+
+def test_a_reconfigured_gateways_new_deployments_are_traced(upstream, engine):
+    url, state = upstream
+    exporter = InMemorySpanExporter()
+    tracing = Tracing.to(exporter)
+    app = create_app(configured(url, Deployment(provider="good")), engine=engine,
+                     tracing=tracing)
+    with TestClient(app) as c:
+        gateway = app.state.gateway
+        # gpt-4o's deployments change: its dispatcher is rebuilt, and still observed.
+        new = configured(url, Deployment(provider="good", model="gpt-4o-renamed"))
+        c.blocking_portal.call(gateway.reconfigure, new)
+        assert all(d.observer is tracing for d in gateway.dispatchers.values())
+        assert chat(c, "after the change").status_code == 200
+    [attempt] = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    assert attempt.name == "chat gpt-4o-renamed"  # the model as the provider knows it
+    assert state.last_headers["traceparent"][:-3] == traceparent(attempt)
