@@ -409,3 +409,33 @@ def test_a_reconfigured_gateways_new_deployments_are_traced(upstream, engine):
     [attempt] = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT]
     assert attempt.name == "chat gpt-4o-renamed"  # the model as the provider knows it
     assert state.last_headers["traceparent"][:-3] == traceparent(attempt)
+
+
+def test_a_stream_cut_mid_answer_ends_its_span_as_an_error(upstream, engine):
+    url, _ = upstream
+    exporter = InMemorySpanExporter()
+    app = create_app(configured(url, Deployment(provider="good")), engine=engine,
+                     tracing=Tracing.to(exporter))
+    with TestClient(app) as c:
+        r = chat(c, "FAIL MIDSTREAM", stream=True)
+        assert r.status_code == 200 and '"error"' in r.text  # an error event after the start
+    root = request_span(exporter.get_finished_spans())
+    status = root.attributes["contextforge.status"]
+    assert status >= 500 and root.attributes["error.type"] == str(status)
+    assert root.status.status_code == StatusCode.ERROR
+    assert "gen_ai.response.finish_reasons" not in root.attributes
+
+
+def test_an_anthropic_messages_request_is_a_chat_span(upstream, engine):
+    url, _ = upstream
+    exporter = InMemorySpanExporter()
+    app = create_app(configured(url, Deployment(provider="good")), engine=engine,
+                     tracing=Tracing.to(exporter))
+    with TestClient(app) as c:
+        r = c.post("/v1/messages", json={"model": "gpt-4o", "max_tokens": 64, "messages": [
+            {"role": "user", "content": "hello from the anthropic sdk"}]})
+        assert r.status_code == 200
+    root = request_span(exporter.get_finished_spans())
+    assert root.name == "chat gpt-4o"
+    assert root.attributes["gen_ai.request.max_tokens"] == 64
+    assert root.attributes["gen_ai.usage.output_tokens"] == r.json()["usage"]["output_tokens"]
