@@ -31,6 +31,8 @@ from router.providers import (
 )
 from router.providers import SimulatedSettings as SimulatedSettings
 from router.redact import known_region
+from router.tracing_config import TracingConfig as TracingConfig
+from router.tracing_config import check_tracing
 
 CAPABILITIES = frozenset({"tools", "vision", "json", "embeddings"})
 
@@ -418,6 +420,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     redis: RedisConfig = RedisConfig()
     dispatch: DispatchConfig = DispatchConfig()
     batch: BatchConfig = BatchConfig()
+    tracing: TracingConfig = TracingConfig()  # OpenTelemetry traces; off by default
     # Serves every model that lists no deployments: the default config runs without API keys.
     default_deployment: Deployment = Deployment(provider="simulated")
     providers: list[ProviderEntry] = []
@@ -478,7 +481,7 @@ def check_config(cfg: Config) -> list[str]:
     if cfg.routes and cfg.default_route not in route_names:
         errors.append(f"default_route: {cfg.default_route!r} is not a route; "
                       f"routes: {sorted(route_names)}")
-    return errors + check_regions(cfg) + check_redis(cfg)
+    return errors + check_regions(cfg) + check_redis(cfg) + check_tracing(cfg.tracing)
 
 
 def _check_fallbacks(where: str, chain: list[str], names: dict[str, str],

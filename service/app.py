@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
@@ -47,6 +48,9 @@ from service.metrics import Metrics
 from service.openapi import openapi_handler
 from service.promotion import RouterRegistryWatch
 from service.timeouts import BodyTimeout
+
+if TYPE_CHECKING:
+    from service.tracing import Tracing
 
 log = logging.getLogger("contextforge")
 
@@ -129,17 +133,24 @@ def open_batches(config: Config, gateway: Gateway, live: LiveRequests,
                        exclusive=db.kind == "sqlite", authorize=auth.still_valid)
 
 
-def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litestar:
+def create_app(config: Config, *, engine: RoutingEngine | None = None,
+               tracing: Tracing | None = None) -> Litestar:
     """The gateway app for ``config``.
 
     ``engine`` lets callers (tests, embedding hosts) share an already loaded engine; otherwise
-    it is loaded from the config in the lifespan. Raises ``ConfigError`` at once for anything
+    it is loaded from the config in the lifespan. ``tracing`` traces requests with the given
+    tracer (tests: an in-memory exporter) instead of the one ``config.tracing`` describes,
+    which is built only when ``tracing.enabled``. Raises ``ConfigError`` at once for anything
     the validation pipeline (``router.validate``) refuses: a deployment with no adapter, a
     missing key, a non-loopback host without a master key, ...
     """
     check(config)
     auth = Authenticator(config, jwt=jwt_verifier(config))
     live = LiveRequests()
+    if tracing is None and config.tracing.enabled:
+        from service.tracing import Tracing  # the SDK is imported only when tracing is on
+
+        tracing = Tracing.from_config(config.tracing)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -159,12 +170,12 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
         ctx = ProviderContext(count_tokens=eng.encoder.count_tokens, http=http,
                               recorded_answer=recorded)
         metrics = Metrics()
-        dispatchers = build_dispatchers(config, ctx, metrics.upstream_failure)
+        dispatchers = build_dispatchers(config, ctx, metrics.upstream_failure, observer=tracing)
         traffic = None
         if config.traffic.enabled:
             traffic = await asyncio.to_thread(open_traffic_log, config)
         gateway = Gateway(eng, batcher, dispatchers, metrics=metrics, ctx=ctx, traffic=traffic,
-                          traffic_config=config.traffic)
+                          traffic_config=config.traffic, tracing=tracing)
         metrics.watch(lambda: gateway.dispatchers)
         probing = None
         if config.dispatch.probes.enabled:  # active health checks (off by default: tokens)
@@ -228,6 +239,8 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             await auth.close()
             if traffic is not None:
                 await asyncio.to_thread(traffic.close)
+            if tracing is not None:  # the spans still queued are exported
+                await asyncio.to_thread(tracing.shutdown)
 
     guards = [api_guard(auth)]
     # Health probes and the API description stay open: orchestrators and tools call them
@@ -244,7 +257,8 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
                       "batches": Provide(batch_api.provide_batches, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},
-        middleware=[live.middleware, BodyTimeout.middleware(config.server.body_timeout_s)],
+        middleware=[live.middleware, BodyTimeout.middleware(config.server.body_timeout_s),
+                    *([tracing.middleware] if tracing is not None else [])],
         request_max_body_size=config.server.max_body_bytes,
         state=State({"gateway": None, "routers": None, "batches": None, "auth": auth}),
         openapi_config=None,

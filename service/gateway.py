@@ -11,6 +11,7 @@ catalog, routes and deployments after building them off the event loop; ``prepar
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from router.artifact import TrainedRouter
 from router.cache.gate import gate_for
@@ -36,6 +37,9 @@ from service.stages.dispatch import Dispatch
 from service.stages.guard import Guard
 from service.stages.reserve import Reserve
 from service.stages.route import Route
+
+if TYPE_CHECKING:
+    from service.tracing import Tracing
 
 # The request path, in order (see service.pipeline).
 STAGES: tuple[Stage, ...] = (Guard(), Cache(), Route(), Reserve(), Dispatch(), Account())
@@ -67,7 +71,7 @@ class Gateway:
     def __init__(self, engine: RoutingEngine, batcher: MicroBatcher,
                  dispatchers: dict[str, Dispatcher], *, metrics: Metrics, ctx: ProviderContext,
                  traffic: TrafficLog | None = None, traffic_config: TrafficConfig | None = None,
-                 stages: tuple[Stage, ...] = STAGES):
+                 stages: tuple[Stage, ...] = STAGES, tracing: Tracing | None = None):
         self.engine = engine
         self.batcher = batcher
         self.dispatchers = dispatchers
@@ -77,6 +81,7 @@ class Gateway:
         self.traffic = traffic
         self.traffic_config = traffic_config or TrafficConfig()
         self.pipeline = Pipeline(stages)
+        self.tracing = tracing  # None: tracing is off (``service.tracing``)
         self.cache = self._counted(cache_for(engine))
         self.limits = Limits.build(
             engine.config, alert=self._budget_alert,
@@ -158,7 +163,7 @@ class Gateway:
     def _build(self, config: Config) -> tuple[RoutingEngine, dict[str, Dispatcher]]:
         engine = build_engine(config, like=self.engine)
         return engine, build_dispatchers(config, self.ctx, self.metrics.upstream_failure,
-                                         reuse=self.dispatchers)
+                                         reuse=self.dispatchers, observer=self.tracing)
 
     async def prepare_router(self, router: TrainedRouter, config: Config) -> RoutingEngine:
         """The engine that serves ``router`` with ``config`` (which names its folder), built and

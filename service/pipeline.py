@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from router.dispatch import Hedge, Upstream
     from service.answer import Answer
     from service.gateway import Gateway
+    from service.tracing import RequestTrace
 
 Kind = Literal["chat", "embeddings"]
 CLIENT_GONE = 499  # nginx's status for a client that left before its answer
@@ -178,6 +179,9 @@ class Pipeline:
     async def run(self, ex: Exchange, gw: Gateway) -> Exchange:
         """Take ``ex`` through every stage. A failure is recorded on ``ex``, the stages leave,
         and it is raised; a stream's stages leave when the stream ends."""
+        tracing = getattr(gw, "tracing", None)  # None too for a test's stand-in gateway
+        if tracing is not None:
+            return await self._traced(ex, gw, tracing.begin(ex))
         stages = self._by_kind[ex.kind]
         try:
             for stage in stages:
@@ -192,6 +196,42 @@ class Pipeline:
             ex.chunks = _Closing(ex, gw, stages, ex.chunks, self._leave)
         else:
             self._leave(ex, gw, stages)
+        return ex
+
+    async def _traced(self, ex: Exchange, gw: Gateway, trace: RequestTrace) -> Exchange:
+        """``run`` inside the request's span (``service.tracing``), each stage's ``enter`` in
+        a child span; the request span ends after the stages left (a stream's, when it
+        ends). A second copy of ``run``'s few lines, so that with tracing off the request
+        path makes no span and no extra call."""
+        stages = self._by_kind[ex.kind]
+        try:
+            for stage in stages:
+                with trace.stage(stage.name, ex):
+                    await stage.enter(ex, gw)
+                if ex.answered:
+                    break
+        except BaseException as exc:
+            ex.fail(exc)
+            try:
+                self._leave(ex, gw, stages)
+            finally:
+                trace.end(ex, exc)
+            raise
+        finally:
+            trace.detach()
+        if ex.chunks is not None:
+            def leave(ex: Exchange, gw: Gateway, stages: Sequence[Stage]) -> None:
+                try:
+                    self._leave(ex, gw, stages)
+                finally:
+                    trace.end(ex)
+
+            ex.chunks = _Closing(ex, gw, stages, trace.observe(ex.chunks), leave)
+        else:
+            try:
+                self._leave(ex, gw, stages)
+            finally:
+                trace.end(ex)
         return ex
 
     @staticmethod

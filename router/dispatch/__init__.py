@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping
 
 from router.config import Config, ModelEntry
 from router.dispatch._dispatcher import (
+    AttemptObserver,
     Dispatcher,
     FailureHook,
     NoDeploymentInRegion,
@@ -68,8 +69,10 @@ def _price(d: Deployment, m: ModelEntry) -> float:
 
 def build_dispatchers(config: Config, ctx: ProviderContext, on_failure: FailureHook | None = None,
                       *, reuse: dict[str, Dispatcher] | None = None,
-                      clock: Callable[[], float] = time.monotonic) -> dict[str, Dispatcher]:
-    """One dispatcher per catalog model over its deployments' adapters.
+                      clock: Callable[[], float] = time.monotonic,
+                      observer: AttemptObserver | None = None) -> dict[str, Dispatcher]:
+    """One dispatcher per catalog model over its deployments' adapters; ``observer`` is told
+    of their attempts (tracing).
 
     ``reuse``: the dispatchers in service now; a model whose deployments did not change keeps
     its dispatcher, so a catalog edit resets no circuit breaker and drops no connection."""
@@ -89,7 +92,7 @@ def build_dispatchers(config: Config, ctx: ProviderContext, on_failure: FailureH
             for d in deployments
         ]
         out[m.name] = Dispatcher(m.name, upstreams, config.dispatch, strategy=strategy,
-                                 on_failure=on_failure, clock=clock)
+                                 on_failure=on_failure, clock=clock, observer=observer)
     return out
 
 
@@ -116,6 +119,7 @@ async def probe_forever(dispatchers: Callable[[], Mapping[str, Dispatcher]],
 
 __all__ = [
     "STRATEGIES",
+    "AttemptObserver",
     "CircuitBreaker",
     "Deadline",
     "Dispatcher",

@@ -7,7 +7,8 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from typing import TypeVar
+from contextlib import AbstractContextManager
+from typing import Protocol, TypeVar
 
 from router.dispatch._health import CircuitBreaker
 from router.dispatch._hedge import Hedge, Waste
@@ -40,6 +41,18 @@ Regions = Collection[str] | None
 Release = Callable[[Upstream, T], Awaitable[tuple[int, int] | None]]
 
 
+class AttemptObserver(Protocol):
+    """Told of each call to a deployment (``service.tracing`` implements it, so ``router``
+    needs no tracing library): ``attempt`` returns a context manager the call runs inside,
+    which sees the call's failure as its exception (the ``ProviderError`` the dispatcher made
+    of it, or ``CancelledError`` for a hedge race's loser). ``hedge``: the call is a hedge's
+    second one; ``model`` the catalog model called. A stream's attempt ends at its first
+    content (the failover decision)."""
+
+    def attempt(self, u: Upstream, *, model: str, hedge: bool, stream: bool,
+                ) -> AbstractContextManager[object]: ...
+
+
 class NoDeploymentInRegion(UpstreamUnavailable):
     """The request may only reach deployments in some regions, and the model has none there
     (503, not retried: no other deployment of this model may be called)."""
@@ -52,12 +65,14 @@ class Dispatcher:
 
     ``strategy`` is the model's (``models[].strategy``, else ``dispatch.strategy``); a call may
     name another (a route's). ``regions``, when a call gives them, is a hard filter: a
-    deployment whose ``residency`` is not among them is never called, by any attempt."""
+    deployment whose ``residency`` is not among them is never called, by any attempt.
+    ``observer`` (None: no cost) is told of every attempt."""
 
     def __init__(self, model: str, upstreams: list[Upstream], config: DispatchConfig,
                  *, strategy: str | None = None, rng: random.Random | None = None,
                  on_failure: FailureHook | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 observer: AttemptObserver | None = None):
         if not upstreams:
             raise ValueError(f"model {model!r} has no deployments")
         self.model = model
@@ -68,6 +83,7 @@ class Dispatcher:
         self._retry = RetryPolicy(config.retry, self._rng)
         self._on_failure = on_failure
         self._clock = clock
+        self.observer = observer
 
     def serves(self, regions: Regions) -> bool:
         """Whether any deployment is in ``regions`` (``None``: no requirement)."""
@@ -251,7 +267,15 @@ class Dispatcher:
         raise self._all_open(regions)
 
     async def _call(self, u: Upstream, call: Callable[[Upstream], Awaitable[T]],
-                    remaining: float, stream: bool) -> T:
+                    remaining: float, stream: bool, hedge: bool = False) -> T:
+        """One attempt at ``u``, inside the observer's record of it when there is one."""
+        if self.observer is None:
+            return await self._attempt(u, call, remaining, stream)
+        with self.observer.attempt(u, model=self.model, hedge=hedge, stream=stream):
+            return await self._attempt(u, call, remaining, stream)
+
+    async def _attempt(self, u: Upstream, call: Callable[[Upstream], Awaitable[T]],
+                       remaining: float, stream: bool) -> T:
         """One attempt at ``u``: its outcome recorded once (breaker, health, failure hook)."""
         u.calls += 1
         health = u.health
@@ -322,7 +346,8 @@ class Dispatcher:
             if not done and hedge.budget.allows() and (h := spare()) is not None:
                 hedge.budget.take()
                 hedge.fired += 1
-                task = asyncio.ensure_future(self._call(h, call, deadline.remaining(), stream))
+                task = asyncio.ensure_future(self._call(h, call, deadline.remaining(), stream,
+                                                        hedge=True))
                 racers[task] = (h, time.perf_counter())
             failure: BaseException | None = None
             while racers:
@@ -455,6 +480,7 @@ def _tokens(result: object) -> int:
 
 
 __all__ = [
+    "AttemptObserver",
     "CircuitBreaker",
     "Dispatcher",
     "FailureHook",

@@ -47,7 +47,7 @@ from router.providers._base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from router.providers._client import build_http_client, call_timeouts
+from router.providers._client import build_http_client, call_headers, call_timeouts
 from router.providers._kit import (
     MALFORMED,
     ChunkStream,
@@ -260,6 +260,7 @@ __all__ = [
     "VertexSettings",
     "build_http_client",
     "build_provider",
+    "call_headers",
     "call_id",
     "call_timeouts",
     "check_deployments",

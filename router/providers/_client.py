@@ -15,6 +15,10 @@ benchmarks/README.md, "Gateway overhead").
 Error answers pass through ``router.secrets.ScrubbingTransport``: an upstream that echoes the
 request cannot hand a client the deployment's credentials.
 
+Headers a caller of dispatch wants on every upstream request of one attempt (the trace
+context of the attempt's span, ``service.tracing``) are added by ``call_headers``: adapters
+build their own headers and need not know about them, and ``router`` imports no tracing library.
+
 The client keeps no cookies (``_NoCookies``): one client serves every tenant and deployment,
 so a cookie one upstream sets must not go out with anyone else's request, and httpx's jar
 costs ~40 µs a response even when there is no cookie (it builds urllib request and response
@@ -23,7 +27,7 @@ stand-ins to look for one). The transport drops ``Set-Cookie`` too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -64,9 +68,25 @@ def call_timeouts(connect: float | None = None, read: float | None = None) -> It
         _TIMEOUTS.reset(token)
 
 
+# Headers for the calls made inside ``call_headers`` (None: none, the usual case).
+_HEADERS: ContextVar[Mapping[str, str] | None] = ContextVar("contextforge_call_headers",
+                                                            default=None)
+
+
+@contextmanager
+def call_headers(headers: Mapping[str, str]) -> Iterator[None]:
+    """Calls made on the shared client inside this block carry ``headers`` too (over an
+    adapter's own of the same name: a W3C ``traceparent`` is the gateway's to set)."""
+    token = _HEADERS.set(headers)
+    try:
+        yield
+    finally:
+        _HEADERS.reset(token)
+
+
 class _GatewayClient(httpx.AsyncClient):
-    """httpx's client with no cookie jar (see the module docstring) and the timeouts of the
-    deployment being called (``call_timeouts``)."""
+    """httpx's client with no cookie jar (see the module docstring), the timeouts of the
+    deployment being called (``call_timeouts``) and the headers of ``call_headers``."""
 
     _no_cookies = _NoCookies()
 
@@ -75,6 +95,9 @@ class _GatewayClient(httpx.AsyncClient):
         given = _TIMEOUTS.get()
         if given is not None:
             request.extensions["timeout"] = {**request.extensions["timeout"], **given}
+        extra = _HEADERS.get()
+        if extra is not None:
+            request.headers.update(extra)
         return request
 
     @property

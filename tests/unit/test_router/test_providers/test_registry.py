@@ -46,7 +46,7 @@ PUBLIC = {
     "UpstreamUnavailable", "Usage", "VertexProvider", "VertexSettings", "build_http_client",
     "build_provider",
     "call_id", "check_deployments", "check_providers", "completion_id", "config_error",
-    "call_timeouts",
+    "call_headers", "call_timeouts",
     "deployments_of", "estimate_usage", "has_images", "message_text", "relay",
     "resolve_api_key", "resolve_deployment", "usage_of",
 }
