@@ -460,7 +460,7 @@ class TrafficLog:
         if answered:
             # A cache hit's answer was made for another request: no sample of its model here.
             where.append("r.status = 200 AND (r.answer IS NOT NULL OR r.tool_calls IS NOT NULL) "
-                         "AND (r.cache IS NULL OR r.cache NOT LIKE 'hit%')")
+                         "AND (r.cache IS NULL OR SUBSTR(r.cache, 1, 3) <> 'hit')")
         join, score = "", "NULL"
         if unscored_by is not None:
             where.append(f"NOT EXISTS (SELECT 1 FROM scores s WHERE s.request_id = r.id "
