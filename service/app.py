@@ -35,8 +35,9 @@ from router.registry import Registry
 from router.traffic import TrafficLog
 from router.usage import expire
 from router.validate import build_engine, check
-from service import batch_api, openai_api, ops
+from service import batch_api, dashboard, openai_api, ops
 from service.admin import admin_router
+from service.admin_stats import StatsCache
 from service.anthropic_api import create_message
 from service.auth import Authenticator, api_guard, jwt_verifier
 from service.batch_runner import BatchRunner, LiveRequests
@@ -238,7 +239,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
     scrape = Router(path="/", route_handlers=[ops.metrics], guards=guards)
     return Litestar(
         route_handlers=[api, scrape, admin_router(auth), ops.healthz, ops.readyz,
-                        openapi_handler],
+                        openapi_handler, *dashboard.ROUTES],
         dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False),
                       "routers": Provide(provide_routers, sync_to_thread=False),
                       "batches": Provide(batch_api.provide_batches, sync_to_thread=False)},
@@ -246,7 +247,8 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
         exception_handlers={Exception: handle_exception},
         middleware=[live.middleware, BodyTimeout.middleware(config.server.body_timeout_s)],
         request_max_body_size=config.server.max_body_bytes,
-        state=State({"gateway": None, "routers": None, "batches": None, "auth": auth}),
+        state=State({"gateway": None, "routers": None, "batches": None, "auth": auth,
+                     "stats": StatsCache()}),
         openapi_config=None,
         debug=False,
     )
