@@ -29,6 +29,7 @@ PROMPTS = ["Name three prime numbers.",
            "Prove that the square root of two is irrational.",
            "What is the capital of Australia?"]
 
+ROUTES = ["auto", "quality-first", "budget", "gpt4o-30"]
 Post = Callable[[str, dict[str, Any], dict[str, str]], Any]  # (path, json, headers) -> response
 
 
@@ -67,7 +68,7 @@ def make_traffic(post: Post, keys: dict[str, str]) -> dict[str, list[str]]:
     for org, key in keys.items():
         ids = answered[org] = []
         for i, prompt in enumerate(PROMPTS):
-            body = {"model": "auto" if i % 2 == 0 else "quality-first", "temperature": 0,
+            body = {"model": ROUTES[i % len(ROUTES)], "temperature": 0,
                     "messages": [{"role": "user", "content": f"{prompt} ({org})"}]}
             r = post("/v1/chat/completions", body, bearer(key))
             assert r.status_code == 200, r.text

@@ -16,6 +16,7 @@
   const pct = (x) => (x === null || x === undefined ? "–" : (100 * x).toFixed(1) + "%");
   const usd = (x) => {
     if (x === null || x === undefined) return "–";
+    if (x === 0) return "$0";
     const a = Math.abs(x);
     return "$" + (a >= 100 ? x.toFixed(0) : a >= 1 ? x.toFixed(2) : a >= 0.01 ? x.toFixed(4)
                   : x.toPrecision(2));
@@ -65,10 +66,23 @@
          el("span", { class: "label" }, label))));
   }
 
+  function tickLabels(u, ticks) {  // enough decimals that neighbouring ticks differ
+    const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : 1;
+    const digits = step > 0 ? Math.min(8, Math.max(0, -Math.floor(Math.log10(step)))) : 0;
+    return ticks.map((v) => v.toFixed(digits));
+  }
+
+  function nonZero(u, si) {  // a sparse series' points: only where something happened
+    return u.data[si].flatMap((v, i) => (v !== null && v !== 0 ? [i] : []));
+  }
+
   function lineChart(name, container, t, series) {
     // series: [{label, values}]; rebuilt when the set of series changes, else data updated.
     const width = Math.max(240, container.clientWidth - 4);
-    const sig = series.map((s) => s.label).join("|");
+    // A series with only a few points (traffic in one bucket) draws them: a lone point has
+    // no line to show.
+    const sparse = series.map((s) => s.values.filter((v) => v !== null && v !== 0).length < 4);
+    const sig = series.map((s, i) => s.label + (sparse[i] ? "*" : "")).join("|");
     const data = [t, ...series.map((s) => s.values)];
     const existing = charts[name];
     if (existing && existing.sig === sig && existing.container === container) {
@@ -83,9 +97,9 @@
       scales: { x: { time: true } },
       series: [{}, ...series.map((s, i) => ({
         label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5,
-        points: { show: false }, spanGaps: true, value: (u, v) => (v == null ? "–" : num(v, 4)),
+        points: { show: sparse[i], size: 7, filter: nonZero }, spanGaps: true, value: (u, v) => (v == null ? "–" : num(v, 4)),
       }))],
-      axes: [{}, { size: 56 }],
+      axes: [{}, { size: 60, values: tickLabels }],
     };
     charts[name] = { plot: new uPlot(opts, data, container), sig, container };
   }
@@ -180,8 +194,9 @@
     setTable("panel-quality", [
       ["model", (r) => r.model], ["n", (r) => r.requests, "num"],
       ["predicted", (r) => num(r.predicted, 3), "num"], ["", (r) => bar(r.predicted)],
-      ["scored", (r) => (r.scored === null ? "not scored" : num(r.scored, 3)), "num"],
-      ["", (r) => bar(r.scored, "alt")], ["scored n", (r) => r.scored_requests, "num"]],
+      ["scored (n)", (r) => (r.scored === null ? "not scored"
+        : num(r.scored, 3) + " (" + r.scored_requests + ")"), "num"],
+      ["", (r) => bar(r.scored, "alt")]],
     s.quality || []);
     setTable("panel-value", [
       ["route", (r) => r.route], ["n", (r) => r.requests, "num"],
