@@ -104,8 +104,8 @@ def _requests(q: _Query, step: int) -> dict[str, Any]:
     hits = [int(r[2] or 0) for r in rows]
     return {"total": total, "errors": errors,
             "per_s": _round(total / max(q.until - q.since, 1e-9), 4),
-            "series": {"t": t, "requests_per_s": [_round(int(r[0]) / step, 4) for r in rows],
-                       "errors_per_s": [_round(int(r[1] or 0) / step, 4) for r in rows],
+            "series": {"t": t, "requests_per_s": [_round(int(r[0]) / step) for r in rows],
+                       "errors_per_s": [_round(int(r[1] or 0) / step) for r in rows],
                        "cache_hit_rate": [_round(h / int(r[0]), 4) if r[0] else None
                                           for h, r in zip(hits, rows, strict=True)]}}
 
