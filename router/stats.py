@@ -1,26 +1,29 @@
 """What the dashboard shows, computed from the traffic log over one time window.
 
-``traffic_stats`` reads the log's rows in ``[since, until)`` (of one tenant, or all) with a few
-SQL aggregates plus two bounded row reads (the latest ``MAX_ROWS`` answers, for percentiles and
-per-row quality, which SQL cannot aggregate portably on SQLite and PostgreSQL alike) and
-returns JSON-ready builtins: requests/s over time, latency and time-to-first-token
-percentiles by provider and model, error rate by provider, routing distribution per route, cache
-hit rate and the money hits saved, spend by tenant, project and model over time, predicted
-versus scored quality per model, and cost per unit of quality per route. Budgets' burn-down is
-``router.stats_budgets``. Blocking (database reads): call it in a worker thread.
+``traffic_stats`` reads the log's rows in ``[since, until)`` (of one tenant, or all) with three
+queries — two SQL aggregates (one per time bucket, one per route/model/deployment/outcome) and
+one read of the latest ``MAX_ROWS`` answers, for percentiles and per-row quality, which SQL
+cannot aggregate portably on SQLite and PostgreSQL alike — and returns JSON-ready builtins:
+requests/s over time, latency and time-to-first-token percentiles by provider and model, error
+rate by provider, routing distribution per route, cache hit rate and the money hits saved,
+spend by tenant, project and model over time, predicted versus scored quality per model, and
+cost per unit of quality per route. Budgets' burn-down is ``router.stats_budgets``. Blocking
+(database reads): call it in a worker thread. Each query scans the window once, so the cost
+grows with the window's rows: three scans, not one per figure.
 
 Conventions: a row's *provider* is its deployment's provider (``openai:https://...`` ->
-``openai``), ``cache`` for a cache hit and ``none`` for a request refused before any
-deployment; money saved by a hit is what its tokens cost at the answering model's catalog
-prices; quality per row is the mean of its scorers' scores (``contextforge eval score``) where
-there are any, and the router's prediction for the chosen model otherwise.
+``openai``), ``cache`` for a cache hit, and for a request that reached none (refused, or
+failed at every deployment) its model's provider when there is one, else ``none``; money saved
+by a hit is what its tokens cost at the answering model's catalog prices; quality per row is
+the mean of its scorers' scores (``contextforge eval score``) where there are any, and the
+router's prediction for the chosen model otherwise.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -36,6 +39,10 @@ POINTS = 60
 _STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
           86400)
 TOP = 8  # spend series: the biggest groups, the rest summed as "other"
+_ERR = "CASE WHEN r.status >= 400 THEN 1 ELSE 0 END"
+_HIT = "CASE WHEN r.cache LIKE 'hit%' THEN 1 ELSE 0 END"
+_SCORE = ("(SELECT AVG(s.score) FROM scores s WHERE s.request_id = r.id "
+          "AND s.score IS NOT NULL)")
 
 Price = Callable[[str], tuple[float, float] | None]  # model -> USD per 1M (input, output)
 Providers = Callable[[str], str | None]  # model -> the provider of all its deployments
@@ -46,31 +53,6 @@ def bucket_seconds(window_s: float) -> int:
     """The series' step for a window: the largest round step giving >= ``POINTS`` points."""
     fitting = [s for s in _STEPS if window_s / s >= POINTS]
     return fitting[-1] if fitting else _STEPS[0]
-
-
-class _Query:
-    """The window's WHERE clause and its parameters, and the log's dialect."""
-
-    def __init__(self, log: TrafficLog, since: float, until: float, tenant: str | None,
-                 join: str = ""):
-        self.log, self.since, self.until, self.tenant, self.join = (log, since, until, tenant,
-                                                                     join)
-        where, params = ["r.ts >= ?", "r.ts < ?"], [since, until]
-        if tenant is not None:
-            where.append("r.tenant = ?")
-            params.append(tenant)
-        self.where, self.params = " AND ".join(where), params
-
-    def bucket(self, step: int) -> tuple[str, list[Any]]:
-        """The SQL of a row's bucket index (ts >= since, so truncation is floor)."""
-        if self.log.kind == "sqlite":
-            return "CAST((ts - ?) / ? AS INTEGER)", [self.since, step]
-        return "FLOOR((ts - ?) / ?)::bigint", [self.since, step]
-
-    def rows(self, select: str, tail: str = "", extra: Sequence[Any] = ()) -> list[tuple]:
-        """``SELECT {select} FROM requests r`` in the window; ``extra`` params go first."""
-        return self.log.read(f"SELECT {select} FROM requests r{self.join} WHERE {self.where} "
-                             f"{tail}", [*extra, *self.params], flush=False)
 
 
 def provider_of(deployment: str | None, cache: str | None) -> str:
@@ -85,30 +67,114 @@ def _round(x: float | None, digits: int = 6) -> float | None:
     return None if x is None or math.isnan(x) else round(float(x), digits)
 
 
-def _series(q: _Query, step: int, columns: str) -> tuple[list[float], list[tuple]]:
-    """Per-bucket aggregates: the bucket start times and one row of ``columns`` per bucket
-    (zeros where the bucket had no rows)."""
-    expr, params = q.bucket(step)
-    found = {int(r[0]): r[1:] for r in q.rows(f"{expr} AS b, {columns}", "GROUP BY b",
-                                              params)}
-    n = max(1, math.ceil((q.until - q.since) / step))
-    width = len(next(iter(found.values()))) if found else columns.count(",") + 1
-    times = [round(q.since + i * step, 3) for i in range(n)]
-    return times, [tuple(found.get(i, (0,) * width)) for i in range(n)]
+class _Window:
+    """The window's rows: its WHERE clause, its buckets, and the log's dialect."""
+
+    def __init__(self, log: TrafficLog, since: float, until: float, tenant: str | None):
+        self.log, self.since, self.until = log, since, until
+        self.step = bucket_seconds(until - since)
+        self.n = max(1, math.ceil((until - since) / self.step))
+        self.t = [round(since + i * self.step, 3) for i in range(self.n)]
+        where, self.params = ["r.ts >= ?", "r.ts < ?"], [since, until]
+        if tenant is not None:
+            where.append("r.tenant = ?")
+            self.params.append(tenant)
+        self.where = " AND ".join(where)
+
+    def bucket(self) -> str:
+        """The SQL of a row's bucket index (ts >= since, so truncation is floor)."""
+        if self.log.kind == "sqlite":
+            return f"CAST((r.ts - {self.since!r}) / {self.step} AS INTEGER)"
+        return f"FLOOR((r.ts - {self.since!r}) / {self.step})::bigint"
+
+    def read(self, select: str, tail: str = "") -> list[tuple]:
+        return self.log.read(f"SELECT {select} FROM requests r WHERE {self.where} {tail}",
+                             self.params, flush=False)
 
 
-def _requests(q: _Query, step: int) -> dict[str, Any]:
-    t, rows = _series(q, step, "COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), "
-                               "SUM(CASE WHEN cache LIKE 'hit%' THEN 1 ELSE 0 END)")
-    total, errors = sum(int(r[0]) for r in rows), sum(int(r[1] or 0) for r in rows)
-    hits = [int(r[2] or 0) for r in rows]
-    return {"total": total, "errors": errors,
-            "per_s": _round(total / max(q.until - q.since, 1e-9), 4),
-            "series": {"t": t, "requests_per_s": [_round(int(r[0]) / step) for r in rows],
-                       "errors_per_s": [_round(int(r[1] or 0) / step) for r in rows],
-                       "cache_hit_rate": [_round(h / int(r[0]), 4) if r[0] else None
-                                          for h, r in zip(hits, rows, strict=True)]}}
+# --- over time: requests, errors, hits and spend per bucket -------------------------------
 
+def _over_time(w: _Window) -> dict[str, Any]:
+    rows = w.read(f"{w.bucket()} AS b, r.tenant, r.project, r.model, COUNT(*), SUM({_ERR}), "
+                  f"SUM({_HIT}), COALESCE(SUM(r.cost_usd), 0)",
+                  "GROUP BY b, r.tenant, r.project, r.model")
+    count, errors, hits = [0] * w.n, [0] * w.n, [0] * w.n
+    for b, _t, _p, _m, n, e, h, _usd in rows:
+        i = min(int(b), w.n - 1)
+        count[i] += int(n)
+        errors[i] += int(e or 0)
+        hits[i] += int(h or 0)
+    total = sum(count)
+    requests = {"total": total, "errors": sum(errors),
+                "per_s": _round(total / max(w.until - w.since, 1e-9), 4),
+                "series": {"t": w.t, "requests_per_s": [_round(c / w.step) for c in count],
+                           "errors_per_s": [_round(e / w.step) for e in errors],
+                           "cache_hit_rate": [_round(h / c, 4) if c else None
+                                              for h, c in zip(hits, count, strict=True)]}}
+    spend: dict[str, Any] = {"total_usd": _round(sum(float(r[7]) for r in rows), 8),
+                             "series": {"t": w.t}}
+    for col, group in ((1, "tenant"), (2, "project"), (3, "model")):
+        totals: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        for r in rows:
+            totals[r[col] or "none"] += float(r[7])
+            counts[r[col] or "none"] += int(r[4])
+        keep = set(sorted(totals, key=lambda g: -totals[g])[:TOP])
+        series: dict[str, list[float]] = {}
+        for r in rows:
+            name = (r[col] or "none") if (r[col] or "none") in keep else "other"
+            series.setdefault(name, [0.0] * w.n)[min(int(r[0]), w.n - 1)] += float(r[7])
+        spend[f"by_{group}"] = [{group: g, "cost_usd": _round(totals[g], 8),
+                                 "requests": counts[g]}
+                                for g in sorted(totals, key=lambda g: -totals[g])]
+        spend["series"][group] = {k: [_round(v, 8) for v in vs] for k, vs in series.items()}
+    return {"requests": requests, "spend": spend}
+
+
+# --- by outcome: errors per provider, routing per route, the cache ------------------------
+
+def _by_outcome(w: _Window, price: Price, providers: Providers) -> dict[str, Any]:
+    rows = w.read(f"r.route, r.model, r.deployment, r.cache, {_ERR} AS e, COUNT(*), "
+                  "COALESCE(SUM(r.input_tokens), 0), COALESCE(SUM(r.output_tokens), 0)",
+                  "GROUP BY r.route, r.model, r.deployment, r.cache, e")
+    failed: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    routed: dict[tuple[str, str], int] = defaultdict(int)
+    looked, hits, saved, tiers = 0, 0, 0.0, defaultdict(int)
+    for route, model, deployment, cache, err, n, tokens_in, tokens_out in rows:
+        n = int(n)
+        provider = provider_of(deployment, cache)
+        if provider == "none" and model:  # failed at every deployment: its model's provider
+            provider = providers(model) or provider
+        failed[provider][0] += n
+        failed[provider][1] += n if err else 0
+        if route is not None and model is not None and not err:
+            routed[(route, model)] += n
+        if cache is not None and cache != "bypass":
+            looked += n
+            if cache.startswith("hit"):
+                hits += n
+                tiers[cache.removeprefix("hit-")] += n
+                prices = price(model) if model else None
+                if prices is not None:
+                    saved += (int(tokens_in) * prices[0] + int(tokens_out) * prices[1]) / 1e6
+    per_route: dict[str, int] = defaultdict(int)
+    for (route, _model), n in routed.items():
+        per_route[route] += n
+    return {
+        "errors": sorted(({"provider": p, "requests": n, "errors": e,
+                           "error_rate": _round(e / n, 4)} for p, (n, e) in failed.items()),
+                         key=lambda r: -r["requests"]),
+        "routing": sorted(({"route": route, "model": model, "requests": n,
+                            "share": _round(n / per_route[route], 4)}
+                           for (route, model), n in routed.items()),
+                          key=lambda r: (r["route"], -r["requests"])),
+        "cache": {"lookups": looked, "hits": hits, "hits_by_tier": dict(tiers),
+                  "hit_rate": _round(hits / looked, 4) if looked else None,
+                  "saved_usd": _round(saved, 8)},
+    }
+
+
+# --- the latest answers: latency percentiles, quality, cost per quality --------------------
 
 def _percentiles(values: list[float]) -> list[float | None]:
     if not values:
@@ -116,14 +182,12 @@ def _percentiles(values: list[float]) -> list[float | None]:
     return [_round(v, 2) for v in np.percentile(np.asarray(values), [50, 95, 99])]
 
 
-def _latency(q: _Query) -> list[dict[str, Any]]:
-    """Successful answers' latency and TTFT percentiles by (provider, model), latest rows."""
-    rows = q.rows("deployment, cache, model, latency_ms, ttft_ms",
-                  f"AND status < 400 AND latency_ms IS NOT NULL ORDER BY ts DESC "
-                  f"LIMIT {MAX_ROWS}")
+def _latency(rows: list[tuple]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], tuple[list[float], list[float]]] = defaultdict(
         lambda: ([], []))
-    for deployment, cache, model, latency, ttft in rows:
+    for _route, model, deployment, cache, latency, ttft, _c, _cost, _score in rows:
+        if latency is None:
+            continue
         lat, first = groups[(provider_of(deployment, cache), model or "none")]
         lat.append(float(latency))
         if ttft is not None:
@@ -137,101 +201,24 @@ def _latency(q: _Query) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: -r["requests"])
 
 
-def _errors(q: _Query, providers: Providers) -> list[dict[str, Any]]:
-    """Requests and failures by provider; a request that failed at every deployment (its row
-    names none) counts against its model's provider, when its deployments share one."""
-    rows = q.rows("deployment, cache, model, COUNT(*), "
-                  "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)",
-                  "GROUP BY deployment, cache, model")
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for deployment, cache, model, n, errors in rows:
-        provider = provider_of(deployment, cache)
-        if provider == "none" and model:
-            provider = providers(model) or provider
-        c = counts[provider]
-        c[0] += int(n)
-        c[1] += int(errors or 0)
-    return sorted(({"provider": p, "requests": n, "errors": e, "error_rate": _round(e / n, 4)}
-                   for p, (n, e) in counts.items()), key=lambda r: -r["requests"])
+def _predicted(candidates: str | None, model: str) -> float | None:
+    if candidates:
+        for c in _CANDIDATES.decode(candidates):
+            if c.model == model:
+                return c.predicted_quality
+    return None
 
 
-def _routing(q: _Query) -> list[dict[str, Any]]:
-    """Routed answers per (route, model), each with its share of the route."""
-    rows = q.rows("route, model, COUNT(*)", "AND route IS NOT NULL AND model IS NOT NULL "
-                  "AND status < 400 GROUP BY route, model")
-    per_route: dict[str, int] = defaultdict(int)
-    for route, _model, n in rows:
-        per_route[route] += int(n)
-    out = [{"route": route, "model": model, "requests": int(n),
-            "share": _round(int(n) / per_route[route], 4)} for route, model, n in rows]
-    return sorted(out, key=lambda r: (r["route"], -r["requests"]))
-
-
-def _cache(q: _Query, price: Price) -> dict[str, Any]:
-    rows = q.rows("cache, model, COUNT(*), COALESCE(SUM(input_tokens), 0), "
-                  "COALESCE(SUM(output_tokens), 0)",
-                  "AND cache IS NOT NULL AND cache <> 'bypass' GROUP BY cache, model")
-    looked, hits, tiers, saved = 0, 0, defaultdict(int), 0.0
-    for cache, model, n, tokens_in, tokens_out in rows:
-        looked += int(n)
-        if cache.startswith("hit"):
-            hits += int(n)
-            tiers[cache.removeprefix("hit-")] += int(n)
-            prices = price(model) if model else None
-            if prices is not None:
-                saved += (int(tokens_in) * prices[0] + int(tokens_out) * prices[1]) / 1e6
-    return {"lookups": looked, "hits": hits, "hits_by_tier": dict(tiers),
-            "hit_rate": _round(hits / looked, 4) if looked else None,
-            "saved_usd": _round(saved, 8)}
-
-
-def _top(totals: dict[str, float]) -> list[str]:
-    return [k for k, _ in sorted(totals.items(), key=lambda kv: -kv[1])][:TOP]
-
-
-def _spend(q: _Query, step: int) -> dict[str, Any]:
-    """Spend totals by tenant, project and model, and each as a series (per bucket, USD)."""
-    expr, params = q.bucket(step)
-    n = max(1, math.ceil((q.until - q.since) / step))
-    t = [round(q.since + i * step, 3) for i in range(n)]
-    out: dict[str, Any] = {"total_usd": 0.0, "series": {"t": t}}
-    for group, column in (("tenant", "tenant"), ("project", "project"), ("model", "model")):
-        rows = q.rows(f"{expr} AS b, {column} AS g, COALESCE(SUM(cost_usd), 0), COUNT(*)",
-                      "GROUP BY b, g", params)
-        totals: dict[str, float] = defaultdict(float)
-        counts: dict[str, int] = defaultdict(int)
-        for _b, g, usd, count in rows:
-            totals[g or "none"] += float(usd)
-            counts[g or "none"] += int(count)
-        keep = set(_top(totals))
-        series: dict[str, list[float]] = {}
-        for b, g, usd, _count in rows:
-            name = (g or "none") if (g or "none") in keep else "other"
-            series.setdefault(name, [0.0] * n)[min(int(b), n - 1)] += float(usd)
-        out[f"by_{group}"] = [{group: g, "cost_usd": _round(totals[g], 8), "requests": counts[g]}
-                              for g in sorted(totals, key=lambda g: -totals[g])]
-        out["series"][group] = {k: [_round(v, 8) for v in vs] for k, vs in series.items()}
-        out["total_usd"] = _round(sum(totals.values()), 8)
-    return out
-
-
-def _quality(q: _Query) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _quality(rows: list[tuple]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Predicted versus scored quality per model, and cost per unit of quality per route,
-    from the latest routed (not cached) answers and their scores."""
-    rows = q.rows(
-        "r.route, r.model, r.candidates, r.cost_usd, sc.s, sc.n",
-        f"AND r.status < 400 AND (r.cache IS NULL OR r.cache NOT LIKE 'hit%') "
-        f"AND r.model IS NOT NULL ORDER BY r.ts DESC LIMIT {MAX_ROWS}")
+    from routed (not cached) answers."""
     models: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"p": [], "s": []})
     routes: dict[str, dict[str, list[float]]] = defaultdict(
         lambda: {"cost": [], "q": [], "scored": []})
-    for route, model, candidates, cost, score, _n in rows:
-        predicted = None
-        if candidates:
-            for c in _CANDIDATES.decode(candidates):
-                if c.model == model:
-                    predicted = c.predicted_quality
-        m = models[model]
+    for route, model, _d, cache, _lat, _ttft, candidates, cost, score in rows:
+        if model is None or (cache is not None and cache.startswith("hit")):
+            continue
+        predicted, m = _predicted(candidates, model), models[model]
         if predicted is not None:
             m["p"].append(float(predicted))
         if score is not None:
@@ -243,7 +230,7 @@ def _quality(q: _Query) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             if quality is not None:
                 r["q"].append(float(quality))
                 r["scored"].append(1.0 if score is not None else 0.0)
-    quality = [{"model": model, "requests": len(m["p"]) or len(m["s"]),
+    quality = [{"model": model, "requests": max(len(m["p"]), len(m["s"])),
                 "predicted": _round(float(np.mean(m["p"])), 4) if m["p"] else None,
                 "scored": _round(float(np.mean(m["s"])), 4) if m["s"] else None,
                 "scored_requests": len(m["s"])}
@@ -262,10 +249,6 @@ def _quality(q: _Query) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             sorted(value, key=lambda r: -r["requests"]))
 
 
-_SCORED = (" LEFT JOIN (SELECT request_id, AVG(score) AS s, COUNT(*) AS n FROM scores "
-           "WHERE score IS NOT NULL GROUP BY request_id) sc ON sc.request_id = r.id")
-
-
 def traffic_stats(log: TrafficLog, *, since: float, until: float, tenant: str | None = None,
                   price: Price = lambda _m: None, providers: Providers = lambda _m: None,
                   ) -> dict[str, Any]:
@@ -273,11 +256,11 @@ def traffic_stats(log: TrafficLog, *, since: float, until: float, tenant: str | 
     gives a model's catalog prices (what a cache hit saved), ``providers`` the provider a
     request that reached no deployment is counted against."""
     log.flush()  # once: the rows answered so far are in every figure
-    q = _Query(log, since, until, tenant)
-    step = bucket_seconds(until - since)
-    quality, value = _quality(_Query(log, since, until, tenant, join=_SCORED))
-    return {"since": since, "until": until, "bucket_s": step, "tenant": tenant,
-            "requests": _requests(q, step), "latency": _latency(q), "errors": _errors(q, providers),
-            "routing": _routing(q), "cache": _cache(q, price), "spend": _spend(q, step),
+    w = _Window(log, since, until, tenant)
+    latest = w.read(f"r.route, r.model, r.deployment, r.cache, r.latency_ms, r.ttft_ms, "
+                    f"r.candidates, r.cost_usd, {_SCORE}",
+                    f"AND r.status < 400 ORDER BY r.ts DESC LIMIT {MAX_ROWS}")
+    quality, value = _quality(latest)
+    return {"since": since, "until": until, "bucket_s": w.step, "tenant": tenant,
+            **_over_time(w), **_by_outcome(w, price, providers), "latency": _latency(latest),
             "quality": quality, "value": value}
-

@@ -5,8 +5,9 @@ tools.
 (``router.stats``, ``router.stats_budgets``: SQL aggregates in a worker thread, never on the
 event loop); ``?tenant=`` narrows it to one organisation. A viewer of an organisation sees
 only its own (``service.auth.tenant_in_view``), and the deployments' health only when it is
-the platform's (as ``/admin/deployments``). Answers are kept ``TTL_S`` per (window, tenant) and
-concurrent callers share one computation, so ten open dashboards cost the log what one does.
+the platform's (as ``/admin/deployments``). Answers are kept per (window, tenant) for
+``ttl_for(window)`` (1.5 s; 5 s for an hour) and concurrent callers share one computation, so
+ten open dashboards cost the log what one does.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from service.errors import BadRequest
 from service.gateway import Gateway
 from service.health import deployment_health
 
-TTL_S = 1.5
+TTL_S, MAX_TTL_S = 1.5, 15.0
 MIN_WINDOW_S, MAX_WINDOW_S, DEFAULT_WINDOW_S = 60.0, 30 * 86400.0, 3600.0
 _ENCODE = msgspec.json.Encoder()
 
@@ -47,20 +48,30 @@ def window_of(raw: str | None) -> float:
     return value
 
 
-class StatsCache:
-    """Recent answers per key, each computed once however many callers ask at once."""
+def ttl_for(window_s: float) -> float:
+    """How long an answer for this window is kept: ``TTL_S``, or 1/720 of a long window (5 s
+    for an hour, at most ``MAX_TTL_S``): a point of a long window's chart changes slowly, and
+    dashboards polling out of step then still share one computation per refresh."""
+    return max(TTL_S, min(window_s / 720, MAX_TTL_S))
 
-    def __init__(self, ttl_s: float = TTL_S, clock: Any = time.monotonic):
+
+class StatsCache:
+    """Recent answers per key, each computed once however many callers ask at once; and
+    the budget charts' buckets that are over (``settled``, ``router.stats_budgets``)."""
+
+    def __init__(self, ttl_s: float | None = None, clock: Any = time.monotonic):
         self.ttl_s, self._clock = ttl_s, clock
         self._kept: dict[Any, tuple[float, asyncio.Future[dict[str, Any]]]] = {}
+        self.settled: dict[Any, Any] = {}
 
-    async def get(self, key: Any, compute: Any) -> dict[str, Any]:
+    async def get(self, key: Any, compute: Any, ttl_s: float = TTL_S) -> dict[str, Any]:
         """The kept answer for ``key`` if fresh, else ``await compute()`` (shared)."""
-        now = self._clock()
+        now, ttl_s = self._clock(), self.ttl_s if self.ttl_s is not None else ttl_s
         kept = self._kept.get(key)
-        if kept is None or now - kept[0] > self.ttl_s:
+        if kept is None or now - kept[0] > ttl_s:
             if len(self._kept) > 64:  # windows and tenants asked for: a handful in practice
-                self._kept = {k: v for k, v in self._kept.items() if now - v[0] <= self.ttl_s}
+                self._kept = {k: v for k, v in self._kept.items()
+                              if now - v[0] <= MAX_TTL_S}
             kept = self._kept[key] = (now, asyncio.ensure_future(compute()))
         try:
             return await asyncio.shield(kept[1])
@@ -76,8 +87,8 @@ def _is_platform(request: Request[Any, Any, Any]) -> bool:
             or principal.tenant == request.app.state.auth.config.governance.platform_org)
 
 
-def _from_log(gateway: Gateway, log: TrafficLog, window_s: float, tenant: str | None
-              ) -> dict[str, Any]:
+def _from_log(gateway: Gateway, log: TrafficLog, window_s: float, tenant: str | None,
+              settled: dict[Any, Any]) -> dict[str, Any]:
     """Blocking: every figure read from the traffic log."""
     now = time.time()
     catalog = gateway.catalog
@@ -95,7 +106,8 @@ def _from_log(gateway: Gateway, log: TrafficLog, window_s: float, tenant: str | 
 
     figures = traffic_stats(log, since=now - window_s, until=now, tenant=tenant, price=price,
                             providers=providers)
-    figures["budgets"] = burndown(log, gateway.config.limits.budgets, now=now, tenant=tenant)
+    figures["budgets"] = burndown(log, gateway.config.limits.budgets, now=now, tenant=tenant,
+                                  memo=settled)
     return figures
 
 
@@ -115,7 +127,8 @@ async def dashboard_stats(request: Request[Any, Any, Any], gateway: Gateway,
         cache: StatsCache = request.app.state.stats
         out.update(await cache.get(
             (window, tenant), lambda: asyncio.to_thread(_from_log, gateway, log, window,
-                                                        tenant)))
+                                                        tenant, cache.settled),
+            ttl_for(window)))
     out["deployments"] = deployment_health(gateway) if _is_platform(request) else None
     return Response(_ENCODE.encode(out), media_type="application/json",
                     headers={"cache-control": "no-store"})

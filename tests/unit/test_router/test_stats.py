@@ -139,3 +139,17 @@ def test_burndown_per_organisation_and_named(log):
     assert out["key:k-unused"]["spent_usd"] == 0 and out["key:k-unused"]["projected_usd"] is None
     only = burndown(log, rules[:1], now=NOW, tenant="globex")
     assert [b["bucket"] for b in only] == ["org:globex"]
+
+
+def test_a_charts_settled_buckets_are_read_once(log):
+    """With a memo, a month's chart reads only the buckets not yet over: a row landing in a
+    past day (which real traffic never does) is not seen, one of today is."""
+    rules, memo = [BudgetRule(scope="org", usd=10.0, name="acme")], {}
+    first = burndown(log, rules, now=NOW, memo=memo)[0]
+    log.write(row(20, NOW - 3 * 86400, cost_usd=1.0))  # December 2nd: settled
+    log.write(row(21, NOW - 60, cost_usd=0.5))  # today
+    log.flush()
+    again = burndown(log, rules, now=NOW, memo=memo)[0]
+    assert again["spent_usd"] == pytest.approx(first["spent_usd"] + 0.5)
+    fresh = burndown(log, rules, now=NOW)[0]  # without the memo: every row
+    assert fresh["spent_usd"] == pytest.approx(first["spent_usd"] + 1.5)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.admin_stats import DEFAULT_WINDOW_S, StatsCache, window_of
+from service.admin_stats import DEFAULT_WINDOW_S, StatsCache, ttl_for, window_of
 from service.errors import BadRequest
 
 
@@ -63,3 +63,7 @@ def test_window_validation():
     for bad in ("abc", "59", "2592001", "nan", "inf", "-1", "1e400"):
         with pytest.raises(BadRequest, match="window_s must be a number of seconds"):
             window_of(bad)
+
+
+def test_long_windows_keep_answers_longer():
+    assert ttl_for(300) == 1.5 and ttl_for(3600) == 5.0 and ttl_for(30 * 86400) == 15.0
