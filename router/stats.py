@@ -40,7 +40,8 @@ _STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 
           86400)
 TOP = 8  # spend series: the biggest groups, the rest summed as "other"
 _ERR = "CASE WHEN r.status >= 400 THEN 1 ELSE 0 END"
-_HIT = "CASE WHEN r.cache LIKE 'hit%' THEN 1 ELSE 0 END"
+# Not LIKE 'hit%': with parameters, psycopg reads a % as a placeholder.
+_HIT = "CASE WHEN SUBSTR(r.cache, 1, 3) = 'hit' THEN 1 ELSE 0 END"
 _SCORE = ("(SELECT AVG(s.score) FROM scores s WHERE s.request_id = r.id "
           "AND s.score IS NOT NULL)")
 

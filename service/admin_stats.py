@@ -2,10 +2,11 @@
 tools.
 
 ``?window_s=`` (60 s to 30 days, default 3600) bounds what is read from the traffic log
-(``router.stats``, ``router.stats_budgets``: SQL aggregates in a worker thread, never on the
-event loop); ``?tenant=`` narrows it to one organisation. A viewer of an organisation sees
-only its own (``service.auth.tenant_in_view``), and the deployments' health only when it is
-the platform's (as ``/admin/deployments``). Answers are kept per (window, tenant) for
+(``router.stats``, ``router.stats_budgets``: SQL aggregates in a worker process of low
+priority, ``router.stats_job``, never on the event loop nor under its interpreter lock);
+``?tenant=`` narrows it to one organisation. A viewer of an organisation sees only its own
+(``service.auth.tenant_in_view``), and the deployments' health only when it is the
+platform's (as ``/admin/deployments``). Answers are kept per (window, tenant) for
 ``ttl_for(window)`` (1.5 s; 5 s for an hour) and concurrent callers share one computation, so
 ten open dashboards cost the log what one does.
 """
@@ -15,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
 
-from router.stats import traffic_stats
-from router.stats_budgets import burndown
+from router import stats_job
 from router.traffic import TrafficLog
 from service.auth import needs, tenant_in_view
 from service.errors import BadRequest
@@ -56,13 +59,17 @@ def ttl_for(window_s: float) -> float:
 
 
 class StatsCache:
-    """Recent answers per key, each computed once however many callers ask at once; and
-    the budget charts' buckets that are over (``settled``, ``router.stats_budgets``)."""
+    """Recent answers per key, each computed once however many callers ask at once, and the
+    worker process that computes them (``close`` it when the app stops)."""
 
     def __init__(self, ttl_s: float | None = None, clock: Any = time.monotonic):
         self.ttl_s, self._clock = ttl_s, clock
         self._kept: dict[Any, tuple[float, asyncio.Future[dict[str, Any]]]] = {}
-        self.settled: dict[Any, Any] = {}
+        self.worker = StatsWorker()
+
+    def close(self) -> None:
+        self._kept.clear()
+        self.worker.close()
 
     async def get(self, key: Any, compute: Any, ttl_s: float = TTL_S) -> dict[str, Any]:
         """The kept answer for ``key`` if fresh, else ``await compute()`` (shared)."""
@@ -87,28 +94,52 @@ def _is_platform(request: Request[Any, Any, Any]) -> bool:
             or principal.tenant == request.app.state.auth.config.governance.platform_org)
 
 
-def _from_log(gateway: Gateway, log: TrafficLog, window_s: float, tenant: str | None,
-              settled: dict[Any, Any]) -> dict[str, Any]:
-    """Blocking: every figure read from the traffic log."""
-    now = time.time()
-    catalog = gateway.catalog
+class StatsWorker:
+    """The process the figures are computed in (``router.stats_job``: niced, so it takes only
+    CPU the gateway leaves idle, and never the event loop's interpreter lock). Started on the
+    first stats request: a gateway nobody watches pays nothing."""
 
-    def price(model: str) -> tuple[float, float] | None:
-        if model not in catalog:
-            return None
-        entry = catalog.get(model)
-        return entry.input_price, entry.output_price
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
 
-    def providers(model: str) -> str | None:
-        dispatcher = gateway.dispatchers.get(model)
-        names = {u.deployment.provider for u in dispatcher.upstreams} if dispatcher else set()
-        return names.pop() if len(names) == 1 else None
+    async def run(self, *args: Any) -> dict[str, Any]:
+        if self._pool is None:
+            # spawn: a fork of a process with running threads may inherit a held lock.
+            self._pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"),
+                                             initializer=stats_job.lower_priority)
+        pool = self._pool
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, stats_job.compute,
+                                                                    *args)
+        except BrokenProcessPool:
+            if self._pool is pool:  # the worker died (killed, out of memory): a new one next
+                self._pool = None
+            raise
 
-    figures = traffic_stats(log, since=now - window_s, until=now, tenant=tenant, price=price,
-                            providers=providers)
-    figures["budgets"] = burndown(log, gateway.config.limits.budgets, now=now, tenant=tenant,
-                                  memo=settled)
-    return figures
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _job(gateway: Gateway, window_s: float, tenant: str | None) -> tuple[Any, ...]:
+    """``router.stats_job.compute``'s arguments: the log, the window, and what only this
+    process knows (catalog prices, each model's provider, the budgets)."""
+    prices = {m.name: (m.input_price, m.output_price) for m in gateway.config.models}
+    providers = {}
+    for model, d in gateway.dispatchers.items():
+        names = {u.deployment.provider for u in d.upstreams}
+        if len(names) == 1:
+            providers[model] = names.pop()
+    config = gateway.config
+    return (config.traffic.dsn, str(config.resolve(".")), window_s, tenant, prices, providers,
+            list(config.limits.budgets))
+
+
+async def _figures(gateway: Gateway, log: TrafficLog, worker: StatsWorker, window_s: float,
+                   tenant: str | None) -> dict[str, Any]:
+    await asyncio.to_thread(log.flush)  # this process's queued rows are in the figures
+    return await worker.run(*_job(gateway, window_s, tenant))
 
 
 @get("/stats", guards=[needs("viewer", platform=False)])
@@ -126,8 +157,7 @@ async def dashboard_stats(request: Request[Any, Any, Any], gateway: Gateway,
         log = gateway.traffic
         cache: StatsCache = request.app.state.stats
         out.update(await cache.get(
-            (window, tenant), lambda: asyncio.to_thread(_from_log, gateway, log, window,
-                                                        tenant, cache.settled),
+            (window, tenant), lambda: _figures(gateway, log, cache.worker, window, tenant),
             ttl_for(window)))
     out["deployments"] = deployment_health(gateway) if _is_platform(request) else None
     return Response(_ENCODE.encode(out), media_type="application/json",

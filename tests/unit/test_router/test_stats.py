@@ -23,9 +23,12 @@ def row(i: int, ts: float, **kw) -> TrafficRecord:
     return TrafficRecord(**{**base, **kw})
 
 
-@pytest.fixture()
-def log(tmp_path):
-    log = TrafficLog(f"sqlite:///{tmp_path / 't.sqlite3'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log(request, tmp_path):
+    """The same rows in a SQLite log and in one on the local PostgreSQL (the SQL differs)."""
+    dsn = (f"sqlite:///{tmp_path / 't.sqlite3'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_dsn"))
+    log = TrafficLog(dsn)
     cands = [CandidateLog("big", 0.9, 0.0025), CandidateLog("small", 0.6, 0.0001)]
     rows = [row(i, NOW - 600 + i, candidates=cands) for i in range(10)]
     rows += [row(10, NOW - 300, model="small", cost_usd=0.0001, candidates=cands,
