@@ -1,8 +1,8 @@
 """Does an open dashboard slow routed requests? Routed overhead with and without dashboards
 polling, in one run.
 
-    python benchmarks/dashboard_overhead.py [--dashboards 5] [--refresh-s 5] [--blocks 6]
-        [--block-s 8] [--seed-rows 20000] [--json FILE]
+    python benchmarks/dashboard_overhead.py [--dashboards 5] [--refresh-s 5] [--window-s 3600]
+        [--blocks 6] [--block-s 8] [--seed-rows 20000] [--json FILE]
 
 One gateway (``contextforge serve``, the default config with every model on the immediate
 upstream, traffic log on, one worker; ``gateway_overhead.bench_config``) whose traffic log is
@@ -10,11 +10,12 @@ first filled with ``--seed-rows`` rows of the last hour, so each stats computati
 log of a busy gateway. Then interleaved blocks, the order alternating from block to block so
 the machine's drift hits both sides alike: the upstream direct (the baseline), and routed
 requests (``model: "auto"``, one keep-alive connection, back to back, ``--block-s`` each)
-without and with ``--dashboards`` clients polling ``GET /admin/stats?window_s=3600`` every
-``--refresh-s`` (what an open dashboard does; their phases staggered). Overhead is the
-gateway's percentile minus the direct one. Also reported: the pollers' own latency (most are
-served the answer the gateway keeps for ``service.admin_stats.TTL_S``; the others wait for a
-computation in a worker thread).
+without and with ``--dashboards`` clients polling ``GET /admin/stats?window_s=3600`` (or
+``--window-s``) every ``--refresh-s``, their phases staggered (an open page polls on the wall
+clock's marks, so staggered pollers are the harder case). Overhead is the gateway's
+percentile minus the direct one. Also reported: the pollers' own latency (most are served the
+answer the gateway keeps, ``service.admin_stats.ttl_for``; the others wait for a computation
+in the stats worker process).
 """
 
 from __future__ import annotations
@@ -99,12 +100,12 @@ async def block(port: int, raws: list[bytes], seconds: float) -> list[float]:
     return out
 
 
-async def poll(port: int, refresh_s: float, phase: float, stop: asyncio.Event,
-               times: list[float]) -> None:
+async def poll(port: int, window_s: float, refresh_s: float, phase: float,
+               stop: asyncio.Event, times: list[float]) -> None:
     """One open dashboard: a stats request every ``refresh_s`` until ``stop``. Like a
     browser, it connects again when the server has closed an idle keep-alive connection
     (uvicorn's idle timeout is 5 s, the page's refresh period)."""
-    raw = get("/admin/stats?window_s=3600", KEY)
+    raw = get(f"/admin/stats?window_s={window_s:g}", KEY)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), phase)
     conn = None
@@ -128,11 +129,12 @@ async def poll(port: int, refresh_s: float, phase: float, stop: asyncio.Event,
                 await conn.close()
 
 
-async def with_dashboards(port: int, raws: list[bytes], seconds: float, dashboards: int,
-                          refresh_s: float, polled: list[float]) -> list[float]:
+async def with_dashboards(port: int, raws: list[bytes], seconds: float,
+                          args: argparse.Namespace, polled: list[float]) -> list[float]:
     stop = asyncio.Event()
-    pollers = [asyncio.create_task(poll(port, refresh_s, refresh_s * k / dashboards, stop,
-                                        polled)) for k in range(dashboards)]
+    pollers = [asyncio.create_task(poll(port, args.window_s, args.refresh_s,
+                                        args.refresh_s * k / args.dashboards, stop, polled))
+               for k in range(args.dashboards)]
     await asyncio.sleep(0.2)  # the first polls are under way
     try:
         return await block(port, raws, seconds)
@@ -154,8 +156,7 @@ async def measure(up: int, port: int, args: argparse.Namespace) -> dict[str, obj
             if side == "off":
                 lat["off"] += await block(port, routed, args.block_s)
             else:
-                lat["on"] += await with_dashboards(port, routed, args.block_s, args.dashboards,
-                                                   args.refresh_s, polled)
+                lat["on"] += await with_dashboards(port, routed, args.block_s, args, polled)
     d50, d99 = pct(lat["direct"], 50), pct(lat["direct"], 99)
     out: dict[str, object] = {"direct_p50_ms": d50, "direct_p99_ms": d99}
     for side in ("off", "on"):
@@ -174,6 +175,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dashboards", type=int, default=5, help="open dashboards (pollers)")
     ap.add_argument("--refresh-s", type=float, default=5.0, help="the page's refresh period")
+    ap.add_argument("--window-s", type=float, default=3600.0, help="the window polled")
     ap.add_argument("--blocks", type=int, default=6, help="blocks per side")
     ap.add_argument("--block-s", type=float, default=8.0, help="seconds of requests a block")
     ap.add_argument("--seed-rows", type=int, default=20_000)
@@ -195,6 +197,7 @@ def main() -> int:
                          cwd=ROOT, env=env):
                 result = asyncio.run(measure(up, port, args))
     result |= {"dashboards": args.dashboards, "refresh_s": args.refresh_s,
+               "window_s": args.window_s,
                "blocks": args.blocks, "block_s": args.block_s, "seed_rows": args.seed_rows,
                "machine": f"{cpu_model()}, {os.cpu_count()} cores, "
                           f"Python {platform.python_version()}",
@@ -209,7 +212,8 @@ def main() -> int:
 def report(r: dict) -> None:
     print(f"routed requests (model auto, c=1), {r['blocks']} interleaved blocks of "
           f"{r['block_s']:g} s per side; {r['dashboards']} dashboards polling every "
-          f"{r['refresh_s']:g} s; log seeded with {r['seed_rows']} rows")
+          f"{r['refresh_s']:g} s (window {r['window_s']:g} s); log seeded with "
+          f"{r['seed_rows']} rows")
     print(f"{'':26}{'n':>7}{'p50 ms':>10}{'p99 ms':>10}{'added p50':>11}{'added p99':>11}")
     print(f"{'upstream direct':26}{'':>7}{r['direct_p50_ms']:>10.2f}{r['direct_p99_ms']:>10.2f}")
     for side, name in (("off", "no dashboard"), ("on", "dashboards open")):
