@@ -30,6 +30,7 @@ def test_every_panel_shows_the_requests_made(tmp_path, engine, secret):
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     cfg = dashboard_config(tmp_path)
     keys = {org: new_key(cfg, org) for org in ("acme", "globex")}
+    viewer = new_key(cfg, "acme", role="viewer")
     with serve(create_app(cfg, engine=engine), lifespan="on") as base, \
             httpx.Client(base_url=base, timeout=30) as client:
         ids = make_traffic(lambda path, body, headers: client.post(path, json=body,
@@ -68,6 +69,14 @@ def test_every_panel_shows_the_requests_made(tmp_path, engine, secret):
                 page.reload()
                 page.wait_for_selector("#panel-spend[data-state=data]", timeout=15_000)
                 assert not page.locator("#login").evaluate("d => d.open")
+                # An organisation's viewer: its own tenant, and no deployments (empty state).
+                page.click("#logout")
+                page.fill("#key", viewer)
+                page.click("#login-form button")
+                page.wait_for_selector("#status:has-text('tenant acme')", timeout=15_000)
+                page.select_option("#spend-by", "tenant")
+                viewer_spend = page.inner_text("#panel-spend .table")
+                viewer_deployments = page.get_attribute("#panel-deployments", "data-state")
             finally:
                 browser.close()
     assert all(n > 0 for n in drawn.values()), drawn
@@ -77,5 +86,7 @@ def test_every_panel_shows_the_requests_made(tmp_path, engine, secret):
     assert "quality-first" in texts["routing"] and "auto" in texts["value"]
     assert re.search(r"0\.800 \(\d\)", texts["quality"])  # the scores written beside acme's answers
     assert "command" in texts["deployments"] and "simulated" in texts["errors"]
+    assert "acme" in viewer_spend and "globex" not in viewer_spend
+    assert viewer_deployments == "empty"
     # 401 for the wrong key is the one console error a browser reports on its own.
     assert [p for p in problems if "401" not in p] == [], problems
