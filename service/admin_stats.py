@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
+from asyncio.subprocess import PIPE
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -27,13 +28,18 @@ from litestar import Request, Response, get
 from router import stats_job
 from router.traffic import TrafficLog
 from service.auth import needs, tenant_in_view
-from service.errors import BadRequest
+from service.errors import APIError, BadRequest
 from service.gateway import Gateway
 from service.health import deployment_health
 
 TTL_S, MAX_TTL_S = 1.5, 15.0
 MIN_WINDOW_S, MAX_WINDOW_S, DEFAULT_WINDOW_S = 60.0, 30 * 86400.0, 3600.0
 _ENCODE = msgspec.json.Encoder()
+_LINE_LIMIT = 64 * 1024 * 1024  # an answer is one line: tens of KB, far below this
+
+
+class StatsUnavailable(APIError):
+    status, type, code = 503, "server_error", "stats_unavailable"
 
 
 def window_of(raw: str | None) -> float:
@@ -60,16 +66,16 @@ def ttl_for(window_s: float) -> float:
 
 class StatsCache:
     """Recent answers per key, each computed once however many callers ask at once, and the
-    worker process that computes them (``close`` it when the app stops)."""
+    worker process that computes them (``aclose`` it when the app stops)."""
 
     def __init__(self, ttl_s: float | None = None, clock: Any = time.monotonic):
         self.ttl_s, self._clock = ttl_s, clock
         self._kept: dict[Any, tuple[float, asyncio.Future[dict[str, Any]]]] = {}
         self.worker = StatsWorker()
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self._kept.clear()
-        self.worker.close()
+        await self.worker.aclose()
 
     async def get(self, key: Any, compute: Any, ttl_s: float = TTL_S) -> dict[str, Any]:
         """The kept answer for ``key`` if fresh, else ``await compute()`` (shared)."""
@@ -95,51 +101,81 @@ def _is_platform(request: Request[Any, Any, Any]) -> bool:
 
 
 class StatsWorker:
-    """The process the figures are computed in (``router.stats_job``: niced, so it takes only
-    CPU the gateway leaves idle, and never the event loop's interpreter lock). Started on the
-    first stats request: a gateway nobody watches pays nothing."""
+    """The process the figures are computed in (``python -m router.stats_job``: niced, so it
+    takes only CPU the gateway leaves idle, and never the event loop's interpreter lock),
+    one job at a time. Started on the first stats request: a gateway nobody watches pays
+    nothing; a process that died is started again by the next request."""
 
     def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
 
-    async def run(self, *args: Any) -> dict[str, Any]:
-        if self._pool is None:
-            # spawn: a fork of a process with running threads may inherit a held lock.
-            self._pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"),
-                                             initializer=stats_job.lower_priority)
-        pool = self._pool
-        try:
-            return await asyncio.get_running_loop().run_in_executor(pool, stats_job.compute,
-                                                                    *args)
-        except BrokenProcessPool:
-            if self._pool is pool:  # the worker died (killed, out of memory): a new one next
-                self._pool = None
-            raise
+    async def _started(self) -> asyncio.subprocess.Process:
+        if self._proc is None or self._proc.returncode is not None:
+            # The child imports this very package, wherever it is (installed or a checkout).
+            root = str(Path(stats_job.__file__).resolve().parents[1])
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "router.stats_job", stdin=PIPE, stdout=PIPE,
+                env={**os.environ, "PYTHONPATH": path}, limit=_LINE_LIMIT)
+        return self._proc
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    async def run(self, job: stats_job.Job) -> dict[str, Any]:
+        async with self._lock:
+            proc = await self._started()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(_ENCODE.encode(job) + b"\n")
+                await proc.stdin.drain()
+                line = await proc.stdout.readline()
+            except (ConnectionError, ValueError):  # a broken pipe, an overlong answer
+                line = b""
+            if not line:
+                await self._stop()
+                raise StatsUnavailable("the stats worker process stopped; the next request "
+                                       "starts a new one")
+        answer = msgspec.json.decode(line)
+        if "error" in answer:
+            raise StatsUnavailable(f"the stats could not be computed: {answer['error']}")
+        return answer["figures"]
+
+    async def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    async def aclose(self) -> None:
+        """End the process (the app's shutdown)."""
+        if self._proc is not None and self._proc.returncode is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()  # its loop ends at end of input
+            try:
+                await asyncio.wait_for(self._proc.wait(), 5)
+            except TimeoutError:
+                await self._stop()
+        self._proc = None
 
 
-def _job(gateway: Gateway, window_s: float, tenant: str | None) -> tuple[Any, ...]:
-    """``router.stats_job.compute``'s arguments: the log, the window, and what only this
-    process knows (catalog prices, each model's provider, the budgets)."""
-    prices = {m.name: (m.input_price, m.output_price) for m in gateway.config.models}
+def _job(gateway: Gateway, window_s: float, tenant: str | None) -> stats_job.Job:
+    """The worker's job: the log, the window, and what only this process knows (catalog
+    prices, each model's provider, the budgets)."""
+    config = gateway.config
     providers = {}
     for model, d in gateway.dispatchers.items():
         names = {u.deployment.provider for u in d.upstreams}
         if len(names) == 1:
             providers[model] = names.pop()
-    config = gateway.config
-    return (config.traffic.dsn, str(config.resolve(".")), window_s, tenant, prices, providers,
-            list(config.limits.budgets))
+    return stats_job.Job(
+        dsn=config.traffic.dsn, base_dir=str(config.resolve(".")), window_s=window_s,
+        tenant=tenant, prices={m.name: (m.input_price, m.output_price) for m in config.models},
+        providers=providers, budgets=list(config.limits.budgets))
 
 
 async def _figures(gateway: Gateway, log: TrafficLog, worker: StatsWorker, window_s: float,
                    tenant: str | None) -> dict[str, Any]:
     await asyncio.to_thread(log.flush)  # this process's queued rows are in the figures
-    return await worker.run(*_job(gateway, window_s, tenant))
+    return await worker.run(_job(gateway, window_s, tenant))
 
 
 @get("/stats", guards=[needs("viewer", platform=False)])

@@ -205,7 +205,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None) -> Litest
             yield
         finally:
             app.state.gateway = app.state.routers = app.state.batches = None
-            app.state.stats.close()  # the dashboard's worker process, if one was started
+            await app.state.stats.aclose()  # the dashboard's worker process, if started
             for task in (loading, following, saving, retention, probing):
                 if task is not None:
                     task.cancel()

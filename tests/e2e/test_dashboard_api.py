@@ -24,24 +24,17 @@ ADMIN = bearer(MASTER)
 def served(tmp_path_factory, engine):
     """One app with traffic of two organisations (acme, globex) and scores beside acme's."""
     tmp = tmp_path_factory.mktemp("dash")
-    import os  # the key-hashing secret must be fixed before keys are made and checked
-
-    old = os.environ.get("CONTEXTFORGE_KEY_SECRET")
-    os.environ["CONTEXTFORGE_KEY_SECRET"] = "test-secret-0123456789"
-    cfg = dashboard_config(tmp)
-    keys = {org: new_key(cfg, org) for org in ("acme", "globex")}
-    viewer = new_key(cfg, "acme", role="viewer")
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        # A fixed key-hashing secret, so the keys made here verify in the app.
+        mp.setenv("CONTEXTFORGE_KEY_SECRET", "test-secret-0123456789")
+        cfg = dashboard_config(tmp)
+        keys = {org: new_key(cfg, org) for org in ("acme", "globex")}
+        viewer = new_key(cfg, "acme", role="viewer")
         with TestClient(create_app(cfg, engine=engine)) as c:
             ids = make_traffic(lambda path, body, headers: c.post(path, json=body,
                                                                   headers=headers), keys)
             score(cfg.traffic.dsn, ids["acme"][:2], 0.5)
             yield c, viewer, keys
-    finally:
-        if old is None:
-            os.environ.pop("CONTEXTFORGE_KEY_SECRET", None)
-        else:
-            os.environ["CONTEXTFORGE_KEY_SECRET"] = old
 
 
 def stats(c, headers=ADMIN, **params):

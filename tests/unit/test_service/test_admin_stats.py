@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import msgspec
 import pytest
 
-from service.admin_stats import DEFAULT_WINDOW_S, StatsCache, ttl_for, window_of
+from router.config import BudgetRule
+from router.stats_job import Job
+from router.traffic import TrafficLog, TrafficRecord
+from service.admin_stats import (
+    DEFAULT_WINDOW_S,
+    StatsCache,
+    StatsUnavailable,
+    StatsWorker,
+    ttl_for,
+    window_of,
+)
 from service.errors import BadRequest
 
 
@@ -67,3 +79,32 @@ def test_window_validation():
 
 def test_long_windows_keep_answers_longer():
     assert ttl_for(300) == 1.5 and ttl_for(3600) == 5.0 and ttl_for(30 * 86400) == 15.0
+
+
+def test_the_worker_process_computes_reports_errors_and_comes_back(tmp_path):
+    log = TrafficLog(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    log.write(TrafficRecord(id="r1", ts=time.time() - 5, status=200, tenant="acme",
+                            model="gpt-4o", cost_usd=0.5, latency_ms=12.0))
+    log.close()
+    job = Job(dsn="sqlite:///t.sqlite3", base_dir=str(tmp_path), window_s=600, tenant=None,
+              prices={}, providers={},
+              budgets=[BudgetRule(scope="org", usd=2.0, period="total")])
+
+    async def scenario() -> None:
+        worker = StatsWorker()
+        try:
+            figures = await worker.run(job)
+            assert figures["requests"]["total"] == 1
+            assert figures["budgets"][0]["remaining_usd"] == pytest.approx(1.5)
+            with pytest.raises(StatsUnavailable, match="traffic DSN"):
+                await worker.run(msgspec.structs.replace(job, dsn="mysql://nope"))
+            proc = worker._proc
+            proc.kill()  # out of memory, say
+            await proc.wait()
+            assert (await worker.run(job))["requests"]["total"] == 1  # a new process
+            assert worker._proc is not proc
+        finally:
+            await worker.aclose()
+        assert worker._proc is None and proc.returncode is not None
+
+    asyncio.run(scenario())
