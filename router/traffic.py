@@ -530,10 +530,13 @@ class TrafficLog:
             self._reader.rollback()
         return int(n)
 
-    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def read(self, sql: str, params: Sequence[Any] = (), *, flush: bool = True
+             ) -> list[tuple[Any, ...]]:
         """Rows of one read-only query (``?`` placeholders) on the log (``router.usage``),
-        after the rows queued so far are written."""
-        self.flush()
+        after the rows queued so far are written (``flush=False``: the caller flushed once
+        before a series of reads, and each need not end the writer's window again)."""
+        if flush:
+            self.flush()
         with self._lock:
             rows = self._reader.execute(self._placeholders(sql), tuple(params)).fetchall()
             self._reader.rollback()

@@ -30,15 +30,16 @@ from litestar import Request, Response, Router, delete, get, post, put
 from router.artifact import ArtifactError
 from router.cache.store import ResponseCache
 from router.config import Config, ConfigError, ModelEntry, ProviderEntry
-from router.dispatch import state_of
 from router.overlay import overlay_path, read_overlay, write_overlay
 from router.registry import RegistryError, UnknownVersion
 from router.secrets import mask_url
 from service.admin_batches import BATCH_ADMIN_ROUTES
 from service.admin_governance import GOVERNANCE_ROUTES
+from service.admin_stats import dashboard_stats
 from service.auth import Authenticator, admin_access, audited, needs, own_only
 from service.errors import APIError, BadRequest, Conflict, ModelNotFound, decode_body
 from service.gateway import Gateway
+from service.health import deployment_health
 from service.promotion import RouterRegistryWatch
 
 
@@ -195,25 +196,7 @@ async def delete_provider(name: str, request: Request[Any, Any, Any], gateway: G
 @get("/deployments", guards=[needs("viewer")])
 async def deployments(gateway: Gateway) -> Response[bytes]:
     """Each model's deployments and their health."""
-    out = []
-    for model, d in gateway.dispatchers.items():
-        for u in d.upstreams:
-            rate, window = u.breaker.error_rate()
-            calls_1m, tokens_1m = u.health.minute()
-            out.append({"model": model, "deployment": u.label, "weight": u.deployment.weight,
-                        "region": u.region or None, "strategy": d.strategy,
-                        "state": state_of(u.breaker), "breaker": u.breaker.state,
-                        "consecutive_failures": u.breaker.failures,
-                        "error_rate": round(rate, 4), "window_calls": window,
-                        "latency_ewma_ms": _ms(u.health.latency_ms),
-                        "ttft_ewma_ms": _ms(u.health.ttft_ms),
-                        "inflight": u.health.inflight, "calls": u.calls,
-                        "calls_last_minute": calls_1m, "tokens_last_minute": tokens_1m})
-    return _json({"data": out})
-
-
-def _ms(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+    return _json({"data": deployment_health(gateway)})
 
 
 @get("/routers", guards=[needs("viewer")])
@@ -296,5 +279,5 @@ def admin_router(auth: Authenticator) -> Router:
         list_models, show_model, put_model, delete_model,
         list_providers, put_provider, delete_provider, deployments,
         list_routers, promote_router, cache_stats, cache_invalidate, cache_purge,
-        *GOVERNANCE_ROUTES, *BATCH_ADMIN_ROUTES,
+        *GOVERNANCE_ROUTES, *BATCH_ADMIN_ROUTES, dashboard_stats,
     ])

@@ -36,8 +36,9 @@ from router.registry import Registry
 from router.traffic import TrafficLog
 from router.usage import expire
 from router.validate import build_engine, check
-from service import batch_api, openai_api, ops
+from service import batch_api, dashboard, openai_api, ops
 from service.admin import admin_router
+from service.admin_stats import StatsCache
 from service.anthropic_api import create_message
 from service.auth import Authenticator, api_guard, jwt_verifier
 from service.batch_runner import BatchRunner, LiveRequests
@@ -215,6 +216,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None,
             yield
         finally:
             app.state.gateway = app.state.routers = app.state.batches = None
+            await app.state.stats.aclose()  # the dashboard's worker process, if started
             for task in (loading, following, saving, retention, probing):
                 if task is not None:
                     task.cancel()
@@ -251,7 +253,7 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None,
     scrape = Router(path="/", route_handlers=[ops.metrics], guards=guards)
     return Litestar(
         route_handlers=[api, scrape, admin_router(auth), ops.healthz, ops.readyz,
-                        openapi_handler],
+                        openapi_handler, *dashboard.ROUTES],
         dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False),
                       "routers": Provide(provide_routers, sync_to_thread=False),
                       "batches": Provide(batch_api.provide_batches, sync_to_thread=False)},
@@ -260,7 +262,8 @@ def create_app(config: Config, *, engine: RoutingEngine | None = None,
         middleware=[live.middleware, BodyTimeout.middleware(config.server.body_timeout_s),
                     *([tracing.middleware] if tracing is not None else [])],
         request_max_body_size=config.server.max_body_bytes,
-        state=State({"gateway": None, "routers": None, "batches": None, "auth": auth}),
+        state=State({"gateway": None, "routers": None, "batches": None, "auth": auth,
+                     "stats": StatsCache()}),
         openapi_config=None,
         debug=False,
     )
