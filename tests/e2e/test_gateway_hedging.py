@@ -73,9 +73,10 @@ def text_of(r) -> str:
     return r.json()["choices"][0]["message"]["content"]
 
 
-def hedged(c: TestClient) -> float:
-    m = re.search(r'contextforge_hedged_requests_total\{answered="hedge",model="gpt-4o"\} (\S+)',
-                  c.get("/metrics").text)
+def hedged(c: TestClient, answered: str = "hedge") -> float:
+    """Hedges sent whose answer was used (``answered="hedge"``) or not (``"other"``)."""
+    m = re.search(r'contextforge_hedged_requests_total\{answered="%s",model="gpt-4o"\} (\S+)'
+                  % answered, c.get("/metrics").text)
     return float(m.group(1)) if m else 0.0
 
 
@@ -127,7 +128,7 @@ def test_the_cap_bounds_the_hedged_share(servers, upstreams, engine):
         assert all(chat(c, f"w{i:02d}").status_code == 200 for i in range(30))
         slow.set(Schedule([Fault(kind="latency", seconds=0.15)]))
         replies = [chat(c, f"c{i:02d}") for i in range(25)]
-        count = hedged(c)
+        count = hedged(c) + hedged(c, "other")  # (a loaded machine may let a first call win)
     assert all(r.status_code == 200 for r in replies)
     # every one of the 25 was late; at most 10% of the 55 requests may be hedged
     assert fast.tally.received == count == 5
