@@ -75,8 +75,8 @@ def text_of(r) -> str:
 
 def hedged(c: TestClient, answered: str = "hedge") -> float:
     """Hedges sent whose answer was used (``answered="hedge"``) or not (``"other"``)."""
-    m = re.search(r'contextforge_hedged_requests_total\{answered="%s",model="gpt-4o"\} (\S+)'
-                  % answered, c.get("/metrics").text)
+    series = f'contextforge_hedged_requests_total{{answered="{answered}",model="gpt-4o"}}'
+    m = re.search(re.escape(series) + r" (\S+)", c.get("/metrics").text)
     return float(m.group(1)) if m else 0.0
 
 
