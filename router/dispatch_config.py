@@ -46,15 +46,18 @@ class RetryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class BreakerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """When a deployment's circuit opens: after ``consecutive_failures`` failures in a row, or
     when at least ``min_requests`` calls in the last ``window_s`` failed at ``failure_rate`` or
-    more. Open, it is skipped for ``cooldown_s``; then one probe call goes through (half-open)
-    and closes or reopens it. A request the upstream refused as invalid (400, 422, a content
-    policy) is the request's fault and never counts against the deployment."""
+    more. Open, it is skipped for ``cooldown_s``; then trial calls go through one at a time
+    (half-open): a failure reopens it, ``half_open_calls`` successes in a row close it. A
+    request the upstream refused as invalid (400, 422, a content policy) is the request's
+    fault and never counts against the deployment."""
 
     consecutive_failures: Annotated[int, msgspec.Meta(ge=1)] = 5
     failure_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
     window_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
     min_requests: Annotated[int, msgspec.Meta(ge=1)] = 20
     cooldown_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 30.0
+    # Successes in a row that close a half-open breaker: one lucky call is no proof of health.
+    half_open_calls: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
     # A closed deployment shows as "degraded" (admin API, metrics) from this error rate on.
     degraded_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
 

@@ -168,7 +168,8 @@ class Dispatcher:
 
     async def probe(self, u: Upstream, config: ProbeConfig) -> bool:
         """One active health check of ``u`` (a one-token chat call); its outcome counts
-        toward the breaker like real traffic's, and a success closes an open one."""
+        toward the breaker like real traffic's, and a success is a half-open trial even
+        before the cooldown ended (``breaker.half_open_calls`` of them close it)."""
         request = ChatRequest(model=self.model, max_tokens=1,
                               messages=[Message(role="user", content=config.prompt)])
         try:
@@ -177,7 +178,7 @@ class Dispatcher:
                     await u.provider.complete(request)
         except (TimeoutError, ProviderError) as exc:
             if isinstance(exc, ProviderError) and not exc.retryable:
-                u.breaker.answered()
+                u.breaker.probed()  # it answered: the request was at fault
                 return True
             u.breaker.failure(exc.retry_after if isinstance(exc, UpstreamRateLimited)
                               else None)
@@ -186,7 +187,7 @@ class Dispatcher:
             u.unexpected(exc)
             u.breaker.failure()
             return False
-        u.breaker.success()
+        u.breaker.probed()
         return True
 
     async def _attempts(self, call: Callable[[Upstream], Awaitable[T]], regions: Regions,

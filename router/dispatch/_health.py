@@ -3,7 +3,10 @@
 ``CircuitBreaker``: whether calls may go through. It opens on ``consecutive_failures`` in a
 row, or on a failure rate of at least ``failure_rate`` over the last ``window_s`` once
 ``min_requests`` calls fell in it; open, it skips its deployment for ``cooldown_s``, then lets
-one probe call through (half-open) whose outcome closes or reopens it. A 429's Retry-After
+trial calls through one at a time (half-open): a failure reopens it, ``half_open_calls``
+successes in a row close it. (One lucky success is no evidence against a deployment failing
+half its calls; a call that started before the breaker opened and succeeds late is none
+either, and leaves an open breaker open.) A 429's Retry-After
 cools it for as long as the upstream asked, whatever the counts say. Outcomes the request
 itself caused (the upstream refused it as invalid) are recorded as ``answered``: the
 deployment is alive, so they close a half-open breaker and never count as failures.
@@ -72,6 +75,7 @@ class CircuitBreaker:
     failures: int = 0  # consecutive
     open_until: float = 0.0
     probing: bool = False
+    trials: int = 0  # successful calls since it went half-open
     # calls (a) and failures (b) of the last window_s
     _window: Window = field(init=False)
 
@@ -98,9 +102,25 @@ class CircuitBreaker:
     def success(self) -> None:
         """A call answered."""
         self._note(False)
-        self.failures, self.open_until, self.probing = 0, 0.0, False
+        self.failures = 0
+        state = self.state
+        if state == "open":  # a call from before it opened: the trials decide
+            return
+        if state == "half-open":
+            self.trials += 1
+            self.probing = False
+            if self.trials < self.config.half_open_calls:
+                return
+        self.open_until, self.probing, self.trials = 0.0, False, 0
 
     answered = success  # the upstream refused the request as invalid: alive all the same
+
+    def probed(self) -> None:
+        """An active health probe answered: a trial call, even before the cooldown ended
+        (probes are the faster way back after an outage)."""
+        if self.state == "open":
+            self.open_until = self.clock()  # half-open from now on
+        self.success()
 
     def failure(self, cool_for: float | None = None) -> None:
         """A call failed in a way the deployment is to blame for (5xx, 429, timeout,
@@ -109,6 +129,7 @@ class CircuitBreaker:
         self._note(True, now)
         self.failures += 1
         self.probing = False
+        self.trials = 0
         if cool_for is not None:
             self.open_until = max(self.open_until, now + cool_for)
         elif (self.open_until or self.failures >= self.config.consecutive_failures

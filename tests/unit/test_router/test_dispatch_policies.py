@@ -163,9 +163,31 @@ def test_half_open_lets_one_probe_through_and_a_failed_probe_reopens():
     b.failure()  # the probe failed: open for another cooldown
     assert b.state == "open"
     clock.now += 10
+    for _ in range(2):  # successes in a row, one trial at a time, short of half_open_calls
+        assert b.allows() and not b.allows()
+        b.success()
+        assert b.state == "half-open"
+    assert b.allows()
+    b.success()  # the third
+    assert b.state == "closed" and b.allows() and b.allows()
+
+
+def test_a_late_success_leaves_an_open_breaker_open_and_a_failed_trial_restarts_the_count():
+    clock = Clock()
+    b = breaker(clock, consecutive_failures=1, cooldown_s=10, half_open_calls=2)
+    b.failure()
+    b.success()  # a call sent before it opened, answering now
+    assert b.state == "open"
+    clock.now += 10
     assert b.allows()
     b.success()
-    assert b.state == "closed" and b.allows() and b.allows()
+    assert b.allows()
+    b.failure()  # the second trial failed: open again, and the trials start over
+    assert b.state == "open"
+    clock.now += 10
+    assert b.allows()
+    b.success()
+    assert b.state == "half-open"
 
 
 def test_deployment_state_is_healthy_degraded_or_open():
@@ -371,8 +393,11 @@ def test_a_probe_closes_a_recovered_deployments_circuit():
     answer(d)
     answer(d)
     assert d.upstreams[0].breaker.state == "open"
-    assert asyncio.run(probe_once({"m": d}, ProbeConfig(enabled=True))) == 1
-    assert d.upstreams[0].breaker.state == "closed" and a.calls == 3
+    # probes are trials before the cooldown ends; half_open_calls (3) of them close it
+    for state in ("half-open", "half-open", "closed"):
+        assert asyncio.run(probe_once({"m": d}, ProbeConfig(enabled=True))) == 1
+        assert d.upstreams[0].breaker.state == state
+    assert a.calls == 5
 
 
 def test_windows_stay_bounded_whatever_the_traffic():
