@@ -24,8 +24,9 @@ request's own nonce: a stream must end with a finish reason and ``[DONE]``), ``c
 (a 5xx with an error body, or a stream ending in an error event), ``lost`` (everything else: no
 answer, a truncated one, someone else's), ``p99_ms`` (chaos, over every response) and
 ``healthy_p99_ms``; ``shift_s``: for each bad deployment, from its fault's start until the
-last of its arrivals that was followed by another within ``--gap`` s (after that it only sees
-sparse probes), the slower of the two, ``null`` when traffic never left; per-phase p50/p99,
+last of its arrivals followed by more than ``--half-open-calls`` others within ``--gap`` s
+(after that it only sees its breaker's trial calls, at most that many in a row), the slower of
+the two, ``null`` when traffic never left; per-phase p50/p99,
 the breakers' transitions (polled from ``GET /admin/deployments`` every 100 ms), each
 deployment's arrivals per second, and duplicates (a nonce answered twice upstream, or an
 answer delivered to the wrong request).
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import sys
@@ -84,7 +84,8 @@ def write_config(tmp: Path, ports: dict[str, int], args: argparse.Namespace) -> 
         **cfg.get("dispatch", {}),
         "breaker": {"consecutive_failures": args.failure_threshold,
                     "failure_rate": args.failure_rate, "window_s": args.window_s,
-                    "min_requests": args.min_requests, "cooldown_s": args.cooldown_s},
+                    "min_requests": args.min_requests, "cooldown_s": args.cooldown_s,
+                    "half_open_calls": args.half_open_calls},
         "hedge": {"enabled": not args.no_hedge, "percentile": args.hedge_percentile,
                   "max_share": args.hedge_share, "min_delay_ms": 20},
     }
@@ -235,11 +236,15 @@ def pct(rows: list[dict], q: float) -> float | None:
     return round(float(np.percentile(ms, q)), 1) if ms else None
 
 
-def shift(arrivals: list[float], start: float, end: float, gap: float) -> float | None:
-    """Seconds from ``start`` to the last arrival in [start, end) followed by another within
-    ``gap`` s (later ones are sparse probes); ``None`` if arrivals stayed dense to the end."""
+def shift(arrivals: list[float], start: float, end: float, gap: float,
+          burst: int = 1) -> float | None:
+    """Seconds from ``start`` to the last arrival in [start, end) followed by more than
+    ``burst`` others within ``gap`` s: traffic. Fewer are a half-open breaker's trial calls
+    (``half_open_calls`` of them, one after another) or sparse probes. ``None`` if arrivals
+    stayed dense to the end."""
     inside = sorted(t for t in arrivals if start <= t < end)
-    dense = [a for a, b in itertools.pairwise(inside) if b - a <= gap]
+    dense = [a for i, a in enumerate(inside)
+             if i + burst < len(inside) and inside[i + burst] - a <= gap]
     if not dense:
         return 0.0
     if dense[-1] > end - 2 * gap:
@@ -252,7 +257,8 @@ def summarise(run: dict, args: argparse.Namespace) -> dict:
     count = {k: sum(r["outcome"] == k for r in chaos) for k in ("answered", "clear_error",
                                                                 "lost")}
     windows = {"d1": tuple(args.flaky), "d2": tuple(args.hang)}
-    shifts = {n: shift(tallies[n]["arrivals"], s, e, args.gap) for n, (s, e) in windows.items()}
+    shifts = {n: shift(tallies[n]["arrivals"], s, e, args.gap, args.half_open_calls)
+              for n, (s, e) in windows.items()}
     fault_end = max(args.flaky[1], args.hang[1])
     during = [r for r in chaos if min(args.flaky[0], args.hang[0]) <= r["t"] < fault_end]
     after = [r for r in chaos if r["t"] >= fault_end]
@@ -302,6 +308,7 @@ def summarise(run: dict, args: argparse.Namespace) -> dict:
                      "cooldown_s": args.cooldown_s, "failure_threshold": args.failure_threshold,
                      "failure_rate": args.failure_rate, "window_s": args.window_s,
                      "min_requests": args.min_requests, "hedge": not args.no_hedge,
+                     "half_open_calls": args.half_open_calls,
                      "hedge_percentile": args.hedge_percentile,
                      "hedge_share": args.hedge_share,
                      "upstream_ms": args.upstream_ms, "gap_s": args.gap,
@@ -374,6 +381,8 @@ def main() -> int:
     ap.add_argument("--failure-rate", type=float, default=0.3)
     ap.add_argument("--window-s", type=float, default=1.0, help="the failure rate's window")
     ap.add_argument("--min-requests", type=int, default=10, help="in the window, to trip")
+    ap.add_argument("--half-open-calls", type=int, default=3,
+                    help="trial successes that close a breaker")
     ap.add_argument("--no-hedge", action="store_true")
     ap.add_argument("--hedge-percentile", type=float, default=90.0)
     ap.add_argument("--hedge-share", type=float, default=0.1)

@@ -51,6 +51,12 @@ def test_shift_is_the_last_dense_arrival_after_the_fault_starts():
     assert shift(before + probes, start=1.0, end=9.0, gap=0.5) == pytest.approx(1.94)
     assert shift(probes, start=1.0, end=9.0, gap=0.5) == 0.0  # never got traffic
     assert shift([i * 0.03 for i in range(300)], start=1.0, end=9.0, gap=0.5) is None
+    # a half-open breaker's three trial calls in a row are not traffic; four are
+    trials = [5.0, 5.05, 5.1]
+    # (2.88 s: the last arrival with three more within 0.5 s)
+    assert shift(before + trials, start=1.0, end=9.0, gap=0.5, burst=3) == pytest.approx(1.88)
+    assert shift([*before, *trials, 5.15], start=1.0, end=9.0, gap=0.5,
+                 burst=3) == pytest.approx(4.0)
 
 
 def sse(*events: str) -> httpx.Response:
