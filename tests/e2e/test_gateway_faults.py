@@ -126,7 +126,9 @@ def test_the_circuit_opens_after_the_configured_failures(servers, upstreams, eng
         health = {d["deployment"].split("@")[1]: d for d in c.get(
             "/admin/deployments", headers=AUTH).json()["data"] if d["model"] == "gpt-4o"}
     assert bad.tally.received == 2  # then skipped for the cooldown
-    assert good.tally.answered == 20
+    # every question answered by the good one (a pause of the loaded test machine past the
+    # 0.4 s timeout may make it answer one twice: a timeout's retry, not this test's subject)
+    assert set(good.tally.answered_by_nonce) == {f"c{i}" for i in range(20)}
     bad_url = servers["bad"][0]
     assert health[f"{bad_url}/v1"]["breaker"] == "open"
     assert health[f"{servers['good'][0]}/v1"]["breaker"] == "closed"
