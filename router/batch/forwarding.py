@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from router.batch.store import new_id
+from router.batch.store import finish_line, new_id
 from router.governance.db import Database
 
 
@@ -162,17 +162,8 @@ class ForwardStore:
                tokens: tuple[int, int]) -> bool:
         """Commit a forwarded line's result and count it, together; False when the line is
         not (any more) waiting in ``nid``."""
-        with self.db.transaction(lock=f"batch:{batch_id}") as cur:
-            changed = cur.execute("UPDATE batch_lines SET state = 'done', ok = ?, result = ? "
-                                  "WHERE batch_id = ? AND line = ? AND state = 'forwarded' AND "
-                                  "fwd_batch = ?", (1 if ok else 0, result.decode(), batch_id,
-                                                    line, nid))
-            if changed:
-                column = "completed" if ok else "failed"
-                cur.execute(f"UPDATE batches SET {column} = {column} + 1, input_tokens = "
-                            "input_tokens + ?, output_tokens = output_tokens + ? WHERE id = ?",
-                            (*tokens, batch_id))
-        return changed > 0
+        return finish_line(self.db, batch_id, line, ok, result, tokens,
+                           held="state = 'forwarded' AND fwd_batch = ?", holder=nid)
 
     def close(self, job: NativeJob, *, skip: bool) -> int:
         """End a native batch: its lines still waiting are ``skipped`` (``skip``: their

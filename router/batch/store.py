@@ -307,17 +307,8 @@ class BatchStore:
         """Commit a line's result and count it (and its input and output ``tokens``),
         together; False (nothing written) when the line is no longer ``owner``'s (its lease
         ended and another runner took it)."""
-        with self.db.transaction(lock=f"batch:{batch_id}") as cur:
-            changed = cur.execute("UPDATE batch_lines SET state = 'done', ok = ?, result = ? "
-                                  "WHERE batch_id = ? AND line = ? AND state = 'running' AND "
-                                  "owner = ?", (1 if ok else 0, result.decode(), batch_id,
-                                                line, owner))
-            if changed:
-                column = "completed" if ok else "failed"
-                cur.execute(f"UPDATE batches SET {column} = {column} + 1, input_tokens = "
-                            "input_tokens + ?, output_tokens = output_tokens + ? WHERE id = ?",
-                            (*tokens, batch_id))
-        return changed > 0
+        return finish_line(self.db, batch_id, line, ok, result, tokens,
+                           held="state = 'running' AND owner = ?", holder=owner)
 
     def requeue(self, owner: str, batch_id: str, line: int) -> bool:
         """Give a claimed line back unanswered (refused for now: a rate limit), to run later."""
@@ -387,6 +378,24 @@ class BatchStore:
                         "error_file_id = ? WHERE id = ?",
                         (status, now, files["output"], files["error"], batch_id))
         return True
+
+
+def finish_line(db: Database, batch_id: str, line: int, ok: bool, result: bytes,
+                tokens: tuple[int, int], *, held: str, holder: str) -> bool:
+    """Commit a line's result and count it in its batch, in one transaction, only while the
+    line is still held as ``held`` (an SQL condition on the line with one parameter,
+    ``holder``) says: a runner's lease, or a provider batch's assignment. False when it is not
+    (someone else answers it), and nothing is written."""
+    with db.transaction(lock=f"batch:{batch_id}") as cur:
+        changed = cur.execute("UPDATE batch_lines SET state = 'done', ok = ?, result = ? "
+                              f"WHERE batch_id = ? AND line = ? AND {held}",
+                              (1 if ok else 0, result.decode(), batch_id, line, holder))
+        if changed:
+            column = "completed" if ok else "failed"
+            cur.execute(f"UPDATE batches SET {column} = {column} + 1, input_tokens = "
+                        "input_tokens + ?, output_tokens = output_tokens + ? WHERE id = ?",
+                        (*tokens, batch_id))
+    return changed > 0
 
 
 def expired_line(custom_id: str) -> bytes:
