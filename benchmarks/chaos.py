@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -367,6 +369,32 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x (target <= 2x)" if a and b else "n/a"
 
 
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+@contextlib.contextmanager
+def fault_upstreams(tmp: Path) -> Iterator[dict[str, int]]:
+    """The three fault upstreams (``NAMES``), each its own process: their ports by name."""
+    ports = {n: free_port() for n in NAMES}
+    with contextlib.ExitStack() as stack:
+        for n, port in ports.items():
+            stack.enter_context(running(
+                [sys.executable, "-m", "tests.upstreams.faults", str(port)],
+                f"http://127.0.0.1:{port}/_faults", tmp / f"{n}.log", cwd=ROOT, env=ENV))
+        yield ports
+
+
+@contextlib.contextmanager
+def gateway(tmp: Path, ports: dict[str, int], args: argparse.Namespace) -> Iterator[str]:
+    """``contextforge serve`` on ``write_config``'s config in ``tmp``: its URL."""
+    port = free_port()
+    argv = [sys.executable, "-m", "service.cli", "serve", "--config",
+            str(write_config(tmp, ports, args)), "--port", str(port)]
+    with running(argv, f"http://127.0.0.1:{port}/readyz", tmp / "gateway.log", cwd=ROOT,
+                 env=ENV):
+        yield f"http://127.0.0.1:{port}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=2000, help="in the chaos phase")
@@ -396,27 +424,10 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
-        ports = {n: free_port() for n in NAMES}
+    with tempfile.TemporaryDirectory() as tmpdir, fault_upstreams(Path(tmpdir)) as ports, \
+            gateway(Path(tmpdir), ports, args) as url:
         ups = {n: f"http://127.0.0.1:{p}" for n, p in ports.items()}
-        servers = [running([sys.executable, "-m", "tests.upstreams.faults", str(p)],
-                           f"{ups[n]}/_faults", tmp / f"{n}.log", cwd=ROOT, env=env)
-                   for n, p in ports.items()]
-        for s in servers:
-            s.__enter__()
-        try:
-            port = free_port()
-            argv = [sys.executable, "-m", "service.cli", "serve", "--config",
-                    str(write_config(tmp, ports, args)), "--port", str(port)]
-            with running(argv, f"http://127.0.0.1:{port}/readyz", tmp / "gateway.log",
-                         cwd=ROOT, env=env):
-                run = asyncio.run(drive(f"http://127.0.0.1:{port}", ups,
-                                        {p: n for n, p in ports.items()}, args))
-        finally:
-            for s in reversed(servers):
-                s.__exit__(None, None, None)
+        run = asyncio.run(drive(url, ups, {p: n for n, p in ports.items()}, args))
     result = summarise(run, args)
     report(result)
     if args.json:

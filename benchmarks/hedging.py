@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -34,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from chaos import AUTH, NAMES, hedges, one, write_config  # noqa: E402
-from gateway_overhead import cpu_model, free_port, running  # noqa: E402
+from chaos import AUTH, fault_upstreams, gateway, hedges, one  # noqa: E402
+from gateway_overhead import cpu_model  # noqa: E402
 
 ARMS = ("hedge", "no_hedge")
 
@@ -136,39 +137,20 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    with tempfile.TemporaryDirectory() as tmpdir:
+    with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as stack:
         tmp = Path(tmpdir)
-        ports = {n: free_port() for n in NAMES}
+        ports = stack.enter_context(fault_upstreams(tmp))
+        urls = {}
+        for arm in ARMS:
+            conf = argparse.Namespace(
+                format="openai", timeout_s=5.0, failure_threshold=5, failure_rate=0.5,
+                window_s=60.0, min_requests=20, cooldown_s=2.0, half_open_calls=3,
+                no_hedge=arm == "no_hedge", hedge_percentile=args.percentile,
+                hedge_share=args.share)
+            (tmp / arm).mkdir()
+            urls[arm] = stack.enter_context(gateway(tmp / arm, ports, conf))
         ups = {n: f"http://127.0.0.1:{p}" for n, p in ports.items()}
-        servers = [running([sys.executable, "-m", "tests.upstreams.faults", str(p)],
-                           f"{ups[n]}/_faults", tmp / f"{n}.log", cwd=ROOT, env=env)
-                   for n, p in ports.items()]
-        gateways, urls = [], {}
-        try:
-            for s in servers:
-                s.__enter__()
-            for arm in ARMS:
-                conf = argparse.Namespace(
-                    format="openai", timeout_s=5.0, failure_threshold=5, failure_rate=0.5,
-                    window_s=60.0, min_requests=20, cooldown_s=2.0,
-                    no_hedge=arm == "no_hedge", hedge_percentile=args.percentile,
-                    hedge_share=args.share)
-                (tmp / arm).mkdir()
-                port = free_port()
-                argv = [sys.executable, "-m", "service.cli", "serve", "--config",
-                        str(write_config(tmp / arm, ports, conf)), "--port", str(port)]
-                g = running(argv, f"http://127.0.0.1:{port}/readyz", tmp / f"{arm}.log",
-                            cwd=ROOT, env=env)
-                g.__enter__()
-                gateways.append(g)
-                urls[arm] = f"http://127.0.0.1:{port}"
-            run = asyncio.run(drive(urls, ups, args))
-        finally:
-            for g in reversed(gateways):
-                g.__exit__(None, None, None)
-            for s in reversed(servers):
-                s.__exit__(None, None, None)
+        run = asyncio.run(drive(urls, ups, args))
     result = summarise(run, args)
     report(result)
     if args.json:
