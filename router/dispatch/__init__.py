@@ -32,7 +32,7 @@ soonest reopening: hammering a dead upstream only adds latency.
 
 Module layout: ``_health`` (breaker, load and latency), ``_strategies`` (orderings),
 ``_retry`` (backoff, deadline), ``_hedge`` (hedging's budgets and record), ``_upstream`` (one
-deployment), ``_dispatcher`` (the calls).
+deployment), ``_stream`` (a started stream's rest), ``_dispatcher`` (the calls).
 """
 
 from __future__ import annotations
@@ -49,12 +49,12 @@ from router.dispatch._dispatcher import (
     FailureHook,
     NoDeploymentInRegion,
     Regions,
-    carries_answer,
 )
 from router.dispatch._health import CircuitBreaker, Health, State, state_of
 from router.dispatch._hedge import Hedge, HedgeBudget, HedgeBudgets, Waste
 from router.dispatch._retry import Deadline, RetryPolicy
 from router.dispatch._strategies import STRATEGIES
+from router.dispatch._stream import carries_answer
 from router.dispatch._upstream import Upstream, deployment_label, upstream_for
 from router.dispatch_config import ProbeConfig
 from router.providers import Deployment, ProviderContext, build_provider

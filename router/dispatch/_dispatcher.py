@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import AbstractContextManager
 from typing import Protocol, TypeVar
@@ -14,6 +13,7 @@ from router.dispatch._health import CircuitBreaker
 from router.dispatch._hedge import Hedge, Waste
 from router.dispatch._retry import Deadline, RetryPolicy
 from router.dispatch._strategies import STRATEGIES
+from router.dispatch._stream import Rest, carries_answer
 from router.dispatch._upstream import Upstream
 from router.dispatch_config import DispatchConfig, ProbeConfig
 from router.providers import (
@@ -164,7 +164,7 @@ class Dispatcher:
         first = held[0] if held else None
         if first is not None and first.usage is not None:
             upstream.health.used(first.usage.total_tokens)
-        return first, _Rest(upstream, rest, self._failed, held[1:]), upstream
+        return first, Rest(upstream, rest, self._failed, held[1:]), upstream
 
     async def probe(self, u: Upstream, config: ProbeConfig) -> bool:
         """One active health check of ``u`` (a one-token chat call); its outcome counts
@@ -309,7 +309,7 @@ class Dispatcher:
             ms = (time.perf_counter() - start) * 1e3
             if stream:
                 # In flight until the stream ends; its breaker outcome is the whole stream's
-                # (``_Rest``): a success here would reset the count of streams cut mid-answer.
+                # (``Rest``): a success here would reset the count of streams cut mid-answer.
                 health.first_token(ms)
             else:
                 health.latency(ms)
@@ -408,73 +408,6 @@ class Dispatcher:
         return exc
 
 
-class _Rest:
-    """A started stream's later chunks: first those read ahead with its first, then each
-    within the deployment's ``stream_idle_s``. The deployment's in-flight count and tokens
-    follow it; its outcome is recorded once, in the breaker too (a clean end or a client
-    that left is a success, a cut or stall a failure); ``aclose`` (idempotent) releases the
-    upstream stream even if it was never read."""
-
-    def __init__(self, u: Upstream, chunks: AsyncIterator[ChatCompletionChunk],
-                 failed: Callable[[Upstream, ProviderError], None],
-                 held: list[ChatCompletionChunk] | None = None):
-        self._u, self._chunks, self._failed = u, chunks, failed
-        self._held = deque(held or ())
-        self._idle = u.idle_s()
-        self._open = True
-        self._settled = False  # the breaker has this stream's outcome
-
-    def __aiter__(self) -> _Rest:
-        return self
-
-    async def __anext__(self) -> ChatCompletionChunk:
-        u = self._u
-        if self._held:
-            chunk = self._held.popleft()
-        else:
-            try:
-                async with asyncio.timeout(self._idle):
-                    chunk = await anext(self._chunks)
-            except StopAsyncIteration:
-                await self.aclose()
-                raise
-            except TimeoutError:
-                failure: ProviderError = UpstreamTimeout(
-                    f"{u.deployment.provider} upstream sent no next chunk in {self._idle:g} s")
-                self._fail(failure)
-                raise failure from None
-            except ProviderError as exc:
-                self._fail(u.clean(exc))
-                raise
-            except Exception as exc:  # an adapter bug mid-stream: this deployment's failure
-                failure = u.unexpected(exc)
-                self._fail(failure)
-                raise failure from exc
-        if chunk.usage is not None:
-            u.health.used(chunk.usage.total_tokens)
-        return chunk
-
-    def _fail(self, failure: ProviderError) -> None:
-        self._settled = True
-        self._failed(self._u, failure)
-
-    async def aclose(self) -> None:
-        if self._open:
-            self._open = False
-            self._u.health.inflight -= 1
-            if not self._settled:  # ended, or the client left: the deployment delivered
-                self._settled = True
-                self._u.breaker.success()
-            await self._chunks.aclose()  # type: ignore[attr-defined]
-
-
-def carries_answer(chunk: ChatCompletionChunk) -> bool:
-    """Whether a chunk holds part of the answer (content, a tool call) or ends it: from
-    then on the client has something a switch of deployment would contradict."""
-    return any(c.delta.content or c.delta.tool_calls or c.finish_reason
-               for c in chunk.choices)
-
-
 def _tokens(result: object) -> int:
     usage = getattr(result, "usage", None)
     return getattr(usage, "total_tokens", 0) or 0
@@ -488,5 +421,4 @@ __all__ = [
     "NoDeploymentInRegion",
     "Regions",
     "Release",
-    "carries_answer",
 ]
