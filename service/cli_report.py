@@ -9,8 +9,8 @@ import re
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from router.secrets import mask_url
 from service.cli_governance import duration_s
 
 _SPAN = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhd]\s*$", re.IGNORECASE)
@@ -33,13 +33,9 @@ def parse_when(text: str | None, now: float, flag: str) -> float | None:
                          "30m)") from None
 
 
-def shown_dsn(dsn: str) -> str:
-    """A PostgreSQL DSN without its password and options, as the report prints it."""
-    parts = urlsplit(dsn)
-    host = parts.hostname or ""
-    user = f"{parts.username}@" if parts.username else ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+def _shown(dsn: str) -> str:
+    """A DSN as the report prints it: credentials masked, connection options left out."""
+    return mask_url(dsn).split("?", 1)[0]
 
 
 def _open_log(dsn: str, base_dir: Path):
@@ -54,20 +50,25 @@ def _open_log(dsn: str, base_dir: Path):
             raise FileNotFoundError(f"traffic log {path}: no such file")
         return TrafficLog(dsn, base_dir=base_dir), f"sqlite:///{path.resolve()}"
     try:
-        return TrafficLog(dsn, base_dir=base_dir), shown_dsn(dsn)
+        return TrafficLog(dsn, base_dir=base_dir), _shown(dsn)
     except ValueError:
         raise
     except Exception as exc:  # psycopg's OperationalError and kin: the server did not answer
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        raise ValueError(f"traffic log {shown_dsn(dsn)}: cannot open: {first}") from exc
+        raise ValueError(f"traffic log {_shown(dsn)}: cannot open: {first}") from exc
 
 
 def _budgets(config):
-    """``tenant -> its monthly budget (USD)`` from ``limits.budgets``' org rules; a rule for
-    the tenant by name beats the ``*`` rule."""
-    rules = {b.name: b.usd for b in config.limits.budgets
-             if b.scope == "org" and b.period == "month"}
-    return lambda tenant: rules.get(tenant or "", rules.get("*"))
+    """``tenant -> its monthly budget (USD)`` from ``limits.budgets``' org rules: the
+    smallest of those naming it or ``*``, as the gateway enforces them (every rule that
+    applies charges the same bucket, so the smallest refuses first)."""
+    rules = [b for b in config.limits.budgets if b.scope == "org" and b.period == "month"]
+
+    def budget(tenant: str | None) -> float | None:
+        usd = [b.usd for b in rules if b.name in (tenant or "", "*")]
+        return min(usd) if usd else None
+
+    return budget
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ from router.wire.openai import (
 from service.errors import to_api_error
 
 if TYPE_CHECKING:
-    from router.dispatch import Hedge, Upstream
+    from router.dispatch import Upstream
     from service.answer import Answer
     from service.gateway import Gateway
     from service.tracing import RequestTrace
@@ -101,7 +101,6 @@ class Exchange:
     # dispatch
     upstream: Upstream | None = None  # the deployment that answered
     tried: tuple[str, ...] = ()  # models that failed before this one (route-level fallback)
-    hedge: Hedge | None = None  # when hedging is on for it (``service.hedging``)
     # calls paid for and not used: a hedge's loser, a 200 refusal the request moved on from
     wasted_usd: float = 0.0
     ttft_ms: float | None = None

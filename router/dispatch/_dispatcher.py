@@ -241,7 +241,11 @@ class Dispatcher:
                         u.breaker.probing = False
                         break
                     if pause:
-                        await asyncio.sleep(pause)
+                        try:
+                            await asyncio.sleep(pause)
+                        except BaseException:  # the client left: free the half-open probe
+                            u.breaker.probing = False
+                            raise
                 remaining = deadline.remaining()
                 if remaining <= 0:
                     u.breaker.probing = False
@@ -342,6 +346,7 @@ class Dispatcher:
         racers: dict[asyncio.Task[T], tuple[Upstream, float]] = {
             asyncio.ensure_future(self._call(u, call, remaining, stream)):
                 (u, time.perf_counter())}
+        decided = False  # a racer answered (not: the client left, the request was refused)
         try:
             done, _ = await asyncio.wait(racers, timeout=max(late, cfg.min_delay_ms) / 1e3)
             if not done and hedge.budget.allows() and (h := spare()) is not None:
@@ -358,17 +363,22 @@ class Dispatcher:
                     failure = task.exception()
                     if failure is None:
                         hedge.won += who is not u
+                        decided = True
                         return task.result(), who
                     if isinstance(failure, ProviderError) and not failure.retryable:
                         raise failure  # the request's fault: the other call's too
             assert failure is not None
             raise failure
         finally:
-            await self._settle_losers(racers, hedge, stream, release)
+            await self._settle_losers(racers, hedge, stream, release, decided)
 
     async def _settle_losers(self, racers: dict[asyncio.Task[T], tuple[Upstream, float]],
-                             hedge: Hedge, stream: bool, release: Release[T]) -> None:
-        """Cancel the calls still racing, and record what each cost and how it ended."""
+                             hedge: Hedge, stream: bool, release: Release[T],
+                             decided: bool) -> None:
+        """Cancel the calls still racing, and record what each cost and how it ended. Only
+        a race another call won (``decided``) says anything of a loser's deployment: its time
+        so far is a timing (a lower bound, like a timeout's), and past its lateness, a
+        timeout. A client that left, or a request refused, blames no one."""
         for task in racers:
             task.cancel()
         await asyncio.gather(*racers, return_exceptions=True)
@@ -376,8 +386,13 @@ class Dispatcher:
         for task, (who, started) in racers.items():
             if task.cancelled():
                 hedge.wasted.append(Waste(who))
+                if not decided:
+                    continue
                 ran_ms = (time.perf_counter() - started) * 1e3
                 late = who.health.late_after_ms(stream, cfg.percentile, cfg.min_samples)
+                # recorded, or the slowest calls (those hedges rescue) would leave the samples
+                # and the percentile would sink until the share cap is always spent
+                (who.health.first_token if stream else who.health.latency)(ran_ms)
                 if late is not None and ran_ms >= max(late, cfg.min_delay_ms):
                     self._failed(who, UpstreamTimeout(
                         f"{who.deployment.provider} upstream gave no first token in "

@@ -71,24 +71,26 @@ class Dispatch:
                    else _provider_embeddings(ex, ex.request, gw))
             return
         assert ex.model is not None and isinstance(ex.request, ChatRequest)
-        hedge = ex.hedge = hedge_for(ex, gw)
+        hedge = hedge_for(ex, gw)
         while True:
             dispatcher = gw.dispatchers[ex.model.name]
             strategy = _route_strategy(ex, gw)
             try:
-                if ex.stream:
-                    first, rest, ex.upstream = await dispatcher.open_stream(
-                        ex.request, regions=ex.regions, strategy=strategy, hedge=hedge)
-                    head = await _opening(first, rest)
-                    refused = bool(head) and _refused(head[-1].choices)
-                    usage = next((c.usage for c in head if c.usage is not None), None)
-                else:
-                    completion, ex.upstream = await dispatcher.complete(
-                        ex.request, regions=ex.regions, strategy=strategy, hedge=hedge)
-                    refused, usage = _refused(completion.choices), completion.usage
+                try:
+                    if ex.stream:
+                        first, rest, ex.upstream = await dispatcher.open_stream(
+                            ex.request, regions=ex.regions, strategy=strategy, hedge=hedge)
+                        head = await _opening(first, rest)
+                        refused = bool(head) and _refused(head[-1].choices)
+                        usage = next((c.usage for c in head if c.usage is not None), None)
+                    else:
+                        completion, ex.upstream = await dispatcher.complete(
+                            ex.request, regions=ex.regions, strategy=strategy, hedge=hedge)
+                        refused, usage = _refused(completion.choices), completion.usage
+                finally:  # priced at this model, however the call ended (the client left too)
+                    if hedge is not None:
+                        settle(ex, hedge, gw)
             except ProviderError as exc:
-                if hedge is not None:
-                    settle(ex, hedge, gw)
                 if _may_fall_back(exc, gw) and fall_back(
                         ex, gw, str(exc), avoid=getattr(exc, "provider", None)):
                     continue
@@ -97,8 +99,6 @@ class Dispatch:
                     raise
                 fallback_response.answer(ex, reply, exc)
                 return
-            if hedge is not None:
-                settle(ex, hedge, gw)
             # With no model to move to, the refusal is the answer: the 400 path likewise hands
             # the client what the provider said, and a 200 refusal is a valid completion.
             if not (refused and _refusal_fell_back(ex, gw, usage)):

@@ -57,7 +57,8 @@ class Reserve:
             ex.token_charges = tokens
         budgets = budgets_for(limits.config.budgets, ex.principal)
         most = Catalog.cost_usd(model, prompt, most_out)
-        if hedge_config(ex, gw).enabled:  # a hedge may pay for a second call
+        # a hedge may pay for a second call (chat only: embeddings are never hedged)
+        if isinstance(request, ChatRequest) and hedge_config(ex, gw).enabled:
             most *= 2
         if budgets and most > 0:  # a free model (the gateway's own encoder) spends nothing
             ex.hold = await limits.reserve(ex.id, budgets, most)

@@ -9,7 +9,7 @@ import pytest
 
 from router.config import DEFAULT_CONFIG
 from service.cli import main
-from service.cli_report import parse_when, shown_dsn
+from service.cli_report import _budgets, parse_when
 from tests.report_log import AS_OF, build_records, count, money, tables, write_log
 
 UNTIL = "2026-03-16"
@@ -84,7 +84,7 @@ def test_report_on_postgresql(pg_dsn, tmp_path, capsys):
      "no requests in the traffic log before 2026-03-16 00:00 UTC for tenant 'nobody'"),
     (["--logs", "{dsn}", "--since", "2026-04-01", "--until", UNTIL], "--since must be before"),
     (["--logs", "postgresql://cf:secret@127.0.0.1:1/none"],
-     "traffic log postgresql://cf@127.0.0.1:1/none: cannot open"),
+     "traffic log postgresql://***@127.0.0.1:1/none: cannot open"),
 ])
 def test_errors_are_one_clear_line(dsn, tmp_path, capsys, argv, message):
     argv = [a.format(tmp=tmp_path, dsn=dsn) for a in argv]
@@ -107,6 +107,15 @@ def test_since_and_until_parse_spans_and_dates():
         parse_when("7 days", now, "--until")
 
 
-def test_shown_dsn_drops_the_password_and_options():
-    assert shown_dsn("postgresql://u:pw@db.internal:5432/traffic?sslmode=require") == \
-        "postgresql://u@db.internal:5432/traffic"
+def test_the_monthly_budget_shown_is_the_smallest_rule_that_applies():
+    from types import SimpleNamespace as NS
+
+    def rule(name, usd, scope="org", period="month"):
+        return NS(name=name, usd=usd, scope=scope, period=period)
+
+    config = NS(limits=NS(budgets=[rule("*", 50.0), rule("acme", 80.0), rule("beta", 20.0),
+                                   rule("acme", 5.0, period="day"), rule("u1", 1.0, "user")]))
+    budget = _budgets(config)
+    # every org rule naming the tenant or * charges one bucket: the smallest refuses first
+    assert (budget("acme"), budget("beta"), budget("other")) == (50.0, 20.0, 50.0)
+    assert _budgets(NS(limits=NS(budgets=[])))("acme") is None
