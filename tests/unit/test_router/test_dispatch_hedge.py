@@ -240,6 +240,8 @@ def test_a_client_that_leaves_mid_race_leaves_nothing_in_flight():
     asyncio.run(go())
     assert (a.cancelled, b.cancelled) == (1, 1)
     assert all(x.health.inflight == 0 for x in d.upstreams)
+    # a client that left says nothing against either deployment
+    assert all(x.breaker.failures == 0 and x.breaker.error_rate()[1] == 0 for x in d.upstreams)
 
 
 def test_lateness_is_a_nearest_rank_percentile_of_the_recent_timings():
