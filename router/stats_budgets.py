@@ -150,8 +150,8 @@ def burndown(log: TrafficLog, rules: Sequence[BudgetRule], *, now: float,
         per_bucket, base = _spend(log, rule, chart_start, step, n, now, tenant, memo)
         for name in base:  # a total budget that spent only before the chart starts
             per_bucket.setdefault(name, [0.0] * n)
-        if not per_bucket and rule.name != "*":  # a named budget with nothing spent yet
-            per_bucket[f"{rule.scope}:{rule.name}"] = [0.0] * n
+        if not per_bucket and rule.name != "*" and _may_see(rule, tenant):
+            per_bucket[f"{rule.scope}:{rule.name}"] = [0.0] * n  # named, nothing spent yet
         biggest = sorted(per_bucket, key=lambda k: -(sum(per_bucket[k]) + base.get(k, 0)))
         for bucket in biggest[:PER_RULE]:
             spent, remaining = base.get(bucket, 0.0), []
@@ -168,3 +168,17 @@ def burndown(log: TrafficLog, rules: Sequence[BudgetRule], *, now: float,
                         "series": {"t": [chart_start + i * step for i in range(n)],
                                    "remaining_usd": remaining}})
     return out
+
+
+def _may_see(rule: BudgetRule, tenant: str | None) -> bool:
+    """Whether a view of ``tenant`` (None: every tenant) may show this named budget: another
+    organisation's budget, or its projects', users' or keys', is not this tenant's business.
+    A project or user rule without a tenant prefix applies to every tenant."""
+    if tenant is None:
+        return True
+    if rule.scope == "org":
+        return rule.name == tenant
+    if rule.scope in ("project", "user"):
+        owner, slash, _ = rule.name.partition("/")
+        return not slash or owner == tenant
+    return False  # a key's or another scope's name says nothing of whose it is

@@ -81,7 +81,8 @@ class StatsCache:
         """The kept answer for ``key`` if fresh, else ``await compute()`` (shared)."""
         now, ttl_s = self._clock(), self.ttl_s if self.ttl_s is not None else ttl_s
         kept = self._kept.get(key)
-        if kept is None or now - kept[0] > ttl_s:
+        # one computation at a time per key: a slow one is shared, not queued behind again
+        if kept is None or (kept[1].done() and now - kept[0] > ttl_s):
             if len(self._kept) > 64:  # windows and tenants asked for: a handful in practice
                 self._kept = {k: v for k, v in self._kept.items()
                               if now - v[0] <= MAX_TTL_S}

@@ -126,6 +126,18 @@ def test_period_bounds():
     assert period_bounds("total", NOW) == (None, None)
 
 
+def test_a_tenant_view_shows_no_other_organisations_unspent_budgets(log):
+    rules = [BudgetRule(scope="org", usd=3.0, name="initech"),
+             BudgetRule(scope="project", usd=1.0, name="initech/web"),
+             BudgetRule(scope="key", usd=2.0, name="k-unused", period="total"),
+             BudgetRule(scope="org", usd=4.0, name="globex"),
+             BudgetRule(scope="project", usd=1.5, name="web")]  # every tenant's "web"
+    seen = {b["bucket"] for b in burndown(log, rules, now=NOW, tenant="globex")}
+    assert seen == {"org:globex", "project:globex/web"}  # "web" as globex spent on it
+    everything = {b["bucket"] for b in burndown(log, rules, now=NOW)}
+    assert {"org:initech", "project:initech/web", "key:k-unused"} <= everything
+
+
 def test_burndown_per_organisation_and_named(log):
     rules = [BudgetRule(scope="org", usd=10.0), BudgetRule(scope="project", usd=1.0,
                                                            name="globex/web", period="day"),
