@@ -26,7 +26,8 @@ A line's way, when its model has such a deployment:
    many requests created since), so a line is not submitted twice.
 3. **Polling**: every ``batch.native_poll_s``. When the provider batch ends (completed,
    failed, expired, cancelled; Anthropic: ended), its results are read and each line's
-   committed under its ``custom_id`` (the line number). A line the provider answered (2xx,
+   committed under its id there (``<native batch>:<line>``: a batch adopted by mistake
+   after a crash answers none of ours). A line the provider answered (2xx,
    or a 4xx the request itself caused) gets that answer, translated by the adapter's live
    code; one it did not (a failed or expired batch, an unrun line, a 429 or 5xx) goes back to
    ``pending`` and runs live.
@@ -110,6 +111,7 @@ class NativeBatches:
         self._wake = asyncio.Event()
         self._polled: dict[str, float] = {}  # native batch -> when it was last polled
         self._started = False
+        self._idle = False  # nothing forwarded or open, seen while no deployment forwards
         self.submissions = 0  # provider batches this process created (for tests, metrics)
 
     def wake(self) -> None:
@@ -130,8 +132,14 @@ class NativeBatches:
     async def tick(self) -> None:
         """Skip what cancelled batches no longer need, submit what is ready, poll."""
         store = self.store
-        if not has_native(self.gateway) and await asyncio.to_thread(store.idle):
-            return  # no deployment forwards, and nothing is left from one that did
+        if not has_native(self.gateway):
+            # nothing can be forwarded now: once nothing is left from a deployment that did,
+            # the store is not read again until one does (a scan of every line otherwise)
+            if self._idle or await asyncio.to_thread(store.idle):
+                self._idle = True
+                return
+        else:
+            self._idle = False
         await asyncio.to_thread(store.skip_unsubmitted)
         everyone = self.exclusive and not self._started
         self._started = True
@@ -145,7 +153,10 @@ class NativeBatches:
             if job is not None:
                 await self._submit(job, resumed=False)
         for job in await asyncio.to_thread(store.active):
-            await self._poll(job)
+            try:
+                await self._poll(job)
+            except Exception:  # this one's provider or lines: the others go on
+                log.exception("batch: polling %s (%s) failed", job.id, job.provider_id)
 
     def _upstream(self, job: NativeJob) -> tuple[Upstream, BatchAPI] | None:
         dispatcher = self.gateway.dispatchers.get(job.model)
@@ -171,14 +182,16 @@ class NativeBatches:
             if not held:
                 await self._close(job, skip=False, why="no line left")
                 return
-            content = client.encode([(str(h.line), _ROUTED.decode(h.routed).request)
-                                     for h in held])
+            # off the event loop: up to 50,000 requests to decode and encode
+            content = await asyncio.to_thread(client.encode, [
+                (_custom_id(job.id, h.line), _ROUTED.decode(h.routed).request) for h in held])
             batch = await client.submit(content, job.id)
         except ProviderError as exc:
             if exc.retryable:  # try again at the next poll
                 log.warning("batch: submitting %s to %s failed (%s): retrying", job.id,
                             job.deployment, exc)
-                await asyncio.to_thread(self.store.unclaim, job.id)
+                await asyncio.to_thread(self.store.unclaim, job.id,
+                                        retry_at=time.time() + self.config.native_poll_s)
                 return
             await self._close(job, skip=False, why=f"the provider refused it: {exc}")
             return
@@ -197,7 +210,14 @@ class NativeBatches:
         up, client = found
         assert job.provider_id is not None
         if job.batch_status == "cancelling" and not job.cancel_sent:
-            await client.cancel(job.provider_id)
+            try:
+                await client.cancel(job.provider_id)
+            except ProviderError as exc:
+                if exc.retryable:
+                    raise
+                # (OpenAI's 409: it ended before the cancel came) its results still count
+                log.info("batch: cancelling %s (%s) was refused: %s", job.id,
+                         job.provider_id, exc)
             await asyncio.to_thread(self.store.cancel_sent, job.id)
         elif time.monotonic() - self._polled.get(job.id, 0.0) < self.config.native_poll_s:
             return
@@ -208,7 +228,7 @@ class NativeBatches:
         results = await client.results(batch)
         answered = 0
         for held in await asyncio.to_thread(self.store.lines, job.id):
-            line = results.get(str(held.line))
+            line = results.get(_custom_id(job.id, held.line))
             response = line.response if line is not None else None
             if response is None or response.status_code == 429 or \
                     response.status_code >= 500:
@@ -276,3 +296,10 @@ class NativeBatches:
             hold = Hold(ex.id, tuple(budgets), tuple(period_key(b.period, now)
                                                      for b in budgets), 0.0)
             await limits.settle(hold, ex.cost_usd, failed=False)
+
+
+def _custom_id(nid: str, line: int) -> str:
+    """A line's id in a provider batch: unique to this native batch, so results can only be
+    matched to the lines sent in it (a batch found again after a crash that is not ours
+    answers none of them)."""
+    return f"{nid}:{line}"

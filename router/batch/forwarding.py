@@ -130,11 +130,12 @@ class ForwardStore:
             cur.execute("UPDATE native_batches SET status = 'submitted', provider_id = ?, "
                         "owner = NULL WHERE id = ?", (provider_id, nid))
 
-    def unclaim(self, nid: str) -> None:
-        """Give a native batch whose submission failed for now back, to try again soon."""
+    def unclaim(self, nid: str, *, retry_at: float = 0.0) -> None:
+        """Give a native batch whose submission failed for now back, to try again from
+        ``retry_at`` (not at every tick: each try uploads the whole file again)."""
         with self.db.transaction(lock=f"native:{nid}") as cur:
-            cur.execute("UPDATE native_batches SET owner = NULL, lease_until = 0 WHERE id = ? "
-                        "AND status = 'submitting'", (nid,))
+            cur.execute("UPDATE native_batches SET owner = NULL, lease_until = ? WHERE id = ? "
+                        "AND status = 'submitting'", (retry_at, nid))
 
     def orphans(self, owner: str, lease_s: float, *, everyone: bool) -> list[NativeJob]:
         """``submitting`` native batches whose runner is gone (its lease ended; with
